@@ -1,0 +1,273 @@
+"""Frame-accurate stroke windows from match video.
+
+Two ways to read:
+- `read_window`: random access to the frames around one hit frame. decord does the seeking
+  (frame-exact), inside a worker process so that a file on which decord 0.6 hangs or leaks
+  cannot take the app down: the worker is killed after a timeout and recycled every
+  `RECYCLE_AFTER` reads. OpenCV is the fallback.
+- `iter_windows`: one sequential OpenCV pass over the file that cuts the windows of many hit
+  frames as it goes; memory is bounded by the frames of overlapping windows, however long
+  the match. This is what the indexer and the dataset builder use.
+
+Window frame i is always the i-th decoded frame of the file (never a keyframe nearby), so
+variable-frame-rate files are indexed by frame, not by time. Indices before the first frame
+or past the last one are clamped, so every window has `before + after + 1` frames.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WINDOW_BEFORE = 7  # the reference takes frames hit-7 .. hit+8
+WINDOW_AFTER = 8
+READ_TIMEOUT_S = 30.0
+RECYCLE_AFTER = 200
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be read; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size of a video; VideoError for anything that is not one."""
+    path = _check_path(path)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise VideoError(f"{path}: not a readable video file")
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise VideoError(f"{path}: no decodable frames (corrupt or empty video)")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
+        return VideoInfo(max(n, 1), fps, frame.shape[1], frame.shape[0])
+    finally:
+        cap.release()
+
+
+def window_indices(center: int, before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER,
+                   num_frames: int | None = None) -> list[int]:
+    """The frame indices of a window, clamped to [0, num_frames - 1]."""
+    last = (num_frames - 1) if num_frames else None
+    idx = [max(0, i) for i in range(center - before, center + after + 1)]
+    return [min(i, last) for i in idx] if last is not None else idx
+
+
+def read_window(path: str | Path, center: int, before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER,
+                backend: str = "auto") -> np.ndarray:
+    """Frames center-before .. center+after as uint8 RGB, shape (T, H, W, 3).
+
+    backend: "decord", "opencv", or "auto" (decord, falling back to OpenCV if it fails).
+    """
+    if backend not in ("auto", "decord", "opencv"):
+        raise ValueError(f"unknown video backend {backend!r}")
+    info = probe(path)
+    if not 0 <= center < info.num_frames:
+        raise VideoError(f"{path}: hit frame {center} is outside the video (0..{info.num_frames - 1})")
+    indices = window_indices(center, before, after, info.num_frames)
+    if backend in ("auto", "decord"):
+        try:
+            return _decord_pool().read(str(path), indices)
+        except VideoError as err:
+            if backend == "decord":
+                raise
+            log.warning("decord failed on %s (%s); reading with OpenCV", path, err)
+    return _opencv_read(Path(path), indices)
+
+
+def iter_windows(path: str | Path, centers: Iterable[int], before: int = WINDOW_BEFORE,
+                 after: int = WINDOW_AFTER) -> Iterator[tuple[int, np.ndarray]]:
+    """One sequential pass: yield (center, frames) for every hit frame, in increasing order.
+
+    Frames are uint8 RGB (T, H, W, 3). Only frames that a pending window still needs are kept.
+    """
+    path = _check_path(path)
+    wanted = sorted(set(int(c) for c in centers))
+    if not wanted:
+        return
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"{path}: not a readable video file")
+    try:
+        yield from _sequential_windows(cap, path, wanted, before, after)
+    finally:
+        cap.release()
+
+
+def _sequential_windows(cap: cv2.VideoCapture, path: Path, wanted: list[int], before: int,
+                        after: int) -> Iterator[tuple[int, np.ndarray]]:
+    kept: dict[int, np.ndarray] = {}
+    first_needed = lambda k: max(0, wanted[k] - before)  # noqa: E731
+    k, frame_idx, last = 0, -1, None
+    while k < len(wanted):
+        ok = cap.grab()
+        if not ok:
+            break
+        frame_idx += 1
+        if frame_idx < first_needed(k):
+            continue  # grab() skips the colour conversion of frames no window needs
+        ok, bgr = cap.retrieve()
+        if not ok:
+            raise VideoError(f"{path}: frame {frame_idx} could not be decoded")
+        kept[frame_idx] = last = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        while k < len(wanted) and frame_idx >= wanted[k] + after:
+            yield wanted[k], np.stack([kept[i] for i in window_indices(wanted[k], before, after)])
+            k += 1
+            if k < len(wanted):
+                for i in [i for i in kept if i < first_needed(k)]:
+                    del kept[i]
+    if frame_idx < 0:
+        raise VideoError(f"{path}: no decodable frames (corrupt or empty video)")
+    # The file ended: windows that run past the last frame repeat it.
+    for center in wanted[k:]:
+        if center > frame_idx:
+            raise VideoError(f"{path}: hit frame {center} is past the last frame ({frame_idx})")
+        yield center, np.stack([kept.get(i, last) for i in window_indices(center, before, after, frame_idx + 1)])
+
+
+def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float) -> Path:
+    """Write uint8 RGB frames (T, H, W, 3) to an mp4 file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+                if not writer.isOpened():
+                    raise VideoError(f"{path}: cannot open a video writer")
+            writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise VideoError(f"{path}: no frames to write")
+    return path
+
+
+def _check_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty")
+    return path
+
+
+def _opencv_read(path: Path, indices: list[int]) -> np.ndarray:
+    """Seek to the first index, then read forward; re-read from the start if the seek was inexact."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        start = indices[0]
+        cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) != start:
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
+            for _ in range(start):
+                cap.grab()
+        frames: dict[int, np.ndarray] = {}
+        for i in range(start, indices[-1] + 1):
+            ok, bgr = cap.read()
+            if not ok:
+                raise VideoError(f"{path}: frame {i} could not be decoded")
+            frames[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return np.stack([frames[i] for i in indices])
+    finally:
+        cap.release()
+
+
+class _DecordPool:
+    """One decord worker process, killed on timeout and recycled to bound decord's leaks."""
+
+    def __init__(self, timeout_s: float = READ_TIMEOUT_S, recycle_after: int = RECYCLE_AFTER):
+        self.timeout_s, self.recycle_after = timeout_s, recycle_after
+        self._proc: mp.process.BaseProcess | None = None
+        self._conn = None
+        self._reads = 0
+
+    def read(self, path: str, indices: list[int]) -> np.ndarray:
+        if self._proc is None or not self._proc.is_alive() or self._reads >= self.recycle_after:
+            self._start()
+        self._reads += 1
+        self._conn.send((path, indices))
+        if not self._conn.poll(self.timeout_s):
+            self.close()
+            raise VideoError(f"{path}: decord did not answer within {self.timeout_s:.0f} s")
+        try:
+            status, payload = self._conn.recv()
+        except EOFError:
+            self.close()
+            raise VideoError(f"{path}: the decord reader crashed") from None
+        if status != "ok":
+            raise VideoError(f"{path}: {payload}")
+        return payload
+
+    def _start(self) -> None:
+        self.close()
+        ctx = mp.get_context("spawn")  # fork would copy torch's thread state into the child
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_decord_worker, args=(child,), daemon=True)
+        self._proc.start()
+        child.close()
+        self._reads = 0
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        self._proc = None
+
+
+def _decord_worker(conn) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import decord  # imported here only: the parent process never loads it
+
+    reader, reader_path = None, None
+    while True:
+        try:
+            path, indices = conn.recv()
+        except EOFError:
+            return
+        try:
+            if path != reader_path:
+                reader, reader_path = None, None
+                reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+                reader_path = path
+            conn.send(("ok", reader.get_batch(indices).asnumpy()))
+        except Exception as err:  # decord raises its own untyped errors
+            reader, reader_path = None, None
+            conn.send(("error", f"decord cannot read it ({str(err).splitlines()[0] if str(err) else type(err).__name__})"))
+
+
+_POOL: _DecordPool | None = None
+
+
+def _decord_pool() -> _DecordPool:
+    global _POOL
+    if _POOL is None:
+        _POOL = _DecordPool()
+        atexit.register(_POOL.close)
+    return _POOL

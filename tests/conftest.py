@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny model folder and a synthetic video whose frames carry their index."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.video import write_video
+
+BITS = 10
+BLOCK = 8
+
+
+def index_frame(i: int, size: tuple[int, int] = (96, 64)) -> np.ndarray:
+    """An RGB frame whose top row of 8x8 blocks spells `i` in binary (survives lossy coding)."""
+    w, h = size
+    frame = np.full((h, w, 3), 40, np.uint8)
+    for b in range(BITS):
+        if (i >> b) & 1:
+            frame[:BLOCK, b * BLOCK:(b + 1) * BLOCK] = 235
+    frame[BLOCK + 4:, :, 1] = (i * 7) % 200  # some content below the code
+    return frame
+
+
+def read_index(frame: np.ndarray) -> int:
+    """Decode the index that `index_frame` drew."""
+    return sum(1 << b for b in range(BITS) if frame[2:BLOCK - 2, b * BLOCK + 2:(b + 1) * BLOCK - 2].mean() > 128)
+
+
+@pytest.fixture(scope="session")
+def index_video(tmp_path_factory) -> Path:
+    """A 120-frame mp4 at 25 fps whose frame i shows the number i."""
+    path = tmp_path_factory.mktemp("video") / "indexed.mp4"
+    return write_video(path, (index_frame(i) for i in range(120)), fps=25)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import video
+from core.video import VideoError, iter_windows, probe, read_window
+from tests.conftest import index_frame, read_index
+
+
+def indices_of(frames: np.ndarray) -> list[int]:
+    return [read_index(f) for f in frames]
+
+
+def test_index_code_survives_the_codec(index_video):
+    assert probe(index_video).num_frames == 120
+    assert read_index(index_frame(613)) == 613
+
+
+@pytest.mark.parametrize("backend", ["decord", "opencv"])
+@pytest.mark.parametrize("center", [50, 97, 3, 115])
+def test_window_is_frame_exact(index_video, backend, center):
+    frames = read_window(index_video, center, backend=backend)
+    assert frames.shape == (16, 64, 96, 3) and frames.dtype == np.uint8
+    expected = [min(max(i, 0), 119) for i in range(center - 7, center + 9)]
+    assert indices_of(frames) == expected
+
+
+def test_sequential_pass_matches_random_access(index_video):
+    centers = [100, 10, 12, 60, 61, 118, 0]  # unordered, overlapping, at both ends
+    got = dict(iter_windows(index_video, centers))
+    assert list(got) == sorted(centers)
+    for c in centers:
+        assert indices_of(got[c]) == [min(max(i, 0), 119) for i in range(c - 7, c + 9)]
+        np.testing.assert_array_equal(got[c], read_window(index_video, c, backend="opencv"))
+
+
+def test_sequential_pass_keeps_only_pending_frames(index_video, monkeypatch):
+    sizes = []
+    real_stack = np.stack
+
+    def spy(arrays, *a, **k):
+        sizes.append(len(arrays))
+        return real_stack(arrays, *a, **k)
+
+    monkeypatch.setattr(video.np, "stack", spy)
+    list(iter_windows(index_video, range(10, 110, 5)))
+    assert sizes and max(sizes) == 16
+
+
+def test_custom_window_sizes(index_video):
+    frames = read_window(index_video, 40, before=2, after=1, backend="decord")
+    assert indices_of(frames) == [38, 39, 40, 41]
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video\n" * 50, b"\x00\x00\x00\x18ftypmp42" + b"\x13" * 4000])
+def test_bad_files_raise_a_clear_error(tmp_path, content):
+    path = tmp_path / "match.mp4"
+    path.write_bytes(content)
+    for call in (lambda: read_window(path, 5), lambda: list(iter_windows(path, [5])), lambda: probe(path)):
+        with pytest.raises(VideoError, match="match.mp4"):
+            call()
+
+
+def test_truncated_file_raises(index_video, tmp_path):
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(index_video.read_bytes()[: index_video.stat().st_size // 3])
+    with pytest.raises(VideoError):
+        read_window(path, 100)
+
+
+def test_missing_file_and_out_of_range(index_video, tmp_path):
+    with pytest.raises(VideoError, match="no such video"):
+        read_window(tmp_path / "nope.mp4", 3)
+    with pytest.raises(VideoError, match="outside the video"):
+        read_window(index_video, 500)
+    with pytest.raises(VideoError, match="past the last frame"):
+        list(iter_windows(index_video, [5, 500]))
+
+
+def test_hanging_decord_is_killed_and_reported(index_video, monkeypatch):
+    pool = video._DecordPool(timeout_s=0.5)
+    monkeypatch.setattr(video, "_decord_worker", _sleeping_worker)
+    with pytest.raises(VideoError, match="did not answer"):
+        pool.read(str(index_video), [0, 1])
+    assert pool._proc is None  # killed, a later read starts a fresh worker
+
+
+def _sleeping_worker(conn) -> None:
+    import time
+
+    conn.recv()
+    time.sleep(60)
