@@ -1,0 +1,212 @@
+"""Stage-2 questions and answers: templates, chunking, answer formatting and parsing.
+
+A rally's strokes (ordered by ball_round) are cut into chunks of 5 (10 for chain-of-thought).
+Each chunk gets 14 questions as in the reference system: one negative per question kind, about
+an event drawn from the vocabularies that no stroke of the chunk matches, and 10 positives about
+the chunk's own strokes. A positive's answer lists every 0-based index of the chunk whose fields
+match the question, not only the stroke it was drawn from.
+
+An event is a dict with some of `side`, `stroke`, `zone` (the kinds below name which); a stroke
+matches when its fields are equal. Strokes enter as anything with `.side`, `.stroke`, `.zone`
+and `.caption` (core.annotations.Stroke).
+
+The evaluator and the query engine import `format_answer`, `parse_answer`, `fill_template`,
+`llm_prompt` and `matching_indices` from here.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.vocab import SIDES, STROKES, ZONE_PHRASES
+
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "player_stroke_area": ("side", "stroke", "zone"),
+    "player_stroke": ("side", "stroke"),
+    "stroke": ("stroke",),
+    "area": ("zone",),
+}
+KINDS = tuple(KIND_FIELDS)
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "player_stroke_area": (
+        "When does the {player} hits a {stroke} {hit_area}?",
+        "At what point in the rally does the {player} perform a {stroke} {hit_area}?",
+        "Identify when the {player} executes a {stroke} {hit_area}.",
+        "Locate the moment when a {stroke} {hit_area} is played by the {player}.",
+    ),
+    "player_stroke": (
+        "When does the {player} hits a {stroke}?",
+        "At what time does the {player} execute a {stroke}?",
+        "When in this rally does the {player} perform a {stroke}?",
+        "Identify the moment the {player} plays a {stroke}.",
+    ),
+    "stroke": (
+        "When is a {stroke} hits?",
+        "At what moment does a {stroke} occur?",
+        "When during the rally does a {stroke} happen?",
+        "Locate when the {stroke} takes place.",
+    ),
+    "area": (
+        "Which stroke is hit {hit_area}?",
+        "Which shot lands {hit_area}?",
+        "Identify the stroke that occurs {hit_area}.",
+        "What stroke happens {hit_area}?",
+    ),
+}
+
+NOT_OCCUR = "The event does not occur"
+CHUNK = 5
+COT_CHUNK = 10
+NEGATIVES_PER_CHUNK = len(KINDS)
+POSITIVES_PER_CHUNK = 10
+QFORMER_PROMPT = "<Video> A short video description:"
+
+
+def llm_prompt(n_strokes: int, question: str) -> str:
+    """The stage-2 LLM text input of the reference system."""
+    return (f"<Video> This video has {n_strokes} strokes. You must answer based only on the strokes you "
+            "see\u2014do not invent or hallucinate any events. Let's think step by step. If the event "
+            "occurs, output exactly \u201cThe event happens at strokes i,j,\u2026\u201d to list the stroke "
+            "indices If the event does not occur, output exactly \u201cThe event does not occur\u201d "
+            f"Question: {question} Answer:")
+
+
+# ---------------------------------------------------------------- events and answers
+
+
+def event_of(stroke, kind: str) -> dict:
+    """The fields of `stroke` that a question of `kind` asks about."""
+    return {f: getattr(stroke, f) for f in KIND_FIELDS[kind]}
+
+
+def matching_indices(strokes: Sequence, event: dict) -> list[int]:
+    """0-based indices of every stroke whose fields equal the event's."""
+    return [i for i, s in enumerate(strokes) if all(getattr(s, f) == v for f, v in event.items())]
+
+
+def fill_template(template: str, event: dict) -> str:
+    values = {"player": f"{event['side']} player" if "side" in event else "",
+              "stroke": event.get("stroke", ""),
+              "hit_area": ZONE_PHRASES[event["zone"]] if "zone" in event else ""}
+    return template.format(**values)
+
+
+def format_indices(indices: Sequence[int]) -> str:
+    """'stroke 2' / 'strokes 0,3'."""
+    return f"stroke {indices[0]}" if len(indices) == 1 else "strokes " + ",".join(str(i) for i in indices)
+
+
+def format_answer(indices: Sequence[int] | None) -> str:
+    """'The event happens at stroke 2', '... at strokes 0,3', or 'The event does not occur' (None/[])."""
+    if not indices:
+        return NOT_OCCUR
+    return f"The event happens at {format_indices(list(indices))}"
+
+
+def format_cot_answer(captions: Sequence[str], indices: Sequence[int] | None) -> str:
+    """Chain-of-thought target: every stroke's caption, the conclusion, then the answer."""
+    lines = [f"stroke {i}: {c}" for i, c in enumerate(captions)]
+    conclusion = format_indices(list(indices)) if indices else "not occur"
+    return ("<thinking>\n" + "\n".join(lines) + f"\ntherefore the answer is {conclusion}\n</thinking>\n"
+            f"<answer>{format_answer(indices)}</answer>")
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S)
+_INDICES = re.compile(r"happens\s+at\s+strokes?\s*((?:\d+\s*(?:,|and|\s)\s*)*\d+)", re.I)
+
+
+def parse_answer(text: str) -> list[int] | None:
+    """Indices from an answer: from `<answer>...</answer>` if present, else the sentence.
+
+    None means "the event does not occur"; [] means nothing could be parsed (counts as wrong
+    for both answerable and impossible questions). Indices keep their order, duplicates dropped.
+    """
+    m = _ANSWER_TAG.search(text)
+    body = m.group(1) if m else text
+    if re.search(r"does\s+not\s+occur", body, re.I):
+        return None
+    m = _INDICES.search(body)
+    if not m:
+        return []
+    return list(dict.fromkeys(int(x) for x in re.findall(r"\d+", m.group(1))))
+
+
+# ---------------------------------------------------------------- chunks and questions
+
+
+@dataclass
+class Chunk:
+    chunk_id: str  # <match>_<set>_<rally>_chunk<n>
+    strokes: list  # ordered by ball_round
+
+
+def rally_chunks(strokes: Sequence, size: int) -> list[Chunk]:
+    """Group by (match, set, rally), order by ball_round, cut into consecutive chunks of `size`."""
+    rallies: dict[tuple, list] = {}
+    for s in strokes:
+        rallies.setdefault((s.match, s.set, s.rally), []).append(s)
+    chunks = []
+    for (match, set_no, rally), group in sorted(rallies.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        group.sort(key=lambda s: (s.ball_round, s.frame))
+        for n, start in enumerate(range(0, len(group), size)):
+            chunks.append(Chunk(f"{match}_{set_no}_{rally}_chunk{n}", group[start:start + size]))
+    return chunks
+
+
+def vocabulary_events(kind: str, strokes: Sequence[str] = STROKES, zones: Sequence[int] = tuple(ZONE_PHRASES),
+                      sides: Sequence[str] = SIDES) -> list[dict]:
+    """Every event of a kind the vocabularies can express."""
+    values = {"side": sides, "stroke": strokes, "zone": zones}
+    events: list[dict] = [{}]
+    for f in KIND_FIELDS[kind]:
+        events = [{**e, f: v} for e in events for v in values[f]]
+    return events
+
+
+def chunk_rng(seed: int, chunk_id: str) -> random.Random:
+    """A generator that depends only on the seed and the chunk (stable when other data changes)."""
+    digest = hashlib.sha256(f"{seed}:{chunk_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def chunk_questions(chunk: Chunk, rng: random.Random, cot: bool = False,
+                    positives: int = POSITIVES_PER_CHUNK) -> list[dict]:
+    """The chunk's questions: one negative per kind (if the vocabularies allow one), then positives.
+
+    Positives cycle through the chunk's distinct (kind, event) pairs in a random order, so every
+    distinct event is asked before any is asked twice (with another template).
+    """
+    items = []
+    for kind in KINDS:
+        absent = [e for e in vocabulary_events(kind) if not matching_indices(chunk.strokes, e)]
+        if absent:
+            items.append(_item(chunk, kind, rng.choice(absent), rng, cot))
+    distinct = list({(k, tuple(sorted(event_of(s, k).items()))) for s in chunk.strokes for k in KINDS})
+    distinct.sort()
+    rng.shuffle(distinct)
+    for j in range(positives if distinct else 0):
+        kind, event = distinct[j % len(distinct)]
+        items.append(_item(chunk, kind, dict(event), rng, cot))
+    for q, item in enumerate(items):
+        item["question_id"] = f"{chunk.chunk_id}_q{q}"
+    return items
+
+
+def _item(chunk: Chunk, kind: str, event: dict, rng: random.Random, cot: bool) -> dict:
+    indices = matching_indices(chunk.strokes, event)
+    answer = format_cot_answer([s.caption for s in chunk.strokes], indices) if cot else format_answer(indices)
+    return {
+        "question_id": "",
+        "image": [f"clips/{s.stroke_id}.mp4" for s in chunk.strokes],
+        "question": fill_template(rng.choice(TEMPLATES[kind]), event),
+        "answer": answer,
+        "is_impossible": not indices,
+        "chunk_id": chunk.chunk_id,
+        "kind": kind,
+        "indices": indices,
+        "event": event,
+    }
