@@ -1,0 +1,122 @@
+"""The stroke video-language model: InstructBLIP's vision tower, Q-Former and FlanT5, made
+to read stroke clips.
+
+One stroke clip (T frames) -> the vision tower per frame -> a learned frame-position embedding
+added to each frame's tokens -> the Q-Former's queries attend over the tokens of all T frames
+(reading the fixed instruction) -> `num_query_tokens` tokens per stroke. Stage 2 feeds K clips
+of a rally chunk: each is encoded alone, projected to the LLM width, tagged with a learned
+clip-segment embedding, and the K*Q tokens go before the text prompt. Padding clips are never
+encoded and are masked in the LLM.
+
+The vision tower and Q-Former do not see the question, so a stroke's query tokens
+(`encode_clips`) can be cached and reused for every question (`forward(clip_tokens=...)`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import InstructBlipForConditionalGeneration
+
+from core.config import GenerationSettings
+
+
+class StrokeVLM(nn.Module):
+    def __init__(self, base: InstructBlipForConditionalGeneration, qformer_input_ids: torch.Tensor,
+                 num_frames: int = 16, max_clips: int = 16):
+        super().__init__()
+        self.base = base
+        cfg = base.config
+        # New parameters, zero-initialised so that a fresh model starts as plain InstructBLIP.
+        self.frame_embed = nn.Parameter(torch.zeros(num_frames, cfg.vision_config.hidden_size))
+        self.clip_embed = nn.Parameter(torch.zeros(max_clips, cfg.text_config.d_model))
+        self.register_buffer("qformer_input_ids", qformer_input_ids.view(1, -1).long(), persistent=False)
+        self.num_frames, self.max_clips = num_frames, max_clips
+
+    @property
+    def num_query_tokens(self) -> int:
+        return self.base.config.num_query_tokens
+
+    @property
+    def llm(self) -> nn.Module:
+        return self.base.language_model
+
+    def encode_clips(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Stroke clips (N, T, 3, H, W) -> Q-Former query outputs (N, Q, D_qformer)."""
+        n, t = pixel_values.shape[:2]
+        if t > self.num_frames:
+            raise ValueError(f"clips have {t} frames; this model takes at most {self.num_frames}")
+        vision = self.base.vision_model
+        dtype = vision.embeddings.patch_embedding.weight.dtype
+        # 1. vision tower per frame: (N*T, P, Dv), then tag each frame's tokens with its position
+        frames = vision(pixel_values=pixel_values.flatten(0, 1).to(dtype)).last_hidden_state
+        frames = frames.view(n, t, *frames.shape[1:]) + self.frame_embed[:t, None].to(frames.dtype)
+        image_embeds = frames.flatten(1, 2)  # (N, T*P, Dv): the queries see all frames at once
+        # 2. the Q-Former's queries cross-attend to them, reading the fixed instruction
+        queries = self.base.query_tokens.expand(n, -1, -1)
+        ids = self.qformer_input_ids.expand(n, -1)
+        mask = torch.ones(n, queries.shape[1] + ids.shape[1], dtype=torch.long, device=ids.device)
+        out = self.base.qformer(
+            input_ids=ids,
+            attention_mask=mask,
+            query_embeds=queries,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=torch.ones(image_embeds.shape[:2], dtype=torch.long, device=ids.device),
+        ).last_hidden_state
+        return out[:, : queries.shape[1]]
+
+    def clip_inputs(self, clip_tokens: torch.Tensor, clip_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query outputs (B, K, Q, Dq) + clip mask (B, K) -> LLM embeddings (B, K*Q, D) and their mask."""
+        b, k, q = clip_tokens.shape[:3]
+        if k > self.max_clips:
+            raise ValueError(f"{k} clips given; this model takes at most {self.max_clips}")
+        proj = self.base.language_projection
+        embeds = proj(clip_tokens.to(proj.weight.dtype)) + self.clip_embed[:k, None].to(proj.weight.dtype)
+        return embeds.flatten(1, 2), clip_mask.long().repeat_interleave(q, dim=1)
+
+    def _encode_batch(self, pixel_values: torch.Tensor | None, clip_tokens: torch.Tensor | None,
+                      clip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels (B, K, T, 3, H, W) or (B, T, 3, H, W), or cached tokens (B, K, Q, Dq) -> (tokens, mask)."""
+        if clip_tokens is None:
+            if pixel_values is None:
+                raise ValueError("give pixel_values or clip_tokens")
+            if pixel_values.dim() == 5:  # a single clip per sample
+                pixel_values = pixel_values[:, None]
+            b, k = pixel_values.shape[:2]
+            if clip_mask is None:
+                clip_mask = torch.ones(b, k, dtype=torch.bool, device=pixel_values.device)
+            clip_mask = clip_mask.bool()
+            # Padding clips are never encoded: only the real ones go through vision and Q-Former.
+            real = self.encode_clips(pixel_values[clip_mask])
+            clip_tokens = real.new_zeros(b, k, *real.shape[1:])
+            clip_tokens[clip_mask] = real
+        elif clip_mask is None:
+            clip_mask = torch.ones(clip_tokens.shape[:2], dtype=torch.bool, device=clip_tokens.device)
+        return clip_tokens, clip_mask
+
+    def llm_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values=None,
+                   clip_tokens=None, clip_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM encoder's input: clip tokens then prompt tokens, with every masked position
+        moved to the end so that T5's relative positions do not depend on padding."""
+        tokens, mask = self._encode_batch(pixel_values, clip_tokens, clip_mask)
+        video, video_mask = self.clip_inputs(tokens, mask)
+        text = self.llm.get_input_embeddings()(input_ids)
+        embeds = torch.cat([video.to(text.dtype), text], dim=1)
+        full_mask = torch.cat([video_mask, attention_mask.long()], dim=1)
+        order = torch.sort(full_mask, dim=1, descending=True, stable=True).indices
+        embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
+        return embeds, torch.gather(full_mask, 1, order)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values=None,
+                clip_tokens=None, clip_mask=None, labels: torch.Tensor | None = None):
+        """Seq2seq output of the LLM (loss when labels are given; label -100 is ignored)."""
+        embeds, mask = self.llm_inputs(input_ids, attention_mask, pixel_values, clip_tokens, clip_mask)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values=None,
+                 clip_tokens=None, clip_mask=None, settings: GenerationSettings | None = None) -> torch.Tensor:
+        """Beam-search token ids of the answers, shape (B, L)."""
+        s = settings or GenerationSettings()
+        embeds, mask = self.llm_inputs(input_ids, attention_mask, pixel_values, clip_tokens, clip_mask)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, num_beams=s.num_beams,
+                                 max_new_tokens=s.max_new_tokens, min_new_tokens=s.min_new_tokens)

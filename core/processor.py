@@ -1,0 +1,111 @@
+"""Turn stroke clips and text into model inputs, and generated ids back into text.
+
+Frames follow the base checkpoint's image processor settings (preprocessor_config.json):
+sample N frames evenly over the window, resize the short side to size*256/224, centre-crop
+to size, scale to [0, 1] and normalise with the checkpoint's mean and std.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from core.config import CAPTION_PROMPT, QA_PROMPT
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # InstructBLIP's processor defaults
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    size: int = 224
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ImageSpec":
+        """Read a Hugging Face preprocessor_config.json (BlipImageProcessor layout)."""
+        cfg = json.loads(Path(path).read_text())
+        size = cfg.get("size", 224)
+        size = size.get("height", size.get("shortest_edge", 224)) if isinstance(size, dict) else size
+        return cls(int(size), tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD)))
+
+    def to_dict(self) -> dict:
+        return {"image_processor_type": "BlipImageProcessor", "do_resize": True, "do_normalize": True,
+                "do_rescale": True, "rescale_factor": 1 / 255, "do_convert_rgb": True,
+                "size": {"height": self.size, "width": self.size},
+                "image_mean": list(self.mean), "image_std": list(self.std), "resample": 3}
+
+
+def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.Tensor:
+    """uint8 RGB frames (T, H, W, 3) -> normalised float tensor (num_frames, 3, size, size)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    pick = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+    h, w = frames.shape[1:3]
+    short = max(spec.size, round(spec.size * 256 / 224))
+    scale = short / min(h, w)
+    nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
+    top, left = (nh - spec.size) // 2, (nw - spec.size) // 2
+    out = np.empty((num_frames, spec.size, spec.size, 3), np.float32)
+    for i, f in enumerate(pick):
+        resized = cv2.resize(frames[f], (nw, nh), interpolation=cv2.INTER_AREA)
+        out[i] = resized[top:top + spec.size, left:left + spec.size]
+    out = (out / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+class StrokeProcessor:
+    """Batches for captioning (one clip per sample) and for QA over a chunk of clips."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, image: ImageSpec, num_frames: int, max_clips: int):
+        self.tokenizer, self.image, self.num_frames, self.max_clips = tokenizer, image, num_frames, max_clips
+
+    def clips(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """Clips -> pixel values (N, T, 3, S, S)."""
+        return torch.stack([clip_tensor(c, self.image, self.num_frames) for c in clips])
+
+    def prompts(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        return {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+
+    def labels(self, texts: list[str], max_length: int = 256) -> torch.Tensor:
+        """Target ids with padding set to -100 (ignored by the loss)."""
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
+
+    def caption_batch(self, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.clips(clips), **self.prompts([CAPTION_PROMPT] * len(clips))}
+
+    def qa_batch(self, chunks: list[list[np.ndarray]], questions: list[str]) -> dict[str, torch.Tensor]:
+        """Chunks of 1..max_clips clips, padded to the longest chunk, with a clip mask."""
+        if len(chunks) != len(questions):
+            raise ValueError("one question per chunk")
+        k = max(len(c) for c in chunks)
+        if not 1 <= k <= self.max_clips or any(not c for c in chunks):
+            raise ValueError(f"each chunk needs 1..{self.max_clips} clips")
+        pixels = torch.zeros(len(chunks), k, self.num_frames, 3, self.image.size, self.image.size)
+        mask = torch.zeros(len(chunks), k, dtype=torch.bool)
+        for i, chunk in enumerate(chunks):
+            pixels[i, : len(chunk)] = self.clips(chunk)
+            mask[i, : len(chunk)] = True
+        texts = [qa_prompt(len(c), q) for c, q in zip(chunks, questions)]
+        return {"pixel_values": pixels, "clip_mask": mask, **self.prompts(texts)}
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        # Keep the chain-of-thought tags: answers are parsed from <answer>...</answer>.
+        keep = {t for t in ("<thinking>", "</thinking>", "<answer>", "</answer>") if t in self.tokenizer.get_vocab()}
+        drop = set(self.tokenizer.all_special_tokens) - keep
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=False)
+        for tok in drop:
+            texts = [t.replace(tok, " ") for t in texts]
+        return [" ".join(t.split()) for t in texts]
+
+
+def qa_prompt(n: int, question: str) -> str:
+    return QA_PROMPT.format(n=n, question=question.strip())

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.config import LoraSettings, ModelSettings
+from core.loader import ModelLoadError, build_model, load_model, save_adapters
+from core.tiny import TinySpec, build_tiny_base
+from tests.conftest import random_clips
+
+NUM_FRAMES = 4
+
+
+def make(base, lora: LoraSettings | None = None, precision: str = "fp32", seed: int = 0):
+    model = build_model(ModelSettings(base=str(base), num_frames=NUM_FRAMES, precision=precision,
+                                      lora=lora or LoraSettings.experiment(3)))
+    torch.manual_seed(seed)
+    with torch.no_grad():  # LoRA B starts at zero; give every new weight a value so tests see them
+        for name, p in model.vlm.named_parameters():
+            if "lora_" in name or name in ("frame_embed", "clip_embed"):
+                p.normal_(0, 0.2)
+    return model
+
+
+def test_shapes_one_clip_and_k_clips(tiny_base, tiny_spec):
+    m = make(tiny_base)
+    q = tiny_spec.num_query_tokens
+    one = m.processor.caption_batch(random_clips(2))
+    assert one["pixel_values"].shape == (2, NUM_FRAMES, 3, tiny_spec.image_size, tiny_spec.image_size)
+    tokens = m.vlm.encode_clips(one["pixel_values"])
+    assert tokens.shape == (2, q, tiny_spec.qformer_hidden)
+    embeds, mask = m.vlm.llm_inputs(one["input_ids"], one["attention_mask"], one["pixel_values"])
+    assert embeds.shape == (2, q + one["input_ids"].shape[1], tiny_spec.llm_width)
+
+    k = m.processor.qa_batch([random_clips(5), random_clips(2, seed=1)], ["When is a smash hits?"] * 2)
+    assert k["pixel_values"].shape[:3] == (2, 5, NUM_FRAMES)
+    assert k["clip_mask"].tolist() == [[True] * 5, [True, True, False, False, False]]
+    embeds, mask = m.vlm.llm_inputs(k["input_ids"], k["attention_mask"], k["pixel_values"], clip_mask=k["clip_mask"])
+    assert embeds.shape[1] == 5 * q + k["input_ids"].shape[1]
+    assert mask[1].sum() == 2 * q + k["attention_mask"][1].sum()  # padded clips are masked out
+    assert mask[1, : int(mask[1].sum())].all()  # ... and moved behind every real token
+    logits = m.vlm(**k, labels=m.processor.labels(["The event happens at stroke 1"] * 2)).logits
+    assert logits.shape[0] == 2 and logits.shape[-1] >= len(m.tokenizer)
+
+
+def _lora_count(r: int, pairs) -> int:
+    return sum(r * (i + o) for i, o in pairs)
+
+
+@pytest.mark.parametrize("lora, new_params", [
+    (LoraSettings.experiment(1), ("frame_embed",)),
+    (LoraSettings.experiment(4), ("frame_embed",)),
+    (LoraSettings(qformer_parts=("self_attn_qv", "self_attn_out", "ffn"), qformer_r=2), ()),
+    (LoraSettings(llm_part="all", llm_r=4), ("clip_embed",)),
+    (LoraSettings(qformer_parts=("cross_attn",), qformer_r=2, llm_part="attn", train_qformer=False), ("clip_embed",)),
+])
+def test_only_the_chosen_lora_trains(tiny_base, tiny_spec, lora, new_params):
+    from core.lora import set_trainable
+
+    s = tiny_spec
+    m = make(tiny_base, lora)
+    trainable = set(set_trainable(m.vlm, lora, new_params))
+    dq, dv, d, ff, inner = s.qformer_hidden, s.vision_hidden, s.llm_width, s.llm_ffn, s.llm_width
+    per_layer = {  # (in, out) of every Linear a Q-Former part targets, in one layer
+        "cross_attn": [(dq, dq), (dv, dq), (dv, dq), (dq, dq)],
+        "self_attn_qv": [(dq, dq), (dq, dq)],
+        "self_attn_out": [(dq, dq)],
+        "ffn": [(dq, 2 * dq), (2 * dq, dq), (dq, 2 * dq), (2 * dq, dq)],
+    }
+    expected = 0
+    if lora.train_qformer:
+        expected += s.qformer_layers * sum(_lora_count(lora.qformer_r, per_layer[p]) for p in lora.qformer_parts)
+    if lora.llm_part == "all":  # gated T5: wi_0, wi_1, wo; q, v in self- and cross-attention
+        ffn = [(d, ff), (d, ff), (ff, d)]
+        expected += s.llm_layers * _lora_count(lora.llm_r, [(d, inner)] * 2 + ffn)  # encoder
+        expected += s.llm_layers * _lora_count(lora.llm_r, [(d, inner)] * 4 + ffn)  # decoder
+    if lora.llm_part == "attn":
+        expected += s.llm_layers * _lora_count(lora.llm_r, [(d, inner)] * 6)
+    expected += NUM_FRAMES * dv if "frame_embed" in new_params else 0
+    expected += 16 * d if "clip_embed" in new_params else 0
+    params = dict(m.vlm.named_parameters())
+    assert sum(params[n].numel() for n in trainable) == expected
+
+    m.vlm.train()
+    batch = m.processor.qa_batch([random_clips(3), random_clips(1, seed=2)], ["When is a smash hits?"] * 2)
+    loss = m.vlm(**batch, labels=m.processor.labels(["The event happens at strokes 0,2"] * 2)).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    got_grad = {n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0}
+    # The last Q-Former layer's text-branch FFN feeds nothing (only query outputs are used).
+    last = s.qformer_layers - 1
+    dead = {n for n in trainable if f"qformer.encoder.layer.{last}.intermediate.dense" in n
+            or f"qformer.encoder.layer.{last}.output.dense" in n}
+    assert got_grad == trainable - dead
+
+
+def test_padding_does_not_change_the_answer(tiny_base):
+    m = make(tiny_base, LoraSettings(qformer_parts=("cross_attn",), llm_part="all"))
+    clips = random_clips(3, seed=5)
+    question = "When does the upper player hits a smash?"
+    labels = m.processor.labels(["The event happens at strokes 0,2"])
+    b3 = m.processor.qa_batch([clips], [question])
+    b5 = {k: v.clone() for k, v in b3.items()}
+    b5["pixel_values"] = torch.cat([b3["pixel_values"], torch.randn(1, 2, *b3["pixel_values"].shape[2:])], dim=1)
+    b5["clip_mask"] = torch.tensor([[True, True, True, False, False]])
+    with torch.no_grad():
+        l3 = m.vlm(**b3, labels=labels).logits
+        l5 = m.vlm(**b5, labels=labels).logits
+    torch.testing.assert_close(l3, l5, atol=1e-5, rtol=1e-4)
+    # and in a batch with a longer chunk beside it
+    batch = m.processor.qa_batch([clips, random_clips(5, seed=9)], [question, question])
+    with torch.no_grad():
+        lb = m.vlm(**batch, labels=labels.repeat(2, 1)).logits
+    torch.testing.assert_close(lb[:1], l3, atol=1e-5, rtol=1e-4)
+
+
+def test_cached_tokens_give_the_same_output(tiny_base):
+    m = make(tiny_base)
+    b = m.processor.qa_batch([random_clips(4, seed=3)], ["When is a clear hits?"])
+    with torch.no_grad():
+        tokens = m.vlm.encode_clips(b["pixel_values"][0])[None]
+        direct = m.vlm(**b, labels=m.processor.labels(["x"])).logits
+        cached = m.vlm(b["input_ids"], b["attention_mask"], clip_tokens=tokens, labels=m.processor.labels(["x"])).logits
+    torch.testing.assert_close(direct, cached)
+
+
+def test_save_load_round_trip_and_refusals(tiny_base, tmp_path):
+    m = make(tiny_base, LoraSettings(qformer_parts=("cross_attn",), qformer_r=2, llm_part="attn"), seed=7)
+    m.stage = 2
+    run = save_adapters(m, tmp_path / "run")
+    loaded = load_model(run)
+    assert loaded.stage == 2 and loaded.settings.lora == m.settings.lora
+    b = m.processor.qa_batch([random_clips(2, seed=4)], ["When is a smash hits?"])
+    labels = m.processor.labels(["The event happens at stroke 1"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.vlm(**b, labels=labels).logits, m.vlm(**b, labels=labels).logits)
+        fresh = make(tiny_base, m.settings.lora, seed=8)
+        assert not torch.allclose(fresh.vlm(**b, labels=labels).logits, m.vlm(**b, labels=labels).logits)
+
+    other = build_tiny_base(tmp_path / "other_base", TinySpec(llm_width=48, vision_hidden=48))
+    with pytest.raises(ModelLoadError, match="differs from .*llm_width: adapters 32 vs base 48"):
+        load_model(run, base=str(other))
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "format": "something-else"}))
+    with pytest.raises(ModelLoadError, match="not a stroke-model manifest"):
+        load_model(run)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / "adapters.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="adapters.safetensors is missing"):
+        load_model(run)
+    with pytest.raises(ModelLoadError, match="no manifest.json"):
+        load_model(tmp_path)
+
+
+def test_adapters_of_another_lora_layout_are_refused(tiny_base, tmp_path):
+    run = save_adapters(make(tiny_base, LoraSettings.experiment(1)), tmp_path / "r1")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["lora"]["qformer_r"] = 8  # the manifest now lies about the weights
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="do not fit this model.*wrong shape"):
+        load_model(run)
+
+
+def test_missing_base_gives_a_clear_message(tmp_path):
+    with pytest.raises(ModelLoadError, match="never downloads"):
+        build_model(ModelSettings(base="Salesforce/instructblip-flan-t5-xl-not-cached"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a complete InstructBLIP checkpoint"):
+        build_model(ModelSettings(base=str(tmp_path / "empty")))
+
+
+def test_bf16_and_int8_run_on_cpu_and_int8_stays_close(tiny_base):
+    b = None
+    logits = {}
+    for precision in ("fp32", "bf16", "int8"):
+        m = make(tiny_base, precision=precision, seed=1)
+        b = b or m.processor.qa_batch([random_clips(2, seed=6)], ["When is a lob hits?"])
+        labels = m.processor.labels(["The event does not occur"])
+        with torch.no_grad():
+            logits[precision] = m.vlm(**b, labels=labels).logits.float()
+        assert torch.isfinite(logits[precision]).all()
+    if precision == "int8":
+        import bitsandbytes as bnb
+
+        assert any(isinstance(mod, bnb.nn.Linear8bitLt) for mod in m.vlm.llm.modules())
+    ref = logits["fp32"]
+    for precision in ("bf16", "int8"):
+        rel = (logits[precision] - ref).norm() / ref.norm()
+        assert rel < 0.05, f"{precision} logits differ from fp32 by {rel:.3f}"
+
+
+def test_generation_settings_bound_the_length(tiny_base):
+    from core.config import GenerationSettings
+
+    m = make(tiny_base)
+    b = m.processor.caption_batch(random_clips(2))
+    ids = m.vlm.generate(**b, settings=GenerationSettings(num_beams=3, max_new_tokens=7, min_new_tokens=5))
+    assert 6 <= ids.shape[1] <= 8  # decoder start token + 5..7 new tokens
+    assert len(m.processor.decode(ids)) == 2
