@@ -300,7 +300,7 @@ def build(args) -> dict:
                     "splits": args.splits, "val_matches": args.val_matches, "test_matches": args.test_matches,
                     "val_to_train": args.val_to_train},
         "annotations": report.summary(),
-        "strokes": len(strokes),
+        "strokes": report.rows,  # every annotated stroke, before anything is left out
         "skipped": dict(skipped),
         "matches": {k: sorted({s.match for s in captioned if split_of[s.stroke_id] == k}) for k in SPLITS},
         "captions": {k: len(v) for k, v in captions.items()},

@@ -177,6 +177,8 @@ def chunk_questions(chunk: Chunk, rng: random.Random, cot: bool = False,
                     positives: int = POSITIVES_PER_CHUNK) -> list[dict]:
     """The chunk's questions: one negative per kind (if the vocabularies allow one), then positives.
 
+    A kind with no absent event (every zone occurs in the chunk) gets a positive instead.
+
     Positives cycle through the chunk's distinct (kind, event) pairs in a random order, so every
     distinct event is asked before any is asked twice (with another template).
     """
@@ -185,6 +187,7 @@ def chunk_questions(chunk: Chunk, rng: random.Random, cot: bool = False,
         absent = [e for e in vocabulary_events(kind) if not matching_indices(chunk.strokes, e)]
         if absent:
             items.append(_item(chunk, kind, rng.choice(absent), rng, cot))
+    positives += NEGATIVES_PER_CHUNK - len(items)  # e.g. all 7 zones in a 10-stroke chunk: keep 14 questions
     distinct = list({(k, tuple(sorted(event_of(s, k).items()))) for s in chunk.strokes for k in KINDS})
     distinct.sort()
     rng.shuffle(distinct)
