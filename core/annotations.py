@@ -268,7 +268,7 @@ def load_shuttleset_set(path: str | Path, match_csv: str | Path | None = None,
             s.time_s = s.frame / fps
         else:
             s.time_s = _seconds(path, i, r.get("time", ""))
-    downcourt = _num(match_csv, 0, match_row, "downcourt", int) if match_row and match_row.get("downcourt") else None
+    downcourt = _num(match_csv, match_row["_row"], match_row, "downcourt", int) if match_row else None
     _assign_sides(strokes, set_no, court, downcourt, report)
     _assign_zones(strokes, court, report)
     return StrokeTable(strokes, report, court, fps, players, str(path))
@@ -316,12 +316,10 @@ def _lookup_video(csv_path: Path, video: str, report: ImportReport) -> dict | No
         return None
     _, rows = read_rows(csv_path, ("video",))
     key = lambda s: re.sub(r"\s+", "", s).lower()  # noqa: E731
-    for r in rows:
-        if r["video"] == video:
-            return r
-    for r in rows:
-        if key(r["video"]) == key(video):
-            return r
+    for exact in (True, False):
+        for i, r in enumerate(rows, start=1):
+            if r["video"] == video if exact else key(r["video"]) == key(video):
+                return {**r, "_row": i}
     report.warn(f"match {video!r} not in {csv_path.name}")
     return None
 
@@ -335,7 +333,7 @@ def _court_of(row: dict | None, path: Path) -> Court | None:
             col = f"{corner}_{ax}"
             if col not in row:
                 raise AnnotationError(path, None, col, "missing required column")
-            vals[col] = _num(path, 0, row, col, float, True)
+            vals[col] = _num(path, row["_row"], row, col, float, True)
     c = lambda n: (vals[f"{n}_x"], vals[f"{n}_y"])  # noqa: E731
     return Court(c("upleft"), c("upright"), c("downleft"), c("downright"))
 

@@ -313,3 +313,11 @@ def test_every_shuttleset_set_imports():
     assert unknown == 1407 and passive == 1356  # README: 未知球種 1,407; 過度切球 1,356 rows
     assert fps == {25.0, 29.97, 30.0}
     assert disagree / total < 0.01
+
+
+def test_bad_court_corner_names_homography_row(tmp_path):
+    path = write_set(tmp_path, [row(rally=1, ball_round=1, frame_num=10, player="A", type="發短球")])
+    h = tmp_path / "homography.csv"
+    h.write_text(h.read_text(encoding="utf-8").replace(",459.0,", ",abc,"), encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"homography.csv: row 1, column 'upleft_x': not a number"):
+        load_shuttleset_set(path)

@@ -208,6 +208,17 @@ def test_named_matches_and_val_to_train(tmp_path):
     assert all(q["split"] == "train" for q in train)
 
 
+def test_splits_from_the_reference_split_column(tmp_path):
+    strokes = fixture_strokes()
+    for s in strokes:
+        s.split = "val" if s.set == 2 else "train"
+    csv_path = write_reference_csv(strokes, tmp_path / "ref.csv")
+    run(["--annotations", csv_path, "--out", tmp_path / "o", "--splits", "annotations"])
+    val = load(tmp_path / "o" / "val.json")
+    assert val and all(v["image_id"].split("_")[-2] == "2" for v in val)
+    assert all(q["chunk_id"].split("_")[-3] == "2" for q in load(tmp_path / "o" / "qa_val.json"))
+
+
 def test_caption_files_and_coco_references_agree(tmp_path):
     m = run(["--annotations", DATA / MATCH / "set1.csv", DATA / MATCH / "set2.csv", DATA / MATCH / "set3.csv",
              "--out", tmp_path / "o", "--splits", "val=1"])
