@@ -97,6 +97,15 @@ def read_window(path: str | Path, center: int, before: int = WINDOW_BEFORE, afte
     return _opencv_read(Path(path), indices)
 
 
+def read_clip(path: str | Path) -> np.ndarray:
+    """Every frame of a short clip file (a cut stroke window) as uint8 RGB (T, H, W, 3)."""
+    info = probe(path)
+    frames = _opencv_read(Path(path), list(range(info.num_frames)))
+    if len(frames) == 0:
+        raise VideoError(f"{path}: no decodable frames (corrupt or empty video)")
+    return frames
+
+
 def iter_windows(path: str | Path, centers: Iterable[int], before: int = WINDOW_BEFORE,
                  after: int = WINDOW_AFTER) -> Iterator[tuple[int, np.ndarray]]:
     """One sequential pass: yield (center, frames) for every hit frame, in increasing order.

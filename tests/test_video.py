@@ -91,3 +91,10 @@ def _sleeping_worker(conn) -> None:
 
     conn.recv()
     time.sleep(60)
+
+
+def test_read_clip_returns_every_frame(tmp_path):
+    from core.video import read_clip, write_video
+
+    path = write_video(tmp_path / "clip.mp4", [index_frame(i) for i in range(16)], fps=30)
+    assert indices_of(read_clip(path)) == list(range(16))
