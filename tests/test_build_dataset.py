@@ -14,7 +14,7 @@ from core.vocab import STROKES, ZONE_PHRASES
 from tests.conftest import index_frame, read_index
 from train import build_dataset as bd
 from train.qa import (KINDS, TEMPLATES, format_answer, format_cot_answer, parse_answer, chunk_questions,
-                      chunk_rng, llm_prompt, rally_chunks)
+                      chunk_rng, rally_chunks)
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
 MATCH = "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
@@ -129,7 +129,9 @@ def test_parse_prefers_the_answer_tag_and_tolerates_model_noise():
 
 
 def test_llm_prompt_is_the_reference_text():
-    p = llm_prompt(5, "When is a smash hits?")
+    from core.processor import qa_prompt
+
+    p = qa_prompt(5, "When is a smash hits?")
     assert p.startswith("<Video> This video has 5 strokes. You must answer based only on the strokes you see\u2014do")
     assert p.endswith("Question: When is a smash hits? Answer:")
     assert "\u201cThe event does not occur\u201d" in p

@@ -10,8 +10,8 @@ An event is a dict with some of `side`, `stroke`, `zone` (the kinds below name w
 matches when its fields are equal. Strokes enter as anything with `.side`, `.stroke`, `.zone`
 and `.caption` (core.annotations.Stroke).
 
-The evaluator and the query engine import `format_answer`, `parse_answer`, `fill_template`,
-`llm_prompt` and `matching_indices` from here.
+The evaluator and the query engine import `format_answer`, `parse_answer`, `fill_template`
+and `matching_indices` from here.
 """
 from __future__ import annotations
 
@@ -63,16 +63,6 @@ CHUNK = 5
 COT_CHUNK = 10
 NEGATIVES_PER_CHUNK = len(KINDS)
 POSITIVES_PER_CHUNK = 10
-QFORMER_PROMPT = "<Video> A short video description:"
-
-
-def llm_prompt(n_strokes: int, question: str) -> str:
-    """The stage-2 LLM text input of the reference system."""
-    return (f"<Video> This video has {n_strokes} strokes. You must answer based only on the strokes you "
-            "see\u2014do not invent or hallucinate any events. Let's think step by step. If the event "
-            "occurs, output exactly \u201cThe event happens at strokes i,j,\u2026\u201d to list the stroke "
-            "indices If the event does not occur, output exactly \u201cThe event does not occur\u201d "
-            f"Question: {question} Answer:")
 
 
 # ---------------------------------------------------------------- events and answers
