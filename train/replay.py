@@ -1,0 +1,515 @@
+"""Annotated rallies -> a rendered broadcast-view replay with exactly known ground truth.
+
+    python -m train.replay --set SHUTTLESET/<video>/set1.csv --out renders/ --rallies 1-10 --seed 3
+
+Writes `OUT/<video>/setN.mp4` and `OUT/<video>/setN.csv` (the source columns, with the rendered
+video's `frame_num` and `time` and every pixel coordinate mapped into the rendered frame), plus the
+video's rows in `OUT/match.csv` and `OUT/homography.csv` (corners = the court actually drawn), so
+`core.annotations.load_shuttleset_set` reads a render back like a real set.
+
+Timing: each stroke is hit at its annotated time (frame_num / source fps). Inside a rally the real
+gaps are kept (clipped to MIN_STROKE_GAP_S..MAX_STROKE_GAP_S against annotation slips); a rally is
+taken to end LAST_FLIGHT_S after its last hit, and the pause before the next serve is cut to
+`max_gap`. Hit frames are round(t * fps), strictly increasing, and the shuttle is at the contact
+point on exactly that frame.
+
+Nothing in the pixels names a stroke: colours, sizes and the scene are per render or per player;
+the stroke type shows only as motion (racket swing form, shuttle arc and speed) and the zone and
+side only as positions, as in real broadcast footage.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.annotations import AnnotationError, Stroke, load_shuttleset_set, read_rows
+from core.court import COURT_LENGTH, COURT_WIDTH, NET_Y, Court
+from train.render.camera import Camera
+from train.render.players import BACKSWING_S, FOLLOW_S, RECOVER_S, Swing, draw_player, form_of, gait, track
+from train.render.scene import Finish, Scene
+from train.render.shuttle import Flight, draw_shadow, draw_shuttle, profile
+from train.render.style import make_style
+
+log = logging.getLogger(__name__)
+
+SOURCE_SIZE = (1280, 720)  # ShuttleSet pixel coordinates are in the 720p broadcast frame
+LEAD_IN_S = 1.0
+LAST_FLIGHT_S = 1.2  # a rally is over this long after its last hit
+TAIL_S = 1.0
+MIN_STROKE_GAP_S = 0.16
+MAX_STROKE_GAP_S = 4.0
+HOLD_S = 0.8  # the server shows the shuttle this long before serving
+SERVE_REACH = 0.35  # metres in front of the server, where serves (no hit point) are struck
+COORDS = (("hit_x", "hit_y"), ("landing_x", "landing_y"),
+          ("player_location_x", "player_location_y"), ("opponent_location_x", "opponent_location_y"))
+CORNERS = ("upleft", "upright", "downleft", "downright")
+
+
+class ReplayError(ValueError):
+    """A set that cannot be rendered or a bad option; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Switches for tests: without shuttle or swings a render shows only positions."""
+
+    shuttle: bool = True
+    swing: bool = True
+
+
+@dataclass
+class Shot:
+    """One stroke placed on the render timeline (positions in court metres)."""
+
+    stroke: Stroke
+    row: dict
+    frame: int
+    t: float  # = frame / fps
+    hitter: str  # 'A' / 'B'
+    contact: np.ndarray  # (3,) where the racket meets the shuttle
+    hitter_xy: np.ndarray | None
+    other_xy: np.ndarray | None
+    landing: np.ndarray | None  # (2,) floor point
+
+
+# ---------------------------------------------------------------- public API
+
+
+def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] | str | None = None,
+               seed: int = 0, size: tuple[int, int] = (640, 360), fps: float = 25, max_gap: float = 2.0,
+               progress: Callable[[int, int], None] | None = None,
+               options: RenderOptions | None = None) -> Path:
+    """Render a ShuttleSet set file (optionally some rallies); returns the rendered set CSV's path."""
+    size, fps, max_gap = _check_options(size, fps, max_gap, seed)
+    options = options or RenderOptions()
+    set_csv = Path(set_csv)
+    table, header, rows = _load(set_csv)
+    wanted = parse_rallies(rallies) if isinstance(rallies, str) else (set(rallies) if rallies else None)
+    pairs = [(s, r) for s, r in zip(table.strokes, rows) if wanted is None or s.rally in wanted]
+    if not pairs:
+        raise ReplayError(f"{set_csv}: none of the rallies {_fmt_rallies(wanted)} are in the file")
+    src_fps = table.fps or 25.0
+    if not table.fps:
+        log.warning("%s: frame rate not found from the time column; assuming 25 fps", set_csv)
+
+    rng_style, rng_scene, rng_finish = (np.random.default_rng([seed, k]) for k in range(3))
+    style = make_style(rng_style)
+    affine = _camera_affine(size, style.zoom, style.shift)
+    court = _transform_court(table.court, affine)
+    cam = Camera(court, size)
+    shots = _timeline(pairs, table.court, src_fps, fps, max_gap)
+    n_frames = int(math.ceil((shots[-1].t + LAST_FLIGHT_S + TAIL_S) * fps))
+
+    video = set_csv.parent.name
+    out_dir = Path(out_dir)
+    folder = out_dir / video
+    folder.mkdir(parents=True, exist_ok=True)
+    mp4 = folder / f"{set_csv.stem}.mp4"
+    frames = _Frames(shots, cam, style, rng_scene, rng_finish, size, fps, n_frames, max_gap, options)
+    _write_video(mp4, frames, n_frames, fps, size, progress)
+
+    out_csv = folder / f"{set_csv.stem}.csv"
+    _write_set_csv(out_csv, header, shots, affine, fps)
+    _write_match_files(set_csv, out_dir, video, court, affine)
+    log.info("%s: %d strokes, %d frames at %g fps -> %s", set_csv.name, len(shots), n_frames, fps, mp4)
+    return out_csv
+
+
+def parse_rallies(text: str) -> set[int]:
+    """'1-10' or '1,3,5-7' -> {1, 3, 5, 6, 7}; ReplayError for anything else."""
+    out: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ReplayError(f"bad rally list {text!r}: use numbers and ranges like 1-10 or 1,3,5-7")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ReplayError(f"bad rally range {part!r}: the end is before the start")
+        out.update(range(lo, hi + 1))
+    return out
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _check_options(size, fps, max_gap, seed) -> tuple[tuple[int, int], float, float]:
+    try:
+        w, h = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ReplayError(f"bad size {size!r}: expected (width, height)") from None
+    if not (32 <= w <= 3840 and 18 <= h <= 2160) or w % 2 or h % 2:
+        raise ReplayError(f"bad size {w}x{h}: width 32..3840 and height 18..2160, both even")
+    if not (isinstance(fps, (int, float)) and 1 <= fps <= 120):
+        raise ReplayError(f"bad fps {fps!r}: expected 1..120")
+    if not (isinstance(max_gap, (int, float)) and 0 <= max_gap <= 600):
+        raise ReplayError(f"bad max gap {max_gap!r}: expected 0..600 seconds")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ReplayError(f"bad seed {seed!r}: expected a non-negative integer")
+    return (w, h), float(fps), float(max_gap)
+
+
+def _load(set_csv: Path):
+    if not set_csv.is_file():
+        raise ReplayError(f"{set_csv}: set file not found")
+    try:
+        table = load_shuttleset_set(set_csv)
+        header, rows = read_rows(set_csv)
+    except AnnotationError as err:
+        raise ReplayError(str(err)) from None
+    if not table.strokes:
+        raise ReplayError(f"{set_csv}: no strokes in the file")
+    if table.court is None:
+        raise ReplayError(f"{set_csv}: no court corners for {set_csv.parent.name!r} in "
+                          f"{set_csv.parent.parent / 'homography.csv'}; the court cannot be drawn")
+    return table, header, rows
+
+
+def _fmt_rallies(wanted) -> str:
+    return ",".join(map(str, sorted(wanted))) if wanted else "(all)"
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def _camera_affine(size, zoom: float, shift) -> np.ndarray:
+    """3x3 map from source broadcast pixels to render pixels: resize, zoom about the centre, offset."""
+    w, h = size
+    sx, sy = w / SOURCE_SIZE[0], h / SOURCE_SIZE[1]
+    cx, cy = w / 2, h / 2
+    return np.array([[sx * zoom, 0, cx - zoom * cx + shift[0] * w],
+                     [0, sy * zoom, cy - zoom * cy + shift[1] * h],
+                     [0, 0, 1.0]])
+
+
+def _map_xy(affine: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    return (affine[0, 0] * x + affine[0, 2], affine[1, 1] * y + affine[1, 2])
+
+
+def _transform_court(court: Court, affine: np.ndarray) -> Court:
+    return Court(*(_map_xy(affine, *getattr(court, c)) for c in CORNERS))
+
+
+# ---------------------------------------------------------------- timeline
+
+
+def _timeline(pairs: list[tuple[Stroke, dict]], court: Court, src_fps: float, fps: float,
+              max_gap: float) -> list[Shot]:
+    """Render times, hit frames and court-metre positions of the selected strokes."""
+    shots: list[Shot] = []
+    t = LEAD_IN_S
+    prev_src, prev_rally, prev_frame, prev_hitter = None, None, -1, None
+    for stroke, row in pairs:
+        src_t = stroke.frame / src_fps
+        if prev_src is not None:
+            gap = src_t - prev_src
+            if stroke.rally == prev_rally:
+                t += float(np.clip(gap, MIN_STROKE_GAP_S, MAX_STROKE_GAP_S))
+            else:  # the pause after a rally, cut to max_gap
+                pause = gap - LAST_FLIGHT_S
+                t += LAST_FLIGHT_S + float(np.clip(pause if gap > 0 else max_gap, 0.3, max(max_gap, 0.3)))
+        frame = max(int(round(t * fps)), prev_frame + 1)
+        t = frame / fps
+        hitter = stroke.player or ("B" if prev_hitter == "A" and prev_rally == stroke.rally else "A")
+        shots.append(_place(stroke, row, frame, t, hitter, court))
+        prev_src, prev_rally, prev_frame, prev_hitter = src_t, stroke.rally, frame, hitter
+    return shots
+
+
+def _metres(court: Court, xy) -> np.ndarray | None:
+    return None if xy is None else np.asarray(court.to_court(*xy), float)
+
+
+def _own_half(p: np.ndarray | None, side: str, margin: float = 0.3) -> np.ndarray | None:
+    """Keep a point on its half of the court (annotation slips across the net) and near the court."""
+    if p is None:
+        return None
+    x = float(np.clip(p[0], -1.5, COURT_WIDTH + 1.5))
+    y = float(np.clip(p[1], -2.0, NET_Y - margin) if side == "upper"
+              else np.clip(p[1], NET_Y + margin, COURT_LENGTH + 2.0))
+    return np.array([x, y])
+
+
+def _place(stroke: Stroke, row: dict, frame: int, t: float, hitter: str, court: Court) -> Shot:
+    other_side = "bottom" if stroke.side == "upper" else "upper"
+    me = _own_half(_metres(court, stroke.player_xy), stroke.side)
+    other = _own_half(_metres(court, stroke.opponent_xy), other_side)
+    hit = _own_half(_metres(court, stroke.hit_xy), stroke.side, 0.15)
+    if hit is None:  # serves: struck just in front of the server
+        toward_net = 1.0 if stroke.side == "upper" else -1.0
+        base = me if me is not None else np.array([COURT_WIDTH / 2, NET_Y - toward_net * 3.0])
+        hit = _own_half(base + np.array([0.0, toward_net * SERVE_REACH]), stroke.side, 0.15)
+    landing = _metres(court, stroke.landing_xy)
+    contact = np.array([hit[0], hit[1], profile(stroke.stroke).contact_z])
+    return Shot(stroke, row, frame, t, hitter, contact, me, other, landing)
+
+
+# ---------------------------------------------------------------- per-frame state
+
+
+class _Frames:
+    """Everything that moves, precomputed per frame, and the drawing of frame i."""
+
+    def __init__(self, shots: list[Shot], cam: Camera, style, rng_scene, rng_finish, size, fps: float,
+                 n_frames: int, max_gap: float, options: RenderOptions):
+        self.cam, self.style, self.options, self.fps = cam, style, options, fps
+        self.scene = Scene(cam, style, rng_scene)
+        self.finish = Finish(style, size, n_frames, rng_finish)
+        times = np.arange(n_frames) / fps
+        self.n = n_frames
+        self.players = {}
+        for who in ("A", "B"):
+            pos = track(times, _keys(shots, who))
+            if not np.isfinite(pos).all():  # never annotated: stand mid-court on the free half
+                pos[:] = (COURT_WIDTH / 2, 3.0 if _side_of(shots, who) == "upper" else COURT_LENGTH - 3.0)
+            speed, phase = gait(pos, fps)
+            self.players[who] = (pos, speed, phase, _swings(shots, who))
+        self.shuttle = _shuttle_track(shots, times, max_gap)
+        self.shuttle_px = cam.project_points(np.nan_to_num(self.shuttle))
+        self.shuttle_px[~np.isfinite(self.shuttle[:, 0])] = np.nan
+        floor = self.shuttle.copy()
+        floor[:, 2] = 0
+        self.floor_px = cam.project_points(np.nan_to_num(floor))
+        self.floor_px[(~np.isfinite(self.shuttle[:, 0])) | (self.shuttle[:, 2] < 0.05)] = np.nan
+        self.radius = max(1.0, 2.0 * size[0] / 640)
+        self.shadow = tuple(int(c * 0.5) for c in style.court)
+        self.times = times
+
+    def __call__(self, i: int) -> np.ndarray:
+        canvas = self.scene.background.copy()
+        if self.options.shuttle:  # the shadow lies on the floor, under the players
+            draw_shadow(canvas, self.floor_px, i, self.radius, self.shadow)
+        order = sorted(self.players, key=lambda who: self.players[who][0][i][1])  # far (small y) first
+        for k, who in enumerate(order):
+            pos, speed, phase, swings = self.players[who]
+            x, y = pos[i]
+            facing = 1.0 if y < NET_Y else -1.0
+            swing = _swing_at(swings, self.times[i]) if self.options.swing else None
+            draw_player(canvas, self.cam, self.style.players[who], x, y, facing, speed[i], phase[i], swing)
+            if k == 0 and y < NET_Y:
+                self.scene.redraw_net(canvas)
+        if self.options.shuttle:
+            draw_shuttle(canvas, self.shuttle_px, i, self.radius)
+        return self.finish(canvas, i)
+
+
+def _keys(shots: list[Shot], who: str) -> list[tuple[float, float, float, int]]:
+    keys = []
+    for s in shots:
+        p = s.hitter_xy if s.hitter == who else s.other_xy
+        if p is not None:
+            keys.append((s.t, float(p[0]), float(p[1]), s.stroke.rally))
+    return keys
+
+
+def _side_of(shots: list[Shot], who: str) -> str:
+    for s in shots:
+        if s.hitter == who:
+            return s.stroke.side
+    return "upper"
+
+
+def _swings(shots: list[Shot], who: str) -> list[tuple[float, str, np.ndarray]]:
+    return [(s.t, form_of(s.stroke.stroke), s.contact) for s in shots if s.hitter == who]
+
+
+def _swing_at(swings, t: float) -> Swing | None:
+    """The swing of the hit nearest to t, if t is inside its motion window."""
+    best = None
+    for hit_t, form, contact in swings:
+        d = t - hit_t
+        if -BACKSWING_S <= d <= FOLLOW_S + RECOVER_S and (best is None or abs(d) < abs(best.d)):
+            best = Swing(form, d, contact)
+    return best
+
+
+def _shuttle_track(shots: list[Shot], times: np.ndarray, max_gap: float) -> np.ndarray:
+    """Shuttle position (n, 3) per frame; NaN while out of play between rallies."""
+    pos = np.full((len(times), 3), np.nan)
+    for i, s in enumerate(shots):
+        nxt = shots[i + 1] if i + 1 < len(shots) else None
+        first = i == 0 or shots[i - 1].stroke.rally != s.stroke.rally
+        if first:  # the server holds the shuttle out before serving
+            sel = (times >= s.t - HOLD_S) & (times < s.t)
+            pos[sel] = s.contact
+        prof = profile(s.stroke.stroke)
+        if nxt is not None and nxt.stroke.rally == s.stroke.rally:
+            flight = Flight(s.contact, nxt.contact, s.t, nxt.t, prof)
+            sel = (times >= s.t) & (times < nxt.t)
+            pos[sel] = flight.at(times[sel])
+            continue
+        # last stroke of a rally: down to the floor, then it lies there until the next rally
+        end = s.landing if s.landing is not None else _fallback_landing(s)
+        flight = Flight(s.contact, (end[0], end[1], 0.0), s.t, s.t + prof.flight_s, prof)
+        until = nxt.t - HOLD_S if nxt is not None else times[-1] + 1
+        sel = (times >= s.t) & (times < until)
+        pos[sel] = flight.at(times[sel])
+    return pos
+
+
+def _fallback_landing(s: Shot) -> np.ndarray:
+    """Where a last shot without a landing point comes down: the receiver's spot, else mid-court."""
+    if s.other_xy is not None:
+        return s.other_xy
+    toward = 1.0 if s.stroke.side == "upper" else -1.0
+    return np.array([COURT_WIDTH / 2, NET_Y + toward * 3.5])
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise ReplayError(f"{path}: cannot open an mp4 writer")
+    try:
+        for i in range(n):
+            writer.write(frames(i))
+            if progress is not None and (i % 25 == 24 or i == n - 1):
+                progress(i + 1, n)
+    finally:
+        writer.release()
+    cap = cv2.VideoCapture(str(path))
+    written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    if written != n:
+        raise ReplayError(f"{path}: the file holds {written} frames, {n} were written")
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)  # the ShuttleSet clock is truncated to whole seconds
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _write_set_csv(path: Path, header: list[str], shots: list[Shot], affine: np.ndarray, fps: float) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        for s in shots:
+            row = dict(s.row)
+            row["frame_num"] = str(s.frame)
+            if "time" in row:
+                row["time"] = _clock(s.frame / fps)
+            for cx, cy in COORDS:
+                if row.get(cx) and row.get(cy):
+                    x, y = _map_xy(affine, float(row[cx]), float(row[cy]))
+                    row[cx], row[cy] = f"{x:.3f}", f"{y:.3f}"
+            w.writerow(row)
+
+
+def _write_match_files(set_csv: Path, out_dir: Path, video: str, court: Court, affine: np.ndarray) -> None:
+    """This video's rows of match.csv and homography.csv, replacing any earlier ones in out_dir."""
+    src_root = set_csv.parent.parent
+    match_row, match_header = _source_row(src_root / "match.csv", video)
+    if match_row is not None:
+        _upsert(out_dir / "match.csv", match_header, {**match_row, "video": video})
+    homo_row, homo_header = _source_row(src_root / "homography.csv", video)
+    row = {"id": "", **(homo_row or {}), "video": video}
+    for c in CORNERS:
+        x, y = getattr(court, c)
+        row[f"{c}_x"], row[f"{c}_y"] = f"{x:.3f}", f"{y:.3f}"
+    if homo_row and homo_row.get("homography_matrix"):
+        try:  # the source matrix maps camera pixels to the court plane: compose with the inverse resize
+            h = np.array(eval_matrix(homo_row["homography_matrix"])) @ np.linalg.inv(affine)
+            row["homography_matrix"] = str((h / h[2, 2]).tolist())
+        except ValueError:
+            log.warning("%s: unreadable homography_matrix; left as is", video)
+    header = homo_header or ["id", "video", "homography_matrix"] + [f"{c}_{a}" for a in "xy" for c in CORNERS]
+    _upsert(out_dir / "homography.csv", header, row)
+
+
+def eval_matrix(text: str) -> list[list[float]]:
+    """'[[a, b, c], [d, e, f], [g, h, i]]' -> nested floats (no eval of arbitrary text)."""
+    nums = [float(v) for v in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", text)]
+    if len(nums) != 9:
+        raise ValueError(f"expected 9 numbers, got {len(nums)}")
+    return [nums[0:3], nums[3:6], nums[6:9]]
+
+
+def _source_row(path: Path, video: str) -> tuple[dict | None, list[str] | None]:
+    if not path.is_file():
+        log.warning("%s not found; the render's copy will lack this video's row", path)
+        return None, None
+    header, rows = read_rows(path, ("video",))
+    key = lambda s: re.sub(r"\s+", "", s).lower()  # noqa: E731
+    for r in rows:
+        if r["video"] == video or key(r["video"]) == key(video):
+            return r, header
+    log.warning("%s has no row for %r", path, video)
+    return None, header
+
+
+def _upsert(path: Path, header: list[str], row: dict) -> None:
+    rows = []
+    if path.is_file():
+        old_header, rows = read_rows(path)
+        header = old_header or header
+        rows = [r for r in rows if r.get("video") != row["video"]]
+    rows.append(row)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 640x360, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.replay",
+        description="Render annotated ShuttleSet rallies into a broadcast-view mp4 with matching annotations.")
+    p.add_argument("--set", required=True, type=Path, help="ShuttleSet set file, ROOT/<video>/setN.csv")
+    p.add_argument("--out", required=True, type=Path, help="output folder (ShuttleSet layout)")
+    p.add_argument("--rallies", default=None, help="rallies to render, e.g. 1-10 or 1,3,5-7 (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="look of the render: colours, camera, noise (default 0)")
+    p.add_argument("--size", type=_size, default=(640, 360), help="frame size WxH (default 640x360)")
+    p.add_argument("--fps", type=float, default=25, help="frame rate of the render (default 25)")
+    p.add_argument("--max-gap", type=float, default=2.0,
+                   help="longest pause between rallies in seconds (default 2)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="frame", desc=args.set.stem, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        out = render_set(args.set, args.out, rallies=args.rallies, seed=args.seed, size=args.size,
+                         fps=args.fps, max_gap=args.max_gap, progress=progress)
+    except ReplayError as err:
+        bar.close()
+        parser.exit(2, f"error: {err}\n")
+    bar.close()
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
