@@ -57,3 +57,7 @@ def tiny_base(tmp_path_factory, tiny_spec) -> Path:
 def random_clips(n: int, seed: int = 0, frames: int = 16) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 255, (frames, 36, 64, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
