@@ -1,0 +1,221 @@
+"""Rendered replays: annotations survive the round trip, timing, determinism, the shuttle sits at the
+hit points, and no label leaks into the pixels."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.annotations import load_shuttleset_set
+from train.render.camera import Camera
+from train.render.shuttle import profile
+from train.replay import LAST_FLIGHT_S, RenderOptions, ReplayError, main, parse_rallies, render_set
+
+SHUTTLESET = Path(__file__).resolve().parents[2] / "shared" / "data" / "shuttleset"
+VIDEO = "Kento_MOMOTA_CHOU_Tien_Chen_Fuzhou_Open_2019_Finals"
+SMALL = (160, 90)
+
+pytestmark = pytest.mark.skipif(not (SHUTTLESET / VIDEO / "set1.csv").is_file(),
+                                reason="ShuttleSet annotations not found beside the repo")
+
+
+def _copy_set(root: Path, rallies: set[int], retype: dict[str, str] | None = None) -> Path:
+    """A ShuttleSet-layout copy of some rallies of a real set, stroke types optionally replaced."""
+    folder = root / VIDEO
+    folder.mkdir(parents=True)
+    for name in ("match.csv", "homography.csv"):
+        shutil.copy(SHUTTLESET / name, root / name)
+    with (SHUTTLESET / VIDEO / "set1.csv").open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, [r for r in reader if int(r["rally"]) in rallies]
+    for r in rows:
+        r["type"] = (retype or {}).get(r["type"], r["type"])
+    out = folder / "set1.csv"
+    with out.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def _frames(path: Path) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return _copy_set(tmp_path_factory.mktemp("src"), {2, 3})
+
+
+@pytest.fixture(scope="module")
+def rendered(source, tmp_path_factory) -> Path:
+    return render_set(source, tmp_path_factory.mktemp("out"), seed=5, size=SMALL)
+
+
+def _key(s):
+    return (s.rally, s.ball_round, s.player, s.side, s.type_zh, s.stroke, s.zone)
+
+
+def test_round_trip_through_the_importer(source, rendered):
+    src, out = load_shuttleset_set(source), load_shuttleset_set(rendered)
+    assert [_key(s) for s in out.strokes] == [_key(s) for s in src.strokes]
+    assert all(s.zone is not None for s in out.strokes)
+    root = rendered.parent.parent
+    for name in ("match.csv", "homography.csv"):
+        with (root / name).open(encoding="utf-8") as f:
+            assert [r["video"] for r in csv.DictReader(f)] == [VIDEO]
+    w, h = SMALL
+    for (x, y) in (out.court.upleft, out.court.upright, out.court.downleft, out.court.downright):
+        assert 0 <= x <= w and 0 <= y <= h
+
+
+def test_hit_frames_and_video_format(rendered):
+    frames = [s.frame for s in load_shuttleset_set(rendered).strokes]
+    mp4 = rendered.with_suffix(".mp4")
+    cap = cv2.VideoCapture(str(mp4))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == SMALL
+    cap.release()
+    assert len(_frames(mp4)) == n
+    assert all(b > a for a, b in zip(frames, frames[1:]))
+    assert 0 <= frames[0] and frames[-1] < n
+    decord = pytest.importorskip("decord")
+    assert len(decord.VideoReader(str(mp4))) == n
+
+
+def test_timing_keeps_rally_gaps_and_cuts_pauses(source, rendered):
+    src, out = load_shuttleset_set(source).strokes, load_shuttleset_set(rendered).strokes
+    for a, b, ra, rb in zip(src, src[1:], out, out[1:]):
+        gap = (rb.frame - ra.frame) / 25
+        if a.rally == b.rally:
+            assert gap == pytest.approx(b.time_s - a.time_s, abs=0.05)
+        else:
+            assert gap <= LAST_FLIGHT_S + 2.0 + 0.05
+
+
+def test_same_seed_same_pixels_other_seed_other_look(source, rendered, tmp_path):
+    again = render_set(source, tmp_path / "a", seed=5, size=SMALL)
+    other = render_set(source, tmp_path / "b", seed=6, size=SMALL)
+    base = _frames(rendered.with_suffix(".mp4"))
+    assert np.array_equal(base, _frames(again.with_suffix(".mp4")))
+    diff = np.abs(base.astype(int) - _frames(other.with_suffix(".mp4")).astype(int)).mean()
+    assert diff > 8
+
+
+def _diff_points(a: np.ndarray, b: np.ndarray, threshold: int = 40) -> np.ndarray:
+    d = np.abs(a.astype(int) - b.astype(int)).max(-1)
+    ys, xs = np.nonzero(d > threshold)
+    return np.stack([xs, ys], 1).astype(float)
+
+
+def test_shuttle_is_at_each_hitters_contact_point(source, tmp_path):
+    size = (320, 180)
+    with_shuttle = render_set(source, tmp_path / "on", seed=2, size=size)
+    without = render_set(source, tmp_path / "off", seed=2, size=size, options=RenderOptions(shuttle=False))
+    table = load_shuttleset_set(with_shuttle)
+    cam = Camera(table.court, size)
+    on, off = _frames(with_shuttle.with_suffix(".mp4")), _frames(without.with_suffix(".mp4"))
+    checked = 0
+    for s in table.strokes:
+        if s.hit_xy is None:  # serves are struck in front of the server, not at a hit point
+            continue
+        x, y = table.court.to_court(*s.hit_xy)
+        expect = cam.project(x, y, profile(s.stroke).contact_z)
+        pts = _diff_points(on[s.frame], off[s.frame])
+        assert len(pts), f"no shuttle in frame {s.frame}"
+        assert np.min(np.linalg.norm(pts - expect, axis=1)) < 3.0, (s.rally, s.ball_round)
+        # the hitter really is there: his annotated position is within reach of the contact point
+        px, py = table.court.to_court(*s.player_xy)
+        assert np.hypot(px - x, py - y) < 3.0
+        checked += 1
+    assert checked >= 8
+
+
+def test_shuttle_survives_downscaling(source, tmp_path):
+    on = render_set(source, tmp_path / "on", rallies="2", seed=4)
+    off = render_set(source, tmp_path / "off", rallies="2", seed=4, options=RenderOptions(shuttle=False))
+    strokes = load_shuttleset_set(on).strokes
+    a, b = _frames(on.with_suffix(".mp4")), _frames(off.with_suffix(".mp4"))
+    for s, nxt in zip(strokes, strokes[1:]):
+        mid = (s.frame + nxt.frame) // 2  # in flight
+        small = [cv2.resize(f[mid], (128, 72), interpolation=cv2.INTER_AREA).astype(int) for f in (a, b)]
+        assert np.abs(small[0] - small[1]).max() > 25, f"shuttle lost at 128x72 in frame {mid}"
+
+
+def test_no_stroke_label_in_the_pixels(tmp_path):
+    """Swapping every stroke type changes only the racket swing and the shuttle's flight."""
+    swap = {"發短球": "發長球", "長球": "殺球", "推球": "放小球", "殺球": "切球", "擋小球": "挑球",
+            "撲球": "平球", "平球": "勾球", "放小球": "推球", "挑球": "長球", "點扣": "擋小球",
+            "過度切球": "撲球", "勾球": "放小球"}
+    real = _copy_set(tmp_path / "real", {2, 3})
+    fake = _copy_set(tmp_path / "fake", {2, 3}, retype=swap)
+    assert load_shuttleset_set(real).strokes[1].stroke != load_shuttleset_set(fake).strokes[1].stroke
+    still = RenderOptions(shuttle=False, swing=False)
+    a = render_set(real, tmp_path / "a", seed=9, size=SMALL, options=still)
+    b = render_set(fake, tmp_path / "b", seed=9, size=SMALL, options=still)
+    assert np.array_equal(_frames(a.with_suffix(".mp4")), _frames(b.with_suffix(".mp4")))
+    # with motion on, the renders differ, but only in small areas (racket, shuttle)
+    a = render_set(real, tmp_path / "c", seed=9, size=SMALL)
+    b = render_set(fake, tmp_path / "d", seed=9, size=SMALL)
+    fa, fb = _frames(a.with_suffix(".mp4")), _frames(b.with_suffix(".mp4"))
+    assert not np.array_equal(fa, fb)
+    for s in load_shuttleset_set(a).strokes:
+        changed = (np.abs(fa[s.frame].astype(int) - fb[s.frame].astype(int)).max(-1) > 30).mean()
+        assert changed < 0.03
+
+
+def test_bad_inputs_give_clear_errors(source, tmp_path):
+    with pytest.raises(ReplayError, match="not found"):
+        render_set(tmp_path / "nope" / "set1.csv", tmp_path / "o")
+    with pytest.raises(ReplayError, match="none of the rallies"):
+        render_set(source, tmp_path / "o", rallies="90-91", size=SMALL)
+    with pytest.raises(ReplayError, match="bad rally"):
+        render_set(source, tmp_path / "o", rallies="2-x", size=SMALL)
+    with pytest.raises(ReplayError, match="bad size"):
+        render_set(source, tmp_path / "o", size=(161, 90))
+    with pytest.raises(ReplayError, match="bad fps"):
+        render_set(source, tmp_path / "o", size=SMALL, fps=0)
+    with pytest.raises(ReplayError, match="max gap"):
+        render_set(source, tmp_path / "o", size=SMALL, max_gap=-1)
+    garbage = tmp_path / "g" / VIDEO / "set1.csv"
+    garbage.parent.mkdir(parents=True)
+    garbage.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(ReplayError, match="missing required column"):
+        render_set(garbage, tmp_path / "o", size=SMALL)
+
+
+def test_cli_reports_errors_without_traceback(source, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--set", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["--set", str(source), "--out", str(tmp_path / "o"), "--size", "big"])
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_cli_renders_selected_rallies(source, tmp_path, capsys):
+    assert main(["--set", str(source), "--out", str(tmp_path / "o"), "--rallies", "3",
+                 "--size", "160x90", "--seed", "1", "--max-gap", "1"]) == 0
+    out = load_shuttleset_set(tmp_path / "o" / VIDEO / "set1.csv")
+    assert {s.rally for s in out.strokes} == {3}
+
+
+def test_parse_rallies():
+    assert parse_rallies("1-3,7, 9-10") == {1, 2, 3, 7, 9, 10}
+    with pytest.raises(ReplayError):
+        parse_rallies("3-1")
