@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import cv2
@@ -32,6 +34,7 @@ WINDOW_BEFORE = 7  # the reference takes frames hit-7 .. hit+8
 WINDOW_AFTER = 8
 READ_TIMEOUT_S = 30.0
 RECYCLE_AFTER = 200
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 class VideoError(RuntimeError):
@@ -209,55 +212,67 @@ def _opencv_read(path: Path, indices: list[int]) -> np.ndarray:
 
 
 class _DecordPool:
-    """One decord worker process, killed on timeout and recycled to bound decord's leaks."""
+    """One decord worker process, killed on timeout and recycled to bound decord's leaks.
 
-    def __init__(self, timeout_s: float = READ_TIMEOUT_S, recycle_after: int = RECYCLE_AFTER):
-        self.timeout_s, self.recycle_after = timeout_s, recycle_after
-        self._proc: mp.process.BaseProcess | None = None
-        self._conn = None
+    The worker is a fresh interpreter (not a multiprocessing child), so it never re-runs the
+    caller's main script and shares no thread state with torch."""
+
+    def __init__(self, timeout_s: float = READ_TIMEOUT_S, recycle_after: int = RECYCLE_AFTER,
+                 worker: str = "core.video:_decord_serve"):
+        self.timeout_s, self.recycle_after, self.worker = timeout_s, recycle_after, worker
+        self._proc: subprocess.Popen | None = None
+        self._send = self._recv = None
         self._reads = 0
 
     def read(self, path: str, indices: list[int]) -> np.ndarray:
-        if self._proc is None or not self._proc.is_alive() or self._reads >= self.recycle_after:
+        if self._proc is None or self._proc.poll() is not None or self._reads >= self.recycle_after:
             self._start()
         self._reads += 1
-        self._conn.send((path, indices))
-        if not self._conn.poll(self.timeout_s):
-            self.close()
-            raise VideoError(f"{path}: decord did not answer within {self.timeout_s:.0f} s")
         try:
-            status, payload = self._conn.recv()
-        except EOFError:
+            self._send.send((path, indices))
+            if not self._recv.poll(self.timeout_s):
+                self.close()
+                raise VideoError(f"{path}: decord did not answer within {self.timeout_s:.0f} s")
+            status, payload = self._recv.recv()
+        except (EOFError, OSError):  # the worker died (crash, or it could not start)
             self.close()
-            raise VideoError(f"{path}: the decord reader crashed") from None
+            raise VideoError(f"{path}: the decord reader stopped unexpectedly") from None
         if status != "ok":
             raise VideoError(f"{path}: {payload}")
         return payload
 
     def _start(self) -> None:
         self.close()
-        ctx = mp.get_context("spawn")  # fork would copy torch's thread state into the child
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_decord_worker, args=(child,), daemon=True)
-        self._proc.start()
-        child.close()
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        module, func = self.worker.split(":")
+        code = f"import {module} as m; m.{func}({to_child}, {from_child})"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": "1"}
+        self._proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child, from_child), env=env)
+        os.close(to_child)
+        os.close(from_child)
+        self._send, self._recv = Connection(from_parent, readable=False), Connection(to_parent, writable=False)
         self._reads = 0
 
     def close(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(timeout=5)
+            self._proc.wait(timeout=5)
+            self._send.close()
+            self._recv.close()
         self._proc = None
 
 
-def _decord_worker(conn) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import decord  # imported here only: the parent process never loads it
+def _decord_serve(read_fd: int, write_fd: int) -> None:
+    """The worker's loop: (path, indices) in, ("ok", frames) or ("error", message) out."""
+    import decord
 
+    requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     reader, reader_path = None, None
     while True:
         try:
-            path, indices = conn.recv()
+            path, indices = requests.recv()
         except EOFError:
             return
         try:
@@ -265,10 +280,11 @@ def _decord_worker(conn) -> None:
                 reader, reader_path = None, None
                 reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
                 reader_path = path
-            conn.send(("ok", reader.get_batch(indices).asnumpy()))
+            replies.send(("ok", reader.get_batch(indices).asnumpy()))
         except Exception as err:  # decord raises its own untyped errors
             reader, reader_path = None, None
-            conn.send(("error", f"decord cannot read it ({str(err).splitlines()[0] if str(err) else type(err).__name__})"))
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            replies.send(("error", f"decord cannot read it ({first})"))
 
 
 _POOL: _DecordPool | None = None

@@ -78,19 +78,44 @@ def test_missing_file_and_out_of_range(index_video, tmp_path):
         list(iter_windows(index_video, [5, 500]))
 
 
-def test_hanging_decord_is_killed_and_reported(index_video, monkeypatch):
-    pool = video._DecordPool(timeout_s=0.5)
-    monkeypatch.setattr(video, "_decord_worker", _sleeping_worker)
+def test_hanging_decord_is_killed_and_reported(index_video):
+    pool = video._DecordPool(timeout_s=1.0, worker="tests.test_video:_sleeping_serve")
     with pytest.raises(VideoError, match="did not answer"):
         pool.read(str(index_video), [0, 1])
-    assert pool._proc is None  # killed, a later read starts a fresh worker
+    assert pool._proc is None  # killed; a later read starts a fresh worker
 
 
-def _sleeping_worker(conn) -> None:
+def test_a_worker_that_dies_is_reported_and_replaced(index_video):
+    pool = video._DecordPool(worker="tests.test_video:_crashing_serve")
+    with pytest.raises(VideoError, match="stopped unexpectedly"):
+        pool.read(str(index_video), [0, 1])
+    pool.worker = "core.video:_decord_serve"
+    assert indices_of(pool.read(str(index_video), [4, 5])) == [4, 5]
+    pool.close()
+
+
+def test_decord_worker_is_recycled(index_video):
+    pool = video._DecordPool(recycle_after=2)
+    pids = []
+    for i in range(5):
+        pool.read(str(index_video), [i])
+        pids.append(pool._proc.pid)
+    assert len(set(pids)) == 3  # a fresh worker every 2 reads bounds decord's leaks
+    pool.close()
+
+
+def _sleeping_serve(read_fd: int, write_fd: int) -> None:
     import time
+    from multiprocessing.connection import Connection
 
-    conn.recv()
+    Connection(read_fd, writable=False).recv()
     time.sleep(60)
+
+
+def _crashing_serve(read_fd: int, write_fd: int) -> None:
+    import os
+
+    os._exit(3)
 
 
 def test_read_clip_returns_every_frame(tmp_path):
