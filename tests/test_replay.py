@@ -213,6 +213,22 @@ def test_cli_renders_selected_rallies(source, tmp_path, capsys):
                  "--size", "160x90", "--seed", "1", "--max-gap", "1"]) == 0
     out = load_shuttleset_set(tmp_path / "o" / VIDEO / "set1.csv")
     assert {s.rally for s in out.strokes} == {3}
+    # a second set of the same match goes beside it; the match's rows are replaced, not repeated
+    set2 = tmp_path / "src2" / VIDEO / "set2.csv"
+    set2.parent.mkdir(parents=True)
+    shutil.copy(source, set2)
+    for name in ("match.csv", "homography.csv"):
+        shutil.copy(source.parent.parent / name, set2.parent.parent / name)
+    court = load_shuttleset_set(tmp_path / "o" / VIDEO / "set1.csv").court
+    render_set(set2, tmp_path / "o", rallies=[2], seed=8, size=SMALL)  # same match, same camera
+    assert load_shuttleset_set(tmp_path / "o" / VIDEO / "set2.csv").court == court
+    assert (tmp_path / "o" / VIDEO / "set2.mp4").is_file()
+    for name in ("match.csv", "homography.csv"):
+        with (tmp_path / "o" / name).open(encoding="utf-8") as f:
+            assert [r["video"] for r in csv.DictReader(f)] == [VIDEO]
+    assert load_shuttleset_set(tmp_path / "o" / VIDEO / "set1.csv").court == court
+    with pytest.raises(ReplayError, match="another camera or size"):
+        render_set(set2, tmp_path / "o", rallies=[2], size=(320, 180))
 
 
 def test_parse_rallies():

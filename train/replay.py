@@ -116,14 +116,16 @@ def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] 
 
     rng_style, rng_scene, rng_finish = (np.random.default_rng([seed, k]) for k in range(3))
     style = make_style(rng_style)
-    affine = _camera_affine(size, style.zoom, style.shift)
+    video = set_csv.parent.name
+    out_dir = Path(out_dir)
+    affine = _existing_camera(out_dir, video, table.court, size)
+    if affine is None:
+        affine = _camera_affine(size, style.zoom, style.shift)
     court = _transform_court(table.court, affine)
     cam = Camera(court, size)
     shots = _timeline(pairs, table.court, src_fps, fps, max_gap)
     n_frames = int(math.ceil((shots[-1].t + LAST_FLIGHT_S + TAIL_S) * fps))
 
-    video = set_csv.parent.name
-    out_dir = Path(out_dir)
     folder = out_dir / video
     folder.mkdir(parents=True, exist_ok=True)
     mp4 = folder / f"{set_csv.stem}.mp4"
@@ -201,6 +203,41 @@ def _camera_affine(size, zoom: float, shift) -> np.ndarray:
     return np.array([[sx * zoom, 0, cx - zoom * cx + shift[0] * w],
                      [0, sy * zoom, cy - zoom * cy + shift[1] * h],
                      [0, 0, 1.0]])
+
+
+def _existing_camera(out_dir: Path, video: str, src: Court, size) -> np.ndarray | None:
+    """The camera of this match in an earlier render in out_dir, so all its sets share one court.
+
+    Recovered from that render's corners in OUT/homography.csv (a per-axis scale and offset of the
+    source corners); ReplayError when they cannot come from a render of this size.
+    """
+    path = out_dir / "homography.csv"
+    if not path.is_file():
+        return None
+    try:
+        row, _ = _source_row(path, video, quiet=True)
+        if row is None:
+            return None
+        old = _court_of_row(row)
+    except (AnnotationError, ValueError, KeyError):
+        return None
+    affine = np.eye(3)
+    base = (size[0] / SOURCE_SIZE[0], size[1] / SOURCE_SIZE[1])
+    for axis in (0, 1):
+        a = np.array([getattr(src, c)[axis] for c in CORNERS])
+        b = np.array([getattr(old, c)[axis] for c in CORNERS])
+        scale, offset = np.polyfit(a, b, 1)
+        fits = np.abs(scale * a + offset - b).max() < 0.5 and 0.8 < scale / base[axis] < 1.25
+        if not fits:
+            raise ReplayError(f"{path} already holds {video!r} rendered with another camera or size; "
+                              f"render a {size[0]}x{size[1]} replay into another folder")
+        affine[axis, axis], affine[axis, 2] = scale, offset
+    log.info("%s: using the camera of the earlier render in %s", video, out_dir)
+    return affine
+
+
+def _court_of_row(row: dict) -> Court:
+    return Court(*((float(row[f"{c}_x"]), float(row[f"{c}_y"])) for c in CORNERS))
 
 
 def _map_xy(affine: np.ndarray, x: float, y: float) -> tuple[float, float]:
@@ -452,7 +489,7 @@ def eval_matrix(text: str) -> list[list[float]]:
     return [nums[0:3], nums[3:6], nums[6:9]]
 
 
-def _source_row(path: Path, video: str) -> tuple[dict | None, list[str] | None]:
+def _source_row(path: Path, video: str, quiet: bool = False) -> tuple[dict | None, list[str] | None]:
     if not path.is_file():
         log.warning("%s not found; the render's copy will lack this video's row", path)
         return None, None
@@ -461,7 +498,8 @@ def _source_row(path: Path, video: str) -> tuple[dict | None, list[str] | None]:
     for r in rows:
         if r["video"] == video or key(r["video"]) == key(video):
             return r, header
-    log.warning("%s has no row for %r", path, video)
+    if not quiet:
+        log.warning("%s has no row for %r", path, video)
     return None, header
 
 
