@@ -68,9 +68,8 @@ class Scene:
         back_y = -4.5  # the arena's back wall, metres behind the far baseline
         # wall + spectators behind the far end: the wall colour with a blurred texture
         base = fixed(cam.project([-30, 36], [back_y] * 2, [0, 0])) // ONE
-        poly = np.array([[0, 0], [cw - 1, 0], [cw - 1, base[1][1]], [0, base[0][1]]], np.int32)
-        poly[2] = (cw - 1, np.interp(cw - 1, [base[0][0], base[1][0]], [base[0][1], base[1][1]]))
-        poly[3] = (0, np.interp(0, [base[0][0], base[1][0]], [base[0][1], base[1][1]]))
+        edge_y = np.interp([0, cw - 1], [base[0][0], base[1][0]], [base[0][1], base[1][1]])  # at x=0, x=cw-1
+        poly = np.array([[0, 0], [cw - 1, 0], [cw - 1, edge_y[1]], [0, edge_y[0]]], np.int32)
         mask = np.zeros((ch, cw), np.uint8)
         cv2.fillPoly(mask, [poly.reshape(-1, 1, 2)], 255)
         tex = rng.normal(0, 1, (ch // 4 + 2, cw // 4 + 2)).astype(np.float32)

@@ -30,11 +30,11 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "short serve": Profile(1.05, 1.85, 1.0, None, 0.9),
-    "long serve": Profile(0.95, 7.5, 2.6, 0.62, 1.8),
+    "long serve": Profile(0.95, 6.5, 2.6, 0.62, 1.8),
     "smash": Profile(2.6, 0.0, 1.8, 0.5, 0.45),
-    "clear": Profile(2.55, 6.5, 2.6, 0.62, 1.6),
+    "clear": Profile(2.55, 6.0, 2.6, 0.62, 1.6),
     "drop": Profile(2.5, 2.9, 2.0, 0.35, 1.0),
-    "lob": Profile(0.55, 6.2, 2.4, 0.62, 1.6),
+    "lob": Profile(0.55, 5.8, 2.4, 0.62, 1.6),
     "net shot": Profile(0.65, 1.75, 0.8, None, 0.9),
     "return net": Profile(0.55, 1.8, 1.2, None, 0.9),
     "cross-court net shot": Profile(0.7, 1.72, 0.8, None, 0.9),
