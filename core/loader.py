@@ -34,6 +34,7 @@ MANIFEST = "manifest.json"
 ADAPTERS = "adapters.safetensors"
 MANIFEST_FORMAT = "shuttle-lens-adapters"
 MANIFEST_VERSION = 1
+STROKE_EMBEDDINGS = "stroke_embeddings.safetensors"  # optional, in a stroke-pretrained base folder
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"  # where InstructBlipProcessor saves it
 INT8_SKIP = ["qformer", "query_tokens", "language_projection", "lm_head"]  # kept in float for LoRA
 
@@ -88,6 +89,7 @@ def build_model(settings: ModelSettings, stage: int = 0) -> StrokeModel:
     base, tokenizer, qformer_tok, spec = load_base(settings)
     instruction = qformer_tok(QFORMER_INSTRUCTION, return_tensors="pt").input_ids[0]
     vlm = StrokeVLM(base, instruction, settings.num_frames, settings.max_clips)
+    _init_stroke_embeddings(vlm, settings.base)
     device = resolve_device(settings.device)
     vlm.frame_embed.data = vlm.frame_embed.data.to(compute_dtype(settings.precision))
     vlm.clip_embed.data = vlm.clip_embed.data.to(compute_dtype(settings.precision))
@@ -177,6 +179,31 @@ def base_signature(config) -> dict:
             "patch_size": v.patch_size, "qformer_hidden": q.hidden_size, "qformer_layers": q.num_hidden_layers,
             "num_query_tokens": config.num_query_tokens, "llm_type": t.model_type, "llm_width": t.d_model,
             "llm_layers": t.num_layers, "llm_ffn": t.d_ff, "llm_vocab": t.vocab_size}
+
+
+def _init_stroke_embeddings(vlm: StrokeVLM, source: str) -> None:
+    """A base pretrained for strokes may carry its frame/clip embeddings beside the checkpoint;
+    a plain InstructBLIP base has none and they start at zero."""
+    path = Path(source) / STROKE_EMBEDDINGS
+    if not path.is_file():
+        return
+    state = load_file(str(path))
+    with torch.no_grad():
+        for name in ("frame_embed", "clip_embed"):
+            if name in state:
+                target = getattr(vlm, name)
+                if state[name].shape != target.shape:
+                    raise ModelLoadError(f"{path}: {name} has shape {tuple(state[name].shape)}, "
+                                         f"the model needs {tuple(target.shape)}")
+                target.copy_(state[name])
+
+
+def save_stroke_embeddings(vlm: StrokeVLM, base_dir: str | Path) -> Path:
+    """Store a pretrained base's frame/clip embeddings beside its checkpoint."""
+    path = Path(base_dir) / STROKE_EMBEDDINGS
+    save_file({"frame_embed": vlm.frame_embed.detach().float().cpu().contiguous(),
+               "clip_embed": vlm.clip_embed.detach().float().cpu().contiguous()}, str(path))
+    return path
 
 
 def _qformer_tokenizer(source: str):

@@ -1,8 +1,10 @@
 """Turn stroke clips and text into model inputs, and generated ids back into text.
 
 Frames follow the base checkpoint's image processor settings (preprocessor_config.json):
-sample N frames evenly over the window, resize the short side to size*256/224, centre-crop
-to size, scale to [0, 1] and normalise with the checkpoint's mean and std.
+sample N frames evenly over the window, resize the short side to size*256/224 and centre-crop
+to size (as the reference's video processor), or, where the config sets
+`"do_center_crop": false`, resize the whole frame to size x size so nothing of the court is
+cut; then scale to [0, 1] and normalise with the checkpoint's mean and std.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class ImageSpec:
     size: int = 224
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
+    crop: bool = True
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ImageSpec":
@@ -33,11 +36,13 @@ class ImageSpec:
         cfg = json.loads(Path(path).read_text())
         size = cfg.get("size", 224)
         size = size.get("height", size.get("shortest_edge", 224)) if isinstance(size, dict) else size
-        return cls(int(size), tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD)))
+        return cls(int(size), tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD)),
+                   bool(cfg.get("do_center_crop", True)))
 
     def to_dict(self) -> dict:
         return {"image_processor_type": "BlipImageProcessor", "do_resize": True, "do_normalize": True,
                 "do_rescale": True, "rescale_factor": 1 / 255, "do_convert_rgb": True,
+                "do_center_crop": self.crop,
                 "size": {"height": self.size, "width": self.size},
                 "image_mean": list(self.mean), "image_std": list(self.std), "resample": 3}
 
@@ -48,9 +53,12 @@ def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.T
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
     pick = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
     h, w = frames.shape[1:3]
-    short = max(spec.size, round(spec.size * 256 / 224))
-    scale = short / min(h, w)
-    nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
+    if spec.crop:
+        short = max(spec.size, round(spec.size * 256 / 224))
+        scale = short / min(h, w)
+        nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
+    else:
+        nh = nw = spec.size
     top, left = (nh - spec.size) // 2, (nw - spec.size) // 2
     out = np.empty((num_frames, spec.size, spec.size, 3), np.float32)
     for i, f in enumerate(pick):

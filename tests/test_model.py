@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,3 +201,33 @@ def test_generation_settings_bound_the_length(tiny_base):
     ids = m.vlm.generate(**b, settings=GenerationSettings(num_beams=3, max_new_tokens=7, min_new_tokens=5))
     assert 6 <= ids.shape[1] <= 8  # decoder start token + 5..7 new tokens
     assert len(m.processor.decode(ids)) == 2
+
+
+def test_a_stroke_pretrained_base_brings_its_embeddings(tiny_base, tmp_path):
+    import shutil
+
+    from core.loader import save_stroke_embeddings
+
+    m = make(tiny_base)
+    folder = Path(shutil.copytree(tiny_base, tmp_path / "pretrained"))
+    save_stroke_embeddings(m.vlm, folder)
+    again = build_model(ModelSettings(base=str(folder), num_frames=NUM_FRAMES))
+    torch.testing.assert_close(again.vlm.frame_embed, m.vlm.frame_embed)
+    assert build_model(ModelSettings(base=str(tiny_base), num_frames=NUM_FRAMES)).vlm.frame_embed.abs().sum() == 0
+    with pytest.raises(ModelLoadError, match="frame_embed has shape"):
+        build_model(ModelSettings(base=str(folder), num_frames=NUM_FRAMES + 1))
+
+
+def test_frames_are_resized_whole_or_centre_cropped():
+    import numpy as np
+
+    from core.processor import ImageSpec, clip_tensor
+
+    frames = np.zeros((16, 90, 160, 3), np.uint8)
+    frames[:, :, :20] = 255  # a white band at the left edge
+    spec = dict(size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    whole = clip_tensor(frames, ImageSpec(**spec, crop=False), 4)
+    cropped = clip_tensor(frames, ImageSpec(**spec, crop=True), 4)
+    assert whole.shape == cropped.shape == (4, 3, 32, 32)
+    assert whole[..., 0].mean() > 0.9  # the band survives a whole-frame resize ...
+    assert cropped.max() == 0  # ... and is cut by the centre crop
