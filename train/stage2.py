@@ -1,0 +1,101 @@
+"""Stage 2 recipe: multi-stroke question answering (temporal grounding) with LoRA on the LLM,
+starting from a stage-1 run.
+
+    python -m train.stage2 --init runs/stage1 --data data/badminton --out runs/stage2
+    python -m train.stage2 --config train/configs/stage2.yaml --llm-part attn --train-qformer
+    accelerate launch -m train.stage2 --config train/configs/stage2.yaml     # several GPUs
+
+The stage-1 adapters (--init: a run folder, whose best/ is used, or an adapter folder) are
+loaded onto their base (or --base), an LLM LoRA ("all" = q, v, wi, wo; "attn"; "ffn") is added,
+and the saved manifest records both parts. The clip-segment embedding trains; the Q-Former
+LoRA and the frame embedding stay frozen unless --train-qformer. The best checkpoint is
+chosen by the index-set F1 on val, ties broken by the "does not occur" accuracy.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+
+from core.loader import ModelLoadError, load_model, read_manifest
+from core.lora import attach_lora, set_trainable
+from train.config import ConfigError, Stage2Config, build_parser, parse_config
+from train.data import ClipReader, DataError, QADataset, is_chain_of_thought, load_questions
+from train.evaluate import adapter_dir, evaluate_questions, generation_settings
+from train.loop import Trainer, TrainError, start_run, write_config
+
+log = logging.getLogger(__name__)
+
+PROG = "python -m train.stage2"
+DESCRIPTION = "Stage 2: train stroke question answering (LLM LoRA + clip embedding) from a stage-1 run."
+
+
+def load_stage1(cfg: Stage2Config, device: str):
+    """The stage-1 model with the stage-2 LLM LoRA attached; model.settings.lora describes both."""
+    if not cfg.init:
+        raise ConfigError("give the stage-1 run with --init RUN_DIR (its best/ adapters are used)")
+    if cfg.tiny:
+        raise ConfigError("--tiny is for stage 1; stage 2 takes its base from the --init adapters")
+    init = adapter_dir(cfg.init)
+    manifest = read_manifest(init)
+    if manifest["lora"].get("llm_part"):
+        raise ConfigError(f"{init} already has an LLM LoRA ({manifest['lora']['llm_part']}); start stage 2 from "
+                          "a stage-1 run, or continue a stage-2 run with --resume")
+    model = load_model(init, base=cfg.base, precision=cfg.precision, device=device)
+    llm = cfg.lora_llm()
+    attach_lora(model.vlm, llm)
+    model.settings.lora = replace(model.settings.lora, llm_part=llm.llm_part, llm_r=llm.llm_r,
+                                  llm_alpha=llm.llm_alpha, train_qformer=cfg.train_qformer, train_llm=True)
+    model.stage = 2
+    log.info("stage 2 from %s (stage %s): LoRA %s", init, manifest.get("stage"), model.settings.lora)
+    return model
+
+
+def setup(cfg: Stage2Config) -> Trainer:
+    run_dir, acc, device = start_run(cfg)
+    train_items = load_questions(cfg.data, "train")
+    val_items = load_questions(cfg.data, "val")
+    if not train_items:
+        raise DataError(f"{cfg.data}/qa_train.json has no samples")
+    cfg.resolve_generation(is_chain_of_thought(train_items))
+    model = load_stage1(cfg, device)
+    for name, items in (("train", train_items), ("val", val_items)):
+        longest = max((len(it["image"]) for it in items), default=0)
+        if longest > model.settings.max_clips:
+            raise DataError(f"qa_{name}.json has chunks of {longest} clips; the model takes at most "
+                            f"{model.settings.max_clips}")
+    cfg.num_frames = model.settings.num_frames  # the stage-1 model's, recorded in config.yaml
+    write_config(cfg, run_dir, acc)
+    new_params = ("clip_embed",) + (("frame_embed",) if cfg.train_qformer else ())
+    trainable = set_trainable(model.vlm, model.settings.lora, new_params)
+    clips = ClipReader(cfg.data, model.processor.image, model.settings.num_frames, cfg.cache_clips)
+    val_items = val_items[: cfg.eval_limit] if cfg.eval_limit else val_items
+    gen = generation_settings(2, cfg.cot, cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens)
+
+    def evaluate(m):
+        return evaluate_questions(m, val_items, gen, cfg.eval_batch_size or cfg.batch_size, cache=clips)["metrics"]
+
+    return Trainer(cfg, model, trainable, QADataset(train_items, clips), evaluate if val_items else None,
+                   acc, run_dir)
+
+
+def train(cfg: Stage2Config) -> dict:
+    return setup(cfg).fit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(Stage2Config, PROG, DESCRIPTION)
+    try:
+        cfg = parse_config(Stage2Config, argv, PROG, DESCRIPTION, parser)
+        summary = train(cfg)
+    except (ConfigError, DataError, ModelLoadError, TrainError) as err:
+        parser.exit(1, f"{PROG}: error: {err}\n")
+    best = summary["best"] or {}
+    print(f"stage 2 done: {summary['steps']} steps, last loss {summary['loss']:.4f}, "
+          f"best F1 {best.get('f1', float('nan')):.4f} at step {best.get('step', '-')}; adapters in "
+          f"{summary['run']}/best and {summary['run']}/final")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
