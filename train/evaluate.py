@@ -61,7 +61,8 @@ def generate_texts(model: StrokeModel, dataset: Dataset, settings: GenerationSet
                    num_workers: int = 0, progress: bool = False, desc: str = "generate") -> list[str]:
     """The model's answers for every sample of `dataset`, in order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=Collator(model.processor, 1, with_labels=False))
+                        collate_fn=Collator(model.processor, 1, with_labels=False),
+                        generator=torch.Generator())  # leaves the global random state alone
     was_training = model.vlm.training
     model.vlm.eval()
     out: list[str] = []

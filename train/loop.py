@@ -160,7 +160,8 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, cfg, self.total_steps))
         self.loader = DataLoader(train_set, batch_sampler=self.sampler, num_workers=cfg.num_workers,
                                  collate_fn=Collator(model.processor, cfg.max_target_len),
-                                 persistent_workers=cfg.num_workers > 0, pin_memory=model.device.type == "cuda")
+                                 persistent_workers=cfg.num_workers > 0, pin_memory=model.device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
         self.ddp = accelerator.prepare(model.vlm)  # DDP with several processes; the model itself otherwise
         self.step, self.best_key, self.best_metrics = 0, None, None
 
@@ -310,7 +311,10 @@ class Trainer:
         """Validation on the main process; saves best/ when the selection metric improves."""
         scalars: dict = {}
         if self.acc.is_main_process:
-            metrics = self.evaluate(self.model)
+            # Evaluation must not move the training's random state (dropout), or a resumed run would differ.
+            cuda = [self.model.device] if self.model.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                metrics = self.evaluate(self.model)
             scalars = scalar_metrics(self.stage, metrics)
             key = selection_key(self.stage, metrics)
             if self.best_key is None or key > self.best_key:

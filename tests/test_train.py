@@ -1,0 +1,296 @@
+"""Training recipes end to end on a tiny model and a tiny synthetic dataset (CPU, seconds each)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.config import ModelSettings
+from core.loader import build_model, load_model
+from core.video import write_video
+from core.vocab import caption
+from train import build_dataset as bd
+from train import evaluate, stage1, stage2
+from train.config import ConfigError, Stage1Config, Stage2Config, parse_config
+from train.data import EpochBatchSampler
+from train.loop import lr_factor
+
+FAST = ["--num-frames", "4", "--batch-size", "2", "--num-workers", "0", "--lr", "1e-3", "--warmup-steps", "0",
+        "--log-every", "1", "--save-every", "1", "--eval-limit", "2", "--num-beams", "2", "--max-new-tokens", "6",
+        "--min-new-tokens", "1", "--progress", "false", "--device", "cpu", "--seed", "3"]
+
+
+@dataclass
+class FakeStroke:
+    """What the dataset builder needs of a stroke (core.annotations.Stroke's fields)."""
+
+    stroke_id: str
+    match: str
+    set: int
+    rally: int
+    ball_round: int
+    frame: int
+    side: str
+    stroke: str
+    zone: int
+
+    @property
+    def caption(self) -> str:
+        return caption(self.side, self.stroke, self.zone)
+
+
+def make_dataset(root: Path) -> Path:
+    """12 strokes in 3 rallies (2 train matches, 1 val match), written with the builder's own writers."""
+    events = [("upper", "smash", 9), ("bottom", "lob", 7), ("upper", "clear", 3), ("bottom", "drop", 1)]
+    strokes, split_of = [], {}
+    for r, (match, split) in enumerate([("m1", "train"), ("m2", "train"), ("m3", "val")]):
+        for b in range(4):
+            side, stroke, zone = events[(b + r) % 4]
+            s = FakeStroke(f"{match}_1_{100 * b + 10}", match, 1, r + 1, b + 1, 100 * b + 10, side, stroke, zone)
+            strokes.append(s)
+            split_of[s.stroke_id] = split
+    rng = np.random.default_rng(0)
+    for s in strokes:
+        write_video(root / "clips" / f"{s.stroke_id}.mp4", rng.integers(0, 255, (6, 40, 48, 3), dtype=np.uint8), 25)
+    captions = bd.caption_files(strokes, split_of)
+    for split, items in captions.items():
+        bd.write_json(root / f"{split}.json", items)
+        if split != "train":
+            bd.write_json(root / f"{split}_gt.json", bd.coco_gt(items))
+    qa, _ = bd.qa_files(strokes, split_of, 5, False, 42, 0.0, progress=False)
+    for split, items in qa.items():
+        bd.write_json(root / f"qa_{split}.json", items)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def stage1_run(tmp_path_factory, tiny_base, dataset) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "s1"
+    assert stage1.main(["--base", str(tiny_base), "--data", str(dataset), "--out", str(out),
+                        "--max-steps", "2", "--experiment", "3", *FAST]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def stage2_run(tmp_path_factory, stage1_run, dataset) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "s2"
+    assert stage2.main(["--init", str(stage1_run), "--data", str(dataset), "--out", str(out),
+                        "--max-steps", "2", "--grad-accum", "2", *_fast2()]) == 0
+    return out
+
+
+def _fast2() -> list[str]:
+    """FAST without --num-frames (stage 2 takes the stage-1 model's)."""
+    i = FAST.index("--num-frames")
+    return FAST[:i] + FAST[i + 2:]
+
+
+def metrics_lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- stage 1
+
+
+def test_stage1_trains_only_the_qformer_lora_and_frame_embedding(stage1_run, tiny_base):
+    for sub in ("config.yaml", "metrics.jsonl", "train.log", "checkpoints/step-1/trainer_state.pt",
+                "checkpoints/step-2/adapters.safetensors", "best/manifest.json", "final/manifest.json"):
+        assert (stage1_run / sub).is_file(), sub
+    lines = metrics_lines(stage1_run)
+    assert [r["step"] for r in lines] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and r["lr"] > 0 and r["samples_per_s"] > 0 for r in lines)
+    assert "val_cider" in lines[-1] and "val_acc_stroke" in lines[-1]
+
+    trained = load_model(stage1_run / "final")
+    assert trained.stage == 1 and trained.settings.lora.qformer_r == 4 and trained.settings.lora.llm_part is None
+    fresh = build_model(ModelSettings(base=str(tiny_base), num_frames=4, lora=trained.settings.lora))
+    before, after = fresh.vlm.state_dict(), trained.vlm.state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in after if "lora_A" not in k and not torch.equal(before[k], after[k])}
+    assert "frame_embed" in changed
+    assert all(k == "frame_embed" or (k.startswith("base.qformer.") and "lora_B" in k) for k in changed), changed
+    assert not any("language_model" in k and "lora" in k for k in after)  # no LLM LoRA in stage 1
+
+
+def test_tiny_base_and_resume_reach_the_same_weights(tmp_path, dataset):
+    common = ["--tiny", "--data", str(dataset), "--grad-accum", "2", *FAST]
+    # 8 train clips, batch 2, 2 micro-batches per step: 2 steps per epoch; 5 steps cross two epoch ends
+    assert stage1.main(["--out", str(tmp_path / "a"), "--max-steps", "5", *common]) == 0
+    assert (tmp_path / "a" / "tiny-base" / "config.json").is_file()
+    assert stage1.main(["--out", str(tmp_path / "b"), "--max-steps", "3", *common]) == 0
+    assert stage1.main(["--out", str(tmp_path / "b"), "--max-steps", "5", "--resume", *common]) == 0
+
+    a, b = (load_file(str(tmp_path / r / "final" / "adapters.safetensors")) for r in ("a", "b"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    la, lb = metrics_lines(tmp_path / "a"), metrics_lines(tmp_path / "b")
+    assert [r["step"] for r in lb] == [1, 2, 3, 4, 5]
+    for ra, rb in zip(la, lb):
+        assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-6) and ra["lr"] == pytest.approx(rb["lr"])
+    state = torch.load(tmp_path / "b" / "checkpoints" / "step-5" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 5
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step-3", "step-4", "step-5"]
+
+    with pytest.raises(SystemExit):  # resuming with another batch size would change the data order
+        stage1.main(["--out", str(tmp_path / "b"), "--max-steps", "6", "--resume", *common, "--batch-size", "4"])
+
+
+# ---------------------------------------------------------------- stage 2
+
+
+def test_stage2_adds_an_llm_lora_on_top_of_stage1(stage1_run, stage2_run):
+    manifest = json.loads((stage2_run / "final" / "manifest.json").read_text())
+    assert manifest["stage"] == 2
+    lora = manifest["lora"]
+    assert lora["qformer_parts"] == ["cross_attn"] and lora["qformer_r"] == 4
+    assert lora["llm_part"] == "all" and lora["llm_r"] == 4 and lora["llm_alpha"] == 8
+    assert lora["train_qformer"] is False
+    lines = metrics_lines(stage2_run)
+    assert [r["step"] for r in lines] == [1, 2] and "val_f1" in lines[-1] and np.isfinite(lines[-1]["loss"])
+
+    s1 = load_file(str(stage1_run / "best" / "adapters.safetensors"))
+    s2 = load_file(str(stage2_run / "final" / "adapters.safetensors"))
+    for k, v in s1.items():  # the Q-Former LoRA and the frame embedding stay as stage 1 left them
+        assert k == "clip_embed" or torch.equal(v, s2[k]), k
+    assert any(k.startswith("llm.") and "lora_B" in k and s2[k].abs().sum() > 0 for k in s2)
+    assert s2["clip_embed"].abs().sum() > 0
+    model = load_model(stage2_run / "best")
+    assert model.stage == 2 and model.settings.lora.llm_part == "all"
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def test_evaluate_writes_a_report_with_every_metric(stage1_run, stage2_run, dataset, capsys):
+    assert evaluate.main(["--run", str(stage1_run), "--data", str(dataset), "--limit", "3", "--num-beams", "2",
+                          "--max-new-tokens", "6", "--min-new-tokens", "1", "--no-progress"]) == 0
+    report = json.loads((stage1_run / "eval_val.json").read_text())
+    m = report["metrics"]
+    assert {"n", "bleu4", "cider", "exact_match", "parsed", "field_accuracy"} <= m.keys()
+    assert set(m["field_accuracy"]) == {"side", "stroke", "zone", "all_fields", "mean"}
+    assert set(report["majority_baseline"]) == {"side", "stroke", "zone"}
+    assert report["adapters"].endswith("best") and len(report["samples"]) == m["n"] == 3
+    assert isinstance(report["confusion_stroke"], dict)
+    assert "CIDEr-D" in capsys.readouterr().out
+
+    assert evaluate.main(["--run", str(stage2_run / "final"), "--data", str(dataset), "--limit", "6",
+                          "--num-beams", "1", "--max-new-tokens", "8", "--no-progress"]) == 0
+    report = json.loads((stage2_run / "eval_val.json").read_text())
+    m = report["metrics"]
+    keys = {"hit1", "exact", "precision", "recall", "f1", "impossible_accuracy", "accuracy", "n_answerable",
+            "n_impossible", "by_kind"}
+    assert keys <= m.keys() and m["n"] == 6
+    assert all(keys - {"by_kind"} <= k.keys() for k in m["by_kind"].values())
+    assert "Hit@1" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- errors before training
+
+
+def error_of(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_clear_errors_before_training(tmp_path, tiny_base, dataset, capsys):
+    base = ["--base", str(tiny_base), *FAST]
+    err = error_of(stage1.main, ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r1"), *base], capsys)
+    assert "data folder" in err and "does not exist" in err
+
+    (tmp_path / "file").write_text("x")
+    err = error_of(stage1.main, ["--data", str(dataset), "--out", str(tmp_path / "file" / "run"), *base], capsys)
+    assert "not writable" in err
+
+    broken = tmp_path / "broken"
+    make_dataset(broken)
+    (broken / "clips" / "m1_1_10.mp4").unlink()
+    err = error_of(stage1.main, ["--data", str(broken), "--out", str(tmp_path / "r2"), *base], capsys)
+    assert "clip file(s) of train.json are missing" in err and "m1_1_10.mp4" in err
+
+    (broken / "val.json").write_text("[{\"caption\": 1}")
+    (broken / "clips" / "m1_1_10.mp4").write_bytes(b"")
+    err = error_of(stage1.main, ["--data", str(broken), "--out", str(tmp_path / "r3"), *base], capsys)
+    assert "val.json: not valid JSON" in err
+
+    err = error_of(stage1.main, ["--data", str(dataset), "--out", str(tmp_path / "r4"), "--base",
+                                 str(tmp_path / "no-such-base"), *FAST], capsys)
+    assert "no-such-base" in err and "never downloads" in err
+
+    err = error_of(stage1.main, ["--data", str(dataset), "--out", str(tmp_path / "r5"), *FAST], capsys)
+    assert "--base" in err
+    err = error_of(stage2.main, ["--data", str(dataset), "--out", str(tmp_path / "r6"), *_fast2()], capsys)
+    assert "--init" in err
+    assert not (tmp_path / "r1" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_yaml_then_command_line_precedence(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("# comment\nlr: 1e-3\nepochs: 3\nbatch-size: 8\nqformer_parts: [cross_attn, ffn]\n")
+    cfg = parse_config(Stage1Config, ["--config", str(cfg_file), "--lr", "2e-4", "--grad_accum=2"], "p", "d")
+    assert cfg.lr == 2e-4 and cfg.epochs == 3 and cfg.batch_size == 8 and cfg.grad_accum == 2
+    assert cfg.weight_decay == 0.05 and cfg.warmup_steps == 1000 and cfg.num_beams == 5  # reference defaults
+    assert cfg.lora_settings().qformer_parts == ("cross_attn", "ffn")
+    cfg2 = parse_config(Stage2Config, [], "p", "d")
+    assert (cfg2.lr, cfg2.schedule, cfg2.warmup_steps, cfg2.batch_size, cfg2.grad_accum) == (5e-4, "linear", 0, 4, 4)
+    cfg2.resolve_generation(cot=True)
+    assert (cfg2.max_new_tokens, cfg2.min_new_tokens) == (256, 30)
+
+    (tmp_path / "bad.yaml").write_text("learning_rate: 1\n")
+    with pytest.raises(ConfigError, match="unknown option 'learning_rate'"):
+        parse_config(Stage1Config, ["--config", str(tmp_path / "bad.yaml")], "p", "d")
+    with pytest.raises(ConfigError, match="batch_size must be > 0"):
+        Stage1Config(batch_size=0)
+    with pytest.raises(ConfigError, match="precision"):
+        Stage1Config(precision="fp8")
+    for name in ("stage1.yaml", "stage2.yaml"):  # the shipped files load
+        path = Path(__file__).parents[1] / "train" / "configs" / name
+        parse_config(Stage1Config if name == "stage1.yaml" else Stage2Config, ["--config", str(path)], "p", "d")
+
+
+def test_experiment_presets():
+    lora = Stage1Config(experiment=3).lora_settings()
+    assert lora.qformer_parts == ("cross_attn",) and lora.qformer_r == 4 and lora.qformer_alpha == 8
+    assert [Stage1Config(experiment=e).lora_settings().qformer_r for e in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert Stage1Config(experiment=3, qformer_r=2).lora_settings().qformer_r == 2  # explicit options win
+    with pytest.raises(ConfigError, match="experiment"):
+        Stage1Config(experiment=5)
+
+
+def test_learning_rate_schedules():
+    cfg = Stage1Config(lr=1e-4, warmup_steps=10, warmup_start_lr=1e-8)
+    assert lr_factor(0, cfg, 110) * 1e-4 == pytest.approx(1e-8)
+    assert lr_factor(5, cfg, 110) == pytest.approx(0.5, abs=1e-4)
+    assert lr_factor(10, cfg, 110) == pytest.approx(1.0)
+    assert lr_factor(60, cfg, 110) == pytest.approx(0.5)  # cosine half-way
+    assert lr_factor(110, cfg, 110) == pytest.approx(0.0, abs=1e-12)
+    lin = Stage2Config()
+    assert [lr_factor(s, lin, 4) for s in range(5)] == pytest.approx([1, 0.75, 0.5, 0.25, 0])
+
+
+def test_batch_order_is_deterministic_resumable_and_sharded():
+    s = EpochBatchSampler(10, 3, seed=1)
+    assert s.batches(0) == EpochBatchSampler(10, 3, seed=1).batches(0) != s.batches(1)
+    assert sorted(i for b in s.batches(0) for i in b) == list(range(10))
+    s.set_epoch(1, skip=2)
+    assert list(s) == s.batches(1)[2:] and len(s) == 2
+    shards = [EpochBatchSampler(10, 2, seed=1, rank=r, world=3).batches(0) for r in range(3)]
+    assert len({len(b) for b in shards}) == 1  # every process takes as many steps
+    assert set(i for sh in shards for b in sh for i in b) == set(range(10))
