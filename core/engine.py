@@ -1,34 +1,94 @@
-"""The facade the app calls: holds the loaded stroke model and runs inference for the UI."""
+"""The facade the app calls: the loaded stroke model, the workspace's stroke index, queries,
+caption corrections, exports, media for the browser and training runs.
+
+Every method takes plain values (paths as typed, ids, filters) and returns plain values (rows as
+dicts, paths of written files, text); the UI only converts. Paths a user types are checked by
+`Workspace.resolve`. Calls from several browser tabs are serialised per resource: one lock for
+the model, one for the index.
+"""
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
+import re
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import torch
 
-from core.config import GenerationSettings, ModelSettings
+from core.annotations import load_annotations
+from core.config import GenerationSettings, LoraSettings, ModelSettings
 from core.loader import ModelLoadError, StrokeModel, build_model, load_model, read_manifest
-from core.video import iter_windows
+from core.runner import RunError, RunRequest, Runner
+from core.video import VideoError, iter_windows, probe
+from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo-model"
+DEFAULT_MODEL_DIR = DEMO_MODEL_DIR
+Progress = Callable[[int, int, str], None]  # (done, total, what)
+# Codecs Chromium, Firefox and Safari all play in <video>; anything else gets a browser copy.
+PLAYABLE_FOURCC = {"avc1", "h264", "H264", "vp09", "vp08", "VP90", "VP80", "av01"}
+PREVIEW_MAX_WIDTH = 640  # browser copies are for watching and seeking, not for analysis
+CLIP_PAD_S = 0.4  # context around a stroke's 16-frame window in previews and highlights
+SEEK_LEAD_S = 0.5  # the player starts this long before the stroke's window
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+STROKE_FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
+
+
+class EngineError(RuntimeError):
+    """Something the user asked for that cannot be done; the message says why."""
+
+
+@dataclass
+class Answer:
+    """A question's results, as rows the UI shows, with the query engine's own words."""
+
+    question: str
+    rows: list[dict] = field(default_factory=list)
+    message: str = ""
+    near_misses: list[dict] = field(default_factory=list)
+    covered_by_fields: bool | None = None
 
 
 class Engine:
-    """One loaded model at a time; calls from several browser tabs are serialised."""
+    """One loaded model, one stroke index, one training runner per app."""
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Workspace | str | Path | None = None, demo_match: str | Path | None = None,
+                 demo_model: str | Path | None = None) -> None:
         self.model: StrokeModel | None = None
         self.source: str | None = None
-        self._lock = threading.Lock()
+        self.precision, self.device = "fp32", "auto"
+        self._lock = threading.Lock()  # the model
+        self._index_lock = threading.RLock()  # the SQLite index and the query engine
+        self.demo_match = Path(demo_match) if demo_match else DEMO_MATCH_DIR
+        self.demo_model = Path(demo_model) if demo_model else DEMO_MODEL_DIR
+        self.workspace: Workspace | None = None
+        self.runner: Runner | None = None
+        self._index = None
+        self._query = None
+        self._embedder = None
+        self._tables: dict[str, object] = {}
+        if workspace is not None:
+            self.open_workspace(workspace)
 
-    def load(self, model: str, precision: str = "fp32", device: str = "auto") -> str:
-        """Load an adapter folder (with manifest.json) or a bare base checkpoint (id or folder)."""
+    # ------------------------------------------------------------ model
+
+    def load(self, model: str, precision: str = "fp32", device: str = "auto", trusted: bool = False) -> str:
+        """Load an adapter folder (with manifest.json) or a bare base checkpoint (id or folder).
+
+        A folder typed in the app must be inside the workspace or assets; `trusted` (the command
+        line's --model) skips that check."""
         model = str(model).strip()
         if not model:
             raise ModelLoadError("give a model: an adapter folder, a base folder or a Hugging Face id")
+        ws = self.workspace
+        if ws is not None and not trusted and not _is_hub_id(model, ws):
+            model = str(ws.resolve(model, what="model folder"))
         is_adapter = (Path(model) / "manifest.json").is_file()
         with self._lock:
             if is_adapter:
@@ -37,6 +97,8 @@ class Engine:
             else:
                 loaded = build_model(ModelSettings(base=model, precision=precision, device=device))
             self.model, self.source = loaded, model
+            self.precision, self.device = precision, device
+            self._query = None  # the query engine holds the model
         log.info("loaded %s (%s on %s)", model, precision, loaded.device)
         return self.describe()
 
@@ -50,6 +112,16 @@ class Engine:
         return (f"{self.source} — base {m.settings.base}, stage {m.stage}, "
                 f"LoRA: {', '.join(p for p in parts if p) or 'none'}; {m.settings.precision} on {m.device}; "
                 f"{m.memory_bytes() / 2**20:.1f} MiB of weights")
+
+    def memory(self) -> dict:
+        """What the loaded model takes: weights in this process, and the accelerator's allocation."""
+        out = {"weights_mib": 0.0, "device": None, "accelerator_mib": None}
+        if self.model is not None:
+            out["weights_mib"] = self.model.memory_bytes() / 2**20
+            out["device"] = str(self.model.device)
+            if self.model.device.type == "cuda":
+                out["accelerator_mib"] = torch.cuda.memory_allocated(self.model.device) / 2**20
+        return out
 
     def caption(self, video: str | Path, hit_frames: list[int], batch_size: int = 8,
                 settings: GenerationSettings | None = None) -> dict[int, str]:
@@ -74,3 +146,421 @@ class Engine:
         batch = {k: v.to(m.device) for k, v in batch.items()}
         texts = m.processor.decode(m.vlm.generate(**batch, settings=settings))
         return {frame: text for (frame, _), text in zip(items, texts)}
+
+    # ------------------------------------------------------------ workspace and index
+
+    def open_workspace(self, workspace: Workspace | str | Path) -> Workspace:
+        extra = tuple(p for p in (self.demo_match, self.demo_model) if p.exists())
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, extra_allowed=extra)
+        self.workspace = ws
+        self.runner = Runner(ws.runs)
+        return ws
+
+    def _ws(self) -> Workspace:
+        if self.workspace is None:
+            raise EngineError("no workspace is open")
+        return self.workspace
+
+    @property
+    def index(self):
+        if self._index is None:
+            from core.index import StrokeIndex
+
+            self._index = StrokeIndex(self._ws().index_path)
+        return self._index
+
+    def matches(self) -> list[dict]:
+        with self._index_lock:
+            return self.index.matches()
+
+    def match_choices(self) -> list[tuple[str, int]]:
+        """(label, id) for a dropdown: 'name — A vs B (N strokes)'."""
+        out = []
+        for m in self.matches():
+            players = " vs ".join(p for p in (m.get("player_a"), m.get("player_b")) if p)
+            label = m["name"].replace("_", " ") + (f" — {players}" if players and players not in m["name"] else "")
+            out.append((f"{label} ({m['strokes']} strokes)", int(m["id"])))
+        return out
+
+    def ensure_demo(self, progress: Progress | None = None) -> int | None:
+        """On a workspace with an empty index, index the demo match (with the loaded model, if any)."""
+        if self.matches() or not self.demo_match.is_dir():
+            return None
+        sets = sorted(self.demo_match.glob("*/set*.csv"))
+        if not sets:
+            log.warning("%s holds no set files; no demo match indexed", self.demo_match)
+            return None
+        match_id = None
+        for csv_path in sets:
+            video = csv_path.with_suffix(".mp4")
+            log.info("indexing the demo match: %s", csv_path.relative_to(self.demo_match))
+            match_id = self._add(csv_path, video if video.is_file() else None, progress)
+        return match_id
+
+    def add_match(self, annotations: str | None, video: str | None = None, progress: Progress | None = None) -> int:
+        """Index one set from paths inside the workspace: annotations (+ video), or a video's hit frames."""
+        ws = self._ws()
+        ann = ws.resolve(annotations, what="annotation file") if annotations and str(annotations).strip() else None
+        vid = ws.resolve(video, what="video file") if video and str(video).strip() else None
+        if ann is None:
+            raise EngineError("give the annotation CSV of the match (a ShuttleSet set file or a reference CSV)")
+        for p in (ann, vid):
+            if p is not None and p.stat().st_size > MAX_UPLOAD_BYTES:
+                raise EngineError(f"{p.name} is larger than {MAX_UPLOAD_BYTES / 2**30:.0f} GiB")
+        if vid is not None:
+            probe(vid)  # a clear VideoError before any indexing
+        return self._add(ann, vid, progress)
+
+    def save_upload(self, uploaded: str | Path, match_name: str) -> Path:
+        """Move a browser upload (Gradio's temp file) into the workspace's uploads/ folder."""
+        src = Path(uploaded)
+        if src.stat().st_size > MAX_UPLOAD_BYTES:
+            raise EngineError(f"{src.name} is larger than {MAX_UPLOAD_BYTES / 2**30:.0f} GiB")
+        dest_dir = self._ws().uploads / safe_name(match_name, "match")
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / safe_name(src.name, "file")
+        dest.write_bytes(src.read_bytes())
+        return dest
+
+    def _add(self, ann: Path, vid: Path | None, progress: Progress | None) -> int:
+        model = self.model if vid is not None else None
+        with self._index_lock:
+            if model is not None:
+                with self._lock:
+                    match_id = self.index.add_match(ann, vid, model=model, progress=progress)
+            else:
+                match_id = self.index.add_match(ann, vid, progress=progress)
+            self._query = None
+        return int(match_id)
+
+    def strokes(self, match_id: int | None, **filters) -> list[dict]:
+        """Strokes of a match; filters with None/'' values are ignored; zone and set compare as numbers."""
+        clean = {}
+        for k, v in filters.items():
+            if v is None or v == "" or v == "all":
+                continue
+            if k not in STROKE_FILTERS:
+                raise EngineError(f"unknown filter {k!r}")
+            clean[k] = int(v) if k in ("set_no", "rally", "zone") else v
+        with self._index_lock:
+            return [self._with_times(r) for r in self.index.strokes(match_id, **clean)]
+
+    def filter_options(self, match_id: int | None) -> dict[str, list]:
+        """The values each stroke filter can take in a match."""
+        rows = self.strokes(match_id) if match_id is not None else []
+        return {k: sorted({r[k] for r in rows if r.get(k) is not None}, key=lambda v: (str(type(v)), v))
+                for k in STROKE_FILTERS}
+
+    def set_caption(self, stroke_id: int, text: str) -> None:
+        if len(text or "") > 500:
+            raise EngineError("a caption is at most 500 characters")
+        with self._index_lock:
+            self.index.set_caption(int(stroke_id), text)
+            self._query = None
+
+    def export_captions(self, match_id: int | None = None) -> tuple[Path, int]:
+        """Corrected (else annotation) captions as a stage-1 train.json under exports/."""
+        path = self._ws().exports / f"captions-{match_id if match_id is not None else 'all'}" / "train.json"
+        with self._index_lock:
+            n = self.index.export_captions(path, match_id)
+        return path, n
+
+    @staticmethod
+    def _with_times(r: dict) -> dict:
+        r = dict(r)
+        t = r.get("time_s")
+        r["start_s"] = r.get("start_s") if r.get("start_s") is not None else (t or 0.0)
+        r["end_s"] = r.get("end_s") if r.get("end_s") is not None else r["start_s"] + 0.64
+        r["time_s"] = t if t is not None else r["start_s"]
+        return r
+
+    # ------------------------------------------------------------ questions
+
+    def _query_engine(self):
+        if self._query is None:
+            from core.query import QueryEngine
+
+            if self._embedder is None:
+                from core.embed import default_embedder
+
+                self._embedder = default_embedder()
+            self._query = QueryEngine(self.index, self._embedder, model=self.model)
+        return self._query
+
+    def ask(self, question: str, match_id: int | None = None, limit: int = 50) -> Answer:
+        question = " ".join(str(question or "").split())
+        if not question:
+            raise EngineError("type a question, e.g. “when does the bottom player smash?”")
+        if len(question) > 300:
+            raise EngineError("a question is at most 300 characters")
+        with self._index_lock, self._lock:
+            ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
+        rows = [self._result_row(r, match_id) for r in getattr(ans, "results", [])]
+        return Answer(question, rows, getattr(ans, "message", "") or "",
+                      [self._result_row(r, match_id) for r in getattr(ans, "near_misses", []) or []],
+                      getattr(ans, "covered_by_fields", None))
+
+    def _result_row(self, r, match_id: int | None) -> dict:
+        """A query result (dataclass or dict) as a row, joined with its stroke in the index."""
+        d = dict(r) if isinstance(r, dict) else {k: getattr(r, k) for k in getattr(r, "__dataclass_fields__", {})}
+        set_no = d.get("set_no", d.get("set"))
+        stroke = None
+        if d.get("stroke_id") is not None:
+            hits = [s for s in self.strokes(None) if s["id"] == d["stroke_id"]]
+            stroke = hits[0] if hits else None
+        if stroke is None and set_no is not None:
+            hits = self.strokes(d.get("match_id", match_id), set_no=set_no, rally=d.get("rally"))
+            hits = [s for s in hits if s["ball_round"] == d.get("ball_round")] or hits[:0]
+            stroke = hits[0] if hits else None
+        row = {**(stroke or {}), **{k: v for k, v in d.items() if v is not None and k != "caption"}}
+        row["caption"] = d.get("caption") or (stroke or {}).get("caption")
+        row["set_no"] = set_no
+        row["source"] = d.get("path") or d.get("source") or ""
+        return self._with_times(row)
+
+    # ------------------------------------------------------------ media for the browser
+
+    def playable_video(self, path: str | Path, progress: Progress | None = None) -> Path:
+        """The video itself when browsers play its codec, else a cached VP8/WebM copy under media/."""
+        path = Path(path)
+        cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened():
+                raise VideoError(f"{path}: cannot open the video")
+            fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1")
+        finally:
+            cap.release()
+        if fourcc in PLAYABLE_FOURCC and path.suffix.lower() in (".mp4", ".webm", ".m4v"):
+            return path
+        st = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime}".encode()).hexdigest()[:16]
+        out = self._ws().media / f"{safe_name(path.stem)}-{key}.webm"
+        if not out.is_file():
+            log.info("making a browser copy of %s (%s is not played by browsers)", path.name, fourcc)
+            _transcode(path, out, progress=progress)
+        return out
+
+    def match_video(self, match_id: int | None, set_no: int | None = None) -> tuple[Path | None, int | None]:
+        """(browser-playable video, its set number) of a match's set (the first set with a video)."""
+        if match_id is None:
+            return None, None
+        with self._index_lock:
+            sets = [s for s in self.index.sets(match_id) if s.get("video")]
+        if set_no is not None:
+            sets = [s for s in sets if s["set_no"] == int(set_no)] or sets
+        for s in sets:
+            if Path(s["video"]).is_file():
+                return self.playable_video(s["video"]), int(s["set_no"])
+        return None, None
+
+    def clip(self, stroke: dict) -> Path:
+        """A short browser-playable clip of one stroke (cached under media/clips/)."""
+        video = stroke.get("video")
+        if not video or not Path(video).is_file():
+            raise EngineError("this stroke has no video")
+        key = f"{safe_name(Path(video).stem)}-{int(stroke['frame'])}"
+        out = self._ws().media / "clips" / f"{key}.webm"
+        if not out.is_file():
+            _write_segments(Path(video), [(stroke["start_s"] - CLIP_PAD_S, stroke["end_s"] + CLIP_PAD_S)], out, "VP80")
+        return out
+
+    # ------------------------------------------------------------ exports
+
+    def export_results_csv(self, rows: list[dict], name: str = "results") -> Path:
+        path = self._ws().exports / f"{safe_name(name)}.csv"
+        cols = ("match", "set_no", "rally", "ball_round", "time_s", "start_s", "end_s", "side", "player_name",
+                "stroke", "zone", "caption", "source")
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for r in rows:
+                w.writerow([_cell(r.get(c)) for c in cols])
+        return path
+
+    def export_highlights(self, rows: list[dict], name: str = "highlights", progress: Progress | None = None) -> Path:
+        """One mp4 of the matched clips in result order (MPEG-4 Part 2: fast to write, plays in desktop players)."""
+        by_video: list[tuple[Path, float, float]] = [(Path(r["video"]), r["start_s"] - CLIP_PAD_S, r["end_s"] + CLIP_PAD_S)
+                                                     for r in rows if r.get("video") and Path(r["video"]).is_file()]
+        if not by_video:
+            raise EngineError("no results with a video to cut")
+        out = self._ws().exports / f"{safe_name(name)}.mp4"
+        writer = None
+        try:
+            for i, (video, a, b) in enumerate(by_video):
+                if progress:
+                    progress(i, len(by_video), "cutting clips")
+                for frame in _read_segment(video, a, b):
+                    if writer is None:
+                        h, w = frame.shape[:2]
+                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), _fps(video), (w, h))
+                    if frame.shape[:2] != (h, w):
+                        frame = cv2.resize(frame, (w, h))
+                    writer.write(frame)
+        finally:
+            if writer is not None:
+                writer.release()
+        if writer is None:
+            raise EngineError("the clips have no frames")
+        return out
+
+    # ------------------------------------------------------------ stats
+
+    def court_rows(self, rows: list[dict]) -> list[dict]:
+        """Rows with hit_m / landing_m: positions in court metres, from the match's annotation file."""
+        with self._index_lock:
+            sources = {(s["match_id"], s["set_no"]): s.get("source") for s in self.index.sets()}
+        out = []
+        for r in rows:
+            geo = self._geometry(sources.get((r.get("match_id"), r.get("set_no"))))
+            pos = geo.get((r.get("rally"), r.get("ball_round"), r.get("frame")), (None, None))
+            out.append({**r, "hit_m": pos[0], "landing_m": pos[1]})
+        return out
+
+    def _geometry(self, source: str | None) -> dict:
+        if not source or not Path(source).is_file():
+            return {}
+        key = f"{source}|{Path(source).stat().st_mtime}"
+        if key not in self._tables:
+            try:
+                table = load_annotations(source)
+            except (ValueError, OSError) as err:
+                log.warning("no court positions from %s: %s", source, err)
+                table = None
+            geo = {}
+            if table is not None and table.court is not None:
+                for s in table.strokes:
+                    geo[(s.rally, s.ball_round, s.frame)] = tuple(
+                        tuple(float(v) for v in table.court.to_court(*xy)) if xy else None
+                        for xy in (s.hit_xy or s.player_xy, s.landing_xy))
+            self._tables[key] = geo
+        return self._tables[key]
+
+    # ------------------------------------------------------------ training
+
+    def start_training(self, stage: int, data: str, run_name: str = "", epochs: int = 1, lr: float | None = None,
+                       max_steps: int = 0, experiment: int | None = 1, lora: dict | None = None,
+                       init_run: str | None = None, base: str | None = None, tiny: bool = False,
+                       extra: dict | None = None) -> str:
+        ws, runner = self._ws(), self._runner()
+        data_dir = ws.resolve(data, what="data folder")
+        if not (data_dir / "train.json").is_file() and not (data_dir / "qa_train.json").is_file():
+            raise EngineError(f"{data_dir} holds no train.json / qa_train.json; build it with "
+                              "`python -m train.build_dataset`")
+        init = str(runner.run_dir(init_run)) if stage == 2 and init_run else None
+        base_path = None
+        if base and not tiny:
+            base_path = base if _is_hub_id(base, ws) else str(ws.resolve(base, what="base model folder"))
+        out = ws.new_run_dir(stage, run_name)
+        lora = lora or {}
+        req = RunRequest(stage=stage, data=str(data_dir), out=str(out), epochs=int(epochs), lr=lr,
+                         max_steps=int(max_steps or 0), experiment=experiment if stage == 1 else None,
+                         qformer_parts=tuple(lora.get("qformer_parts") or ()), qformer_r=lora.get("qformer_r"),
+                         qformer_alpha=lora.get("qformer_alpha"), llm_part=lora.get("llm_part"),
+                         llm_r=lora.get("llm_r"), init=init, base=base_path, tiny=tiny, extra=extra or {})
+        if req.qformer_parts:
+            LoraSettings(qformer_parts=req.qformer_parts)  # validate the names before a process starts
+        return runner.start(req).name
+
+    def _runner(self) -> Runner:
+        if self.runner is None:
+            raise EngineError("no workspace is open")
+        return self.runner
+
+    def use_run(self, name: str) -> str:
+        """Load a run's best (else final) adapters as the app's model."""
+        adapters = self._runner().adapters(name)
+        return self.load(str(adapters), self.precision, self.device)
+
+
+def _is_hub_id(text: str, ws: Workspace) -> bool:
+    """'org/name' that is not a folder here or in the workspace: a Hugging Face id (cache only)."""
+    return bool(_HUB_ID.match(text)) and not Path(text).exists() and not (ws.root / text).exists()
+
+
+def _cell(v):
+    return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
+
+
+def _fps(video: Path) -> float:
+    cap = cv2.VideoCapture(str(video))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    return fps if fps and fps > 0 else 25.0
+
+
+def _read_segment(video: Path, start_s: float, end_s: float):
+    """BGR frames of [start_s, end_s] (clamped to the file), read frame by frame from a seek before it."""
+    cap = cv2.VideoCapture(str(video))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        first, last = max(0, int(round(start_s * fps))), int(round(end_s * fps))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+        i = first
+        while i <= last:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+            i += 1
+    finally:
+        cap.release()
+
+
+def _scaled_size(w: int, h: int, max_w: int = PREVIEW_MAX_WIDTH) -> tuple[int, int]:
+    if w <= max_w:
+        return w, h
+    return max_w, int(round(h * max_w / w / 2)) * 2
+
+
+def _transcode(src: Path, out: Path, fourcc: str = "VP80", progress: Progress | None = None) -> None:
+    """Re-encode a whole video for the browser (same frames and rate, at most PREVIEW_MAX_WIDTH wide)."""
+    info = probe(src)
+    size = _scaled_size(info.width, info.height)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), info.fps, size)
+    if not writer.isOpened():
+        raise VideoError(f"{out}: this OpenCV build cannot write {fourcc} video")
+    cap = cv2.VideoCapture(str(src))
+    n = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
+            n += 1
+            if progress and n % 100 == 0:
+                progress(n, info.num_frames, "making a browser copy of the video")
+    finally:
+        cap.release()
+        writer.release()
+    if n == 0:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"{src}: no frames could be read")
+    tmp.replace(out)
+
+
+def _write_segments(video: Path, segments: list[tuple[float, float]], out: Path, fourcc: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    writer = None
+    try:
+        for a, b in segments:
+            for frame in _read_segment(video, a, b):
+                if writer is None:
+                    size = _scaled_size(frame.shape[1], frame.shape[0])
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), _fps(video), size)
+                writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
+    finally:
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise EngineError(f"{video.name}: no frames in that stretch")
+    tmp.replace(out)
+
+
+__all__ = ["Answer", "Engine", "EngineError", "ModelLoadError", "PathNotAllowed", "RunError", "VideoError",
+           "DEFAULT_MODEL_DIR", "SEEK_LEAD_S"]
