@@ -1,0 +1,333 @@
+"""A question in plain words -> the stroke fields it asks about.
+
+Fields: side (upper/bottom), player (a name from the annotations), stroke class, zone, set,
+rally, stroke number in the rally (ball_round) and the score before the rally. Values of one
+field are alternatives ("smashes or clears"); different fields must all hold.
+
+Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
+forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
+core.vocab plus `SYNONYMS`) wins at every position. Words left over are either question
+scaffolding (`GENERIC`, "when does the ... hit") or content the fields do not cover. Content
+left over is then compared with the vocabulary phrases by the sentence-embedding model; a span
+that is at least `EMBED_THRESHOLD` similar to one phrase takes its field value. Whatever is still
+left over makes the question "not covered by the fields" (the semantic path then has a say).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.vocab import STROKE_LABELS, STROKES, ZONE_PHRASES
+
+EMBED_THRESHOLD = 0.85
+MAX_QUESTION_CHARS = 300
+MAX_QUESTION_WORDS = 60
+SERVES = ("short serve", "long serve")
+
+# One table of synonyms: phrase -> (field, value or tuple of values). The vocabularies' own
+# names (product, ShuttleSet and reference system names, zone phrases) are added by `lexicon()`.
+SYNONYMS: dict[str, tuple[str, object]] = {
+    # sides: "far" is the upper half of the broadcast image, "near" the bottom one
+    "upper": ("side", "upper"), "top": ("side", "upper"), "top player": ("side", "upper"),
+    "far player": ("side", "upper"), "far side": ("side", "upper"), "far end": ("side", "upper"),
+    "bottom": ("side", "bottom"), "lower": ("side", "bottom"), "lower player": ("side", "bottom"),
+    "near player": ("side", "bottom"), "near side": ("side", "bottom"), "near end": ("side", "bottom"),
+    # strokes
+    "kill": ("stroke", "smash"), "jump smash": ("stroke", "smash"), "half smash": ("stroke", "smash"),
+    "overhead kill": ("stroke", "smash"), "stick smash": ("stroke", "smash"),
+    "drop shot": ("stroke", "drop"), "cut": ("stroke", "drop"), "slice": ("stroke", "drop"),
+    "slice drop": ("stroke", "drop"), "fast drop": ("stroke", "drop"),
+    "high clear": ("stroke", "clear"), "defensive clear": ("stroke", "clear"), "attacking clear": ("stroke", "clear"),
+    "lift": ("stroke", "lob"), "defensive lob": ("stroke", "lob"), "high lob": ("stroke", "lob"),
+    "hairpin": ("stroke", "net shot"), "hairpin net shot": ("stroke", "net shot"),
+    "spinning net shot": ("stroke", "net shot"), "tumble": ("stroke", "net shot"),
+    "tumbling net shot": ("stroke", "net shot"), "net drop": ("stroke", "net shot"),
+    "net kill": ("stroke", "rush"), "net rush": ("stroke", "rush"), "net smash": ("stroke", "rush"),
+    "block": ("stroke", "return net"), "net block": ("stroke", "return net"), "block to the net": ("stroke", "return net"),
+    "net return": ("stroke", "return net"), "smash return": ("stroke", "return net"),
+    "cross-court net": ("stroke", "cross-court net shot"), "cross net shot": ("stroke", "cross-court net shot"),
+    "cross-court net play": ("stroke", "cross-court net shot"), "cross-court hairpin": ("stroke", "cross-court net shot"),
+    "flat drive": ("stroke", "drive"), "flat exchange": ("stroke", "drive"),
+    "low serve": ("stroke", "short serve"), "short service": ("stroke", "short serve"),
+    "high serve": ("stroke", "long serve"), "flick serve": ("stroke", "long serve"),
+    "long service": ("stroke", "long serve"), "flick": ("stroke", "long serve"),
+    "serve": ("stroke", SERVES), "service": ("stroke", SERVES),
+    # zones (hit zone of the hitter, as in the captions)
+    "backcourt": ("zone", 9), "rear court": ("zone", 9), "rearcourt": ("zone", 9), "deep": ("zone", 9),
+    "back of the court": ("zone", 9), "rear": ("zone", 9), "the rear": ("zone", 9), "baseline": ("zone", 9), "the back": ("zone", 9), "back tramlines": ("zone", 9),
+    "right backcourt": ("zone", 3), "back right": ("zone", 3), "right rear court": ("zone", 3),
+    "deep right": ("zone", 3), "right back corner": ("zone", 3), "rear right": ("zone", 3),
+    "left backcourt": ("zone", 4), "back left": ("zone", 4), "left rear court": ("zone", 4),
+    "deep left": ("zone", 4), "left back corner": ("zone", 4), "rear left": ("zone", 4),
+    "at the net": ("zone", 7), "near the net": ("zone", 7), "to the net": ("zone", 7), "by the net": ("zone", 7),
+    "net": ("zone", 7), "front court": ("zone", 7), "frontcourt": ("zone", 7), "forecourt": ("zone", 7),
+    "front of the court": ("zone", 7), "net area": ("zone", 7),
+    "right side of the net": ("zone", 1), "right net": ("zone", 1), "front right": ("zone", 1),
+    "right front court": ("zone", 1), "right forecourt": ("zone", 1), "net right": ("zone", 1),
+    "left side of the net": ("zone", 2), "left net": ("zone", 2), "front left": ("zone", 2),
+    "left front court": ("zone", 2), "left forecourt": ("zone", 2), "net left": ("zone", 2),
+    "middle": ("zone", 5), "midcourt": ("zone", 5), "mid-court": ("zone", 5), "mid court": ("zone", 5),
+    "middle of the court": ("zone", 5), "centre court": ("zone", 5), "center court": ("zone", 5),
+    # score situations (score before the rally)
+    "deuce": ("score", "deuce"),
+}
+
+# Question scaffolding: words that ask, not restrict.
+GENERIC = set("""
+a an the this that these those it its is are was were be been being do does did doing done when where what
+which who whom whose how many much time times moment moments point points in on at of to into onto from by
+for with during there any all every each some show me list find give get see identify locate tell us
+perform performs performed performing execute executes executed executing hit hits hitting play plays
+played playing occur occurs occurred occurring happen happens happened happening take takes taken took
+place places make makes made go goes went and or stroke strokes shot shots ball balls clip clips video
+match player players he she his her him they their them lands land landing landed rally rallies
+please can could would you i we my our use uses used try tries attempt attempts go goes where's when's
+""".split())
+
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                "nine": 9, "ten": 10, "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
+                "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "opening": 1}
+ORDINAL = re.compile(r"^(\d+)(st|nd|rd|th)$")
+SCORE = re.compile(r"^(\d{1,2})-(\d{1,2}|all)$")
+TOKEN = re.compile(r"\d{1,2}-(?:\d{1,2}|all)\b|[a-z0-9]+(?:-[a-z0-9]+)*")
+COUNTERS = {"set": "set", "game": "set", "rally": "rally", "stroke": "round", "shot": "round"}
+
+
+@dataclass(frozen=True)
+class Fields:
+    """What a question restricts; empty sets mean 'any'."""
+
+    sides: frozenset = frozenset()
+    players: frozenset = frozenset()  # player names as the annotations spell them
+    strokes: frozenset = frozenset()
+    zones: frozenset = frozenset()
+    sets: frozenset = frozenset()
+    rallies: frozenset = frozenset()
+    rounds: frozenset = frozenset()  # ball_round, 1-based stroke number in the rally
+    scores: frozenset = frozenset()  # (a, b) before the rally, either order; "deuce"
+
+    def empty(self) -> bool:
+        return not any(getattr(self, f) for f in FIELD_NAMES)
+
+    def as_dict(self) -> dict:
+        return {f: sorted(getattr(self, f), key=str) for f in FIELD_NAMES if getattr(self, f)}
+
+
+FIELD_NAMES = ("sides", "players", "strokes", "zones", "sets", "rallies", "rounds", "scores")
+_FIELD_OF = {"side": "sides", "player": "players", "stroke": "strokes", "zone": "zones", "set": "sets",
+             "rally": "rallies", "round": "rounds", "score": "scores"}
+
+
+@dataclass
+class Parse:
+    fields: Fields
+    leftover: list[str]  # content words the fields do not cover
+    matched: list[tuple[str, str, object]] = field(default_factory=list)  # (words, field, value)
+    message: str | None = None  # why the question cannot be answered at all
+
+    @property
+    def covered(self) -> bool:
+        """Every content word maps to a field, and at least one field is set."""
+        return not self.leftover and not self.fields.empty() and self.message is None
+
+
+def normalise(text: str) -> str:
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = re.sub(r"'s\b", "", text)
+    text = re.sub(r"\bcross\s*-?\s*court\b", "cross-court", text)
+    text = re.sub(r"\bback\s*-\s*court\b", "backcourt", text)
+    return text
+
+
+def lexicon() -> dict[tuple[str, ...], tuple[str, object]]:
+    """Every phrase the parser knows (as token tuples) -> (field, value)."""
+    table: dict[str, tuple[str, object]] = {}
+    for side in ("upper", "bottom"):
+        table[f"{side} player"] = ("side", side)
+    for lab in STROKE_LABELS:
+        for name in (lab.stroke, lab.shuttleset_en, lab.reference_en):
+            if name:
+                table.setdefault(normalise(name), ("stroke", lab.stroke))
+    for zone, phrase in ZONE_PHRASES.items():
+        table[phrase] = ("zone", zone)
+        table[re.sub(r"^(at|in) ", "", phrase)] = ("zone", zone)
+    table.update({normalise(k): v for k, v in SYNONYMS.items()})
+    return {tuple(TOKEN.findall(k)): v for k, v in table.items()}
+
+
+LEXICON = lexicon()
+MAX_PHRASE = max(len(k) for k in LEXICON)
+KNOWN_WORDS = {w for k in LEXICON for w in k} | GENERIC | set(COUNTERS)
+
+
+def fold(token: str, known: set[str]) -> str:
+    """Plural and verb forms onto a known word: smashes -> smash, lobbed -> lob, rallies -> rally."""
+    if token in known:
+        return token
+    candidates = []
+    if token.endswith("ies"):
+        candidates.append(token[:-3] + "y")
+    if token.endswith("es"):
+        candidates.append(token[:-2])
+    if token.endswith("s"):
+        candidates.append(token[:-1])
+    if token.endswith("ing"):
+        candidates += [token[:-3], token[:-3] + "e", token[:-4]]
+    if token.endswith("ed"):
+        candidates += [token[:-2], token[:-1], token[:-3]]
+    return next((c for c in candidates if c in known), token)
+
+
+def name_keys(name: str) -> set[tuple[str, ...]]:
+    """Ways a question may name a player: full name, reversed, surname (upper-case part), given names."""
+    raw = name.replace(".", " ").split()
+    tokens = [tuple(TOKEN.findall(normalise(t))) for t in raw]
+    flat = tuple(w for t in tokens for w in t)
+    keys = {flat} if flat else set()
+    surname = tuple(w for t, r in zip(tokens, raw) if r.isupper() and len(r) > 1 for w in t)
+    given = tuple(w for t, r in zip(tokens, raw) if not (r.isupper() and len(r) > 1) for w in t)
+    if surname:
+        keys |= {surname, given + surname, surname + given} if given else {surname}
+    for w in flat:
+        if len(w) >= 3 and w not in KNOWN_WORDS and w not in NUMBER_WORDS:
+            keys.add((w,))
+    return {k for k in keys if k}
+
+
+class FieldParser:
+    """Questions -> Fields, for the players of an index (names from the annotations)."""
+
+    def __init__(self, player_names: Iterable[str] = (), embedder=None):
+        self.embedder = embedder
+        self.players: dict[tuple[str, ...], set[str]] = {}
+        for name in player_names:
+            if name:
+                for key in name_keys(name):
+                    self.players.setdefault(key, set()).add(name)
+        self.known = KNOWN_WORDS | {w for k in self.players for w in k}
+        self._phrase_vecs: np.ndarray | None = None
+        self._phrases: list[tuple[tuple[str, ...], tuple[str, object]]] = []
+
+    # ------------------------------------------------------------ deterministic part
+
+    def parse(self, question: str) -> Parse:
+        text = (question or "").strip()
+        if not text:
+            return Parse(Fields(), [], message="The question is empty: ask about a player, a stroke type, a zone, "
+                                               "a set or a rally, e.g. 'when does the bottom player smash?'")
+        if len(text) > MAX_QUESTION_CHARS or len(text.split()) > MAX_QUESTION_WORDS:
+            return Parse(Fields(), [], message=f"The question is too long ({len(text)} characters); keep it under "
+                                               f"{MAX_QUESTION_CHARS} characters and {MAX_QUESTION_WORDS} words.")
+        tokens = [fold(t, self.known) for t in TOKEN.findall(normalise(text))]
+        values: dict[str, set] = {f: set() for f in FIELD_NAMES}
+        matched: list[tuple[str, str, object]] = []
+        used = [False] * len(tokens)
+        self._numbers(tokens, used, values, matched)
+        self._phrases_pass(tokens, used, values, matched)
+        leftover = [t for t, u in zip(tokens, used) if not u and t not in GENERIC]
+        if leftover and self.embedder is not None:
+            leftover = self._embedded(tokens, used, values, matched)
+        if not tokens:
+            return Parse(Fields(), [], message="The question has no words: ask about a player, a stroke type, "
+                                               "a zone, a set or a rally.")
+        fields = Fields(**{f: frozenset(v) for f, v in values.items()})
+        return Parse(fields, leftover, matched)
+
+    def _numbers(self, tokens, used, values, matched) -> None:
+        """'set 2', 'second game', 'rally 14', '3rd stroke', 'at 11-9', '20 all'."""
+        def number(tok: str) -> int | None:
+            if tok.isdigit():
+                return int(tok)
+            m = ORDINAL.match(tok)
+            return int(m.group(1)) if m else NUMBER_WORDS.get(tok)
+
+        for i, tok in enumerate(tokens):
+            if used[i]:
+                continue
+            m = SCORE.match(tok)
+            if m:
+                a = int(m.group(1))
+                b = a if m.group(2) == "all" else int(m.group(2))
+                self._take(values, matched, used, [i], "score", (a, b), tok)
+                continue
+            if tok.isdigit() and i + 1 < len(tokens) and tokens[i + 1] == "all" and not used[i + 1]:
+                self._take(values, matched, used, [i, i + 1], "score", (int(tok), int(tok)), f"{tok} all")
+                continue
+            counter = COUNTERS.get(tok)
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            prev = tokens[i - 1] if i > 0 else None
+            if counter and nxt is not None and not used[i + 1] and number(nxt) is not None \
+                    and (nxt.isdigit() or nxt in ("one", "two", "three", "four", "five")):
+                self._take(values, matched, used, [i, i + 1], counter, number(nxt), f"{tok} {nxt}")
+            elif counter and prev is not None and not used[i - 1] and number(prev) is not None and not prev.isdigit():
+                self._take(values, matched, used, [i - 1, i], counter, number(prev), f"{prev} {tok}")
+
+    def _phrases_pass(self, tokens, used, values, matched) -> None:
+        i = 0
+        while i < len(tokens):
+            hit = None
+            for n in range(min(MAX_PHRASE, len(tokens) - i), 0, -1):
+                span = tuple(tokens[i:i + n])
+                if any(used[i:i + n]):
+                    continue
+                if span in self.players:
+                    hit = (n, [("player", p) for p in sorted(self.players[span])])
+                elif span in LEXICON:
+                    fld, val = LEXICON[span]
+                    hit = (n, [(fld, v) for v in (val if isinstance(val, tuple) else (val,))])
+                if hit:
+                    break
+            if hit:
+                n, pairs = hit
+                for fld, val in pairs:
+                    self._take(values, matched, used, list(range(i, i + n)), fld, val, " ".join(tokens[i:i + n]))
+                i += n
+            else:
+                i += 1
+
+    @staticmethod
+    def _take(values, matched, used, idx, fld, val, words) -> None:
+        values[_FIELD_OF[fld]].add(val)
+        matched.append((words, fld, val))
+        for j in idx:
+            used[j] = True
+
+    # ------------------------------------------------------------ embedding part
+
+    def _vocabulary(self) -> tuple[list, np.ndarray]:
+        if self._phrase_vecs is None:
+            self._phrases = [(k, v) for k, v in LEXICON.items() if v[0] in ("stroke", "zone", "side")]
+            self._phrase_vecs = self.embedder.encode([" ".join(k) for k, _ in self._phrases])
+        return self._phrases, self._phrase_vecs
+
+    def _embedded(self, tokens, used, values, matched) -> list[str]:
+        """Content spans left over -> the nearest vocabulary phrase, if near enough."""
+        runs, run = [], []
+        for i, (t, u) in enumerate(zip(tokens, used)):
+            if not u and t not in GENERIC:
+                run.append(i)
+            elif run:
+                runs.append(run)
+                run = []
+        if run:
+            runs.append(run)
+        spans = [r[s:e] for r in runs for s in range(len(r)) for e in range(s + 1, min(len(r), s + 3) + 1)]
+        phrases, vecs = self._vocabulary()
+        sims = self.embedder.encode([" ".join(tokens[i] for i in s) for s in spans]) @ vecs.T
+        for k in sorted(range(len(spans)), key=lambda k: (-len(spans[k]), -sims[k].max())):
+            s = spans[k]
+            if any(used[i] for i in s):
+                continue
+            best = int(sims[k].argmax())
+            if sims[k, best] >= EMBED_THRESHOLD:
+                fld, val = phrases[best][1]
+                for v in (val if isinstance(val, tuple) else (val,)):
+                    self._take(values, matched, used, s, fld, v, " ".join(tokens[i] for i in s))
+        return [t for t, u in zip(tokens, used) if not u and t not in GENERIC]
+
+
+def stroke_names() -> tuple[str, ...]:
+    return STROKES

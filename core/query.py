@@ -1,0 +1,595 @@
+"""Ask the stroke index in plain words: structured, semantic and model-grounded answers.
+
+    python -m core.query --db PATH "when does the bottom player smash into the backcourt?"
+    python -m core.query --db PATH --evaluate data/badminton/qa_test.json --captions model
+
+Three paths, merged; every result names the path(s) that found it and a score:
+1. structured: the question's fields (core.fields) filter every stroke exactly. A stroke's side,
+   stroke class and zone come from its caption, in the order of `caption_sources` (a coach's
+   corrected caption > the annotation > the model's caption); player, set, rally, stroke number
+   and score come from the annotations.
+2. semantic: cosine similarity between the question and each stroke's caption (captions are
+   embedded once and stored in the index; a query embeds only its question).
+3. model: the stage-2 model answers the question over rally chunks of `CHUNK` strokes from the
+   cached query tokens (no video decoding, no vision tower), to verify and re-rank the candidates'
+   rallies, or every rally of the scope on request (`ground="all"`).
+
+When the fields cover the whole question the answer is exactly the filtered strokes, in match
+order; semantic or model hits outside them are only offered as `near_misses`. Otherwise the
+structured filter (if any field was recognised) bounds the answer and similarity ranks it.
+
+Everything a query reads is held in numpy arrays (`StrokeArrays`), reloaded only when the index
+changes, so a structured or semantic query over 100,000 strokes is a few vectorised operations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.fields import FieldParser, Fields
+from core.index import StrokeIndex, encoder_key
+from core.vocab import SIDES, STROKES, caption as make_caption, ZONE_PHRASES
+
+log = logging.getLogger(__name__)
+
+PATHS = ("structured", "semantic", "model")
+SOURCES = ("corrected", "annotation", "model")
+CHUNK = 5  # strokes per rally chunk, as in stage-2 training
+GROUND_BATCH = 8
+MAX_GROUND_RALLIES = 40
+SEMANTIC_MIN = 0.45  # below this a caption is not an answer
+SEMANTIC_MARGIN = 0.08  # semantic answers: captions within this of the best one
+MEANINGLESS = 0.35  # no field and no caption this similar: the question is not understood
+NEAR_MISSES = 5
+
+
+@dataclass
+class QueryResult:
+    match: str
+    match_id: int
+    set: int
+    rally: int
+    stroke: int  # ball_round: 1-based stroke number in the rally
+    stroke_id: int  # row id in the index
+    frame: int
+    start_s: float | None
+    end_s: float | None
+    time_s: float | None
+    player: str | None  # name where annotated, else the side's words
+    side: str | None
+    caption: str | None
+    caption_source: str | None
+    score: float
+    path: str  # "structured", "semantic", "model", or several joined by "+"
+    verified: bool | None = None  # the model's answer agreed (None: not asked)
+    video: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QueryAnswer:
+    question: str
+    results: list[QueryResult]
+    covered_by_fields: bool
+    fields: dict = field(default_factory=dict)
+    leftover: list[str] = field(default_factory=list)
+    message: str | None = None
+    near_misses: list[QueryResult] = field(default_factory=list)
+    total: int = 0  # results before `limit`
+    timings_ms: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"question": self.question, "covered_by_fields": self.covered_by_fields, "fields": self.fields,
+                "leftover": self.leftover, "count": self.total, "returned": len(self.results),
+                "near_misses": len(self.near_misses), "message": self.message, "timings_ms": self.timings_ms}
+
+
+# ---------------------------------------------------------------- arrays
+
+
+_CAPTION_PARSER = FieldParser()
+
+
+def caption_fields(text: str, _memo: dict = {}) -> tuple[str | None, str | None, int | None]:  # noqa: B006
+    """(side, stroke, zone) that a caption states, None where it states none or several."""
+    if text not in _memo:
+        f = _CAPTION_PARSER.parse(text).fields
+        one = lambda s: next(iter(s)) if len(s) == 1 else None  # noqa: E731
+        _memo[text] = (one(f.sides), one(f.strokes), one(f.zones))
+    return _memo[text]
+
+
+def partial_caption(side: str | None, stroke: str | None, zone: int | None) -> str | None:
+    if side and stroke and zone in ZONE_PHRASES:
+        return make_caption(side, stroke, zone)
+    if stroke:
+        who = f"{side} player" if side else "a player"
+        return f"{who} hits a {stroke}" + (f" {ZONE_PHRASES[zone]}" if zone in ZONE_PHRASES else "")
+    return None
+
+
+class StrokeArrays:
+    """Every stroke of the index as columns (row order = stroke id order)."""
+
+    INT_COLS = ("id", "match_id", "set_id", "set_no", "rally", "ball_round", "frame")
+
+    def __init__(self, index: StrokeIndex, sources: Sequence[str] = SOURCES):
+        self.generation = index.generation()
+        rows = index.db.execute(
+            "SELECT s.id, s.match_id, s.set_id, s.set_no, s.rally, s.ball_round, s.frame, s.time_s, s.start_s,"
+            " s.end_s, s.side, s.player_name, s.stroke, s.zone, s.ann_caption, s.model_caption, c.caption,"
+            " r.score_a_before, r.score_b_before FROM strokes s LEFT JOIN corrections c ON c.key=s.key"
+            " LEFT JOIN rallies r ON r.set_id=s.set_id AND r.rally=s.rally ORDER BY s.id").fetchall()
+        n = len(rows)
+        cols = list(zip(*rows)) if rows else [()] * 19
+        for name, col in zip(self.INT_COLS, cols[:7]):
+            setattr(self, name, np.asarray(col, dtype=np.int64).reshape(n))
+        for name, col in zip(("time_s", "start_s", "end_s"), cols[7:10]):
+            setattr(self, name, np.asarray([np.nan if v is None else v for v in col], dtype=np.float64).reshape(n))
+        self.names = sorted({v for v in cols[11] if v})
+        name_idx = {v: i for i, v in enumerate(self.names)}
+        self.player = np.asarray([name_idx.get(v, -1) for v in cols[11]], dtype=np.int32).reshape(n)
+        self.score_a = np.asarray([-1 if v is None else v for v in cols[17]], dtype=np.int32).reshape(n)
+        self.score_b = np.asarray([-1 if v is None else v for v in cols[18]], dtype=np.int32).reshape(n)
+        self._effective(cols, n, sources)
+        self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
+        self.set_info = {r[0]: (r[1], r[2], r[3]) for r in index.db.execute("SELECT id, video, video_hash, fps FROM sets")}
+        self.vecs: np.ndarray | None = None
+        self.row_of_id = {int(i): k for k, i in enumerate(self.id)}
+
+    def _effective(self, cols, n: int, sources: Sequence[str]) -> None:
+        """Side, stroke, zone and caption text per stroke from the first source that has them."""
+        side, stroke, zone, text_idx, src_idx = (np.full(n, -1, np.int32) for _ in range(5))
+        texts: dict[str, int] = {}
+        side_code = {s: i for i, s in enumerate(SIDES)}
+        stroke_code = {s: i for i, s in enumerate(STROKES)}
+        memo: dict[tuple, tuple] = {}
+        for k in range(n):
+            ann = (cols[10][k], cols[12][k], cols[13][k], cols[14][k])
+            key = (ann, cols[15][k], cols[16][k])
+            if key not in memo:
+                memo[key] = self._pick(ann, cols[15][k], cols[16][k], sources)
+            s, st, z, text, src = memo[key]
+            side[k], stroke[k] = side_code.get(s, -1), stroke_code.get(st, -1)
+            zone[k] = z if z is not None else -1
+            if text:
+                text_idx[k] = texts.setdefault(text, len(texts))
+            src_idx[k] = src
+        self.side, self.stroke, self.zone, self.text, self.source = side, stroke, zone, text_idx, src_idx
+        self.texts = list(texts)
+
+    @staticmethod
+    def _pick(ann, model_caption, corrected, sources):
+        a_side, a_stroke, a_zone, a_caption = ann
+        for src in sources:
+            if src == "corrected" and corrected:
+                s, st, z = caption_fields(corrected)
+                return s or a_side, st or a_stroke, z if z is not None else a_zone, corrected, SOURCES.index(src)
+            if src == "annotation" and (a_stroke or a_caption):
+                return a_side, a_stroke, a_zone, a_caption or partial_caption(a_side, a_stroke, a_zone), 1
+            if src == "model" and model_caption:
+                s, st, z = caption_fields(model_caption)
+                return s, st, z, model_caption, 2
+        return None, None, None, None, -1
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def mask(self, f: Fields) -> np.ndarray:
+        """Rows whose fields satisfy every field of `f` (any of its values)."""
+        m = np.ones(len(self), bool)
+        if f.sides:
+            m &= np.isin(self.side, [SIDES.index(s) for s in f.sides])
+        if f.players:
+            m &= np.isin(self.player, [self.names.index(p) for p in f.players if p in self.names] or [-2])
+        if f.strokes:
+            m &= np.isin(self.stroke, [STROKES.index(s) for s in f.strokes if s in STROKES] or [-2])
+        if f.zones:
+            m &= np.isin(self.zone, list(f.zones))
+        if f.sets:
+            m &= np.isin(self.set_no, list(f.sets))
+        if f.rallies:
+            m &= np.isin(self.rally, list(f.rallies))
+        if f.rounds:
+            m &= np.isin(self.ball_round, list(f.rounds))
+        if f.scores:
+            sm = np.zeros(len(self), bool)
+            for sc in f.scores:
+                if sc == "deuce":
+                    sm |= (self.score_a == self.score_b) & (self.score_a >= 20)
+                else:
+                    a, b = sc
+                    sm |= ((self.score_a == a) & (self.score_b == b)) | ((self.score_a == b) & (self.score_b == a))
+            m &= sm
+        return m
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class QueryEngine:
+    """Questions -> strokes over a StrokeIndex; `model` (a stage-2 StrokeModel) enables grounding."""
+
+    def __init__(self, index: StrokeIndex, embedder=None, model=None, caption_sources: Sequence[str] = SOURCES,
+                 generation=None):
+        bad = set(caption_sources) - set(SOURCES)
+        if bad:
+            raise ValueError(f"unknown caption source(s) {sorted(bad)}; use {SOURCES}")
+        self.index, self.embedder, self.model = index, embedder, model
+        self.sources, self.generation_settings = tuple(caption_sources), generation
+        self._arrays: StrokeArrays | None = None
+        self._parser: FieldParser | None = None
+        self._tokens: OrderedDict = OrderedDict()
+        self._enc_key: str | None = None
+
+    # ------------------------------------------------------------ state
+
+    def arrays(self) -> StrokeArrays:
+        gen = self.index.generation()
+        if self._arrays is None or self._arrays.generation != gen:
+            self._arrays = StrokeArrays(self.index, self.sources)
+            self._parser = FieldParser(self._arrays.names, self.embedder)
+            if self.embedder is not None:
+                self._arrays.vecs = self.index.text_vectors(self._arrays.texts, self.embedder)
+        return self._arrays
+
+    @property
+    def parser(self) -> FieldParser:
+        self.arrays()
+        return self._parser
+
+    # ------------------------------------------------------------ asking
+
+    def ask(self, question: str, match_id: int | None = None, paths: Iterable[str] = PATHS, limit: int | None = None,
+            scope: Iterable[int] | None = None, ground: str = "candidates") -> QueryAnswer:
+        """Answer a question over the index (one match, or a scope of stroke ids, if given).
+
+        ground: "candidates" (the model checks the rallies of the results) or "all" (every rally in scope)."""
+        t0 = time.perf_counter()
+        paths = tuple(paths)
+        bad = set(paths) - set(PATHS)
+        if bad:
+            raise ValueError(f"unknown path(s) {sorted(bad)}; use {PATHS}")
+        a = self.arrays()
+        parse = self.parser.parse(question)
+        ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message)
+        if parse.message:
+            return ans
+        in_scope = np.ones(len(a), bool)
+        if match_id is not None:
+            in_scope &= a.match_id == match_id
+        if scope is not None:
+            rows = [a.row_of_id[i] for i in scope if i in a.row_of_id]
+            in_scope = np.zeros(len(a), bool)
+            in_scope[rows] = True
+        t1 = time.perf_counter()
+        use_fields = "structured" in paths and not parse.fields.empty()
+        hit = (a.mask(parse.fields) & in_scope) if use_fields else None
+        sims = self._similarity(question, a) if "semantic" in paths and self.embedder is not None else None
+        t2 = time.perf_counter()
+        rows, scores, labels, near = self._merge(parse, hit, sims, in_scope, use_fields)
+        if parse.fields.empty() or not use_fields:
+            if not parse.leftover and parse.fields.empty():
+                ans.message, rows = self._not_understood(question), rows[:0]  # only question words
+            elif sims is None:
+                ans.message = ("No stroke field was recognised and the semantic path is off: "
+                               + self._not_understood(question))
+            elif float(np.max(np.where(in_scope, sims, -1.0), initial=-1.0)) < MEANINGLESS:
+                ans.message, rows = self._not_understood(question), rows[:0]
+        verified: dict[int, bool] = {}
+        if "model" in paths and self.model is not None and ans.message is None:
+            rows, scores, labels, near, verified = self._ground(question, a, rows, scores, labels, near, in_scope,
+                                                                 ground, parse.covered)
+        t3 = time.perf_counter()
+        ans.total = int(rows.size)
+        if limit is not None:
+            rows, scores, labels = rows[:limit], scores[:limit], labels[:limit]
+        ans.results = self._results(a, rows, scores, labels, verified)
+        ans.near_misses = self._results(a, *near, verified) if near[0].size else []
+        if not ans.results and ans.message is None:
+            what = ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in ans.fields.items()) or "the question"
+            ans.message = f"No stroke matches {what}." + (" The event does not occur." if parse.covered else "")
+        ans.timings_ms = {"parse": round((t1 - t0) * 1e3, 2), "search": round((t2 - t1) * 1e3, 2),
+                          "merge_ground": round((t3 - t2) * 1e3, 2), "total": round((time.perf_counter() - t0) * 1e3, 2)}
+        return ans
+
+    @staticmethod
+    def _not_understood(question: str) -> str:
+        return (f"The question {question.strip()[:80]!r} names no player, side, stroke type, zone, set or rally, "
+                "and no stroke caption is like it. Try e.g. 'when does the bottom player smash in the backcourt?'.")
+
+    def _similarity(self, question: str, a: StrokeArrays) -> np.ndarray:
+        """Cosine similarity of the question with every stroke's caption (-1 where no caption)."""
+        if a.vecs is None or not len(a.texts):
+            return np.full(len(a), -1.0, np.float32)
+        q = self.embedder.encode_one(question)
+        per_text = a.vecs @ q
+        out = np.where(a.text >= 0, per_text[np.maximum(a.text, 0)], -1.0)
+        return out.astype(np.float32)
+
+    def _merge(self, parse, hit, sims, in_scope, use_fields):
+        """Rows in answer order, their scores and path labels, and near misses (rows, scores, labels)."""
+        empty = (np.zeros(0, np.int64), np.zeros(0), [])
+        if use_fields and (parse.covered or sims is None):
+            rows = np.flatnonzero(hit)  # match order = stroke id order
+            scores = np.ones(rows.size)
+            labels = ["structured"] * rows.size
+            near = empty
+            if sims is not None:
+                outside = np.where(in_scope & ~hit, sims, -np.inf)
+                near = self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
+            return rows, scores, labels, near
+        if use_fields:  # fields bound the answer, similarity ranks it
+            rows = np.flatnonzero(hit)
+            order = np.argsort(-sims[rows], kind="stable")
+            rows = rows[order]
+            scores = 0.5 + 0.5 * np.clip(sims[rows], 0, 1)
+            outside = np.where(in_scope & ~hit, sims, -np.inf)
+            return rows, scores, ["structured+semantic"] * rows.size, self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
+        if sims is None:
+            return (*empty, empty)
+        s = np.where(in_scope, sims, -np.inf)
+        best = float(np.max(s, initial=-np.inf))
+        cut = max(SEMANTIC_MIN, best - SEMANTIC_MARGIN)
+        rows = np.flatnonzero(s >= cut)
+        rows = rows[np.argsort(-s[rows], kind="stable")]
+        return rows, s[rows].astype(np.float64), ["semantic"] * rows.size, empty
+
+    @staticmethod
+    def _top(values: np.ndarray, k: int, minimum: float, label: str):
+        if not values.size:
+            return np.zeros(0, np.int64), np.zeros(0), []
+        k = min(k, values.size)
+        top = np.argpartition(-values, k - 1)[:k]
+        top = top[np.argsort(-values[top], kind="stable")]
+        top = top[values[top] >= minimum]
+        return top, values[top].astype(np.float64), [label] * top.size
+
+    def _results(self, a: StrokeArrays, rows, scores, labels, verified: dict) -> list[QueryResult]:
+        rows = np.asarray(rows, np.int64)
+        if not rows.size:
+            return []
+        cols = {k: getattr(a, k)[rows].tolist() for k in ("id", "match_id", "set_id", "set_no", "rally", "ball_round",
+                                                         "frame", "start_s", "end_s", "time_s", "player", "side",
+                                                         "text", "source")}
+        out = []
+        nan = lambda v: None if v != v else round(v, 3)  # noqa: E731
+        for k, row in enumerate(rows.tolist()):
+            side = SIDES[cols["side"][k]] if cols["side"][k] >= 0 else None
+            name = a.names[cols["player"][k]] if cols["player"][k] >= 0 else (f"{side} player" if side else None)
+            text = a.texts[cols["text"][k]] if cols["text"][k] >= 0 else None
+            out.append(QueryResult(
+                match=a.match_names[cols["match_id"][k]], match_id=cols["match_id"][k], set=cols["set_no"][k],
+                rally=cols["rally"][k], stroke=cols["ball_round"][k], stroke_id=cols["id"][k], frame=cols["frame"][k],
+                start_s=nan(cols["start_s"][k]), end_s=nan(cols["end_s"][k]), time_s=nan(cols["time_s"][k]),
+                player=name, side=side, caption=text,
+                caption_source=SOURCES[cols["source"][k]] if cols["source"][k] >= 0 else None,
+                score=round(float(scores[k]), 4), path=labels[k], verified=verified.get(row),
+                video=a.set_info[cols["set_id"][k]][0]))
+        return out
+
+    # ------------------------------------------------------------ model grounding
+
+    def rally_chunks(self, a: StrokeArrays, rows: Iterable[int]) -> list[list[int]]:
+        """The CHUNK-stroke chunks (rows in ball_round order) of every rally that holds one of `rows`."""
+        rallies = list(dict.fromkeys((int(a.set_id[r]), int(a.rally[r])) for r in rows))
+        by_rally: dict[tuple, list[int]] = defaultdict(list)
+        wanted = set(rallies)
+        keys = list(zip(a.set_id.tolist(), a.rally.tolist()))
+        for r, key in enumerate(keys):
+            if key in wanted:
+                by_rally[key].append(r)
+        chunks = []
+        for key in rallies:
+            group = sorted(by_rally[key], key=lambda r: (a.ball_round[r], a.frame[r]))
+            chunks += [group[i:i + CHUNK] for i in range(0, len(group), CHUNK)]
+        return chunks
+
+    def _clip_tokens(self, a: StrokeArrays, rows: list[int]) -> np.ndarray | None:
+        """Cached query tokens (K, Q, D) of rows; encodes a set once if this model's tokens are missing."""
+        import numpy as _np
+
+        if self._enc_key is None:
+            self._enc_key = encoder_key(self.model)
+        out = []
+        for r in rows:
+            set_id, frame = int(a.set_id[r]), int(a.frame[r])
+            video, vhash, _ = a.set_info[set_id]
+            if vhash is None:
+                return None
+            key = (vhash, frame)
+            if key not in self._tokens:
+                cache = self.index.token_cache(vhash, self._enc_key)
+                if not cache.has(frame):
+                    log.info("no cached tokens of this model for set %d; encoding its strokes once", set_id)
+                    self.index.encode_set(set_id, self.model, captions=False)
+                    if not cache.has(frame):
+                        return None
+                self._tokens[key] = cache.get(frame)
+                while len(self._tokens) > 20000:
+                    self._tokens.popitem(last=False)
+            out.append(self._tokens[key])
+        return _np.stack(out)
+
+    def ground_chunks(self, question: str, chunks: list[list[int]]) -> list[tuple[list[int], str, list[int] | None]]:
+        """Stage-2 answers over chunks of rows from cached tokens: (rows, answer text, parsed indices)."""
+        import torch
+
+        from core.processor import qa_prompt
+        from train.qa import parse_answer
+
+        a, m = self.arrays(), self.model
+        ready = [(c, t) for c in chunks if (t := self._clip_tokens(a, c)) is not None]
+        out = []
+        for start in range(0, len(ready), GROUND_BATCH):
+            part = ready[start:start + GROUND_BATCH]
+            k = max(len(c) for c, _ in part)
+            q, d = part[0][1].shape[1:]
+            tokens = np.zeros((len(part), k, q, d), np.float32)
+            mask = np.zeros((len(part), k), bool)
+            for i, (c, t) in enumerate(part):
+                tokens[i, :len(c)], mask[i, :len(c)] = t, True
+            batch = m.processor.prompts([qa_prompt(len(c), question) for c, _ in part])
+            with torch.inference_mode():
+                ids = m.vlm.generate(batch["input_ids"].to(m.device), batch["attention_mask"].to(m.device),
+                                     clip_tokens=torch.from_numpy(tokens).to(m.device),
+                                     clip_mask=torch.from_numpy(mask).to(m.device), settings=self.generation_settings)
+            for (c, _), text in zip(part, m.processor.decode(ids)):
+                out.append((c, text, parse_answer(text)))
+        return out
+
+    def _ground(self, question, a, rows, scores, labels, near, in_scope, ground, covered):
+        if ground == "all":
+            chunk_rows = np.flatnonzero(in_scope)
+        else:
+            chunk_rows = rows[:MAX_GROUND_RALLIES * CHUNK] if rows.size else np.zeros(0, np.int64)
+        chunks = self.rally_chunks(a, chunk_rows.tolist())
+        if ground != "all":
+            seen = []
+            for c in chunks:  # keep the first MAX_GROUND_RALLIES rallies
+                key = (int(a.set_id[c[0]]), int(a.rally[c[0]]))
+                if key not in seen:
+                    seen.append(key)
+            keep = set(seen[:MAX_GROUND_RALLIES])
+            chunks = [c for c in chunks if (int(a.set_id[c[0]]), int(a.rally[c[0]])) in keep]
+        found: set[int] = set()
+        asked: set[int] = set()
+        for c, _, idx in self.ground_chunks(question, chunks):
+            asked.update(c)
+            found.update(c[i] for i in (idx or []) if 0 <= i < len(c))
+        verified = {r: r in found for r in asked}
+        rows_l, scores_l = rows.tolist(), list(scores)
+        for k, r in enumerate(rows_l):
+            if r in found:
+                labels[k] += "+model"
+                scores_l[k] += 1.0
+        extra = sorted(found - set(rows_l))
+        if covered:  # the fields decided the answer: the model's other strokes are only offered
+            n_rows = np.concatenate([near[0], np.asarray(extra, np.int64)])
+            near = (n_rows, np.concatenate([near[1], np.full(len(extra), 0.5)]), near[2] + ["model"] * len(extra))
+            return rows, np.asarray(scores_l), labels, near, verified
+        rows_l += extra
+        scores_l += [1.0] * len(extra)
+        labels += ["model"] * len(extra)
+        order = sorted(range(len(rows_l)), key=lambda k: -scores_l[k])
+        return (np.asarray([rows_l[k] for k in order], np.int64), np.asarray([scores_l[k] for k in order]),
+                [labels[k] for k in order], near, verified)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _stroke_key(match: str, set_no: int, frame: int) -> str:
+    return f"{match}_{set_no}_{frame}"
+
+
+def evaluate_questions(engine: QueryEngine, items: list[dict], paths: Iterable[str] = ("structured", "semantic"),
+                       ground: str = "all") -> dict:
+    """Stroke-level precision, recall and F1 per question kind of the builder's qa_*.json items.
+
+    Each item asks about one chunk (`image`: its strokes' clips `clips/<match>_<set>_<frame>.mp4`); the
+    engine answers over exactly those strokes, and its strokes are compared with `indices`.
+    Micro-averaged over strokes; also the exact-match rate of the answer sets and, for questions
+    whose event does not occur, the rate of empty answers. Items whose strokes are not in the
+    index are counted as `missing`."""
+    a = engine.arrays()
+    lookup: dict[str, int] = {}
+    for r in range(len(a)):
+        lookup.setdefault(_stroke_key(a.match_names[int(a.match_id[r])], int(a.set_no[r]), int(a.frame[r])),
+                          int(a.id[r]))
+    stats: dict[str, dict] = defaultdict(lambda: defaultdict(int))
+    for it in items:
+        keys = [Path(p).stem for p in it["image"]]
+        ids = [lookup.get(k) for k in keys]
+        kind = it.get("kind", "all")
+        if any(i is None for i in ids):
+            stats[kind]["missing"] += 1
+            continue
+        gold = {ids[i] for i in (it.get("indices") or [])}
+        got = {res.stroke_id for res in engine.ask(it["question"], paths=paths, scope=ids, ground=ground).results}
+        for s in (stats[kind], stats["all"]):
+            s["questions"] += 1
+            s["tp"] += len(got & gold)
+            s["fp"] += len(got - gold)
+            s["fn"] += len(gold - got)
+            s["exact"] += int(got == gold)
+            if not gold:
+                s["impossible"] += 1
+                s["impossible_correct"] += int(not got)
+    out = {}
+    for kind, s in stats.items():
+        p = s["tp"] / (s["tp"] + s["fp"]) if s["tp"] + s["fp"] else (1.0 if not s["fn"] else 0.0)
+        r = s["tp"] / (s["tp"] + s["fn"]) if s["tp"] + s["fn"] else 1.0
+        out[kind] = {**dict(s), "precision": round(p, 4), "recall": round(r, 4),
+                     "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+                     "exact_match": round(s["exact"] / s["questions"], 4) if s["questions"] else None,
+                     "impossible_accuracy": round(s["impossible_correct"] / s["impossible"], 4) if s["impossible"] else None}
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.query", description="Ask the stroke index; JSON lines out.")
+    p.add_argument("question", nargs="?", help="the question in plain words")
+    p.add_argument("--db", required=True, help="index file written by python -m core.index")
+    p.add_argument("--match", type=int, help="match id (default: every match in the index)")
+    p.add_argument("--paths", default="structured,semantic,model", help="comma-separated subset of " + ",".join(PATHS))
+    p.add_argument("--model", help="stage-2 adapter folder: enables the model path")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--whole-match", action="store_true", help="the model answers over every rally, not only the candidates'")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--captions", default=",".join(SOURCES),
+                   help="caption sources in order of preference (e.g. 'model' to judge the model's captions)")
+    p.add_argument("--evaluate", metavar="QA_JSON", help="stroke-level P/R/F1 per question kind over a qa_*.json file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    if not Path(args.db).is_file():
+        print(f"error: {args.db}: no index here (build one with python -m core.index)", file=sys.stderr)
+        return 1
+    from core.embed import default_embedder
+
+    model = None
+    if args.model:
+        from core.loader import load_model
+
+        model = load_model(args.model, device=args.device)
+    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
+    engine = QueryEngine(StrokeIndex(args.db), default_embedder(), model,
+                         caption_sources=[s.strip() for s in args.captions.split(",") if s.strip()])
+    if args.evaluate:
+        items = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
+        for kind, row in evaluate_questions(engine, items, paths).items():
+            print(json.dumps({"kind": kind, **row}))
+        return 0
+    if args.question is None:
+        print("error: give a question (or --evaluate QA_JSON)", file=sys.stderr)
+        return 2
+    ans = engine.ask(args.question, match_id=args.match, paths=paths, limit=args.limit,
+                     ground="all" if args.whole_match else "candidates")
+    print(json.dumps(ans.summary(), ensure_ascii=False))
+    for r in ans.results:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+    for r in ans.near_misses:
+        print(json.dumps({**r.to_dict(), "near_miss": True}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
