@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -74,8 +74,7 @@ def make_accelerator(cfg: TrainConfig) -> tuple[Accelerator, str]:
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     device = resolve_device(cfg.device)  # raises for a GPU that is not there
     mixed = "bf16" if cfg.precision == "bf16" and device.type == "cuda" else "no"
-    acc = Accelerator(cpu=cpu, mixed_precision=mixed, device_placement=False,
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = Accelerator(cpu=cpu, mixed_precision=mixed, device_placement=False)
     if acc.num_processes > 1 or cfg.device == "auto":
         return acc, str(acc.device)
     return acc, str(device)
@@ -331,7 +330,8 @@ class Trainer:
                 log.warning("no validation samples: best/ is the final model")
                 save_adapters(self.model, self.run_dir / "best", extra={"train": {"step": self.step}})
         self.acc.wait_for_everyone()
-        return {"run": str(self.run_dir), "steps": self.step, "loss": last_loss, "best": self.best_metrics}
+        return {"run": str(self.run_dir), "steps": self.step, "loss": last_loss, "best": self.best_metrics,
+                "main_process": self.acc.is_main_process}
 
 
 # ---------------------------------------------------------------- run folder and config

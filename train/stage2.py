@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(cfg)
     except (ConfigError, DataError, ModelLoadError, TrainError) as err:
         parser.exit(1, f"{PROG}: error: {err}\n")
+    if not summary["main_process"]:
+        return 0
     best = summary["best"] or {}
     print(f"stage 2 done: {summary['steps']} steps, last loss {summary['loss']:.4f}, "
           f"best F1 {best.get('f1', float('nan')):.4f} at step {best.get('step', '-')}; adapters in "
