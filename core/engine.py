@@ -284,10 +284,11 @@ class Engine:
                 from core.embed import default_embedder
 
                 self._embedder = default_embedder()
-            self._query = QueryEngine(self.index, self._embedder, model=self.model)
+            grounding = self.model if self.model is not None and self.model.stage == 2 else None
+            self._query = QueryEngine(self.index, self._embedder, model=grounding)
         return self._query
 
-    def ask(self, question: str, match_id: int | None = None, limit: int = 50) -> Answer:
+    def ask(self, question: str, match_id: int | None = None, limit: int = 100) -> Answer:
         question = " ".join(str(question or "").split())
         if not question:
             raise EngineError("type a question, e.g. “when does the bottom player smash?”")
@@ -295,27 +296,21 @@ class Engine:
             raise EngineError("a question is at most 300 characters")
         with self._index_lock, self._lock:
             ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
-        rows = [self._result_row(r, match_id) for r in getattr(ans, "results", [])]
-        return Answer(question, rows, getattr(ans, "message", "") or "",
-                      [self._result_row(r, match_id) for r in getattr(ans, "near_misses", []) or []],
-                      getattr(ans, "covered_by_fields", None))
+            by_id = {s["id"]: s for s in self.index.strokes(match_id)}
+        rows = [self._result_row(r, by_id) for r in ans.results]
+        near = [self._result_row(r, by_id) for r in ans.near_misses]
+        return Answer(question, [r for r in rows if r], ans.message or "", [r for r in near if r],
+                      ans.covered_by_fields)
 
-    def _result_row(self, r, match_id: int | None) -> dict:
-        """A query result (dataclass or dict) as a row, joined with its stroke in the index."""
-        d = dict(r) if isinstance(r, dict) else {k: getattr(r, k) for k in getattr(r, "__dataclass_fields__", {})}
-        set_no = d.get("set_no", d.get("set"))
-        stroke = None
-        if d.get("stroke_id") is not None:
-            hits = [s for s in self.strokes(None) if s["id"] == d["stroke_id"]]
-            stroke = hits[0] if hits else None
-        if stroke is None and set_no is not None:
-            hits = self.strokes(d.get("match_id", match_id), set_no=set_no, rally=d.get("rally"))
-            hits = [s for s in hits if s["ball_round"] == d.get("ball_round")] or hits[:0]
-            stroke = hits[0] if hits else None
-        row = {**(stroke or {}), **{k: v for k, v in d.items() if v is not None and k != "caption"}}
-        row["caption"] = d.get("caption") or (stroke or {}).get("caption")
-        row["set_no"] = set_no
-        row["source"] = d.get("path") or d.get("source") or ""
+    def _result_row(self, r, by_id: dict) -> dict | None:
+        """A QueryResult as a stroke row of the index, with the result's caption, score and path."""
+        d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+        stroke = by_id.get(d.get("stroke_id"))
+        if stroke is None:
+            return None
+        row = dict(stroke)
+        row.update(caption=d.get("caption") or row.get("caption"), score=d.get("score"),
+                   source=d.get("path") or "", caption_source=d.get("caption_source"), verified=d.get("verified"))
         return self._with_times(row)
 
     # ------------------------------------------------------------ media for the browser

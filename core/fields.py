@@ -57,7 +57,7 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     "serve": ("stroke", SERVES), "service": ("stroke", SERVES),
     # zones (hit zone of the hitter, as in the captions)
     "backcourt": ("zone", 9), "rear court": ("zone", 9), "rearcourt": ("zone", 9), "deep": ("zone", 9),
-    "back of the court": ("zone", 9), "rear": ("zone", 9), "the rear": ("zone", 9), "baseline": ("zone", 9), "the back": ("zone", 9), "back tramlines": ("zone", 9),
+    "back of the court": ("zone", 9), "rear": ("zone", 9), "baseline": ("zone", 9), "the back": ("zone", 9), "back tramlines": ("zone", 9),
     "right backcourt": ("zone", 3), "back right": ("zone", 3), "right rear court": ("zone", 3),
     "deep right": ("zone", 3), "right back corner": ("zone", 3), "rear right": ("zone", 3),
     "left backcourt": ("zone", 4), "back left": ("zone", 4), "left rear court": ("zone", 4),
@@ -84,9 +84,10 @@ perform performs performed performing execute executes executed executing hit hi
 played playing occur occurs occurred occurring happen happens happened happening take takes taken took
 place places make makes made go goes went and or stroke strokes shot shots ball balls clip clips video
 match player players he she his her him they their them lands land landing landed rally rallies
-please can could would you i we my our use uses used try tries attempt attempts go goes where's when's
+court please can could would you i we my our use uses used try tries attempt attempts go goes where's when's
 """.split())
 
+FUNCTION_WORDS = {"the", "a", "an", "at", "in", "to", "of", "by", "on", "into", "from", "for", "with"}
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                 "nine": 9, "ten": 10, "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
                 "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "opening": 1}
@@ -138,7 +139,7 @@ def normalise(text: str) -> str:
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     text = re.sub(r"'s\b", "", text)
     text = re.sub(r"\bcross\s*-?\s*court\b", "cross-court", text)
-    text = re.sub(r"\bback\s*-\s*court\b", "backcourt", text)
+    text = re.sub(r"\bback\s*-?\s*court\b", "backcourt", text)
     return text
 
 
@@ -165,7 +166,7 @@ KNOWN_WORDS = {w for k in LEXICON for w in k} | GENERIC | set(COUNTERS)
 
 def fold(token: str, known: set[str]) -> str:
     """Plural and verb forms onto a known word: smashes -> smash, lobbed -> lob, rallies -> rally."""
-    if token in known:
+    if token in known and (len(token) <= 3 or not token.endswith(("s", "ed", "ing"))):
         return token
     candidates = []
     if token.endswith("ies"):
@@ -178,7 +179,7 @@ def fold(token: str, known: set[str]) -> str:
         candidates += [token[:-3], token[:-3] + "e", token[:-4]]
     if token.endswith("ed"):
         candidates += [token[:-2], token[:-1], token[:-3]]
-    return next((c for c in candidates if c in known), token)
+    return next((c for c in candidates if c in known and len(c) >= 3), token)
 
 
 def name_keys(name: str) -> set[tuple[str, ...]]:
@@ -266,27 +267,26 @@ class FieldParser:
                 self._take(values, matched, used, [i - 1, i], counter, number(prev), f"{prev} {tok}")
 
     def _phrases_pass(self, tokens, used, values, matched) -> None:
-        i = 0
-        while i < len(tokens):
-            hit = None
-            for n in range(min(MAX_PHRASE, len(tokens) - i), 0, -1):
+        """Known phrases, the most content words first (then the longest, then leftmost), never overlapping:
+        'the net pops' is a lob ('net pop'), not the zone 'the net' followed by 'pops'."""
+        found = []
+        for i in range(len(tokens)):
+            for n in range(1, min(MAX_PHRASE, len(tokens) - i) + 1):
                 span = tuple(tokens[i:i + n])
-                if any(used[i:i + n]):
-                    continue
                 if span in self.players:
-                    hit = (n, [("player", p) for p in sorted(self.players[span])])
+                    pairs = [("player", p) for p in sorted(self.players[span])]
                 elif span in LEXICON:
                     fld, val = LEXICON[span]
-                    hit = (n, [(fld, v) for v in (val if isinstance(val, tuple) else (val,))])
-                if hit:
-                    break
-            if hit:
-                n, pairs = hit
-                for fld, val in pairs:
-                    self._take(values, matched, used, list(range(i, i + n)), fld, val, " ".join(tokens[i:i + n]))
-                i += n
-            else:
-                i += 1
+                    pairs = [(fld, v) for v in (val if isinstance(val, tuple) else (val,))]
+                else:
+                    continue
+                content = sum(t not in FUNCTION_WORDS for t in span)
+                found.append((-content, -n, i, n, pairs))
+        for _, _, i, n, pairs in sorted(found, key=lambda x: x[:3]):
+            if any(used[i:i + n]):
+                continue
+            for fld, val in pairs:
+                self._take(values, matched, used, list(range(i, i + n)), fld, val, " ".join(tokens[i:i + n]))
 
     @staticmethod
     def _take(values, matched, used, idx, fld, val, words) -> None:

@@ -639,8 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_embed:
             from core.embed import default_embedder
 
-            texts = sorted({s["caption"] for s in index.strokes(match_id) if s["caption"]})
-            index.text_vectors(texts, default_embedder())
+            from core.query import QueryEngine
+
+            QueryEngine(index, default_embedder()).arrays()  # embeds every new caption once
         if args.export_captions:
             n = index.export_captions(args.export_captions)
             print(f"{n} captions written to {args.export_captions}")

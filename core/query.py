@@ -51,6 +51,23 @@ SEMANTIC_MARGIN = 0.08  # semantic answers: captions within this of the best one
 MEANINGLESS = 0.35  # no field and no caption this similar: the question is not understood
 NEAR_MISSES = 5
 
+# What each stroke class looks like, appended to a caption before it is embedded, so that free-form
+# questions ("a powerful overhead attack") find the strokes their words describe.
+DESCRIPTIONS = {
+    "smash": "a powerful overhead smash hit steeply downward, an attacking kill",
+    "clear": "a high deep overhead clear to the opponent's back line",
+    "drop": "a soft overhead drop shot falling just over the net",
+    "lob": "a defensive lift from the net high to the back of the court",
+    "net shot": "a gentle net shot tumbling just over the net",
+    "return net": "a blocked defensive return dropped to the net",
+    "cross-court net shot": "a net shot played diagonally across the court",
+    "push": "a flat push from the front court to the midcourt",
+    "rush": "an aggressive net kill pushed down at the net",
+    "drive": "a fast flat drive across the net",
+    "short serve": "a low short serve just over the net that starts the rally",
+    "long serve": "a high long serve to the back of the court that starts the rally",
+}
+
 
 @dataclass
 class QueryResult:
@@ -119,6 +136,12 @@ def partial_caption(side: str | None, stroke: str | None, zone: int | None) -> s
     return None
 
 
+def semantic_text(caption: str) -> str:
+    """The text embedded for a caption: the caption and what its stroke looks like."""
+    stroke = caption_fields(caption)[1]
+    return f"{caption}: {DESCRIPTIONS[stroke]}" if stroke in DESCRIPTIONS else caption
+
+
 class StrokeArrays:
     """Every stroke of the index as columns (row order = stroke id order)."""
 
@@ -171,17 +194,19 @@ class StrokeArrays:
 
     @staticmethod
     def _pick(ann, model_caption, corrected, sources):
+        """Each field from the first source (in preference order) that states it; the caption text too."""
         a_side, a_stroke, a_zone, a_caption = ann
+        found = []
         for src in sources:
             if src == "corrected" and corrected:
-                s, st, z = caption_fields(corrected)
-                return s or a_side, st or a_stroke, z if z is not None else a_zone, corrected, SOURCES.index(src)
-            if src == "annotation" and (a_stroke or a_caption):
-                return a_side, a_stroke, a_zone, a_caption or partial_caption(a_side, a_stroke, a_zone), 1
-            if src == "model" and model_caption:
-                s, st, z = caption_fields(model_caption)
-                return s, st, z, model_caption, 2
-        return None, None, None, None, -1
+                found.append((*caption_fields(corrected), corrected, 0))
+            elif src == "annotation" and (a_side or a_stroke or a_caption):
+                found.append((a_side, a_stroke, a_zone, a_caption or partial_caption(a_side, a_stroke, a_zone), 1))
+            elif src == "model" and model_caption:
+                found.append((*caption_fields(model_caption), model_caption, 2))
+        first = lambda k: next((f[k] for f in found if f[k] is not None), None)  # noqa: E731
+        text_src = next((f[4] for f in found if f[3]), found[0][4] if found else -1)
+        return first(0), first(1), first(2), first(3), text_src
 
     def __len__(self) -> int:
         return len(self.id)
@@ -241,7 +266,7 @@ class QueryEngine:
             self._arrays = StrokeArrays(self.index, self.sources)
             self._parser = FieldParser(self._arrays.names, self.embedder)
             if self.embedder is not None:
-                self._arrays.vecs = self.index.text_vectors(self._arrays.texts, self.embedder)
+                self._arrays.vecs = self.index.text_vectors([semantic_text(t) for t in self._arrays.texts], self.embedder)
         return self._arrays
 
     @property
@@ -504,14 +529,18 @@ def evaluate_questions(engine: QueryEngine, items: list[dict], paths: Iterable[s
     whose event does not occur, the rate of empty answers. Items whose strokes are not in the
     index are counted as `missing`."""
     a = engine.arrays()
-    lookup: dict[str, int] = {}
+    lookup: dict[str, list[int]] = defaultdict(list)
     for r in range(len(a)):
-        lookup.setdefault(_stroke_key(a.match_names[int(a.match_id[r])], int(a.set_no[r]), int(a.frame[r])),
-                          int(a.id[r]))
+        lookup[_stroke_key(a.match_names[int(a.match_id[r])], int(a.set_no[r]), int(a.frame[r]))].append(int(a.id[r]))
     stats: dict[str, dict] = defaultdict(lambda: defaultdict(int))
     for it in items:
         keys = [Path(p).stem for p in it["image"]]
-        ids = [lookup.get(k) for k in keys]
+        taken: dict[str, int] = defaultdict(int)  # strokes sharing a hit frame: take them in order
+        ids = []
+        for k in keys:
+            found = lookup.get(k, [])
+            ids.append(found[taken[k]] if taken[k] < len(found) else None)
+            taken[k] += 1
         kind = it.get("kind", "all")
         if any(i is None for i in ids):
             stats[kind]["missing"] += 1
