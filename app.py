@@ -1,4 +1,11 @@
-"""Start the Shuttle Lens app: `python app.py [--model DIR] [--host H] [--port P]`."""
+"""Start the Shuttle Lens app.
+
+    python app.py                      # the demo match in assets/, indexed with the demo model
+    python app.py --workspace DIR --model ADAPTERS --precision bf16 --host 127.0.0.1 --port 7860
+
+The server listens on 127.0.0.1 only unless --host says otherwise, never makes a public share
+link, serves files only from the workspace and assets/, and limits uploads to --max-upload.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from folders or the 
 from core.config import PRECISIONS
 from core.engine import DEFAULT_MODEL_DIR, Engine
 from core.loader import ModelLoadError
+from core.workspace import DEFAULT_WORKSPACE, DEMO_MATCH_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,21 +30,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--workspace", default=str(DEFAULT_WORKSPACE),
+                   help="folder for the stroke index, uploads, runs and exports (default: workspace/)")
+    p.add_argument("--demo-match", default=str(DEMO_MATCH_DIR),
+                   help="match indexed on first start when the index is empty (ShuttleSet layout: "
+                        "<video>/setN.csv + setN.mp4; default: assets/demo-match)")
+    p.add_argument("--no-demo", action="store_true", help="do not index the demo match on first start")
+    p.add_argument("--max-upload", default="2gb", help="largest file a browser may upload (default 2gb)")
     return p.parse_args(argv)
+
+
+def build_engine(args: argparse.Namespace) -> Engine:
+    engine = Engine(args.workspace, demo_match=args.demo_match, demo_model=args.model)
+    try:
+        engine.load(args.model, args.precision, args.device, trusted=True)
+    except (ModelLoadError, ValueError) as err:
+        logging.warning("starting without a model: %s", err)
+    if not args.no_demo:
+        def report(done: int, total: int, what: str) -> None:
+            if done == total or done % 50 == 0:
+                logging.info("indexing the demo match: %s %d/%d", what, done, total)
+
+        try:
+            engine.ensure_demo(progress=report)
+        except Exception as err:  # noqa: BLE001 - the app still starts; the page can add matches
+            logging.error("could not index the demo match: %s", err)
+    return engine
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    engine = Engine()
-    try:
-        engine.load(args.model, args.precision, args.device)
-    except ModelLoadError as err:
-        logging.warning("starting without a model: %s", err)
-    from ui import build_app  # gradio is slow to import; only the app needs it
+    engine = build_engine(args)
+    from ui import build_app, launch_kwargs  # gradio is slow to import; only the app needs it
 
-    print(f"Shuttle Lens is running at http://{args.host}:{args.port}", file=sys.stderr)
-    build_app(engine).launch(server_name=args.host, server_port=args.port, share=False)
+    app = build_app(engine)
+    app.queue(default_concurrency_limit=4)
+    where = f"http://{args.host}:{args.port}"
+    print(f"Shuttle Lens is running at {where} (workspace: {engine.workspace.root})", file=sys.stderr, flush=True)
+    try:
+        app.launch(**launch_kwargs(engine, args.host, args.port, args.max_upload))
+    finally:
+        if engine.runner is not None:
+            engine.runner.shutdown()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
                     title: str | None = None) -> go.Figure:
     """One mark per stroke at its time, one lane per player (or stroke type, or side).
 
-    Each mark's customdata holds its start time, which the page's click handler seeks to.
+    Each mark's customdata is [start_s, end_s, row index in `rows`]: the page's click handler
+    passes the row index back to the server, which seeks the player as for a table click.
     """
     fig = go.Figure()
     fig.update_layout(height=230, margin=dict(l=10, r=10, t=36 if title else 12, b=36),
@@ -50,8 +51,8 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
     if not rows:
         return _empty(fig, "No matching strokes")
     by_lane: dict[str, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: r["start_s"]):
-        by_lane.setdefault(lane_of(r, lanes), []).append(r)
+    for i, r in enumerate(rows):
+        by_lane.setdefault(lane_of(r, lanes), []).append({**r, "_row": i})
     for i, (lane, items) in enumerate(sorted(by_lane.items())):
         colour = PALETTE[i % len(PALETTE)]
         # the span of each clip as a thin bar, the hit as a marker on top
@@ -61,7 +62,7 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
         fig.add_trace(go.Scatter(
             x=[r.get("time_s", r["start_s"]) for r in items], y=[lane] * len(items), mode="markers",
             marker=dict(size=14, color=colour, symbol="diamond", line=dict(width=1, color="#333")),
-            customdata=[[r["start_s"], r.get("end_s", r["start_s"])] for r in items],
+            customdata=[[r["start_s"], r.get("end_s", r["start_s"]), r["_row"]] for r in items],
             text=[_hover(r) for r in items], hovertemplate="%{text}<extra></extra>", name=lane))
     xmax = max(duration_s or 0.0, max(r.get("end_s", r["start_s"]) for r in rows) + 1.0)
     fig.update_xaxes(title_text="time in the video (s)", range=[0, xmax], showgrid=True, gridcolor="#e5e5e5")

@@ -1,43 +1,52 @@
-"""Model tab: load a base checkpoint or trained adapters, see what is loaded, caption a stroke."""
+"""Model tab: load a base checkpoint or trained adapters, see what is loaded and the memory it
+takes, caption one stroke."""
 from __future__ import annotations
 
 import gradio as gr
 
 from core.config import PRECISIONS
 from core.engine import Engine
-from core.loader import ModelLoadError
-from core.video import VideoError
+from ui.common import guarded
 
 
-def create_model_tab(engine: Engine) -> None:
-    with gr.Tab("Model"):
+def memory_text(engine: Engine) -> str:
+    m = engine.memory()
+    if m["device"] is None:
+        return ""
+    text = f"Weights: **{m['weights_mib']:.1f} MiB** on {m['device']}"
+    if m["accelerator_mib"] is not None:
+        text += f"; GPU memory allocated: {m['accelerator_mib']:.0f} MiB"
+    return text
+
+
+def create_model_tab(engine: Engine, shared=None) -> gr.Markdown:
+    with gr.Tab("Model", id="model"):
         status = gr.Markdown(engine.describe(), elem_id="model-status")
+        memory = gr.Markdown(memory_text(engine), elem_id="model-memory")
         with gr.Row():
             source = gr.Textbox(label="Model: adapter folder, base folder or Hugging Face id",
                                 value=engine.source or "", scale=3)
-            precision = gr.Dropdown(list(PRECISIONS), value="fp32", label="Precision")
-            device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="Device")
+            precision = gr.Dropdown(list(PRECISIONS), value=engine.precision, label="Precision")
+            device = gr.Dropdown(["auto", "cpu", "cuda"], value="auto", label="Device", allow_custom_value=True)
         load = gr.Button("Load", variant="primary")
         gr.Markdown("### Caption one stroke")
         with gr.Row():
-            video = gr.Video(label="Match video", sources=["upload"])
+            video = gr.Video(label="Stroke video", sources=["upload"])
             frame = gr.Number(label="Hit frame", value=7, precision=0, minimum=0)
         run = gr.Button("Caption")
         caption = gr.Textbox(label="Caption", interactive=False, elem_id="stroke-caption")
 
-    def on_load(src: str, prec: str, dev: str) -> str:
-        try:
-            return engine.load(src, prec, dev)
-        except (ModelLoadError, ValueError, RuntimeError) as err:
-            raise gr.Error(str(err)) from None
+    def on_load(src: str, prec: str, dev: str, progress=gr.Progress()):
+        progress(0.1, desc="loading the model")
+        return engine.load(src, prec, dev), memory_text(engine)
 
     def on_caption(path: str | None, hit: float | None) -> str:
         if not path:
             raise gr.Error("Upload a video first.")
-        try:
-            return engine.caption(path, [int(hit or 0)])[int(hit or 0)]
-        except (ModelLoadError, VideoError) as err:
-            raise gr.Error(str(err)) from None
+        return engine.caption(path, [int(hit or 0)])[int(hit or 0)]
 
-    load.click(on_load, [source, precision, device], status)
-    run.click(on_caption, [video, frame], caption)
+    load.click(guarded(on_load), [source, precision, device], [status, memory])
+    run.click(guarded(on_caption), [video, frame], caption)
+    if shared is not None:
+        shared.model_status = status
+    return status

@@ -1,0 +1,153 @@
+"""Analyze tab: pick or add a match, watch it, ask a question, see the strokes on a table and a
+timeline, jump to each one, play them all, export them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from core.engine import Engine
+from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, guarded, play_all_payload,
+                       progress_callback, seek_payload)
+from ui.figures import timeline_figure
+
+EXAMPLES = [
+    "when does the bottom player smash into the backcourt?",
+    "Which strokes are net shots?",
+    "When does the upper player play a clear?",
+    "Find every serve",
+    "When does the bottom player lob from the net?",
+]
+RESULT_COLUMNS = ["set", "rally", "stroke", "time (s)", "player", "type", "caption", "source"]
+
+
+def result_table(rows: list[dict]) -> list[list]:
+    return [[r.get("set_no"), r.get("rally"), r.get("ball_round"), round(float(r.get("time_s") or 0.0), 2),
+             r.get("player_name") or r.get("side") or "", r.get("stroke") or "", r.get("caption") or "",
+             r.get("source") or ""] for r in rows]
+
+
+def create_analyze_tab(engine: Engine, shared) -> None:
+    with gr.Tab("Analyze", id="analyze"):
+        with gr.Row():
+            match = gr.Dropdown(engine.match_choices() if engine.workspace else [], label="Match", scale=4,
+                                elem_id="match-pick", value=shared.first_match)
+            refresh = gr.Button("↻", scale=0, min_width=40)
+        with gr.Accordion("Add a match", open=False):
+            gr.Markdown("A video and its annotation CSV (ShuttleSet set file or reference CSV), or the annotations "
+                        "alone. Upload them, or give paths inside the workspace.")
+            with gr.Row():
+                up_video = gr.File(label="Video (mp4)", file_types=[".mp4", ".webm", ".mov", ".mkv", ".avi"])
+                up_csv = gr.File(label="Annotations (csv)", file_types=[".csv"])
+            with gr.Row():
+                path_video = gr.Textbox(label="…or video path", placeholder="uploads/match/set1.mp4")
+                path_csv = gr.Textbox(label="…or annotation path", placeholder="uploads/match/set1.csv")
+                name = gr.Textbox(label="Match name (for uploads)", value="match")
+            add = gr.Button("Add and index")
+            add_status = gr.Markdown(elem_id="add-status")
+        with gr.Row():
+            with gr.Column(scale=3):
+                video = gr.Video(label="Match video", elem_id=VIDEO_ID, interactive=False, autoplay=False,
+                                 value=shared.first_video)
+            with gr.Column(scale=2):
+                question = gr.Textbox(label="Ask the match", placeholder=EXAMPLES[0], lines=2, elem_id="question")
+                gr.Examples(EXAMPLES, inputs=question, label="Example questions")
+                with gr.Row():
+                    ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                    lanes = gr.Radio(["player", "stroke", "side"], value="player", label="Timeline lanes")
+                message = gr.Markdown(elem_id="answer-message")
+        timeline = gr.Plot(label="Event timeline (click a mark to play it)", elem_id="timeline")
+        results = gr.Dataframe(headers=RESULT_COLUMNS, label="Matching strokes (click a row to play it)",
+                               interactive=False, wrap=True, elem_id="results", max_height=360)
+        with gr.Row():
+            play_all = gr.Button("▶ Play all", elem_id="play-all")
+            export_csv = gr.Button("Export CSV")
+            export_mp4 = gr.Button("Export highlight mp4")
+        download = gr.File(label="Export", interactive=False, elem_id="export-file")
+        seek = gr.Textbox(elem_classes="sl-hidden", elem_id="seek-payload", show_label=False)
+        pick = gr.Textbox(elem_classes="sl-hidden", elem_id="timeline-pick", show_label=False)
+        video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
+
+    def on_match(match_id):
+        if match_id is None:
+            return None, None, None, [], [], timeline_figure([]), ""
+        path, _ = engine.match_video(match_id)
+        return (match_id, str(path) if path else None, path.name if path else None, [], [],
+                timeline_figure([]), "" if path else "This match has no video; questions still work.")
+
+    def on_refresh():
+        return gr.Dropdown(choices=engine.match_choices())
+
+    def on_add(vfile, cfile, vpath, cpath, mname, progress=gr.Progress()):
+        vid = engine.save_upload(vfile, mname) if vfile else (vpath or None)
+        ann = engine.save_upload(cfile, mname) if cfile else (cpath or None)
+        match_id = engine.add_match(str(ann) if ann else None, str(vid) if vid else None,
+                                    progress=progress_callback(progress))
+        return gr.Dropdown(choices=engine.match_choices(), value=match_id), f"Indexed match {match_id}."
+
+    def on_ask(q, match_id, lane_by):
+        ans = engine.ask(q, match_id)
+        note = ans.message or f"{len(ans.rows)} matching strokes."
+        if not ans.rows and ans.near_misses:
+            note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
+        return ans.rows, result_table(ans.rows), timeline_figure(ans.rows, lane_by), note
+
+    def on_lanes(rows, lane_by):
+        return timeline_figure(rows or [], lane_by)
+
+    def jump(rows, index, current_name):
+        """Seek payload for result `index`; a result in another set's video swaps the player first."""
+        if not rows or index is None or not 0 <= index < len(rows):
+            return gr.skip(), gr.skip(), gr.skip()
+        r = rows[index]
+        path, _ = engine.match_video(r.get("match_id"), r.get("set_no"))
+        if path is None:
+            raise gr.Error("This stroke's match has no video.")
+        new_video = str(path) if path.name != current_name else gr.skip()
+        return new_video, path.name, seek_payload(r["start_s"], path.name)
+
+    def on_select(rows, current_name, evt: gr.SelectData):
+        return jump(rows, evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index, current_name)
+
+    def on_pick(rows, current_name, value):
+        return jump(rows, int(str(value).split(":")[0]) if value else None, current_name)
+
+    def on_play_all(rows, current_name):
+        if not rows:
+            raise gr.Error("Ask a question first: Play all steps through its results.")
+        first = rows[0]
+        path, set_no = engine.match_video(first.get("match_id"), first.get("set_no"))
+        if path is None:
+            raise gr.Error("These results have no video.")
+        segs = [(r["start_s"], r["end_s"]) for r in rows if r.get("set_no") == set_no]
+        segs.sort()
+        new_video = str(path) if path.name != current_name else gr.skip()
+        return new_video, path.name, play_all_payload(segs, path.name)
+
+    def on_export_csv(rows):
+        if not rows:
+            raise gr.Error("No results to export.")
+        return str(engine.export_results_csv(rows))
+
+    def on_export_mp4(rows, progress=gr.Progress()):
+        if not rows:
+            raise gr.Error("No results to export.")
+        return str(engine.export_highlights(rows, progress=progress_callback(progress)))
+
+    match.change(guarded(on_match), match, [shared.match, video, video_name, shared.results, results, timeline, message])
+    refresh.click(guarded(on_refresh), None, match)
+    add.click(guarded(on_add), [up_video, up_csv, path_video, path_csv, name], [match, add_status])
+    ask_args = dict(fn=guarded(on_ask), inputs=[question, shared.match, lanes],
+                    outputs=[shared.results, results, timeline, message], concurrency_limit=4)
+    ask.click(**ask_args)
+    question.submit(**ask_args)
+    lanes.change(guarded(on_lanes), [shared.results, lanes], timeline)
+    results.select(guarded(on_select), [shared.results, video_name], [video, video_name, seek]) \
+        .then(None, seek, None, js=SEEK_JS)
+    pick.input(guarded(on_pick), [shared.results, video_name, pick], [video, video_name, seek]) \
+        .then(None, seek, None, js=SEEK_JS)
+    play_all.click(guarded(on_play_all), [shared.results, video_name], [video, video_name, seek]) \
+        .then(None, seek, None, js=PLAY_ALL_JS)
+    export_csv.click(guarded(on_export_csv), shared.results, download)
+    export_mp4.click(guarded(on_export_mp4), shared.results, download)
+    shared.app_load_js.append(TIMELINE_CLICK_JS)

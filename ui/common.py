@@ -1,0 +1,166 @@
+"""What every tab shares: turning engine errors into messages on the page, progress adapters,
+the page's JavaScript (player seeking, "Play all", timeline clicks) and CSS."""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+
+import gradio as gr
+
+from core.annotations import AnnotationError
+from core.engine import SEEK_LEAD_S, EngineError
+from core.loader import ModelLoadError
+from core.runner import RunError
+from core.video import VideoError
+from core.workspace import PathNotAllowed
+
+log = logging.getLogger(__name__)
+EXPECTED = (EngineError, PathNotAllowed, ModelLoadError, VideoError, AnnotationError, RunError, ValueError,
+            KeyError, FileNotFoundError)
+VIDEO_ID = "match-video"
+
+
+def _message(err: Exception) -> str:
+    if isinstance(err, EXPECTED):
+        return str(err).strip("'\"") or type(err).__name__
+    log.exception("unexpected error in the app")
+    return f"Something went wrong ({type(err).__name__}: {err}). The app is still running; see the terminal log."
+
+
+def guarded(fn):
+    """Run a callback; any error becomes a message in the page (gr.Error), never a frozen UI."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as err:  # noqa: BLE001 - shown to the user, logged above
+                raise gr.Error(_message(err)) from None
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(_message(err)) from None
+    return call
+
+
+def progress_callback(progress: gr.Progress):
+    """core's (done, total, what) -> Gradio's progress bar."""
+    def update(done: int, total: int, what: str = "") -> None:
+        progress((done, max(total, 1)), desc=what or None, unit="strokes")
+    return update
+
+
+_seq = {"n": 0}
+
+
+def seek_payload(start_s: float, video_name: str | None) -> str:
+    """JSON for SEEK_JS: where to seek (a little before the stroke) and which file must be loaded."""
+    _seq["n"] += 1
+    return json.dumps({"t": max(0.0, float(start_s) - SEEK_LEAD_S), "src": video_name or "", "n": _seq["n"]})
+
+
+def play_all_payload(segments: list[tuple[float, float]], video_name: str | None) -> str:
+    _seq["n"] += 1
+    return json.dumps({"segments": [[max(0.0, a - SEEK_LEAD_S), b + 0.2] for a, b in segments],
+                       "src": video_name or "", "n": _seq["n"]})
+
+
+# Finds the match player's <video>, waits until the expected file is loaded, seeks and plays.
+_FIND_VIDEO = """
+const slVideo = (src) => {
+  const v = document.querySelector('#%s video');
+  if (!v || v.readyState < 1) return null;
+  if (src && !decodeURIComponent(v.currentSrc || v.src || '').includes(src)) return null;
+  return v;
+};
+""" % VIDEO_ID
+
+SEEK_JS = """
+(payload) => {
+  if (!payload) return;
+  const p = JSON.parse(payload);
+  %s
+  let tries = 0;
+  const go = () => {
+    const v = slVideo(p.src);
+    if (!v) { if (tries++ < 150) setTimeout(go, 100); return; }
+    if (window.slStopPlayAll) window.slStopPlayAll();
+    v.currentTime = p.t;
+    const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
+  };
+  go();
+}
+""" % _FIND_VIDEO
+
+PLAY_ALL_JS = """
+(payload) => {
+  if (!payload) return;
+  const p = JSON.parse(payload);
+  %s
+  let tries = 0;
+  const start = () => {
+    const v = slVideo(p.src);
+    if (!v) { if (tries++ < 150) setTimeout(start, 100); return; }
+    if (window.slStopPlayAll) window.slStopPlayAll();
+    let i = 0;
+    const step = () => {
+      if (i >= p.segments.length) { v.pause(); stop(); return; }
+      v.currentTime = p.segments[i][0];
+      const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
+    };
+    const onTime = () => { if (i < p.segments.length && v.currentTime >= p.segments[i][1]) { i++; step(); } };
+    const stop = () => { v.removeEventListener('timeupdate', onTime); window.slStopPlayAll = null; };
+    v.addEventListener('timeupdate', onTime);
+    window.slStopPlayAll = stop;
+    step();
+  };
+  start();
+}
+""" % _FIND_VIDEO
+
+# On page load: watch for the timeline's Plotly graph and pass a clicked mark's row index to the
+# hidden #timeline-pick box, whose input event asks the server to seek as for a table click.
+TIMELINE_CLICK_JS = """
+() => {
+  const bind = () => {
+    document.querySelectorAll('#timeline .js-plotly-plot').forEach((div) => {
+      if (div.slBound || typeof div.on !== 'function') return;
+      div.slBound = true;
+      div.on('plotly_click', (ev) => {
+        const pt = ev && ev.points && ev.points[0];
+        if (!pt || !pt.customdata) return;
+        const box = document.querySelector('#timeline-pick textarea, #timeline-pick input');
+        if (!box) return;
+        box.value = String(pt.customdata[2]) + ':' + Date.now();
+        box.dispatchEvent(new Event('input', { bubbles: true }));
+      });
+    });
+  };
+  setInterval(bind, 400);
+}
+"""
+
+CSS = """
+.sl-hidden { display: none !important; }
+#match-video video { max-height: 420px; background: #000; }
+#clip-preview video { max-height: 260px; background: #000; }
+.sl-progress { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; }
+.sl-progress > div { height: 100%; background: #2563eb; }
+"""
+
+
+def progress_html(fraction: float | None, label: str = "") -> str:
+    if fraction is None:
+        return f"<div>{label}</div>"
+    pct = max(0.0, min(1.0, fraction)) * 100
+    return (f"<div>{label} {pct:.0f}%</div><div class='sl-progress'><div style='width:{pct:.1f}%'></div></div>")

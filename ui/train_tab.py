@@ -1,0 +1,126 @@
+"""Train tab: launch a training run as its own process, watch its log, progress and loss live,
+stop it, list every run with its final metrics, and load a run's adapters into the app."""
+from __future__ import annotations
+
+import gradio as gr
+
+from core.config import LLM_LORA_PARTS, QFORMER_LORA_PARTS
+from core.engine import Engine
+from ui.common import guarded, progress_html
+from ui.figures import loss_figure
+
+RUN_COLUMNS = ["run", "stage", "state", "step", "loss", "metrics", "started"]
+PRESETS = ["1 (r=1)", "2 (r=2)", "3 (r=4)", "4 (r=8)", "custom"]
+
+
+def runs_table(statuses) -> list[list]:
+    out = []
+    for s in statuses:
+        stage = s.name.split("-")[0].replace("stage", "") if s.name.startswith("stage") else ""
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in s.last.items() if k != "loss")
+        loss = s.last.get("loss")
+        out.append([s.name, stage, s.state, s.step, round(loss, 4) if isinstance(loss, float) else loss,
+                    metrics, s.started or ""])
+    return out
+
+
+def create_train_tab(engine: Engine, shared) -> None:
+    runner = engine.runner
+    default_data = str(engine.workspace.data / "demo") if engine.workspace else ""
+    with gr.Tab("Train", id="train"):
+        with gr.Row():
+            stage = gr.Radio([1, 2], value=1, label="Stage", info="1: stroke captions, 2: questions over strokes")
+            preset = gr.Dropdown(PRESETS, value=PRESETS[0], label="Experiment preset (Q-Former cross-attention LoRA)")
+            run_name = gr.Textbox(label="Run name (optional)", elem_id="run-name")
+        with gr.Accordion("LoRA settings (custom)", open=False):
+            with gr.Row():
+                qparts = gr.CheckboxGroup(list(QFORMER_LORA_PARTS), value=["cross_attn"], label="Q-Former parts")
+                qr = gr.Number(4, label="Q-Former rank", precision=0, minimum=1)
+                qalpha = gr.Number(8, label="Q-Former alpha", precision=0, minimum=1)
+                llm_part = gr.Dropdown(["none", *LLM_LORA_PARTS], value="none", label="LLM part")
+                llm_r = gr.Number(4, label="LLM rank", precision=0, minimum=1)
+        with gr.Row():
+            data = gr.Textbox(default_data, label="Data folder (from train.build_dataset, inside the workspace)",
+                              elem_id="train-data", scale=3)
+            init = gr.Dropdown([], label="Stage 2 starts from run", allow_custom_value=False)
+        with gr.Row():
+            epochs = gr.Number(1, label="Epochs", precision=0, minimum=1)
+            lr = gr.Number(None, label="Learning rate (empty: recipe default)")
+            max_steps = gr.Number(0, label="Max steps (0: all)", precision=0, minimum=0, elem_id="max-steps")
+            base = gr.Textbox("", label="Base model (HF id or folder; empty: the loaded model's base)")
+            tiny = gr.Checkbox(False, label="Tiny random base (smoke test)", elem_id="tiny")
+        with gr.Row():
+            start = gr.Button("Start", variant="primary", elem_id="train-start")
+            stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        status = gr.Markdown("No run started.", elem_id="train-status")
+        progress = gr.HTML(elem_id="train-progress")
+        with gr.Row():
+            log_box = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, elem_id="train-log")
+            plot = gr.Plot(label="Loss and metrics", elem_id="train-plot")
+        gr.Markdown("### Runs")
+        runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="runs-table")
+        with gr.Row():
+            run_pick = gr.Dropdown([], label="Run", elem_id="run-pick", scale=3)
+            use = gr.Button("Use this model", elem_id="use-run")
+            refresh = gr.Button("↻ Refresh runs")
+        use_status = gr.Markdown(elem_id="use-status")
+        current = gr.State(None)
+        timer = gr.Timer(1.0, active=False)
+
+    def run_names():
+        return [s.name for s in runner.list_runs()]
+
+    def on_start(stage_v, preset_v, name_v, qparts_v, qr_v, qalpha_v, llm_v, llm_r_v, data_v, init_v,
+                 epochs_v, lr_v, steps_v, base_v, tiny_v):
+        custom = preset_v == "custom"
+        lora = {"llm_part": None if llm_v == "none" else llm_v, "llm_r": int(llm_r_v) if llm_v != "none" else None}
+        if custom:
+            lora.update(qformer_parts=tuple(qparts_v), qformer_r=int(qr_v), qformer_alpha=int(qalpha_v))
+        base_v = (base_v or "").strip() or None
+        if base_v is None and not tiny_v and engine.model is not None:
+            base_v = str(engine.model.settings.base)
+        name = engine.start_training(
+            int(stage_v), data_v, name_v or "", epochs=int(epochs_v or 1), lr=float(lr_v) if lr_v else None,
+            max_steps=int(steps_v or 0), experiment=None if custom else int(preset_v.split()[0]), lora=lora,
+            init_run=init_v, base=base_v, tiny=bool(tiny_v),
+            extra={"num_workers": 0})
+        return name, gr.Timer(active=True), f"Started **{name}**."
+
+    def on_tick(name):
+        if not name:
+            return (*[gr.skip()] * 6, gr.Timer(active=False))
+        st = runner.status(name)
+        done = st.state != "running"
+        table = runs_table(runner.list_runs()) if done else gr.skip()
+        pick = gr.Dropdown(choices=run_names(), value=name) if done else gr.skip()
+        return (st.summary(), progress_html(st.progress, st.state), runner.log_tail(name, 60),
+                loss_figure(runner.metrics(name), title=name), table, pick, gr.Timer(active=not done))
+
+    def on_stop(name):
+        return runner.stop(name)
+
+    def on_refresh():
+        names = run_names()
+        return runs_table(runner.list_runs()), gr.Dropdown(choices=names, value=names[0] if names else None), \
+            gr.Dropdown(choices=names)
+
+    def on_run_pick(name):
+        if not name:
+            return gr.skip(), gr.skip(), gr.skip()
+        st = runner.status(name)
+        return st.summary(), runner.log_tail(name, 60), loss_figure(runner.metrics(name), title=name)
+
+    def on_use(name):
+        if not name:
+            raise gr.Error("Choose a run.")
+        return f"Loaded: {engine.use_run(name)}"
+
+    start.click(guarded(on_start),
+                [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, epochs, lr, max_steps,
+                 base, tiny], [current, timer, status])
+    timer.tick(guarded(on_tick), current, [status, progress, log_box, plot, runs, run_pick, timer])
+    stop.click(guarded(on_stop), current, status)
+    refresh.click(guarded(on_refresh), None, [runs, run_pick, init])
+    run_pick.input(guarded(on_run_pick), run_pick, [status, log_box, plot])
+    use.click(guarded(on_use), run_pick, use_status).then(lambda: engine.describe(), None, shared.model_status)
+    shared.on_load.append((guarded(on_refresh), None, [runs, run_pick, init]))
