@@ -1,0 +1,243 @@
+"""Stroke index: tables, idempotent and resumable indexing, the token and caption caches,
+corrections kept across re-indexing, caption export and the command line."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import GenerationSettings, LoraSettings, ModelSettings
+from core.index import SCHEMA_VERSION, StrokeIndex, encoder_key, main as index_main, model_key
+from core.video import write_video
+
+DATA = Path(__file__).parent / "data" / "shuttleset"
+SET_FILES = sorted(DATA.glob("*/set*.csv"))
+FAST = GenerationSettings(num_beams=1, max_new_tokens=6, min_new_tokens=1)
+HITS = [(1, 1, 10, 1, "殺球", 9), (1, 2, 20, 0, "挑球", 7), (1, 3, 30, 1, "長球", 9), (1, 4, 40, 0, "切球", 3),
+        (1, 5, 50, 1, "放小球", 7), (1, 6, 60, 0, "殺球", 4), (2, 1, 70, 1, "發短球", 5), (2, 2, 80, 0, "放小球", 7),
+        (2, 3, 90, 1, "殺球", 9), (2, 4, 105, 0, "勾球", 1)]  # rally, ball_round, frame, upper, type, zone
+
+
+def write_reference_csv(path: Path, hits=HITS, game: str = "demo") -> Path:
+    lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
+    lines += [f"{game}_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in hits]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_model(base, seed: int = 0):
+    """The stroke model on the tiny base, with every LoRA weight and new parameter set to a value."""
+    from core.loader import build_model
+
+    model = build_model(ModelSettings(base=str(base), num_frames=4, lora=LoraSettings(
+        qformer_parts=("cross_attn",), qformer_r=2, llm_part="attn", llm_r=2)))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.vlm.named_parameters():
+            if "lora_" in name or name in ("frame_embed", "clip_embed"):
+                p.normal_(0, 0.2)
+    return model
+
+
+def count_calls(model) -> dict:
+    """Count encode_clips and generate calls on this model instance."""
+    counts = {"encode": 0, "clips": 0, "generate": 0}
+    encode, generate = model.vlm.encode_clips, model.vlm.generate
+
+    def counted_encode(pixels):
+        counts["encode"] += 1
+        counts["clips"] += pixels.shape[0]
+        return encode(pixels)
+
+    def counted_generate(*args, **kwargs):
+        counts["generate"] += 1
+        return generate(*args, **kwargs)
+
+    model.vlm.encode_clips, model.vlm.generate = counted_encode, counted_generate
+    return counts
+
+
+@pytest.fixture(scope="module")
+def model(tiny_base):
+    return tiny_model(tiny_base)
+
+
+@pytest.fixture()
+def ref_csv(tmp_path):
+    return write_reference_csv(tmp_path / "demo.csv")
+
+
+def token_files(index: StrokeIndex) -> list[Path]:
+    return sorted(index.token_dir.rglob("*.npy")) if index.token_dir.exists() else []
+
+
+# ---------------------------------------------------------------- annotations alone
+
+
+def test_annotation_only_index_of_real_sets(tmp_path):
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    ids = {index.add_match(f) for f in SET_FILES}
+    assert len(ids) == 1  # three sets of one match
+    (m,) = index.matches()
+    assert (m["player_a"], m["player_b"], m["sets"], m["status"]) == ("Kento MOMOTA", "CHOU Tien Chen", 3, "complete")
+    rows = index.strokes()
+    assert len(rows) == m["strokes"] == sum(1 for f in SET_FILES for _ in open(f, encoding="utf-8")) - 3
+    assert index.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    first = rows[0]
+    assert first["player_name"] == "Kento MOMOTA" and first["caption"] == first["ann_caption"]
+    assert first["start_s"] < first["time_s"] < first["end_s"] and first["fps"] in (25.0, 29.97, 30.0)
+    rallies = index.db.execute("SELECT * FROM rallies ORDER BY set_id, rally").fetchall()
+    pairs = [(p, r) for p, r in zip(rallies, rallies[1:]) if p["set_id"] == r["set_id"]]
+    assert pairs and all((r["score_a_before"], r["score_b_before"]) == (p["score_a"], p["score_b"]) for p, r in pairs)
+    generation = index.generation()
+    assert index.add_match(SET_FILES[0]) in ids and index.generation() == generation + 1  # only the status touch
+    assert len(index.strokes()) == len(rows)
+    assert index.strokes(m["id"], set_no=2, rally=3, ball_round=2)[0]["frame"] == 66683
+
+
+def test_failed_write_leaves_no_half_written_rows(tmp_path, monkeypatch):
+    import core.index as ci
+
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    monkeypatch.setattr(ci, "_rallies", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        index.add_match(SET_FILES[0])
+    assert index.db.execute("SELECT count(*) FROM strokes").fetchone()[0] == 0
+    assert index.db.execute("SELECT count(*) FROM sets").fetchone()[0] == 0
+    monkeypatch.undo()
+    index.add_match(SET_FILES[0])
+    assert index.db.execute("SELECT count(*) FROM strokes").fetchone()[0] > 0
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "ws.sqlite"
+    StrokeIndex(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    from core.index import IndexStoreError
+
+    with pytest.raises(IndexStoreError, match="newer"):
+        StrokeIndex(path)
+
+
+# ---------------------------------------------------------------- with video and model
+
+
+def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref_csv, index_video, model):
+    counts = count_calls(model)
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    progress = []
+    match_id = index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST,
+                               progress=lambda d, t, w: progress.append((d, t)))
+    assert counts["clips"] == len(HITS) and counts["encode"] == 3  # batches of 4, 4, 2
+    assert counts["generate"] == 3  # captions come from the same tokens: no second vision pass
+    assert progress[0] == (0, 10) and progress[-1] == (10, 10)
+    files = token_files(index)
+    assert len(files) == len(HITS) and np.load(files[0]).shape == (model.vlm.num_query_tokens,
+                                                                  model.vlm.base.config.qformer_config.hidden_size)
+    assert files[0].parent == index.token_cache(index.video_hash(index_video), encoder_key(model)).folder
+    rows = index.strokes(match_id)
+    assert all(r["model_caption"] for r in rows) and all(r["caption"] == r["ann_caption"] for r in rows)
+    assert rows[0]["start_s"] == pytest.approx(3 / 25) and rows[0]["end_s"] == pytest.approx(19 / 25)
+    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST)
+    assert counts["clips"] == len(HITS) and counts["generate"] == 3  # nothing recomputed
+    assert index.sets()[0]["status"] == "complete"
+
+
+def test_token_cache_is_keyed_by_video_content_and_model(tmp_path, ref_csv, index_video, tiny_base):
+    model = tiny_model(tiny_base)
+    counts = count_calls(model)
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    index.add_match(ref_csv, video=index_video, model=model, generation=FAST)
+    assert counts["clips"] == len(HITS)
+    copy = shutil.copy(index_video, tmp_path / "renamed.mp4")  # same bytes, another path
+    index.add_match(ref_csv, video=copy, model=model, generation=FAST)
+    assert counts["clips"] == len(HITS)
+    key, mkey = encoder_key(model), model_key(model)
+    with torch.no_grad():  # new stage-2 weights in the LLM only: same tokens, new captions
+        next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "language_model" in n).add_(0.5)
+    assert encoder_key(model) == key and model_key(model) != mkey
+    index.add_match(ref_csv, video=copy, model=model, generation=FAST)
+    assert counts["clips"] == len(HITS) and counts["generate"] > 2
+    with torch.no_grad():  # new Q-Former weights: new tokens
+        next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "qformer" in n).add_(0.5)
+    assert encoder_key(model) != key
+    index.add_match(ref_csv, video=copy, model=model, generation=FAST)
+    assert counts["clips"] == 2 * len(HITS)
+    other = write_video(tmp_path / "other.mp4", (np.full((64, 96, 3), i, np.uint8) for i in range(120)), fps=25)
+    assert index.video_hash(other) != index.video_hash(index_video)
+    assert index.video_hash(copy) == index.video_hash(index_video)
+
+
+def test_interrupted_index_resumes_without_half_written_rows(tmp_path, ref_csv, index_video, tiny_base):
+    model = tiny_model(tiny_base)
+    counts = count_calls(model)
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+
+    def stop_after_first_batch(done, total, what):
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST,
+                        progress=stop_after_first_batch)
+    captioned = index.db.execute("SELECT count(*) FROM strokes WHERE model_caption IS NOT NULL").fetchone()[0]
+    assert captioned == 4 and len(token_files(index)) == 4
+    assert not [p for p in index.token_dir.rglob("*") if p.suffix == ".tmp"]
+    assert index.sets()[0]["status"] == "indexing"
+    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST)
+    assert counts["clips"] == len(HITS)  # 4 before the stop, 6 after: none twice
+    assert all(r["model_caption"] for r in index.strokes()) and index.sets()[0]["status"] == "complete"
+
+
+def test_plain_hit_frames_with_a_model(tmp_path, index_video, model):
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    match_id = index.add_match(None, video=index_video, model=model, frames=[12, 40, 41, 90], generation=FAST)
+    rows = index.strokes(match_id)
+    assert [r["frame"] for r in rows] == [12, 40, 41, 90] and all(r["side"] is None for r in rows)
+    assert all(r["caption"] == r["model_caption"] for r in rows)
+    assert index.matches()[0]["name"] == Path(index_video).stem
+
+
+# ---------------------------------------------------------------- corrections and export
+
+
+def test_corrections_survive_reindexing_and_are_exported(tmp_path, ref_csv):
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    match_id = index.add_match(ref_csv)
+    target = index.strokes(match_id, rally=2, ball_round=2)[0]
+    index.set_caption(target["id"], "bottom player hits a  push at the net")
+    changed = [h if h[2] != 30 else (1, 3, 30, 1, "切球", 9) for h in HITS]  # the annotation changes
+    write_reference_csv(ref_csv, changed)
+    index.add_match(ref_csv)
+    again = index.strokes(match_id, rally=2, ball_round=2)[0]
+    assert again["corrected"] == again["caption"] == "bottom player hits a push at the net"
+    assert index.strokes(match_id, frame=30)[0]["stroke"] == "drop"
+    out = tmp_path / "train.json"
+    assert index.export_captions(out) == len(HITS)
+    items = json.loads(out.read_text())
+    assert set(items[0]) == {"caption", "image", "image_id"}
+    item = next(i for i in items if i["image_id"] == "demo_1_80")
+    assert item == {"caption": "bottom player hits a push at the net", "image": "clips/demo_1_80.mp4",
+                    "image_id": "demo_1_80"}
+    index.set_caption(again["id"], "")
+    assert index.strokes(match_id, frame=80)[0]["caption"] == "bottom player hits a net shot at the net"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_index_command(tmp_path, capsys):
+    db = tmp_path / "ws.sqlite"
+    assert index_main(["NONE", "--annotations", str(SET_FILES[0]), "--db", str(db), "--no-embed"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["player_a"] == "Kento MOMOTA" and out["strokes"] > 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert index_main(["NONE", "--annotations", str(bad), "--db", str(db)]) == 1
+    assert "neither a ShuttleSet" in capsys.readouterr().err
