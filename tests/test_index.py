@@ -174,8 +174,7 @@ def test_token_cache_is_keyed_by_video_content_and_model(tmp_path, ref_csv, inde
     assert index.video_hash(copy) == index.video_hash(index_video)
 
 
-def test_interrupted_index_resumes_without_half_written_rows(tmp_path, ref_csv, index_video, tiny_base):
-    model = tiny_model(tiny_base)
+def test_interrupted_index_resumes_without_half_written_rows(tmp_path, ref_csv, index_video, model):
     counts = count_calls(model)
     index = StrokeIndex(tmp_path / "ws.sqlite")
 
