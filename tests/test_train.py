@@ -68,12 +68,21 @@ def make_dataset(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is many times faster than several on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, one_thread) -> Path:
     return make_dataset(tmp_path_factory.mktemp("dataset"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory, tiny_base, dataset) -> Path:
     out = tmp_path_factory.mktemp("runs") / "s1"
     assert stage1.main(["--base", str(tiny_base), "--data", str(dataset), "--out", str(out),
@@ -81,7 +90,7 @@ def stage1_run(tmp_path_factory, tiny_base, dataset) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stage2_run(tmp_path_factory, stage1_run, dataset) -> Path:
     out = tmp_path_factory.mktemp("runs") / "s2"
     assert stage2.main(["--init", str(stage1_run), "--data", str(dataset), "--out", str(out),
@@ -294,3 +303,27 @@ def test_batch_order_is_deterministic_resumable_and_sharded():
     shards = [EpochBatchSampler(10, 2, seed=1, rank=r, world=3).batches(0) for r in range(3)]
     assert len({len(b) for b in shards}) == 1  # every process takes as many steps
     assert set(i for sh in shards for b in sh for i in b) == set(range(10))
+
+
+def test_stage2_train_qformer_option_and_saved_config_round_trip(stage1_run, stage2_run, dataset, tmp_path):
+    # the saved config.yaml is a valid --config for the same recipe
+    cfg = parse_config(Stage2Config, ["--config", str(stage2_run / "config.yaml")], "p", "d")
+    assert cfg.init == str(stage1_run) and cfg.max_steps == 2 and cfg.num_frames == 4
+    argv = ["--init", str(stage1_run), "--data", str(dataset), "--out", str(tmp_path / "s2q"), *_fast2()]
+    frozen = stage2.setup(parse_config(Stage2Config, argv, "p", "d")).trainable
+    trained = stage2.setup(parse_config(Stage2Config, [*argv, "--train-qformer"], "p", "d")).trainable
+    assert not any(n.startswith("base.qformer.") for n in frozen) and "frame_embed" not in frozen
+    assert "clip_embed" in frozen and any(n.startswith("base.language_model.") for n in frozen)
+    extra = set(trained) - set(frozen)
+    assert "frame_embed" in extra and all(n == "frame_embed" or n.startswith("base.qformer.") for n in extra)
+
+
+def test_unreadable_clip_in_a_worker_is_a_one_line_error(tmp_path, tiny_base, capsys):
+    data = make_dataset(tmp_path / "data")
+    for clip in (data / "clips").glob("m*_1_*.mp4"):
+        clip.write_bytes(b"not a video")
+    err = error_of(stage1.main, ["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "r"),
+                                 *FAST, "--num-workers", "1", "--max-steps", "1"], capsys)
+    line = [x for x in err.splitlines() if "error:" in x]
+    assert len(line) == 1 and "Original Traceback" not in err
+    assert "not a readable video" in line[0] and line[0].count("clips/m") == 1

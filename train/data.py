@@ -125,7 +125,8 @@ class ClipReader:
         try:
             clip = clip_tensor(read_clip(self.root / rel), self.image, self.num_frames)
         except (VideoError, ValueError) as err:
-            raise DataError(f"{self.root / rel}: {err}") from None
+            text = str(err)
+            raise DataError(text if str(self.root / rel) in text else f"{self.root / rel}: {text}") from None
         if self.cache:
             self._cache[rel] = clip
         return clip

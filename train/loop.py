@@ -53,6 +53,16 @@ class TrainError(RuntimeError):
     """A problem that stops training, reported without a traceback."""
 
 
+def error_message(err: Exception) -> str:
+    """The message of an error for the command line; an error raised in a data-loader worker
+    arrives with the worker's traceback in its text, of which only the last line is kept."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if last.startswith(type(err).__name__ + ": ") else last
+    return text
+
+
 # ---------------------------------------------------------------- setup helpers
 
 

@@ -21,7 +21,7 @@ from core.tiny import build_tiny_base
 from train.config import ConfigError, Stage1Config, build_parser, parse_config
 from train.data import CaptionDataset, ClipReader, DataError, load_captions, load_references
 from train.evaluate import evaluate_captions, generation_settings
-from train.loop import Trainer, TrainError, start_run, write_config
+from train.loop import Trainer, TrainError, error_message, start_run, write_config
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(Stage1Config, argv, PROG, DESCRIPTION, parser)
         summary = train(cfg)
     except (ConfigError, DataError, ModelLoadError, TrainError) as err:
-        parser.exit(1, f"{PROG}: error: {err}\n")
+        parser.exit(1, f"{PROG}: error: {error_message(err)}\n")
     if not summary["main_process"]:
         return 0
     best = summary["best"] or {}

@@ -22,7 +22,7 @@ from core.lora import attach_lora, set_trainable
 from train.config import ConfigError, Stage2Config, build_parser, parse_config
 from train.data import ClipReader, DataError, QADataset, is_chain_of_thought, load_questions
 from train.evaluate import adapter_dir, evaluate_questions, generation_settings
-from train.loop import Trainer, TrainError, start_run, write_config
+from train.loop import Trainer, TrainError, error_message, start_run, write_config
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(Stage2Config, argv, PROG, DESCRIPTION, parser)
         summary = train(cfg)
     except (ConfigError, DataError, ModelLoadError, TrainError) as err:
-        parser.exit(1, f"{PROG}: error: {err}\n")
+        parser.exit(1, f"{PROG}: error: {error_message(err)}\n")
     if not summary["main_process"]:
         return 0
     best = summary["best"] or {}
