@@ -269,6 +269,17 @@ class StrokeIndex:
             self._bump()
         return match_id
 
+    def add_source(self, src: SetSource, video: str | Path | None = None) -> tuple[int, int]:
+        """Write one set's strokes (annotation-only; with `video` for times and playback): (match id, set id)."""
+        fps, vhash = src.fps, None
+        if video is not None:
+            fps, vhash = probe(video).fps, self.video_hash(video)
+        ids = self._write_strokes(src, video, vhash, fps)
+        with self.transaction():
+            self.db.execute("UPDATE sets SET status='complete' WHERE id=? AND status='annotated'", (ids[1],))
+            self._bump()
+        return ids
+
     def _write_strokes(self, src: SetSource, video, vhash: str | None, fps: float | None) -> tuple[int, int]:
         video = str(Path(video).resolve()) if video is not None else None
         with self.transaction() as db:

@@ -94,15 +94,41 @@ class QueryResult:
         return asdict(self)
 
 
+class ResultList(Sequence):
+    """Results built on first access: a query's cost does not grow with the size of its answer."""
+
+    def __init__(self, build, n: int):
+        self._build, self._n, self._items = build, n, {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        i = i + self._n if i < 0 else i
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        if i not in self._items:
+            self._items[i] = self._build(i)
+        return self._items[i]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"ResultList({self._n} results)"
+
+
 @dataclass
 class QueryAnswer:
     question: str
-    results: list[QueryResult]
+    results: Sequence[QueryResult]
     covered_by_fields: bool
     fields: dict = field(default_factory=dict)
     leftover: list[str] = field(default_factory=list)
     message: str | None = None
-    near_misses: list[QueryResult] = field(default_factory=list)
+    near_misses: Sequence[QueryResult] = field(default_factory=list)
     total: int = 0  # results before `limit`
     timings_ms: dict = field(default_factory=dict)
 
@@ -321,7 +347,7 @@ class QueryEngine:
         if limit is not None:
             rows, scores, labels = rows[:limit], scores[:limit], labels[:limit]
         ans.results = self._results(a, rows, scores, labels, verified)
-        ans.near_misses = self._results(a, *near, verified) if near[0].size else []
+        ans.near_misses = list(self._results(a, *near, verified))
         if not ans.results and ans.message is None:
             what = ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in ans.fields.items()) or "the question"
             ans.message = f"No stroke matches {what}." + (" The event does not occur." if parse.covered else "")
@@ -381,28 +407,26 @@ class QueryEngine:
         top = top[values[top] >= minimum]
         return top, values[top].astype(np.float64), [label] * top.size
 
-    def _results(self, a: StrokeArrays, rows, scores, labels, verified: dict) -> list[QueryResult]:
+    @staticmethod
+    def _results(a: StrokeArrays, rows, scores, labels, verified: dict) -> "ResultList":
         rows = np.asarray(rows, np.int64)
-        if not rows.size:
-            return []
-        cols = {k: getattr(a, k)[rows].tolist() for k in ("id", "match_id", "set_id", "set_no", "rally", "ball_round",
-                                                         "frame", "start_s", "end_s", "time_s", "player", "side",
-                                                         "text", "source")}
-        out = []
-        nan = lambda v: None if v != v else round(v, 3)  # noqa: E731
-        for k, row in enumerate(rows.tolist()):
-            side = SIDES[cols["side"][k]] if cols["side"][k] >= 0 else None
-            name = a.names[cols["player"][k]] if cols["player"][k] >= 0 else (f"{side} player" if side else None)
-            text = a.texts[cols["text"][k]] if cols["text"][k] >= 0 else None
-            out.append(QueryResult(
-                match=a.match_names[cols["match_id"][k]], match_id=cols["match_id"][k], set=cols["set_no"][k],
-                rally=cols["rally"][k], stroke=cols["ball_round"][k], stroke_id=cols["id"][k], frame=cols["frame"][k],
-                start_s=nan(cols["start_s"][k]), end_s=nan(cols["end_s"][k]), time_s=nan(cols["time_s"][k]),
-                player=name, side=side, caption=text,
-                caption_source=SOURCES[cols["source"][k]] if cols["source"][k] >= 0 else None,
-                score=round(float(scores[k]), 4), path=labels[k], verified=verified.get(row),
-                video=a.set_info[cols["set_id"][k]][0]))
-        return out
+        scores = np.asarray(scores, np.float64)
+
+        def build(k: int) -> QueryResult:
+            r = int(rows[k])
+            side = SIDES[a.side[r]] if a.side[r] >= 0 else None
+            name = a.names[a.player[r]] if a.player[r] >= 0 else (f"{side} player" if side else None)
+            nan = lambda v: None if v != v else round(float(v), 3)  # noqa: E731
+            return QueryResult(
+                match=a.match_names[int(a.match_id[r])], match_id=int(a.match_id[r]), set=int(a.set_no[r]),
+                rally=int(a.rally[r]), stroke=int(a.ball_round[r]), stroke_id=int(a.id[r]), frame=int(a.frame[r]),
+                start_s=nan(a.start_s[r]), end_s=nan(a.end_s[r]), time_s=nan(a.time_s[r]), player=name, side=side,
+                caption=a.texts[a.text[r]] if a.text[r] >= 0 else None,
+                caption_source=SOURCES[a.source[r]] if a.source[r] >= 0 else None,
+                score=round(float(scores[k]), 4), path=labels[k], verified=verified.get(r),
+                video=a.set_info[int(a.set_id[r])][0])
+
+        return ResultList(build, int(rows.size))
 
     # ------------------------------------------------------------ model grounding
 

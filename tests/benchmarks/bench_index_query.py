@@ -1,0 +1,240 @@
+"""Speed of the stroke index and the query engine, each figure beside its baseline, from one run.
+
+    python -m tests.benchmarks.bench_index_query [--model DIR] [--data /work/shared/data/shuttleset]
+
+1. Structured and semantic query latency (ask() and the first 100 results; answers are built lazily) over a 1,000-stroke and a 100,000-stroke index built from
+   real ShuttleSet annotations (annotation-only; sets replicated under new match names to reach
+   the size). Baselines: the targets (50 ms and 100 ms) and the same structured filter as a plain
+   SQL query on the strokes table.
+2. The stage-2 model path from cached query tokens vs recomputing the vision per question (read the
+   chunk's clips from the video, vision tower + Q-Former, then the same generation). A tiny random
+   model of the product's shape (16 frames per clip) unless --model names an adapter folder.
+3. Indexing throughput (decode once, tokens, captions, SQLite) vs decoding the same file alone, on a
+   rendered replay of real rallies (train.replay).
+Not a test: it prints figures, it asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.index import SetSource, StrokeIndex, set_source  # noqa: E402
+from core.query import QueryEngine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path("/work/shared/data/shuttleset")
+EXCERPT = REPO / "tests" / "data" / "shuttleset"
+
+STRUCTURED = ["When does the bottom player hits a smash in the backcourt?", "Axelsen's cross-court net shots",
+              "Momota's drops in set 2", "Which stroke is hit at the right side of the net?",
+              "serves by the upper player in rally 5", "When is a clear hits?"]
+SEMANTIC = ["a powerful overhead attack", "a high defensive shot", "hitting hard from the back"]
+
+
+def ms(values: list[float]) -> str:
+    v = sorted(values)
+    return f"median {statistics.median(v) * 1e3:7.2f} ms, p95 {v[int(0.95 * (len(v) - 1))] * 1e3:7.2f} ms"
+
+
+def load_sources(data: Path) -> list[SetSource]:
+    files = sorted(data.glob("*/set*.csv"))
+    out = []
+    for f in files:
+        try:
+            out.append(set_source(f))
+        except Exception as err:  # noqa: BLE001 - a broken set file is skipped, not fatal here
+            print(f"  skipped {f.name}: {err}")
+    return out
+
+
+def build_index(path: Path, sources: list[SetSource], n: int) -> StrokeIndex:
+    """Sets in turn (copies renamed once all are used) until about n strokes; the last set is cut."""
+    index = StrokeIndex(path)
+    total, copy = 0, 0
+    while total < n:
+        for src in sources:
+            rows = src.rows[: n - total]
+            name = src.match if copy == 0 else f"{src.match}_copy{copy}"
+            index.add_source(SetSource(name, src.set_no, rows, src.players, src.fps, src.source,
+                                       f"{src.source_hash}:{copy}:{len(rows)}"))
+            total += len(rows)
+            if total >= n:
+                break
+        copy += 1
+    return index
+
+
+def time_queries(engine: QueryEngine, questions: list[str], repeats: int, paths, page: int | None = 100) -> list[float]:
+    """ask() plus building the first `page` results (None: all of them)."""
+    for q in questions:  # warm: arrays loaded, vocabularies embedded
+        engine.ask(q, paths=paths)
+    times = []
+    for _ in range(repeats):
+        for q in questions:
+            if engine.embedder is not None:
+                engine.embedder._memo.clear()  # every question is embedded afresh, as a new one would be
+            t = time.perf_counter()
+            ans = engine.ask(q, paths=paths)
+            list(ans.results[:page] if page else ans.results)
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def sql_baseline(index: StrokeIndex, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        index.db.execute("SELECT s.*, m.name FROM strokes s JOIN matches m ON m.id=s.match_id "
+                         "WHERE s.side='bottom' AND s.stroke='smash' AND s.zone=9 ORDER BY s.id").fetchall()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_queries(sources, embedder, sizes, repeats, tmp: Path) -> None:
+    for n in sizes:
+        t = time.perf_counter()
+        index = build_index(tmp / f"q{n}.sqlite", sources, n)
+        built = time.perf_counter() - t
+        engine = QueryEngine(index, embedder)
+        t = time.perf_counter()
+        engine.arrays()
+        loaded = time.perf_counter() - t
+        count = len(engine.arrays())
+        target = 50 if n <= 1000 else 100
+        print(f"\n[queries over {count:,} strokes] (index built in {built:.1f} s, arrays loaded in {loaded * 1e3:.0f} ms)")
+        s = time_queries(engine, STRUCTURED, repeats, ("structured",))
+        print(f"  structured path only          {ms(s)}   | target < {target} ms")
+        s = time_queries(engine, STRUCTURED, repeats, ("structured", "semantic"))
+        print(f"  structured + near misses      {ms(s)}   | target < {target} ms")
+        s = time_queries(engine, SEMANTIC, repeats, ("structured", "semantic"))
+        print(f"  semantic (free-form question) {ms(s)}   | target < {target} ms")
+        s = time_queries(engine, STRUCTURED, max(1, repeats // 5), ("structured", "semantic"), page=None)
+        print(f"  structured, every result built {ms(s)}   (answers of up to {max(len(engine.ask(q).results) for q in STRUCTURED):,} strokes)")
+        print(f"  baseline: same filter in SQL  {ms(sql_baseline(index, repeats * len(STRUCTURED)))}")
+        index.close()
+
+
+# ---------------------------------------------------------------- model parts
+
+
+def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions: int) -> None:
+    from core.processor import qa_prompt
+    from core.video import probe, read_window
+
+    info = probe(video)
+    frames_total = info.num_frames
+    # decode alone: every frame of the file, converted to RGB as the indexer does
+    t = time.perf_counter()
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        n += 1
+    cap.release()
+    decode_s = time.perf_counter() - t
+    index = StrokeIndex(tmp / "model.sqlite")
+    t = time.perf_counter()
+    match_id = index.add_match(csv, video=video, model=model, batch_size=8, generation=generation)
+    index_s = time.perf_counter() - t
+    strokes = len(index.strokes(match_id))
+    print(f"\n[indexing {video.name}: {frames_total} frames at {info.width}x{info.height}, {strokes} strokes]")
+    print(f"  index (decode + tokens + captions + SQLite) {frames_total / index_s:8.0f} frames/s ({index_s:.2f} s)")
+    print(f"  baseline: decode alone                      {n / decode_s:8.0f} frames/s ({decode_s:.2f} s)")
+    print(f"  ratio {decode_s / index_s:.2f} (target >= 0.5)")
+    t = time.perf_counter()
+    index.add_match(csv, video=video, model=model, batch_size=8, generation=generation)
+    print(f"  re-index with the same model: {time.perf_counter() - t:.2f} s (cached tokens and captions)")
+
+    engine = QueryEngine(index, None, model, generation=generation)
+    a = engine.arrays()
+    chunks = engine.rally_chunks(a, range(len(a)))[:4]
+    qs = ["When does the bottom player hits a smash?", "Which shot lands in the backcourt?",
+          "When is a net shot hits?", "At what time does the upper player execute a clear?"][:questions]
+    cached, recomputed = [], []
+    for q in qs:
+        engine._tokens.clear()  # tokens read from disk for every question, as after a restart
+        t = time.perf_counter()
+        engine.ground_chunks(q, chunks)
+        cached.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        clips = [[read_window(video, int(a.frame[r]), backend="opencv") for r in c] for c in chunks]
+        batch = model.processor.qa_batch(clips, [q] * len(chunks))
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            model.vlm.generate(**batch, settings=generation)
+        recomputed.append(time.perf_counter() - t)
+    k = sum(len(c) for c in chunks)
+    print(f"\n[stage-2 path over {len(chunks)} chunks ({k} strokes), {len(qs)} questions]")
+    print(f"  cached query tokens              {ms(cached)}")
+    print(f"  baseline: clips + vision per question {ms(recomputed)}")
+    print(f"  speed-up {statistics.median(recomputed) / statistics.median(cached):.1f}x (target >= 10x)")
+
+
+def tiny_model(tmp: Path):
+    from core.config import LoraSettings, ModelSettings
+    from core.loader import build_model
+    from core.tiny import TinySpec, build_tiny_base
+
+    base = build_tiny_base(tmp / "tiny_base", TinySpec())
+    return build_model(ModelSettings(base=str(base), num_frames=16, lora=LoraSettings.experiment(3)))
+
+
+def render(data: Path, tmp: Path, rallies: str) -> tuple[Path, Path]:
+    from train.replay import render_set
+
+    set_csv = next(p for p in sorted(data.glob("*/set1.csv")))
+    out_csv = render_set(set_csv, tmp / "render", rallies=rallies, seed=1)
+    return out_csv.with_suffix(".mp4"), out_csv
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="adapter folder (default: a tiny random model of the product's shape)")
+    p.add_argument("--data", type=Path, default=SHARED if SHARED.is_dir() else EXCERPT)
+    p.add_argument("--sizes", default="1000,100000")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--rallies", default="1-8", help="rallies of the first set to render for the model figures")
+    p.add_argument("--beams", type=int, default=5)
+    p.add_argument("--skip-model", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a busy 2-core machine more threads spin against each other)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from core.config import GenerationSettings
+    from core.embed import default_embedder
+
+    print(f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, data {args.data}")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        t = time.perf_counter()
+        sources = load_sources(args.data)
+        print(f"{sum(len(s.rows) for s in sources):,} strokes in {len(sources)} sets read in {time.perf_counter() - t:.1f} s")
+        bench_queries(sources, default_embedder(), [int(x) for x in args.sizes.split(",")], args.repeats, tmp)
+        if args.skip_model:
+            return 0
+        if args.model:
+            from core.loader import load_model
+
+            model = load_model(args.model)
+        else:
+            model = tiny_model(tmp)
+        video, csv = render(args.data, tmp, args.rallies)
+        bench_model(model, video, csv, tmp, GenerationSettings(num_beams=args.beams), questions=4)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
