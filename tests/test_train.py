@@ -327,3 +327,15 @@ def test_unreadable_clip_in_a_worker_is_a_one_line_error(tmp_path, tiny_base, ca
     line = [x for x in err.splitlines() if "error:" in x]
     assert len(line) == 1 and "Original Traceback" not in err
     assert "not a readable video" in line[0] and line[0].count("clips/m") == 1
+
+
+def test_cached_chunk_tokens_give_the_same_answers(stage2_run, dataset):
+    from core.config import GenerationSettings
+    from train.data import ClipReader, QADataset, load_questions
+
+    model = load_model(stage2_run / "final")
+    items = load_questions(dataset, "val")[:5]
+    clips = ClipReader(dataset, model.processor.image, model.processor.num_frames)
+    gen = GenerationSettings(num_beams=2, max_new_tokens=8, min_new_tokens=1)
+    direct = evaluate.generate_texts(model, QADataset(items, clips), gen, batch_size=2)
+    assert evaluate.generate_answers(model, items, gen, 2, clips, keep_chunks=1) == direct

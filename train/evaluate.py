@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -27,8 +28,9 @@ from tqdm import tqdm
 
 from core.config import GenerationSettings
 from core.loader import ModelLoadError, StrokeModel, load_model, read_manifest
+from core.processor import qa_prompt
 from train import metrics as M
-from train.data import (CaptionDataset, ClipReader, Collator, DataError, QADataset, is_chain_of_thought,
+from train.data import (CaptionDataset, ClipReader, Collator, DataError, is_chain_of_thought,
                         load_captions, load_questions, load_references, model_inputs)
 from train.qa import parse_answer
 
@@ -100,12 +102,50 @@ def gold_indices(item: dict) -> list[int]:
     return [] if item["is_impossible"] else list(parse_answer(item["answer"]) or [])
 
 
+def generate_answers(model: StrokeModel, items: list[dict], settings: GenerationSettings, batch_size: int,
+                     clips: ClipReader, progress: bool = False, keep_chunks: int = 64) -> list[str]:
+    """The model's answers to stage-2 questions, in order.
+
+    The vision tower and Q-Former do not read the question, so the clips of a chunk are encoded
+    once and their query tokens reused for every question about that chunk (the builder writes
+    a chunk's questions one after another; the newest `keep_chunks` chunks are kept)."""
+    was_training = model.vlm.training
+    model.vlm.eval()
+    tokens: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+
+    def chunk_tokens(paths: tuple[str, ...]) -> torch.Tensor:  # (K, Q, Dq)
+        if paths not in tokens:
+            pixels = torch.stack([clips(p) for p in paths]).to(model.device)
+            tokens[paths] = model.vlm.encode_clips(pixels)
+            if len(tokens) > keep_chunks:
+                tokens.popitem(last=False)
+        return tokens[paths]
+
+    out: list[str] = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(items), batch_size), desc="answers", unit="batch", disable=not progress,
+                          leave=False):
+            batch = items[start:start + batch_size]
+            per_item = [chunk_tokens(tuple(it["image"])) for it in batch]
+            k = max(t.shape[0] for t in per_item)
+            clip_tokens = per_item[0].new_zeros(len(batch), k, *per_item[0].shape[1:])
+            mask = torch.zeros(len(batch), k, dtype=torch.bool, device=model.device)
+            for i, t in enumerate(per_item):
+                clip_tokens[i, : len(t)] = t
+                mask[i, : len(t)] = True
+            prompts = model.processor.prompts([qa_prompt(len(it["image"]), it["question"]) for it in batch])
+            ids = model.vlm.generate(**{k_: v.to(model.device) for k_, v in prompts.items()},
+                                     clip_tokens=clip_tokens, clip_mask=mask, settings=settings)
+            out.extend(model.processor.decode(ids))
+    model.vlm.train(was_training)
+    return out
+
+
 def evaluate_questions(model: StrokeModel, items: list[dict], settings: GenerationSettings, batch_size: int,
-                       data_dir: str | Path = ".", num_workers: int = 0, cache: ClipReader | None = None,
-                       progress: bool = False) -> dict:
+                       data_dir: str | Path = ".", cache: ClipReader | None = None, progress: bool = False) -> dict:
     """Stage-2 report: grounding metrics overall and per kind, and every question's answer."""
     clips = cache or ClipReader(data_dir, model.processor.image, model.processor.num_frames)
-    texts = generate_texts(model, QADataset(items, clips), settings, batch_size, num_workers, progress, "answers")
+    texts = generate_answers(model, items, settings, batch_size, clips, progress)
     preds = [parse_answer(t) for t in texts]
     golds = [gold_indices(it) for it in items]
     kinds = [it.get("kind", "unknown") for it in items]
@@ -190,7 +230,7 @@ def run(args) -> dict:
     if stage == 1:
         report = evaluate_captions(model, items, refs, settings, args.batch_size, train_items, **common)
     else:
-        report = evaluate_questions(model, items, settings, args.batch_size, **common)
+        report = evaluate_questions(model, items, settings, args.batch_size, args.data, progress=args.progress)
     report.update({"split": args.split, "adapters": str(adapters), "data": str(args.data),
                    "generation": vars(settings)})
     out = Path(args.out) if args.out else _report_folder(Path(args.run), adapters) / f"eval_{args.split}.json"
