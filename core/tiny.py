@@ -69,6 +69,10 @@ def build_tiny_base(folder: str | Path, spec: TinySpec | None = None, corpus: It
     qformer_tok = build_qformer_tokenizer([QFORMER_INSTRUCTION])
     torch.manual_seed(seed)
     model = InstructBlipForConditionalGeneration(tiny_config(spec, len(tokenizer), len(qformer_tok)))
+    # transformers zero-initialises the query tokens (a pretrained base overwrites them); from
+    # scratch, identical queries would stay identical, so break the symmetry as BLIP-2 does.
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, model.config.initializer_range)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     qformer_tok.save_pretrained(folder / QFORMER_TOKENIZER_DIR)

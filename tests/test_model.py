@@ -231,3 +231,9 @@ def test_frames_are_resized_whole_or_centre_cropped():
     assert whole.shape == cropped.shape == (4, 3, 32, 32)
     assert whole[..., 0].mean() > 0.9  # the band survives a whole-frame resize ...
     assert cropped.max() == 0  # ... and is cut by the centre crop
+
+
+def test_tiny_base_queries_are_not_symmetric(tiny_base):
+    m = make(tiny_base)
+    out = m.vlm.encode_clips(m.processor.caption_batch(random_clips(1))["pixel_values"])[0]
+    assert (out[0] - out[1:]).abs().amax() > 1e-3  # each query reads the clip differently
