@@ -29,7 +29,7 @@ class Shared:
 
 def build_app(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="Shuttle Lens") as app:
-        gr.Markdown("# 🏸 Shuttle Lens\nAsk a badminton match video in plain words; jump to every stroke that matches.")
+        gr.Markdown("# Shuttle Lens\nAsk a badminton match video in plain words; jump to every stroke that matches.")
         first_match = first_video = None
         if engine.workspace is not None:
             choices = engine.match_choices()

@@ -56,14 +56,15 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                     lanes = gr.Radio(["player", "stroke", "side"], value="player", label="Timeline lanes")
                 message = gr.Markdown(elem_id="answer-message")
-        timeline = gr.Plot(label="Event timeline (click a mark to play it)", elem_id="timeline")
+        timeline = gr.Plot(timeline_figure([], empty="Ask a question: its strokes appear here"),
+                           label="Event timeline (click a mark to play it)", elem_id="timeline")
         results = gr.Dataframe(headers=RESULT_COLUMNS, label="Matching strokes (click a row to play it)",
                                interactive=False, wrap=True, elem_id="results", max_height=360)
         with gr.Row():
             play_all = gr.Button("▶ Play all", elem_id="play-all")
             export_csv = gr.Button("Export CSV")
             export_mp4 = gr.Button("Export highlight mp4")
-        download = gr.File(label="Export", interactive=False, elem_id="export-file")
+        download = gr.File(label="Export", interactive=False, elem_id="export-file", height=90)
         seek = gr.Textbox(elem_classes="sl-hidden", elem_id="seek-payload", show_label=False)
         pick = gr.Textbox(elem_classes="sl-hidden", elem_id="timeline-pick", show_label=False)
         video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
@@ -144,7 +145,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
     lanes.change(guarded(on_lanes), [shared.results, lanes], timeline)
     results.select(guarded(on_select), [shared.results, video_name], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    pick.input(guarded(on_pick), [shared.results, video_name, pick], [video, video_name, seek]) \
+    pick.change(guarded(on_pick), [shared.results, video_name, pick], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
     play_all.click(guarded(on_play_all), [shared.results, video_name], [video, video_name, seek]) \
         .then(None, seek, None, js=PLAY_ALL_JS)

@@ -34,11 +34,11 @@ def lane_of(row: dict, lanes: str) -> str:
         return row.get("stroke") or "unknown"
     if lanes == "side":
         return f"{row.get('side') or '?'} player"
-    return row.get("player") or row.get("side") or "?"
+    return row.get("player_name") or row.get("player") or row.get("side") or "?"
 
 
 def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float | None = None,
-                    title: str | None = None) -> go.Figure:
+                    title: str | None = None, empty: str = "No matching strokes") -> go.Figure:
     """One mark per stroke at its time, one lane per player (or stroke type, or side).
 
     Each mark's customdata is [start_s, end_s, row index in `rows`]: the page's click handler
@@ -49,7 +49,7 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
                       title=title, plot_bgcolor="#fafafa", showlegend=False, hovermode="closest",
                       clickmode="event")
     if not rows:
-        return _empty(fig, "No matching strokes")
+        return _empty(fig, empty)
     by_lane: dict[str, list[dict]] = {}
     for i, r in enumerate(rows):
         by_lane.setdefault(lane_of(r, lanes), []).append({**r, "_row": i})

@@ -1,0 +1,129 @@
+"""The analyst app in Debian's chromium: ask, see, jump, filter, correct, train.
+
+The demo is set 1 of the Momota - Chou excerpt (29 strokes): CHOU Tien Chen (player B, bottom
+half in set 1) plays clears as strokes 4 of rally 1 (hit at 4.24 s) and 11 of rally 5 (19.16 s).
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytest.importorskip("playwright")
+
+QUESTION = "when does the bottom player play a clear?"
+CLEARS = ("4.24", "19.16")  # hit times of the two clears, as the results table shows them
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def _ask(page, question: str) -> None:
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#answer-message').innerText.includes('matching')",
+                           timeout=60_000)
+
+
+def _wait_time(page, low: float, high: float) -> None:
+    """The player's currentTime within [low - 0.05, high] (it plays on from the seek point)."""
+    page.wait_for_function(f"(() => {{ const t = document.querySelector('#match-video video').currentTime;"
+                           f" return t >= {low - 0.05} && t <= {high}; }})()")
+
+
+def test_ask_shows_results_and_timeline_and_seeks(page, shot):
+    shot(page, "analyze-start")
+    _ask(page, QUESTION)
+    assert "2 matching strokes" in page.inner_text("#answer-message")
+    table = page.inner_text("#results")
+    for t in CLEARS:
+        assert t in table
+    assert table.count("bottom player hits a clear") == 2
+    # the timeline has one mark per result, in the player's lane
+    marks = page.locator("#timeline .scatterlayer .point")
+    assert marks.count() == 2
+    assert "CHOU Tien Chen" in page.inner_text("#timeline")
+    shot(page, "analyze-results")
+
+    # clicking a row seeks the player to just before that stroke (window start 18.88 s - 0.5 s lead)
+    page.locator("#results").get_by_test_id("cell-1-3").click()
+    _wait_time(page, 18.38, 20.5)
+    # clicking the first timeline mark seeks to the first clear (3.96 s - 0.5 s)
+    box = page.locator("#timeline .scatterlayer .point").nth(0).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    _wait_time(page, 3.46, 5.9)
+    shot(page, "analyze-seek")
+
+
+def test_play_all_and_exports(page, shot):
+    _ask(page, QUESTION)
+    page.click("#play-all")
+    _wait_time(page, 3.46, 5.5)
+    page.get_by_role("button", name="Export CSV").click()
+    page.wait_for_selector("#export-file a", timeout=30_000)
+    assert ".csv" in page.inner_text("#export-file")
+
+
+def test_strokes_filter_and_caption_persists(page, shot, app_url):
+    _tab(page, "Strokes")
+    page.wait_for_function("document.querySelector('#stroke-count').innerText.includes('29 strokes')")
+    # filter: stroke type = clear
+    page.click("#filter-stroke input")
+    page.get_by_role("option", name="clear", exact=True).click()
+    page.wait_for_function("!document.querySelector('#stroke-count').innerText.includes('29 strokes')")
+    count = int(re.search(r"(\d+) strokes", page.inner_text("#stroke-count")).group(1))
+    assert 2 <= count < 29
+    shot(page, "strokes-filtered")
+
+    # edit the caption of the first listed stroke
+    page.locator("#stroke-table").get_by_test_id("cell-0-3").click()
+    page.wait_for_function("document.querySelector('#caption-edit textarea').value.length > 0")
+    new = "bottom player hits a high defensive clear from the right backcourt"
+    page.fill("#caption-edit textarea", new)
+    page.click("#save-caption")
+    page.wait_for_function(f"document.querySelector('#stroke-table').innerText.includes({new!r})")
+    shot(page, "strokes-edited")
+
+    page.reload()
+    page.wait_for_selector("#question textarea")
+    _tab(page, "Strokes")
+    page.wait_for_function(f"document.querySelector('#stroke-table').innerText.includes({new!r})")
+
+
+def test_stats_and_model_tabs(page, shot):
+    _tab(page, "Stats")
+    page.wait_for_function("document.querySelector('#stats-note').innerText.includes('strokes of the whole match')")
+    assert "29 strokes" in page.inner_text("#stats-note")
+    page.wait_for_selector("#stats-court .js-plotly-plot")
+    shot(page, "stats")
+    _tab(page, "Model")
+    assert "MiB" in page.inner_text("#model-status")
+    shot(page, "model")
+
+
+def test_tiny_training_run_finishes_with_metrics(page, shot):
+    _tab(page, "Train")
+    page.fill("#run-name textarea, #run-name input", "smoke")
+    page.fill("#max-steps input", "2")
+    page.locator("#tiny input").check()
+    page.click("#train-start")
+    page.wait_for_function("document.querySelector('#train-status').innerText.includes('Started')"
+                           " || document.querySelector('#train-status').innerText.includes('running')")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status = page.inner_text("#train-status")
+        if "finished" in status or "failed" in status:
+            break
+        time.sleep(1)
+    status = page.inner_text("#train-status")
+    log = page.input_value("#train-log textarea")
+    assert "finished" in status, f"{status}\n{log}"
+    assert "loss" in status and "val_" in status, status
+    page.wait_for_function("document.querySelector('#runs-table').innerText.includes('smoke')")
+    assert "finished" in page.inner_text("#runs-table")
+    shot(page, "train-finished")
+    page.click("#use-run")
+    page.wait_for_function("document.querySelector('#use-status').innerText.includes('Loaded')", timeout=60_000)
+    assert "best" in page.inner_text("#use-status")
