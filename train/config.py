@@ -291,6 +291,16 @@ def load_yaml(path: str | Path, cls: type[TrainConfig]) -> dict:
     return out
 
 
+def _converter(hint, name: str):
+    def convert(text):
+        return _coerce(text, hint, name)
+
+    inner, optional = _unwrap_optional(hint)
+    label = "comma-separated list" if typing.get_origin(inner) is tuple else getattr(inner, "__name__", str(inner))
+    convert.__name__ = label + (" or none" if optional else "")  # argparse names it in "invalid ... value"
+    return convert
+
+
 def build_parser(cls: type[TrainConfig], prog: str, description: str) -> argparse.ArgumentParser:
     """Every dataclass field as `--name` (also `--name_with_underscores`), with its type and help."""
     p = argparse.ArgumentParser(prog=prog, description=description,
@@ -303,7 +313,7 @@ def build_parser(cls: type[TrainConfig], prog: str, description: str) -> argpars
         default = f.default if f.default is not MISSING else f.default_factory()
         names = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {default})")
-        conv = (lambda h, n: lambda text: _coerce(text, h, n))(hint, f.name)
+        conv = _converter(hint, f.name)
         if inner is bool:
             kwargs.update(nargs="?", const=True, type=conv, metavar="BOOL")
         else:
