@@ -19,6 +19,8 @@ DOUBLES_LONG_SERVICE = 0.76  # doubles long service line, metres inside each bas
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f", "#393b79", "#637939")
 COURT_GREEN = "#2e7d4f"
+HEAT = [[0.0, "rgba(0,0,0,0)"], [0.15, "rgba(255,235,59,0.25)"], [0.6, "rgba(255,152,0,0.55)"],
+        [1.0, "rgba(211,47,47,0.85)"]]  # the lowest density is transparent: the court stays visible
 
 
 def _empty(fig: go.Figure, text: str) -> go.Figure:
@@ -80,7 +82,8 @@ def counts_figure(rows: list[dict], title: str = "Stroke types per player") -> g
     fig = go.Figure()
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title=title, barmode="group",
                       legend=dict(orientation="h", y=-0.25))
-    counts = Counter((r.get("player") or "?", r.get("stroke") or "unknown") for r in rows)
+    counts = Counter((r.get("player_name") or r.get("player") or r.get("side") or "?", r.get("stroke") or "unknown")
+                     for r in rows)
     if not counts:
         return _empty(fig, "No strokes")
     strokes = sorted({s for _, s in counts}, key=lambda s: -sum(v for (_, t), v in counts.items() if t == s))
@@ -130,8 +133,8 @@ def court_figure(rows: list[dict], title: str = "Where strokes are hit and land"
         pts = [(r[key], r) for r in rows if r.get(key) is not None]
         if len(pts) >= 3:
             fig.add_trace(go.Histogram2dContour(
-                x=[p[0] for p, _ in pts], y=[p[1] for p, _ in pts], colorscale="YlOrRd", showscale=False,
-                contours=dict(coloring="fill", showlines=False), opacity=0.55, ncontours=12,
+                x=[p[0] for p, _ in pts], y=[p[1] for p, _ in pts], colorscale=HEAT, showscale=False,
+                contours=dict(coloring="fill", showlines=False), ncontours=12,
                 hoverinfo="skip", xbins=dict(start=0, end=COURT_WIDTH, size=COURT_WIDTH / 6),
                 ybins=dict(start=0, end=COURT_LENGTH, size=COURT_LENGTH / 12)), row=1, col=col)
         if pts:

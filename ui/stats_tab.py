@@ -15,8 +15,8 @@ def create_stats_tab(engine: Engine, shared) -> None:
     with gr.Tab("Stats", id="stats") as tab:
         scope = gr.Radio(SCOPES, value=SCOPES[0], label="Strokes", elem_id="stats-scope")
         note = gr.Markdown(elem_id="stats-note")
-        counts = gr.Plot(elem_id="stats-counts")
-        court = gr.Plot(elem_id="stats-court")
+        counts = gr.Plot(elem_id="stats-counts", show_label=False)
+        court = gr.Plot(elem_id="stats-court", show_label=False)
 
     def on_show(scope_v, match_id, results):
         if scope_v == SCOPES[1]:

@@ -47,7 +47,7 @@ def create_strokes_tab(engine: Engine, shared) -> None:
                     revert = gr.Button("Remove correction")
                 with gr.Row():
                     export = gr.Button("Export captions as stage-1 training data")
-                exported = gr.File(label="train.json", interactive=False)
+                exported = gr.File(label="train.json", interactive=False, height=90)
         stroke_id = gr.State(None)
         rows_state = gr.State([])
 

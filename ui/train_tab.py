@@ -45,7 +45,7 @@ def create_train_tab(engine: Engine, shared) -> None:
             init = gr.Dropdown([], label="Stage 2 starts from run", allow_custom_value=False)
         with gr.Row():
             epochs = gr.Number(1, label="Epochs", precision=0, minimum=1)
-            lr = gr.Number(None, label="Learning rate (empty: recipe default)")
+            lr = gr.Number(0, label="Learning rate (0: the recipe's default)", minimum=0)
             max_steps = gr.Number(0, label="Max steps (0: all)", precision=0, minimum=0, elem_id="max-steps")
             base = gr.Textbox("", label="Base model (HF id or folder; empty: the loaded model's base)")
             tiny = gr.Checkbox(False, label="Tiny random base (smoke test)", elem_id="tiny")
@@ -55,7 +55,8 @@ def create_train_tab(engine: Engine, shared) -> None:
         status = gr.Markdown("No run started.", elem_id="train-status")
         progress = gr.HTML(elem_id="train-progress")
         with gr.Row():
-            log_box = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, elem_id="train-log")
+            log_box = gr.Textbox(label="Log (newest lines)", lines=16, max_lines=16, autoscroll=True,
+                                 elem_id="train-log")
             plot = gr.Plot(label="Loss and metrics", elem_id="train-plot")
         gr.Markdown("### Runs")
         runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="runs-table")
@@ -93,7 +94,7 @@ def create_train_tab(engine: Engine, shared) -> None:
         done = st.state != "running"
         table = runs_table(runner.list_runs()) if done else gr.skip()
         pick = gr.Dropdown(choices=run_names(), value=name) if done else gr.skip()
-        return (st.summary(), progress_html(st.progress, st.state), runner.log_tail(name, 60),
+        return (st.summary(), progress_html(st.progress, st.state), runner.log_tail(name, 16),
                 loss_figure(runner.metrics(name), title=name), table, pick, gr.Timer(active=not done))
 
     def on_stop(name):
@@ -108,7 +109,7 @@ def create_train_tab(engine: Engine, shared) -> None:
         if not name:
             return gr.skip(), gr.skip(), gr.skip()
         st = runner.status(name)
-        return st.summary(), runner.log_tail(name, 60), loss_figure(runner.metrics(name), title=name)
+        return st.summary(), runner.log_tail(name, 16), loss_figure(runner.metrics(name), title=name)
 
     def on_use(name):
         if not name:

@@ -1,0 +1,284 @@
+"""The app's logic without a browser: workspace path checks, the training-run manager, the
+Plotly figures, and the engine over a small index (no model, no video decoding)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.engine import Engine, EngineError
+from core.runner import RunError, RunRequest, Runner, latest_metrics, read_metrics, tail
+from core.workspace import PathNotAllowed, Workspace, is_url, safe_name
+from ui.figures import counts_figure, court_figure, loss_figure, timeline_figure
+
+SET_CSV = Path(__file__).parent / "data/shuttleset/Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals/set1.csv"
+
+
+# ---------------------------------------------------------------- workspace
+
+
+def test_workspace_resolves_inside_and_refuses_outside(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    (ws.root / "uploads" / "a.csv").write_text("x")
+    assert ws.resolve("uploads/a.csv") == ws.root / "uploads" / "a.csv"
+    assert ws.resolve(str(ws.root / "uploads" / "a.csv")).is_file()
+    for bad in ("../outside.csv", "/etc/passwd", "uploads/../../x", "~/.ssh/id_rsa"):
+        with pytest.raises(PathNotAllowed):
+            ws.resolve(bad, must_exist=False)
+    with pytest.raises(PathNotAllowed, match="no such"):
+        ws.resolve("uploads/missing.csv")
+    with pytest.raises(PathNotAllowed):
+        ws.resolve("")
+
+
+def test_workspace_refuses_symlink_escape_and_urls(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    (tmp_path / "secret.txt").write_text("s")
+    (ws.root / "link.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(PathNotAllowed):
+        ws.resolve("link.txt")
+    for url in ("http://example.com/a.mp4", "https://x/y.csv", "file:///etc/passwd", "ftp://h/f", "//host/share"):
+        assert is_url(url)
+        with pytest.raises(PathNotAllowed, match="URL"):
+            ws.resolve(url, must_exist=False)
+    assert not is_url("uploads/a.csv")
+
+
+def test_assets_and_extra_folders_are_readable(tmp_path):
+    extra = tmp_path / "demo"
+    extra.mkdir()
+    (extra / "m.csv").write_text("x")
+    ws = Workspace(tmp_path / "ws", extra_allowed=(extra,))
+    assert ws.resolve(str(extra / "m.csv")).is_file()
+    assert ws.resolve(str(ws.assets), must_exist=False) == ws.assets
+
+
+def test_safe_names_and_fresh_folders(tmp_path):
+    assert safe_name("../../etc/passwd") == "etc_passwd"
+    assert safe_name("  ") == "item"
+    ws = Workspace(tmp_path / "ws")
+    a, b = ws.upload_dir("my match"), ws.upload_dir("my match")
+    assert a != b and a.parent == ws.uploads == b.parent
+    run = ws.new_run_dir(1, "lr 1e-4")
+    assert run.parent == ws.runs and run.name.startswith("stage1-") and "lr_1e-4" in run.name
+
+
+# ---------------------------------------------------------------- runner
+
+
+def test_run_request_command_line():
+    cmd = RunRequest(stage=1, data="d", out="o", epochs=2, lr=1e-4, max_steps=2, experiment=3, tiny=True,
+                     extra={"num_workers": 0}).command("py")
+    assert cmd[:3] == ["py", "-m", "train.stage1"]
+    joined = " ".join(cmd)
+    for part in ("--data d", "--out o", "--epochs 2", "--lr 0.0001", "--max-steps 2", "--experiment 3", "--tiny",
+                 "--num-workers 0", "--progress false"):
+        assert part in joined
+    cmd2 = RunRequest(stage=2, data="d", out="o", init="runs/s1", experiment=None, llm_part="all", llm_r=8).command("py")
+    assert "train.stage2" in cmd2 and "--init" in cmd2 and "--llm-part" in cmd2 and "--experiment" not in cmd2
+    with pytest.raises(RunError, match="stage-1 run"):
+        RunRequest(stage=2, data="d", out="o")
+    with pytest.raises(RunError):
+        RunRequest(stage=1, data="d", out="o", epochs=0)
+    with pytest.raises(RunError):
+        RunRequest(stage=1, data="d", out="o", base="x", tiny=True)
+
+
+def test_metrics_reader_skips_a_half_written_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "lr": 1e-5}\n{"step": 2, "loss": 1.5, '
+                                            '"val_cider": 0.3}\n{"step": 3, "lo')
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert latest_metrics(rows) == {"loss": 1.5, "val_cider": 0.3}
+    (tmp_path / "log").write_text("a\nb\r50%\rdone\nc\n")
+    assert tail(tmp_path / "log", 2) == "done\nc"
+
+
+def _fake_recipe(tmp_path: Path, body: str) -> str:
+    """A stand-in python that runs `body` for any `-m train.stageN ...` command line."""
+    script = tmp_path / "fake.py"
+    script.write_text("import json, sys, time, pathlib\nargs = sys.argv[1:]\nout = pathlib.Path(args[args.index('--out') + 1])\n"
+                      + body)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {script} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _wait(cond, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_runner_runs_logs_and_reads_metrics(tmp_path):
+    py = _fake_recipe(tmp_path, (
+        "print('training', flush=True)\n"
+        "with open(out / 'metrics.jsonl', 'a') as f:\n"
+        "    f.write(json.dumps({'step': 1, 'epoch': 0.5, 'loss': 3.0}) + '\\n')\n"
+        "    f.write(json.dumps({'step': 2, 'epoch': 1.0, 'loss': 2.0, 'val_cider': 0.1}) + '\\n')\n"
+        "(out / 'final').mkdir(); (out / 'final' / 'manifest.json').write_text('{}')\n"))
+    runner = Runner(tmp_path / "runs", python=py)
+    run = runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "r1"), max_steps=2))
+    assert _wait(lambda: runner.status(run.name).state != "running")
+    st = runner.status(run.name)
+    assert st.state == "finished" and st.step == 2 and st.total_steps == 2 and st.progress == 1.0
+    assert st.last == {"loss": 2.0, "val_cider": 0.1}
+    assert "training" in runner.log_tail(run.name)
+    assert runner.adapters(run.name) == run / "final"
+    assert [s.name for s in runner.list_runs()] == ["r1"]
+    with pytest.raises(RunError, match="already exists"):
+        runner.start(RunRequest(stage=1, data="d", out=str(run)))
+
+
+def test_runner_survives_a_failing_run_and_stops_a_running_one(tmp_path):
+    runner = Runner(tmp_path / "runs", python=_fake_recipe(tmp_path, "raise SystemExit('bad data')\n"))
+    bad = runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "bad")))
+    assert _wait(lambda: runner.status(bad.name).state != "running")
+    assert runner.status(bad.name).state == "failed" and "bad data" in runner.log_tail(bad.name)
+    with pytest.raises(RunError, match="no saved adapters"):
+        runner.adapters(bad.name)
+
+    runner = Runner(tmp_path / "runs", python=_fake_recipe(tmp_path, "time.sleep(60)\n"))
+    slow = runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "slow")))
+    assert runner.active() == "slow"
+    with pytest.raises(RunError, match="still going"):
+        runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "other")))
+    assert "Stopped" in runner.stop()
+    assert _wait(lambda: runner.status(slow.name).state == "stopped")
+    assert runner.active() is None
+    with pytest.raises(RunError):
+        runner.run_dir("../bad")
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _rows():
+    return [dict(start_s=1.0, end_s=1.6, time_s=1.3, player_name="A. Player", stroke="smash", side="upper",
+                 caption="upper player hits a smash in the backcourt", set_no=1, rally=1, ball_round=3,
+                 hit_m=(1.0, 2.0), landing_m=(4.0, 11.0)),
+            dict(start_s=5.0, end_s=5.6, time_s=5.3, player_name="B. Player", stroke="clear", side="bottom",
+                 caption="bottom player hits a clear in the backcourt", set_no=1, rally=2, ball_round=1,
+                 hit_m=None, landing_m=None)]
+
+
+def test_timeline_has_a_lane_per_player_and_row_indices():
+    fig = timeline_figure(_rows(), "player")
+    marks = [t for t in fig.data if t.mode == "markers"]
+    assert {t.name for t in marks} == {"A. Player", "B. Player"}
+    picked = {t.name: t.customdata[0] for t in marks}
+    assert list(picked["A. Player"]) == [1.0, 1.6, 0] and list(picked["B. Player"]) == [5.0, 5.6, 1]
+    assert "smash" in marks[0].text[0] or "smash" in marks[1].text[0]
+    assert {t.name for t in timeline_figure(_rows(), "stroke").data} == {"smash", "clear"}
+    empty = timeline_figure([])
+    assert not empty.data and "No matching strokes" in empty.layout.annotations[0].text
+
+
+def test_counts_court_and_loss_figures():
+    counts = counts_figure(_rows())
+    assert {t.name for t in counts.data} == {"A. Player", "B. Player"}
+    court = court_figure(_rows())
+    points = [t for t in court.data if t.mode == "markers"]
+    assert len(points) == 2 and list(points[0].x) == [1.0] and list(points[1].y) == [11.0]
+    assert court.layout.yaxis.range[0] > court.layout.yaxis.range[1]  # far baseline at the top
+    loss = loss_figure([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "val_cider": 0.5}])
+    assert {t.name for t in loss.data} == {"loss", "val_cider"}
+    assert not loss_figure([]).data
+
+
+# ---------------------------------------------------------------- engine over an index
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = Engine(tmp_path / "ws", demo_match=tmp_path / "no-demo")
+    (eng.workspace.uploads / "m").mkdir()
+    (eng.workspace.uploads / "m" / "set1.csv").write_bytes(SET_CSV.read_bytes())
+    for name in ("match.csv", "homography.csv"):  # the set file's match folder siblings
+        src = SET_CSV.parents[1] / name
+        (eng.workspace.uploads / name).write_bytes(src.read_bytes())
+    return eng
+
+
+def _add(engine):
+    shuttle = engine.workspace.uploads / "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
+    shuttle.mkdir()
+    (shuttle / "set1.csv").write_bytes(SET_CSV.read_bytes())
+    return engine.add_match("uploads/Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals/set1.csv")
+
+
+def test_engine_indexes_filters_and_keeps_corrections(engine):
+    match_id = _add(engine)
+    assert engine.match_choices()[0][1] == match_id
+    rows = engine.strokes(match_id)
+    assert len(rows) == 29 and all(r["end_s"] > r["start_s"] for r in rows)
+    clears = engine.strokes(match_id, stroke="clear", side="bottom")
+    assert clears and all(r["stroke"] == "clear" and r["side"] == "bottom" for r in clears)
+    assert engine.strokes(match_id, rally="all", zone=None) == rows
+    opts = engine.filter_options(match_id)
+    assert "clear" in opts["stroke"] and set(opts["side"]) == {"upper", "bottom"}
+    engine.set_caption(clears[0]["id"], "bottom player hits a deep clear")
+    _add_again = engine.add_match("uploads/Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals/set1.csv")
+    assert _add_again == match_id
+    again = {r["id"]: r for r in engine.strokes(match_id)}
+    assert any(r["caption"] == "bottom player hits a deep clear" for r in again.values())
+    path, n = engine.export_captions(match_id)
+    assert n == 29 and "deep clear" in path.read_text() and path.is_relative_to(engine.workspace.exports)
+    with pytest.raises(EngineError):
+        engine.strokes(match_id, video="x")
+
+
+def test_engine_court_positions_and_exports(engine):
+    match_id = _add(engine)
+    rows = engine.court_rows(engine.strokes(match_id))
+    placed = [r for r in rows if r["hit_m"]]
+    assert placed and all(-1 < r["hit_m"][0] < 7.2 and -1 < r["hit_m"][1] < 14.5 for r in placed)
+    csv_path = engine.export_results_csv(rows[:3], "q")
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("match,set_no,rally")
+    with pytest.raises(EngineError, match="video"):
+        engine.export_highlights(rows[:3])
+
+
+def test_engine_refuses_paths_outside_the_workspace_and_urls(engine, tmp_path):
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_bytes(SET_CSV.read_bytes())
+    with pytest.raises(PathNotAllowed):
+        engine.add_match(str(outside))
+    with pytest.raises(PathNotAllowed, match="URL"):
+        engine.add_match("https://example.com/set1.csv")
+    with pytest.raises(PathNotAllowed):
+        engine.load("/etc")
+    with pytest.raises(PathNotAllowed):
+        engine.start_training(1, "../../data")
+    with pytest.raises(EngineError, match="train.json"):
+        engine.start_training(1, "data")
+
+
+def test_engine_starts_without_a_workspace():
+    eng = Engine()
+    assert eng.describe() == "No model loaded." and eng.workspace is None
+    with pytest.raises(EngineError):
+        eng.matches()
+
+
+def test_app_builds_with_the_security_settings(engine):
+    from app import parse_args
+    from ui import build_app, launch_kwargs
+
+    args = parse_args([])
+    assert args.host == "127.0.0.1" and args.port == 7860
+    _add(engine)
+    app = build_app(engine)
+    assert app is not None
+    kw = launch_kwargs(engine, args.host, args.port, args.max_upload)
+    assert kw["share"] is False and kw["server_name"] == "127.0.0.1" and kw["max_file_size"] == "2gb"
+    assert str(engine.workspace.root) in kw["allowed_paths"]
+    assert json.dumps(kw["allowed_paths"])  # plain strings
