@@ -34,8 +34,10 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -250,7 +252,7 @@ class StrokeIndex:
 
     def add_match(self, annotations: str | Path | None = None, video: str | Path | None = None, model=None,
                   progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
-                  generation=None) -> int:
+                  generation=None, caption_batch: int = 32) -> int:
         """Index one set (annotations and/or hit frames, optional video and stage-1 model); returns the
         match id. Idempotent; resumes an interrupted run; corrections are kept."""
         src = set_source(annotations, frames, video)
@@ -263,7 +265,7 @@ class StrokeIndex:
             if video is None:
                 raise ValueError("a model needs the video: without one only the annotations are indexed")
             self.encode_set(set_id, model, progress=progress, batch_size=batch_size, captions=True,
-                            generation=generation)
+                            generation=generation, caption_batch=caption_batch)
         with self.transaction():
             self.db.execute("UPDATE sets SET status='complete', updated=? WHERE id=?", (_now(), set_id))
             self._bump()
@@ -329,80 +331,82 @@ class StrokeIndex:
     # ------------------------------------------------------------ the model pass
 
     def encode_set(self, set_id: int, model, progress: Progress | None = None, batch_size: int = 8,
-                   captions: bool = True, generation=None) -> dict:
+                   captions: bool = True, generation=None, caption_batch: int = 32) -> dict:
         """Query tokens (and captions) for every stroke of a set that lacks them; one decode pass.
 
-        Returns counts: {'encoded': strokes through the vision tower, 'captioned': captions generated}."""
+        Clips are decoded and preprocessed in a background thread (`prefetch_clips`) while the model
+        encodes batches of `batch_size`; captions are generated from the tokens in batches of
+        `caption_batch` (beam search pays per step, so larger batches are cheaper per stroke) and
+        each caption batch is one transaction. progress(done, total, what) counts finished strokes.
+        Returns {'encoded': strokes through the vision tower, 'captioned': captions generated}."""
         row = self.db.execute("SELECT video, video_hash FROM sets WHERE id=?", (set_id,)).fetchone()
         if row is None or row["video"] is None:
             raise ValueError(f"set {set_id} has no video")
         video, vhash = row["video"], row["video_hash"]
-        ekey, ckey = encoder_key(model), model_key(model) if captions else None
+        ekey, ckey = encoder_key(model), (model_key(model) if captions else None)
+        frames = self._frames_in_video(set_id, video)
+        cache = self.token_cache(vhash, ekey)
+        have_cap = set()
+        if captions:
+            have_cap = {r[0] for r in self.db.execute(
+                "SELECT frame FROM model_captions WHERE video_hash=? AND model_key=?", (vhash, ckey))}
+        decode = [f for f in frames if not cache.has(f)]
+        from_cache = [f for f in frames if f not in decode and captions and f not in have_cap]
+        state = {"done": len(frames) - len(decode) - len(from_cache), "encoded": 0, "captioned": 0}
+        with self.transaction():
+            self.db.execute("UPDATE sets SET status='indexing', encoder_key=?, captioner_key=coalesce(?, captioner_key)"
+                            " WHERE id=?", (ekey, ckey, set_id))
+        report = (lambda: progress(state["done"], len(frames), "strokes")) if progress else (lambda: None)
+        report()
+        pending: list[tuple[int, np.ndarray]] = []  # tokens waiting for their caption
+
+        def caption_pending(final: bool = False) -> None:
+            while pending and (final or len(pending) >= caption_batch):
+                part = pending[:caption_batch]
+                del pending[:caption_batch]
+                self._caption(model, part, vhash, ckey, set_id, generation)
+                state["captioned"] += len(part)
+                state["done"] += len(part)
+                report()
+
+        batch: list[tuple[int, object]] = []
+        for frame, pixels in prefetch_clips(video, decode, model.processor, depth=2 * batch_size):
+            batch.append((frame, pixels))
+            if len(batch) == batch_size or len(batch) + state["encoded"] == len(decode):
+                tokens = self._encode(model, [p for _, p in batch])
+                for (f, _), t in zip(batch, tokens):
+                    cache.put(f, t)  # written before its caption: a resumed run captions from the cache
+                    if captions and f not in have_cap:
+                        pending.append((f, t))
+                    else:
+                        state["done"] += 1
+                state["encoded"] += len(batch)
+                batch.clear()
+                report() if not captions else caption_pending()
+        pending.extend((f, cache.get(f)) for f in from_cache)
+        caption_pending(final=True)
+        if captions:
+            with self.transaction():
+                self._fill_model_captions(set_id, ckey)
+                self._bump()
+        return {"encoded": state["encoded"], "captioned": state["captioned"]}
+
+    def _frames_in_video(self, set_id: int, video: str) -> list[int]:
         info = probe(video)
         frames = sorted({r[0] for r in self.db.execute("SELECT frame FROM strokes WHERE set_id=?", (set_id,))})
         outside = [f for f in frames if not 0 <= f < info.num_frames]
         if outside:
             log.warning("%s: %d hit frames lie outside the video (0..%d); left without tokens",
                         video, len(outside), info.num_frames - 1)
-        frames = [f for f in frames if 0 <= f < info.num_frames]
-        cache = self.token_cache(vhash, ekey)
-        have_tok = {f for f in frames if cache.has(f)}
-        have_cap = set()
-        if captions:
-            have_cap = {r[0] for r in self.db.execute(
-                "SELECT frame FROM model_captions WHERE video_hash=? AND model_key=?", (vhash, ckey))}
-        decode = [f for f in frames if f not in have_tok]
-        from_cache = [f for f in frames if f in have_tok and captions and f not in have_cap]
-        total, done = len(frames), len(frames) - len(decode) - len(from_cache)
-        counts = {"encoded": 0, "captioned": 0}
-        with self.transaction():
-            self.db.execute("UPDATE sets SET status='indexing', encoder_key=?, captioner_key=coalesce(?, captioner_key)"
-                            " WHERE id=?", (ekey, ckey, set_id))
-        if progress:
-            progress(done, total, "strokes")
-        batch: list[tuple[int, np.ndarray]] = []
-
-        def flush_pixels():
-            nonlocal done
-            tokens = self._encode(model, [clip for _, clip in batch])
-            for (f, _), t in zip(batch, tokens):
-                cache.put(f, t)
-            counts["encoded"] += len(batch)
-            todo = [(f, t) for (f, _), t in zip(batch, tokens) if captions and f not in have_cap]
-            if todo:
-                self._caption(model, todo, vhash, ckey, set_id, generation)
-                counts["captioned"] += len(todo)
-            done += len(batch)
-            batch.clear()
-            if progress:
-                progress(done, total, "strokes")
-
-        for frame, clip in iter_windows(video, decode):
-            batch.append((frame, clip))
-            if len(batch) == batch_size:
-                flush_pixels()
-        if batch:
-            flush_pixels()
-        for start in range(0, len(from_cache), batch_size):
-            part = from_cache[start:start + batch_size]
-            self._caption(model, [(f, cache.get(f)) for f in part], vhash, ckey, set_id, generation)
-            counts["captioned"] += len(part)
-            done += len(part)
-            if progress:
-                progress(done, total, "strokes")
-        if captions:
-            with self.transaction():
-                self._fill_model_captions(set_id, ckey)
-                self._bump()
-        return counts
+        return [f for f in frames if 0 <= f < info.num_frames]
 
     @staticmethod
-    def _encode(model, clips: list[np.ndarray]) -> np.ndarray:
+    def _encode(model, pixels: list) -> np.ndarray:
+        """Pixel tensors (T, 3, S, S) of a batch -> query tokens (N, Q, D), float32."""
         import torch
 
         with torch.inference_mode():
-            pixels = model.processor.clips(clips).to(model.device)
-            return model.vlm.encode_clips(pixels).float().cpu().numpy()
+            return model.vlm.encode_clips(torch.stack(pixels).to(model.device)).float().cpu().numpy()
 
     def _caption(self, model, items: list[tuple[int, np.ndarray]], vhash: str, ckey: str, set_id: int,
                  generation=None) -> None:
@@ -520,6 +524,54 @@ class StrokeIndex:
                                     [(t, name, v.astype(np.float32).tobytes()) for t, v in zip(new, vecs)])
             stored.update(zip(new, vecs))
         return np.stack([stored[t] for t in texts]).astype(np.float32)
+
+
+_END = object()
+
+
+def prefetch_clips(video, frames: list[int], processor, depth: int = 16,
+                   workers: int = 2) -> Iterator[tuple[int, object]]:
+    """(frame, pixel tensor) of each hit frame, in frame order. One background thread decodes (one
+    sequential pass) while `workers` threads resize and normalise the clips and the caller runs the
+    model; at most `depth` clips are in flight. OpenCV and numpy release the GIL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-prep")
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for frame, clip in iter_windows(video, frames):
+                if not put((frame, pool.submit(lambda c: processor.clips([c])[0], clip))):
+                    return
+            put(_END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            put(err)
+
+    thread = threading.Thread(target=work, name="clip-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item[0], item[1].result()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class TokenCache:

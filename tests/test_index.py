@@ -62,6 +62,15 @@ def count_calls(model) -> dict:
     return counts
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy 2-core machine more threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model(tiny_base):
     return tiny_model(tiny_base)
@@ -135,7 +144,7 @@ def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref
     match_id = index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST,
                                progress=lambda d, t, w: progress.append((d, t)))
     assert counts["clips"] == len(HITS) and counts["encode"] == 3  # batches of 4, 4, 2
-    assert counts["generate"] == 3  # captions come from the same tokens: no second vision pass
+    assert counts["generate"] == 1  # captions come from the same tokens (no second vision pass), 32 at a time
     assert progress[0] == (0, 10) and progress[-1] == (10, 10)
     files = token_files(index)
     assert len(files) == len(HITS) and np.load(files[0]).shape == (model.vlm.num_query_tokens,
@@ -145,7 +154,7 @@ def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref
     assert all(r["model_caption"] for r in rows) and all(r["caption"] == r["ann_caption"] for r in rows)
     assert rows[0]["start_s"] == pytest.approx(3 / 25) and rows[0]["end_s"] == pytest.approx(19 / 25)
     index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST)
-    assert counts["clips"] == len(HITS) and counts["generate"] == 3  # nothing recomputed
+    assert counts["clips"] == len(HITS) and counts["generate"] == 1  # nothing recomputed
     assert index.sets()[0]["status"] == "complete"
 
 
@@ -163,7 +172,7 @@ def test_token_cache_is_keyed_by_video_content_and_model(tmp_path, ref_csv, inde
         next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "language_model" in n).add_(0.5)
     assert encoder_key(model) == key and model_key(model) != mkey
     index.add_match(ref_csv, video=copy, model=model, generation=FAST)
-    assert counts["clips"] == len(HITS) and counts["generate"] > 2
+    assert counts["clips"] == len(HITS) and counts["generate"] == 2
     with torch.no_grad():  # new Q-Former weights: new tokens
         next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "qformer" in n).add_(0.5)
     assert encoder_key(model) != key
@@ -183,7 +192,7 @@ def test_interrupted_index_resumes_without_half_written_rows(tmp_path, ref_csv, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST,
+        index.add_match(ref_csv, video=index_video, model=model, batch_size=4, caption_batch=4, generation=FAST,
                         progress=stop_after_first_batch)
     captioned = index.db.execute("SELECT count(*) FROM strokes WHERE model_caption IS NOT NULL").fetchone()[0]
     assert captioned == 4 and len(token_files(index)) == 4

@@ -22,6 +22,15 @@ DATA = Path(__file__).parent / "data" / "shuttleset"
 SET_FILES = sorted(DATA.glob("*/set*.csv"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy 2-core machine more threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def embedder():
     from core.embed import default_embedder
@@ -329,3 +338,18 @@ def test_model_path_labels_and_keeps_a_covered_answer_exact(grounded):
     assert all(n.path in ("semantic", "model") for n in ans.near_misses)
     whole = engine.ask("When does the upper player hits a smash?", paths=("structured", "model"), ground="all")
     assert keys(whole.results) == keys(plain.results)
+
+
+def test_evaluation_of_model_captions_runs_on_an_indexed_video(grounded):
+    """The F1 command's path: questions over chunks of a video indexed with a model, judged on its captions."""
+    from tests.test_index import HITS
+
+    index, _ = grounded
+    engine = QueryEngine(index, caption_sources=("model",))
+    items = [{"question": "When is a smash hits?", "image": [f"clips/demo_1_{f}.mp4" for _, _, f, *_ in HITS[:5]],
+              "indices": [0], "kind": "stroke"},
+             {"question": "Which shot lands in the backcourt?", "image": ["clips/demo_1_999.mp4"], "indices": [],
+              "kind": "area"}]
+    scores = evaluate_questions(engine, items, paths=("structured",))
+    assert scores["stroke"]["questions"] == 1 and scores["area"]["missing"] == 1
+    assert 0.0 <= scores["all"]["f1"] <= 1.0
