@@ -182,20 +182,26 @@ def fold(token: str, known: set[str]) -> str:
     return next((c for c in candidates if c in known and len(c) >= 3), token)
 
 
-def name_keys(name: str) -> set[tuple[str, ...]]:
-    """Ways a question may name a player: full name, reversed, surname (upper-case part), given names."""
+def name_keys(name: str) -> dict[tuple[str, ...], int]:
+    """Ways a question may name a player -> rank (0 best): the full name (0), the surname (the upper-case
+    part, as ShuttleSet writes it) alone or with the given names in either order (1), and any other
+    single name word that is not a vocabulary word (2)."""
     raw = name.replace(".", " ").split()
     tokens = [tuple(TOKEN.findall(normalise(t))) for t in raw]
     flat = tuple(w for t in tokens for w in t)
-    keys = {flat} if flat else set()
-    surname = tuple(w for t, r in zip(tokens, raw) if r.isupper() and len(r) > 1 for w in t)
-    given = tuple(w for t, r in zip(tokens, raw) if not (r.isupper() and len(r) > 1) for w in t)
-    if surname:
-        keys |= {surname, given + surname, surname + given} if given else {surname}
+    keys: dict[tuple[str, ...], int] = {}
+    is_surname = [r.isupper() and len(r) > 1 for r in raw]
+    surname = tuple(w for t, up in zip(tokens, is_surname) if up for w in t)
+    given = tuple(w for t, up in zip(tokens, is_surname) if not up for w in t)
     for w in flat:
         if len(w) >= 3 and w not in KNOWN_WORDS and w not in NUMBER_WORDS:
-            keys.add((w,))
-    return {k for k in keys if k}
+            keys[(w,)] = 2
+    if surname:
+        for key in (surname, given + surname, surname + given):
+            keys[key] = 1
+    if flat:
+        keys[flat] = 0
+    return {k: v for k, v in keys.items() if k}
 
 
 class FieldParser:
@@ -203,11 +209,13 @@ class FieldParser:
 
     def __init__(self, player_names: Iterable[str] = (), embedder=None):
         self.embedder = embedder
-        self.players: dict[tuple[str, ...], set[str]] = {}
+        ranked: dict[tuple[str, ...], dict[str, int]] = {}
         for name in player_names:
             if name:
-                for key in name_keys(name):
-                    self.players.setdefault(key, set()).add(name)
+                for key, rank in name_keys(name).items():
+                    ranked.setdefault(key, {})[name] = rank
+        # A word that is one player's surname and another's given name ("Chen") names the first.
+        self.players = {k: {n for n, r in v.items() if r == min(v.values())} for k, v in ranked.items()}
         self.known = KNOWN_WORDS | {w for k in self.players for w in k}
         self._phrase_vecs: np.ndarray | None = None
         self._phrases: list[tuple[tuple[str, ...], tuple[str, object]]] = []

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from core.annotations import AnnotationError, StrokeTable, load_annotations
+from core.config import GenerationSettings
 from core.video import WINDOW_AFTER, WINDOW_BEFORE, VideoError, iter_windows, probe
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ class StrokeIndex:
 
     def add_match(self, annotations: str | Path | None = None, video: str | Path | None = None, model=None,
                   progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
-                  generation=None, caption_batch: int = 32) -> int:
+                  settings=None, caption_batch: int = 32) -> int:
         """Index one set (annotations and/or hit frames, optional video and stage-1 model); returns the
         match id. Idempotent; resumes an interrupted run; corrections are kept."""
         src = set_source(annotations, frames, video)
@@ -265,7 +266,7 @@ class StrokeIndex:
             if video is None:
                 raise ValueError("a model needs the video: without one only the annotations are indexed")
             self.encode_set(set_id, model, progress=progress, batch_size=batch_size, captions=True,
-                            generation=generation, caption_batch=caption_batch)
+                            settings=settings, caption_batch=caption_batch)
         with self.transaction():
             self.db.execute("UPDATE sets SET status='complete', updated=? WHERE id=?", (_now(), set_id))
             self._bump()
@@ -331,7 +332,7 @@ class StrokeIndex:
     # ------------------------------------------------------------ the model pass
 
     def encode_set(self, set_id: int, model, progress: Progress | None = None, batch_size: int = 8,
-                   captions: bool = True, generation=None, caption_batch: int = 32) -> dict:
+                   captions: bool = True, settings: GenerationSettings | None = None, caption_batch: int = 32) -> dict:
         """Query tokens (and captions) for every stroke of a set that lacks them; one decode pass.
 
         Clips are decoded and preprocessed in a background thread (`prefetch_clips`) while the model
@@ -364,7 +365,7 @@ class StrokeIndex:
             while pending and (final or len(pending) >= caption_batch):
                 part = pending[:caption_batch]
                 del pending[:caption_batch]
-                self._caption(model, part, vhash, ckey, set_id, generation)
+                self._caption(model, part, vhash, ckey, set_id, settings)
                 state["captioned"] += len(part)
                 state["done"] += len(part)
                 report()
@@ -409,7 +410,7 @@ class StrokeIndex:
             return model.vlm.encode_clips(torch.stack(pixels).to(model.device)).float().cpu().numpy()
 
     def _caption(self, model, items: list[tuple[int, np.ndarray]], vhash: str, ckey: str, set_id: int,
-                 generation=None) -> None:
+                 settings: GenerationSettings | None = None) -> None:
         """Captions from cached tokens (one clip per sample), committed with the batch."""
         import torch
 
@@ -418,7 +419,7 @@ class StrokeIndex:
         with torch.inference_mode():
             tokens = torch.from_numpy(np.stack([t for _, t in items]))[:, None].to(model.device)  # (B, 1, Q, D)
             prompt = {k: v.to(model.device) for k, v in model.processor.prompts([CAPTION_PROMPT] * len(items)).items()}
-            ids = model.vlm.generate(**prompt, clip_tokens=tokens, settings=generation)
+            ids = model.vlm.generate(**prompt, clip_tokens=tokens, settings=settings)
         texts = model.processor.decode(ids)
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO model_captions VALUES(?,?,?,?)",

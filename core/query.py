@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import GenerationSettings
 from core.fields import FieldParser, Fields
 from core.index import StrokeIndex, encoder_key
 from core.vocab import SIDES, STROKES, caption as make_caption, ZONE_PHRASES
@@ -273,12 +274,12 @@ class QueryEngine:
     """Questions -> strokes over a StrokeIndex; `model` (a stage-2 StrokeModel) enables grounding."""
 
     def __init__(self, index: StrokeIndex, embedder=None, model=None, caption_sources: Sequence[str] = SOURCES,
-                 generation=None):
+                 settings: GenerationSettings | None = None):
         bad = set(caption_sources) - set(SOURCES)
         if bad:
             raise ValueError(f"unknown caption source(s) {sorted(bad)}; use {SOURCES}")
         self.index, self.embedder, self.model = index, embedder, model
-        self.sources, self.generation_settings = tuple(caption_sources), generation
+        self.sources, self.settings = tuple(caption_sources), settings
         self._arrays: StrokeArrays | None = None
         self._parser: FieldParser | None = None
         self._tokens: OrderedDict = OrderedDict()
@@ -493,7 +494,7 @@ class QueryEngine:
             with torch.inference_mode():
                 ids = m.vlm.generate(batch["input_ids"].to(m.device), batch["attention_mask"].to(m.device),
                                      clip_tokens=torch.from_numpy(tokens).to(m.device),
-                                     clip_mask=torch.from_numpy(mask).to(m.device), settings=self.generation_settings)
+                                     clip_mask=torch.from_numpy(mask).to(m.device), settings=self.settings)
             for (c, _), text in zip(part, m.processor.decode(ids)):
                 out.append((c, text, parse_answer(text)))
         return out

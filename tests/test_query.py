@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -80,9 +81,11 @@ ORDINALS = {1: "first", 2: "second", 3: "third"}
 
 
 def name_forms(full: str) -> list[str]:
-    surname = " ".join(w for w in full.split() if w.isupper())
-    given = " ".join(w for w in full.split() if not w.isupper())
-    return [full, surname, surname.title(), f"{given} {surname.title()}".strip()]
+    """The full name, and where ShuttleSet writes a surname in capitals, the surname alone and given + surname."""
+    words = full.replace(".", " ").split()
+    surname = " ".join(w for w in words if w.isupper() and len(w) > 1)
+    given = " ".join(w for w in words if not (w.isupper() and len(w) > 1))
+    return [full, surname, surname.title(), f"{given} {surname.title()}".strip()] if surname else [full]
 
 
 def phrase(event: dict, rng: random.Random) -> str:
@@ -130,31 +133,55 @@ def combinations():
 # ---------------------------------------------------------------- the exactness test
 
 
-def test_structured_questions_equal_a_direct_filter_of_the_csv(real_index, real_strokes):
-    """Every field combination, values drawn from real strokes plus absent ones: precision = recall = 1."""
-    engine = QueryEngine(real_index)  # structured path only: no embedding model needed to be exact
-    rng = random.Random(0)
-    values = {f: sorted({getattr(s, f) for s in real_strokes if getattr(s, f) is not None}, key=str) for f in FIELDS}
+def check_structured_questions(index: StrokeIndex, strokes, seed: int = 0, per_combination: int = 6) -> tuple[int, int]:
+    """Questions from every field combination (values of real strokes, plus one random and maybe absent
+    event each) must return exactly the direct filter's strokes. Returns (questions, empty answers)."""
+    engine = QueryEngine(index)  # structured path only: no embedding model needed to be exact
+    rng = random.Random(seed)
+    values = {f: sorted({getattr(s, f) for s in strokes if getattr(s, f) is not None}, key=str) for f in FIELDS}
     asked = answered_empty = 0
     for combo in combinations():
-        events = {tuple((f, getattr(s, f)) for f in combo) for s in real_strokes
+        events = {tuple((f, getattr(s, f)) for f in combo) for s in strokes
                   if all(getattr(s, f) is not None for f in combo)}
         events = sorted(events, key=str)
-        picks = rng.sample(events, min(6, len(events)))
+        picks = rng.sample(events, min(per_combination, len(events)))
         picks.append(tuple((f, rng.choice(values[f])) for f in combo))  # may well not occur
         for ev in picks:
             event = dict(ev)
             question = phrase(event, rng)
             ans = engine.ask(question, paths=("structured",))
             assert ans.covered_by_fields, (question, ans.fields, ans.leftover)
-            expected = direct(real_strokes, **event)
+            expected = direct(strokes, **event)
             assert keys(ans.results) == expected, question
             assert all(r.path == "structured" for r in ans.results)
             asked += 1
             answered_empty += not expected
             if not expected:
                 assert "does not occur" in ans.message
-    assert asked > 200 and 0 < answered_empty < asked
+    return asked, answered_empty
+
+
+def test_structured_questions_equal_a_direct_filter_of_the_csv(real_index, real_strokes):
+    """Every field combination on the real excerpt: precision = recall = 1."""
+    asked, empty = check_structured_questions(real_index, real_strokes)
+    assert asked > 200 and 0 < empty < asked
+
+
+ALL_SETS = Path("/work/shared/data/shuttleset")
+
+
+@pytest.mark.skipif(not os.environ.get("SHUTTLE_LENS_ALL_SETS") or not ALL_SETS.is_dir(),
+                    reason="set SHUTTLE_LENS_ALL_SETS=1 to check every set of the full ShuttleSet data (minutes)")
+def test_structured_questions_on_every_real_set(tmp_path):
+    """The same check on each of the 104 real sets, one index per match."""
+    total = 0
+    for f in sorted(ALL_SETS.glob("*/set*.csv")):
+        index = StrokeIndex(tmp_path / f"{f.parent.name}_{f.stem}.sqlite")
+        index.add_match(f)
+        asked, _ = check_structured_questions(index, load_annotations(f).strokes, per_combination=3)
+        total += asked
+        index.close()
+    assert total > 0
 
 
 def test_reference_templates_of_the_four_kinds_are_exact(real_index, real_strokes):
@@ -301,7 +328,7 @@ def grounded(tmp_path_factory, tiny_base, index_video):
     model = tiny_model(tiny_base, seed=1)
     folder = tmp_path_factory.mktemp("grounded")
     index = StrokeIndex(folder / "ws.sqlite")
-    index.add_match(write_reference_csv(folder / "demo.csv"), video=index_video, model=model, generation=FAST)
+    index.add_match(write_reference_csv(folder / "demo.csv"), video=index_video, model=model, settings=FAST)
     return index, model
 
 
@@ -310,7 +337,7 @@ def test_model_path_from_cached_tokens_answers_as_from_pixels(grounded, index_vi
     from tests.test_index import FAST, count_calls
 
     index, model = grounded
-    engine = QueryEngine(index, None, model, generation=FAST)
+    engine = QueryEngine(index, None, model, settings=FAST)
     a = engine.arrays()
     chunks = engine.rally_chunks(a, range(len(a)))
     assert [len(c) for c in chunks] == [5, 1, 4]  # rally 1 has 6 strokes, rally 2 has 4
@@ -330,7 +357,7 @@ def test_model_path_labels_and_keeps_a_covered_answer_exact(grounded):
 
     index, model = grounded
     plain = QueryEngine(index).ask("When does the upper player hits a smash?", paths=("structured",))
-    engine = QueryEngine(index, None, model, generation=FAST)
+    engine = QueryEngine(index, None, model, settings=FAST)
     ans = engine.ask("When does the upper player hits a smash?", paths=("structured", "model"))
     assert keys(ans.results) == keys(plain.results) and len(ans.results) == 2
     assert all(r.verified in (True, False) for r in ans.results)

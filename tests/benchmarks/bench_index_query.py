@@ -147,7 +147,7 @@ def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions:
     decode_s = time.perf_counter() - t
     index = StrokeIndex(tmp / "model.sqlite")
     t = time.perf_counter()
-    match_id = index.add_match(csv, video=video, model=model, batch_size=8, generation=generation)
+    match_id = index.add_match(csv, video=video, model=model, batch_size=8, settings=generation)
     index_s = time.perf_counter() - t
     strokes = len(index.strokes(match_id))
     print(f"\n[indexing {video.name}: {frames_total} frames at {info.width}x{info.height}, {strokes} strokes]")
@@ -155,10 +155,10 @@ def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions:
     print(f"  baseline: decode alone                      {n / decode_s:8.0f} frames/s ({decode_s:.2f} s)")
     print(f"  ratio {decode_s / index_s:.2f} (target >= 0.5)")
     t = time.perf_counter()
-    index.add_match(csv, video=video, model=model, batch_size=8, generation=generation)
+    index.add_match(csv, video=video, model=model, batch_size=8, settings=generation)
     print(f"  re-index with the same model: {time.perf_counter() - t:.2f} s (cached tokens and captions)")
 
-    engine = QueryEngine(index, None, model, generation=generation)
+    engine = QueryEngine(index, None, model, settings=generation)
     a = engine.arrays()
     chunks = engine.rally_chunks(a, range(len(a)))[:4]
     qs = ["When does the bottom player hits a smash?", "Which shot lands in the backcourt?",
