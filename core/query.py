@@ -318,27 +318,18 @@ class QueryEngine:
         ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message)
         if parse.message:
             return ans
-        in_scope = np.ones(len(a), bool)
-        if match_id is not None:
-            in_scope &= a.match_id == match_id
-        if scope is not None:
-            rows = [a.row_of_id[i] for i in scope if i in a.row_of_id]
-            in_scope = np.zeros(len(a), bool)
-            in_scope[rows] = True
+        in_scope = self._scope(a, match_id, scope)
         t1 = time.perf_counter()
         use_fields = "structured" in paths and not parse.fields.empty()
         hit = (a.mask(parse.fields) & in_scope) if use_fields else None
         sims = self._similarity(question, a) if "semantic" in paths and self.embedder is not None else None
         t2 = time.perf_counter()
         rows, scores, labels, near = self._merge(parse, hit, sims, in_scope, use_fields)
-        if parse.fields.empty() or not use_fields:
-            if not parse.leftover and parse.fields.empty():
-                ans.message, rows = self._not_understood(question), rows[:0]  # only question words
-            elif sims is None:
-                ans.message = ("No stroke field was recognised and the semantic path is off: "
-                               + self._not_understood(question))
-            elif float(np.max(np.where(in_scope, sims, -1.0), initial=-1.0)) < MEANINGLESS:
-                ans.message, rows = self._not_understood(question), rows[:0]
+        whole_model = "model" in paths and self.model is not None and ground == "all"
+        if not use_fields and not whole_model:
+            ans.message = self._unanswerable(question, parse, sims, in_scope)
+            if ans.message:
+                rows = rows[:0]
         verified: dict[int, bool] = {}
         if "model" in paths and self.model is not None and ans.message is None:
             rows, scores, labels, near, verified = self._ground(question, a, rows, scores, labels, near, in_scope,
@@ -355,6 +346,27 @@ class QueryEngine:
         ans.timings_ms = {"parse": round((t1 - t0) * 1e3, 2), "search": round((t2 - t1) * 1e3, 2),
                           "merge_ground": round((t3 - t2) * 1e3, 2), "total": round((time.perf_counter() - t0) * 1e3, 2)}
         return ans
+
+    @staticmethod
+    def _scope(a: StrokeArrays, match_id: int | None, scope: Iterable[int] | None) -> np.ndarray:
+        """Rows a question is asked over: one match, or given stroke ids, or everything."""
+        in_scope = np.ones(len(a), bool)
+        if match_id is not None:
+            in_scope &= a.match_id == match_id
+        if scope is not None:
+            in_scope = np.zeros(len(a), bool)
+            in_scope[[a.row_of_id[i] for i in scope if i in a.row_of_id]] = True
+        return in_scope
+
+    def _unanswerable(self, question: str, parse, sims, in_scope) -> str | None:
+        """Why a question without usable fields cannot be answered, or None when similarity can."""
+        if not parse.leftover and parse.fields.empty():
+            return self._not_understood(question)  # nothing but question words
+        if sims is None:
+            return "No stroke field was used and the semantic path is off: " + self._not_understood(question)
+        if float(np.max(np.where(in_scope, sims, -1.0), initial=-1.0)) < MEANINGLESS:
+            return self._not_understood(question)
+        return None
 
     @staticmethod
     def _not_understood(question: str) -> str:

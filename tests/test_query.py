@@ -380,3 +380,14 @@ def test_evaluation_of_model_captions_runs_on_an_indexed_video(grounded):
     scores = evaluate_questions(engine, items, paths=("structured",))
     assert scores["stroke"]["questions"] == 1 and scores["area"]["missing"] == 1
     assert 0.0 <= scores["all"]["f1"] <= 1.0
+
+
+def test_model_alone_over_the_whole_match(grounded):
+    from tests.test_index import FAST
+
+    index, model = grounded
+    engine = QueryEngine(index, None, model, settings=FAST)
+    ans = engine.ask("a rally of long exchanges", paths=("model",), ground="all")
+    assert all(r.path == "model" for r in ans.results)
+    assert (ans.message is None) == bool(ans.results)
+    assert engine.ask("", paths=("model",), ground="all").message.startswith("The question is empty")
