@@ -48,7 +48,8 @@ class Embedder:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
         except OSError as err:
-            raise EmbeddingError(f"{path}: not a sentence-embedding model folder ({str(err).splitlines()[0]})") from None
+            first = str(err).splitlines()[0]
+            raise EmbeddingError(f"{path}: not a sentence-embedding model folder ({first})") from None
         self.device, self.max_length = device, max_length
         self.name = path.name if path.name != "model" else path.parent.name
         self.dim = int(self.model.config.hidden_size)

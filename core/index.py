@@ -223,7 +223,8 @@ class StrokeIndex:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
-                raise IndexStoreError(f"{self.path}: schema version {version} is newer than this app ({SCHEMA_VERSION})")
+                raise IndexStoreError(f"{self.path}: schema version {version} is newer than this app "
+                                      f"({SCHEMA_VERSION})")
         with self.transaction():
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
@@ -287,7 +288,8 @@ class StrokeIndex:
         video = str(Path(video).resolve()) if video is not None else None
         with self.transaction() as db:
             db.execute("INSERT INTO matches(name, player_a, player_b) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE "
-                       "SET player_a=coalesce(excluded.player_a, player_a), player_b=coalesce(excluded.player_b, player_b)",
+                       "SET player_a=coalesce(excluded.player_a, player_a), "
+                       "player_b=coalesce(excluded.player_b, player_b)",
                        (src.match, src.players.get("A") or None, src.players.get("B") or None))
             match_id = db.execute("SELECT id FROM matches WHERE name=?", (src.match,)).fetchone()[0]
             old = db.execute("SELECT id, source_hash, video_hash FROM sets WHERE match_id=? AND set_no=?",
@@ -305,15 +307,17 @@ class StrokeIndex:
                 set_id = db.execute(
                     "INSERT INTO sets(match_id, set_no, source, source_hash, video, video_hash, fps, status, n_strokes,"
                     " updated) VALUES(?,?,?,?,?,?,?,'annotated',?,?)",
-                    (match_id, src.set_no, src.source, src.source_hash, video, vhash, fps, len(src.rows), _now())).lastrowid
+                    (match_id, src.set_no, src.source, src.source_hash, video, vhash, fps, len(src.rows), _now()),
+                ).lastrowid
             db.executemany(
                 "INSERT INTO strokes(set_id, match_id, set_no, rally, ball_round, frame, time_s, start_s, end_s, side,"
-                " player, player_name, type_zh, stroke, zone, ann_caption, key) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " player, player_name, type_zh, stroke, zone, ann_caption, key)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(set_id, match_id, src.set_no, r.rally, r.ball_round, r.frame, t, a, b, r.side, r.player,
                   r.player_name, r.type_zh, r.stroke, r.zone, r.ann_caption, key)
                  for r, (t, a, b), key in zip(src.rows, (_times(r, fps) for r in src.rows), _keys(src))])
-            db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before, start_s,"
-                           " end_s, n_strokes) VALUES(?,?,?,?,?,?,?,?,?)", _rallies(set_id, src.rows, fps))
+            db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before,"
+                           " start_s, end_s, n_strokes) VALUES(?,?,?,?,?,?,?,?,?)", _rallies(set_id, src.rows, fps))
             self._fill_model_captions(set_id)
             self._bump()
         return match_id, set_id
@@ -326,13 +330,15 @@ class StrokeIndex:
             return row[2]
         digest = file_hash(p)
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO video_hashes VALUES(?,?,?,?)", (str(p), st.st_size, st.st_mtime, digest))
+            self.db.execute("INSERT OR REPLACE INTO video_hashes VALUES(?,?,?,?)",
+                            (str(p), st.st_size, st.st_mtime, digest))
         return digest
 
     # ------------------------------------------------------------ the model pass
 
     def encode_set(self, set_id: int, model, progress: Progress | None = None, batch_size: int = 8,
-                   captions: bool = True, settings: GenerationSettings | None = None, caption_batch: int = 32) -> dict:
+                   captions: bool = True, settings: GenerationSettings | None = None,
+                   caption_batch: int = 32) -> dict:
         """Query tokens (and captions) for every stroke of a set that lacks them; one decode pass.
 
         Clips are decoded and preprocessed in a background thread (`prefetch_clips`) while the model
@@ -470,7 +476,8 @@ class StrokeIndex:
             args.append(v)
         q = ("SELECT s.*, m.name AS match, c.caption AS corrected, st.video, st.fps FROM strokes s "
              "JOIN matches m ON m.id=s.match_id JOIN sets st ON st.id=s.set_id LEFT JOIN corrections c ON c.key=s.key"
-             + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY s.match_id, s.set_no, s.rally, s.ball_round, s.frame, s.id")
+             + (" WHERE " + " AND ".join(where) if where else "")
+             + " ORDER BY s.match_id, s.set_no, s.rally, s.ball_round, s.frame, s.id")
         out = []
         for r in self.db.execute(q, args):
             d = dict(r)
@@ -485,7 +492,8 @@ class StrokeIndex:
             raise KeyError(f"no stroke {stroke_id} in {self.path}")
         with self.transaction():
             if text and text.strip():
-                self.db.execute("INSERT OR REPLACE INTO corrections VALUES(?,?,?)", (row[0], " ".join(text.split()), _now()))
+                self.db.execute("INSERT OR REPLACE INTO corrections VALUES(?,?,?)",
+                                (row[0], " ".join(text.split()), _now()))
             else:
                 self.db.execute("DELETE FROM corrections WHERE key=?", (row[0],))
             self._bump()
@@ -666,7 +674,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.index", description="Index a match: strokes, captions, tokens.")
     p.add_argument("video", help="the match (set) video, or NONE to index the annotations alone")
     p.add_argument("--annotations", help="ShuttleSet set CSV or the reference per-stroke CSV")
-    p.add_argument("--frames", help="instead of annotations: a text file of hit frames (one per line or comma separated)")
+    p.add_argument("--frames", help="instead of annotations: a text file of hit frames "
+                                    "(one per line or comma separated)")
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"index file (default {DEFAULT_DB})")
     p.add_argument("--model", help="stage-1 adapter folder (with manifest.json): captions and query tokens")
     p.add_argument("--batch-size", type=int, default=8)

@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -145,13 +146,12 @@ class QueryAnswer:
 _CAPTION_PARSER = FieldParser()
 
 
-def caption_fields(text: str, _memo: dict = {}) -> tuple[str | None, str | None, int | None]:  # noqa: B006
+@lru_cache(maxsize=65536)
+def caption_fields(text: str) -> tuple[str | None, str | None, int | None]:
     """(side, stroke, zone) that a caption states, None where it states none or several."""
-    if text not in _memo:
-        f = _CAPTION_PARSER.parse(text).fields
-        one = lambda s: next(iter(s)) if len(s) == 1 else None  # noqa: E731
-        _memo[text] = (one(f.sides), one(f.strokes), one(f.zones))
-    return _memo[text]
+    f = _CAPTION_PARSER.parse(text).fields
+    one = lambda s: next(iter(s)) if len(s) == 1 else None  # noqa: E731
+    return one(f.sides), one(f.strokes), one(f.zones)
 
 
 def partial_caption(side: str | None, stroke: str | None, zone: int | None) -> str | None:
@@ -194,7 +194,8 @@ class StrokeArrays:
         self.score_b = np.asarray([-1 if v is None else v for v in cols[18]], dtype=np.int32).reshape(n)
         self._effective(cols, n, sources)
         self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
-        self.set_info = {r[0]: (r[1], r[2], r[3]) for r in index.db.execute("SELECT id, video, video_hash, fps FROM sets")}
+        sets = index.db.execute("SELECT id, video, video_hash, fps FROM sets")
+        self.set_info = {r[0]: (r[1], r[2], r[3]) for r in sets}  # set id -> (video, video hash, fps)
         self.vecs: np.ndarray | None = None
         self.row_of_id = {int(i): k for k, i in enumerate(self.id)}
 
@@ -293,7 +294,8 @@ class QueryEngine:
             self._arrays = StrokeArrays(self.index, self.sources)
             self._parser = FieldParser(self._arrays.names, self.embedder)
             if self.embedder is not None:
-                self._arrays.vecs = self.index.text_vectors([semantic_text(t) for t in self._arrays.texts], self.embedder)
+                texts = [semantic_text(t) for t in self._arrays.texts]
+                self._arrays.vecs = self.index.text_vectors(texts, self.embedder)
         return self._arrays
 
     @property
@@ -344,7 +346,8 @@ class QueryEngine:
             what = ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in ans.fields.items()) or "the question"
             ans.message = f"No stroke matches {what}." + (" The event does not occur." if parse.covered else "")
         ans.timings_ms = {"parse": round((t1 - t0) * 1e3, 2), "search": round((t2 - t1) * 1e3, 2),
-                          "merge_ground": round((t3 - t2) * 1e3, 2), "total": round((time.perf_counter() - t0) * 1e3, 2)}
+                          "merge_ground": round((t3 - t2) * 1e3, 2),
+                          "total": round((time.perf_counter() - t0) * 1e3, 2)}
         return ans
 
     @staticmethod
@@ -400,7 +403,8 @@ class QueryEngine:
             rows = rows[order]
             scores = 0.5 + 0.5 * np.clip(sims[rows], 0, 1)
             outside = np.where(in_scope & ~hit, sims, -np.inf)
-            return rows, scores, ["structured+semantic"] * rows.size, self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
+            near = self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
+            return rows, scores, ["structured+semantic"] * rows.size, near
         if sims is None:
             return (*empty, empty)
         s = np.where(in_scope, sims, -np.inf)
@@ -460,8 +464,6 @@ class QueryEngine:
 
     def _clip_tokens(self, a: StrokeArrays, rows: list[int]) -> np.ndarray | None:
         """Cached query tokens (K, Q, D) of rows; encodes a set once if this model's tokens are missing."""
-        import numpy as _np
-
         if self._enc_key is None:
             self._enc_key = encoder_key(self.model)
         out = []
@@ -482,7 +484,7 @@ class QueryEngine:
                 while len(self._tokens) > 20000:
                     self._tokens.popitem(last=False)
             out.append(self._tokens[key])
-        return _np.stack(out)
+        return np.stack(out)
 
     def ground_chunks(self, question: str, chunks: list[list[int]]) -> list[tuple[list[int], str, list[int] | None]]:
         """Stage-2 answers over chunks of rows from cached tokens: (rows, answer text, parsed indices)."""
@@ -600,7 +602,8 @@ def evaluate_questions(engine: QueryEngine, items: list[dict], paths: Iterable[s
         out[kind] = {**dict(s), "precision": round(p, 4), "recall": round(r, 4),
                      "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
                      "exact_match": round(s["exact"] / s["questions"], 4) if s["questions"] else None,
-                     "impossible_accuracy": round(s["impossible_correct"] / s["impossible"], 4) if s["impossible"] else None}
+                     "impossible_accuracy": (round(s["impossible_correct"] / s["impossible"], 4)
+                                             if s["impossible"] else None)}
     return out
 
 
@@ -615,7 +618,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--paths", default="structured,semantic,model", help="comma-separated subset of " + ",".join(PATHS))
     p.add_argument("--model", help="stage-2 adapter folder: enables the model path")
     p.add_argument("--device", default="auto")
-    p.add_argument("--whole-match", action="store_true", help="the model answers over every rally, not only the candidates'")
+    p.add_argument("--whole-match", action="store_true",
+                   help="the model answers over every rally, not only the candidates'")
     p.add_argument("--limit", type=int)
     p.add_argument("--captions", default=",".join(SOURCES),
                    help="caption sources in order of preference (e.g. 'model' to judge the model's captions)")

@@ -141,7 +141,7 @@ def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref
     counts = count_calls(model)
     index = StrokeIndex(tmp_path / "ws.sqlite")
     progress = []
-    match_id = index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST,
+    match_id = index.add_match(ref_csv, video=index_video, model=model, batch_size=4, settings=FAST,
                                progress=lambda d, t, w: progress.append((d, t)))
     assert counts["clips"] == len(HITS) and counts["encode"] == 3  # batches of 4, 4, 2
     assert counts["generate"] == 1  # captions come from the same tokens (no second vision pass), 32 at a time
@@ -153,7 +153,7 @@ def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref
     rows = index.strokes(match_id)
     assert all(r["model_caption"] for r in rows) and all(r["caption"] == r["ann_caption"] for r in rows)
     assert rows[0]["start_s"] == pytest.approx(3 / 25) and rows[0]["end_s"] == pytest.approx(19 / 25)
-    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST)
+    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, settings=FAST)
     assert counts["clips"] == len(HITS) and counts["generate"] == 1  # nothing recomputed
     assert index.sets()[0]["status"] == "complete"
 
@@ -162,21 +162,21 @@ def test_token_cache_is_keyed_by_video_content_and_model(tmp_path, ref_csv, inde
     model = tiny_model(tiny_base)
     counts = count_calls(model)
     index = StrokeIndex(tmp_path / "ws.sqlite")
-    index.add_match(ref_csv, video=index_video, model=model, generation=FAST)
+    index.add_match(ref_csv, video=index_video, model=model, settings=FAST)
     assert counts["clips"] == len(HITS)
     copy = shutil.copy(index_video, tmp_path / "renamed.mp4")  # same bytes, another path
-    index.add_match(ref_csv, video=copy, model=model, generation=FAST)
+    index.add_match(ref_csv, video=copy, model=model, settings=FAST)
     assert counts["clips"] == len(HITS)
     key, mkey = encoder_key(model), model_key(model)
     with torch.no_grad():  # new stage-2 weights in the LLM only: same tokens, new captions
         next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "language_model" in n).add_(0.5)
     assert encoder_key(model) == key and model_key(model) != mkey
-    index.add_match(ref_csv, video=copy, model=model, generation=FAST)
+    index.add_match(ref_csv, video=copy, model=model, settings=FAST)
     assert counts["clips"] == len(HITS) and counts["generate"] == 2
     with torch.no_grad():  # new Q-Former weights: new tokens
         next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "qformer" in n).add_(0.5)
     assert encoder_key(model) != key
-    index.add_match(ref_csv, video=copy, model=model, generation=FAST)
+    index.add_match(ref_csv, video=copy, model=model, settings=FAST)
     assert counts["clips"] == 2 * len(HITS)
     other = write_video(tmp_path / "other.mp4", (np.full((64, 96, 3), i, np.uint8) for i in range(120)), fps=25)
     assert index.video_hash(other) != index.video_hash(index_video)
@@ -192,20 +192,20 @@ def test_interrupted_index_resumes_without_half_written_rows(tmp_path, ref_csv, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        index.add_match(ref_csv, video=index_video, model=model, batch_size=4, caption_batch=4, generation=FAST,
+        index.add_match(ref_csv, video=index_video, model=model, batch_size=4, caption_batch=4, settings=FAST,
                         progress=stop_after_first_batch)
     captioned = index.db.execute("SELECT count(*) FROM strokes WHERE model_caption IS NOT NULL").fetchone()[0]
     assert captioned == 4 and len(token_files(index)) == 4
     assert not [p for p in index.token_dir.rglob("*") if p.suffix == ".tmp"]
     assert index.sets()[0]["status"] == "indexing"
-    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, generation=FAST)
+    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, settings=FAST)
     assert counts["clips"] == len(HITS)  # 4 before the stop, 6 after: none twice
     assert all(r["model_caption"] for r in index.strokes()) and index.sets()[0]["status"] == "complete"
 
 
 def test_plain_hit_frames_with_a_model(tmp_path, index_video, model):
     index = StrokeIndex(tmp_path / "ws.sqlite")
-    match_id = index.add_match(None, video=index_video, model=model, frames=[12, 40, 41, 90], generation=FAST)
+    match_id = index.add_match(None, video=index_video, model=model, frames=[12, 40, 41, 90], settings=FAST)
     rows = index.strokes(match_id)
     assert [r["frame"] for r in rows] == [12, 40, 41, 90] and all(r["side"] is None for r in rows)
     assert all(r["caption"] == r["model_caption"] for r in rows)

@@ -9,14 +9,13 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from core.annotations import load_annotations
 from core.index import StrokeIndex
 from core.query import QueryEngine, evaluate_questions, main as query_main
-from core.vocab import STROKE_LABELS, ZONE_PHRASES
+from core.vocab import STROKE_LABELS
 from train.qa import TEMPLATES, chunk_questions, chunk_rng, fill_template, rally_chunks
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
@@ -311,7 +310,8 @@ def test_query_command_prints_json_lines(real_index, capsys, tmp_path):
     assert all(x["player"] == "CHOU Tien Chen" and x["set"] == 1 for x in lines[1:])
     qa = tmp_path / "qa.json"
     strokes = [s for f in SET_FILES[:1] for s in load_annotations(f).strokes if s.caption]
-    qa.write_text(json.dumps([q for ch in rally_chunks(strokes, 5)[:3] for q in chunk_questions(ch, chunk_rng(1, ch.chunk_id))]))
+    items = [q for ch in rally_chunks(strokes, 5)[:3] for q in chunk_questions(ch, chunk_rng(1, ch.chunk_id))]
+    qa.write_text(json.dumps(items))
     assert query_main(["--db", str(real_index.path), "--paths", "structured", "--evaluate", str(qa)]) == 0
     rows = {r["kind"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows["all"]["f1"] == 1.0

@@ -2,7 +2,8 @@
 
     python -m tests.benchmarks.bench_index_query [--model DIR] [--data /work/shared/data/shuttleset]
 
-1. Structured and semantic query latency (ask() and the first 100 results; answers are built lazily) over a 1,000-stroke and a 100,000-stroke index built from
+1. Structured and semantic query latency (ask() plus the first 100 results; answers are built lazily)
+   over a 1,000-stroke and a 100,000-stroke index built from
    real ShuttleSet annotations (annotation-only; sets replicated under new match names to reach
    the size). Baselines: the targets (50 ms and 100 ms) and the same structured filter as a plain
    SQL query on the strokes table.
@@ -25,7 +26,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.index import SetSource, StrokeIndex, set_source  # noqa: E402
@@ -111,7 +111,8 @@ def bench_queries(sources, embedder, sizes, repeats, tmp: Path) -> None:
         loaded = time.perf_counter() - t
         count = len(engine.arrays())
         target = 50 if n <= 1000 else 100
-        print(f"\n[queries over {count:,} strokes] (index built in {built:.1f} s, arrays loaded in {loaded * 1e3:.0f} ms)")
+        print(f"\n[queries over {count:,} strokes] (index built in {built:.1f} s, "
+              f"arrays loaded in {loaded * 1e3:.0f} ms)")
         s = time_queries(engine, STRUCTURED, repeats, ("structured",))
         print(f"  structured path only          {ms(s)}   | target < {target} ms")
         s = time_queries(engine, STRUCTURED, repeats, ("structured", "semantic"))
@@ -119,7 +120,8 @@ def bench_queries(sources, embedder, sizes, repeats, tmp: Path) -> None:
         s = time_queries(engine, SEMANTIC, repeats, ("structured", "semantic"))
         print(f"  semantic (free-form question) {ms(s)}   | target < {target} ms")
         s = time_queries(engine, STRUCTURED, max(1, repeats // 5), ("structured", "semantic"), page=None)
-        print(f"  structured, every result built {ms(s)}   (answers of up to {max(len(engine.ask(q).results) for q in STRUCTURED):,} strokes)")
+        biggest = max(len(engine.ask(q).results) for q in STRUCTURED)
+        print(f"  structured, every result built {ms(s)}   (answers of up to {biggest:,} strokes)")
         print(f"  baseline: same filter in SQL  {ms(sql_baseline(index, repeats * len(STRUCTURED)))}")
         index.close()
 
@@ -128,7 +130,6 @@ def bench_queries(sources, embedder, sizes, repeats, tmp: Path) -> None:
 
 
 def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions: int) -> None:
-    from core.processor import qa_prompt
     from core.video import probe, read_window
 
     info = probe(video)
@@ -190,7 +191,8 @@ def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions:
             model.vlm.generate(**batch, settings=generation)
         recomputed.append(time.perf_counter() - t)
     k = sum(len(c) for c in chunks)
-    print(f"\n[stage-2 path over {len(chunks)} chunks ({k} strokes), {len(qs)} questions, {generation.num_beams} beams]")
+    print(f"\n[stage-2 path over {len(chunks)} chunks ({k} strokes), {len(qs)} questions, "
+          f"{generation.num_beams} beams]")
     print(f"  answer from cached query tokens          {ms(cached)}")
     print(f"  baseline: clips + vision per question    {ms(recomputed)}")
     print(f"  speed-up {statistics.median(recomputed) / statistics.median(cached):.1f}x (target >= 10x)")
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         t = time.perf_counter()
         sources = load_sources(args.data)
-        print(f"{sum(len(s.rows) for s in sources):,} strokes in {len(sources)} sets read in {time.perf_counter() - t:.1f} s")
+        n = sum(len(s.rows) for s in sources)
+        print(f"{n:,} strokes in {len(sources)} sets read in {time.perf_counter() - t:.1f} s")
         bench_queries(sources, default_embedder(), [int(x) for x in args.sizes.split(",")], args.repeats, tmp)
         if args.skip_model:
             return 0
