@@ -10,7 +10,10 @@ Tables (schema version `SCHEMA_VERSION`, in `meta`):
   corrections  coaches' corrected captions, keyed by the stroke's natural key
                (match|set|rally|ball_round|frame), so re-indexing never drops them
   model_captions  caption cache: (video hash, model key, frame) -> caption
-  texts     sentence embedding (float32 blob) of every caption text, embedded once
+  texts     sentence embedding (float32 blob) of every caption text, embedded once (a stroke's
+            embedding is that of its caption, with the stroke's description: core.query.semantic_text)
+  stroke_captions  view: strokes with their corrected caption and the caption shown
+               (corrected > annotation > model)
 
 Indexing a set: its strokes are written in one transaction (status 'annotated'). With a video
 and a model, the video is decoded once (core.video.iter_windows, memory bounded by the frames of
@@ -82,6 +85,9 @@ CREATE TABLE IF NOT EXISTS model_captions(
   PRIMARY KEY(video_hash, model_key, frame));
 CREATE TABLE IF NOT EXISTS texts(text TEXT PRIMARY KEY, embedder TEXT NOT NULL, vec BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS video_hashes(path TEXT PRIMARY KEY, size INTEGER, mtime REAL, hash TEXT NOT NULL);
+CREATE VIEW IF NOT EXISTS stroke_captions AS
+  SELECT s.*, c.caption AS corrected_caption, coalesce(c.caption, s.ann_caption, s.model_caption) AS caption
+  FROM strokes s LEFT JOIN corrections c ON c.key = s.key;
 """
 
 
@@ -203,6 +209,7 @@ class StrokeIndex:
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.token_dir = self.path.with_name(self.path.name + ".tokens")
+        self._lock = threading.RLock()
         try:
             self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -234,14 +241,16 @@ class StrokeIndex:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any exception."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        """All or nothing: BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any exception. The connection is
+        shared by the app's threads, so one transaction runs at a time."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def _bump(self) -> None:
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
@@ -656,18 +665,23 @@ def _rallies(set_id: int, rows: list[StrokeRow], fps: float | None) -> list[tupl
 # ---------------------------------------------------------------- command line
 
 
-def _progress_bar():
-    from tqdm import tqdm
+class _ProgressBar:
+    """A tqdm bar for the command line, made on the first report (when the total is known)."""
 
-    bar = tqdm(unit="stroke", desc="index")
+    def __init__(self) -> None:
+        self.bar = None
 
-    def update(done: int, total: int, what: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_description(what)
-        bar.refresh()
+    def __call__(self, done: int, total: int, what: str) -> None:
+        from tqdm import tqdm
 
-    return bar, update
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="stroke", desc=what)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -703,9 +717,9 @@ def main(argv: list[str] | None = None) -> int:
 
             model = load_model(args.model, device=args.device)
         index = StrokeIndex(args.db)
-        bar, update = _progress_bar()
+        bar = _ProgressBar()
         try:
-            match_id = index.add_match(args.annotations, video=video, model=model, progress=update, frames=frames,
+            match_id = index.add_match(args.annotations, video=video, model=model, progress=bar, frames=frames,
                                        batch_size=args.batch_size)
         finally:
             bar.close()

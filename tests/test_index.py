@@ -249,3 +249,14 @@ def test_index_command(tmp_path, capsys):
     bad.write_text("a,b\n1,2\n")
     assert index_main(["NONE", "--annotations", str(bad), "--db", str(db)]) == 1
     assert "neither a ShuttleSet" in capsys.readouterr().err
+
+
+def test_caption_view_shows_the_caption_in_order_of_preference(tmp_path, ref_csv):
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    match_id = index.add_match(ref_csv)
+    first = index.strokes(match_id)[0]
+    index.set_caption(first["id"], "upper player hits a clear in the backcourt")
+    rows = index.db.execute("SELECT id, corrected_caption, caption FROM stroke_captions ORDER BY id").fetchall()
+    assert tuple(rows[0]) == (first["id"], "upper player hits a clear in the backcourt",
+                              "upper player hits a clear in the backcourt")
+    assert rows[1]["corrected_caption"] is None and rows[1]["caption"] == index.strokes(match_id)[1]["ann_caption"]
