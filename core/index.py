@@ -263,9 +263,12 @@ class StrokeIndex:
 
     def add_match(self, annotations: str | Path | None = None, video: str | Path | None = None, model=None,
                   progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
-                  settings=None, caption_batch: int = 32) -> int:
+                  settings: GenerationSettings | None = None, caption_batch: int = 32) -> int:
         """Index one set (annotations and/or hit frames, optional video and stage-1 model); returns the
-        match id. Idempotent; resumes an interrupted run; corrections are kept."""
+        match id. Idempotent; resumes an interrupted run; corrections are kept. Without a video, a
+        video indexed before for the set is kept."""
+        if model is not None and video is None:
+            raise ValueError("a model needs the video: without one only the annotations are indexed")
         src = set_source(annotations, frames, video)
         fps, vhash = src.fps, None
         if video is not None:
@@ -273,8 +276,6 @@ class StrokeIndex:
             fps, vhash = info.fps, self.video_hash(video)
         match_id, set_id = self._write_strokes(src, video, vhash, fps)
         if model is not None:
-            if video is None:
-                raise ValueError("a model needs the video: without one only the annotations are indexed")
             self.encode_set(set_id, model, progress=progress, batch_size=batch_size, captions=True,
                             settings=settings, caption_batch=caption_batch)
         with self.transaction():
@@ -301,8 +302,10 @@ class StrokeIndex:
                        "player_b=coalesce(excluded.player_b, player_b)",
                        (src.match, src.players.get("A") or None, src.players.get("B") or None))
             match_id = db.execute("SELECT id FROM matches WHERE name=?", (src.match,)).fetchone()[0]
-            old = db.execute("SELECT id, source_hash, video_hash FROM sets WHERE match_id=? AND set_no=?",
+            old = db.execute("SELECT id, source_hash, video_hash, video, fps FROM sets WHERE match_id=? AND set_no=?",
                              (match_id, src.set_no)).fetchone()
+            if old and video is None and old[2] is not None:  # annotations again, no video: keep the old one
+                vhash, video, fps = old[2], old[3], old[4]
             if old and old[1] == src.source_hash and old[2] == vhash:
                 return match_id, old[0]
             if old:

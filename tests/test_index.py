@@ -260,3 +260,15 @@ def test_caption_view_shows_the_caption_in_order_of_preference(tmp_path, ref_csv
     assert tuple(rows[0]) == (first["id"], "upper player hits a clear in the backcourt",
                               "upper player hits a clear in the backcourt")
     assert rows[1]["corrected_caption"] is None and rows[1]["caption"] == index.strokes(match_id)[1]["ann_caption"]
+
+
+def test_annotations_again_without_video_keep_the_video(tmp_path, ref_csv, index_video):
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    index.add_match(ref_csv, video=index_video)
+    write_reference_csv(ref_csv, HITS[:-1])
+    match_id = index.add_match(ref_csv)
+    rows = index.strokes(match_id)
+    assert len(rows) == len(HITS) - 1 and rows[0]["video"] == str(Path(index_video).resolve())
+    assert rows[0]["start_s"] == pytest.approx(3 / 25)
+    with pytest.raises(ValueError, match="needs the video"):
+        index.add_match(ref_csv, model=object())
