@@ -93,7 +93,7 @@ SEEK_JS = """
   let tries = 0;
   const go = () => {
     const v = slVideo(p.src);
-    if (!v) { if (tries++ < 150) setTimeout(go, 100); return; }
+    if (!v) { if (tries++ < 600) setTimeout(go, 100); return; }
     if (window.slStopPlayAll) window.slStopPlayAll();
     v.currentTime = p.t;
     const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
@@ -110,7 +110,7 @@ PLAY_ALL_JS = """
   let tries = 0;
   const start = () => {
     const v = slVideo(p.src);
-    if (!v) { if (tries++ < 150) setTimeout(start, 100); return; }
+    if (!v) { if (tries++ < 600) setTimeout(start, 100); return; }
     if (window.slStopPlayAll) window.slStopPlayAll();
     let i = 0;
     const step = () => {

@@ -57,6 +57,8 @@ def demo(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def app_url(demo):
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):  # CI installs chromium: a missing browser there is a failure
+            pytest.fail(f"no chromium at {CHROMIUM}")
         pytest.skip(f"no chromium at {CHROMIUM}")
     port = _free_port()
     log = open(demo["workspace"].parent / "app.log", "w")
@@ -86,6 +88,8 @@ def app_url(demo):
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):  # CI installs chromium: a missing browser there is a failure
+            pytest.fail(f"no chromium at {CHROMIUM}")
         pytest.skip(f"no chromium at {CHROMIUM}")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[

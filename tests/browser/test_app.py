@@ -30,7 +30,7 @@ def _ask(page, question: str) -> None:
 def _wait_time(page, low: float, high: float) -> None:
     """The player's currentTime within [low - 0.05, high] (it plays on from the seek point)."""
     page.wait_for_function(f"(() => {{ const t = document.querySelector('#match-video video').currentTime;"
-                           f" return t >= {low - 0.05} && t <= {high}; }})()")
+                           f" return t >= {low - 0.05} && t <= {high}; }})()", timeout=90_000)
 
 
 def test_ask_shows_results_and_timeline_and_seeks(page, shot):
