@@ -1,0 +1,368 @@
+"""The embedded demo: train the tiny demo model on CPU and render the demo match, in one command.
+
+    python -m train.demo --out assets/demo-model --match-out assets/demo-match [--minutes 30]
+
+Steps (each timed; the timings go into card.json):
+ 1. data: ShuttleSet matches are shuffled with --seed; the first ones (--heldout-sets sets) are
+    held out, the next ones give --train-sets sets. Training sets are rendered with --train-seed,
+    held-out sets with --heldout-seed (other matches and another look), at 192x108, in 2 processes;
+    every stroke's clip is cut into memory (8 frames resized whole to 112x112).
+ 2. dataset: train/build_dataset.py's folder (mp4 clips + captions + questions, chunks of 5) from
+    --stage-sets of the training sets (train split) and every held-out set (test split), for the
+    stage-1/2 recipes, which read mp4 clips.
+ 3. base: train/pretrain_base.py (phase A stroke heads, phase B captioning) on all training clips.
+ 4. stage 1: `train.stage1 --base <base> --experiment 4` (Q-Former cross-attention LoRA r=8).
+ 5. stage 2: `train.stage2 --init <stage 1>` (LLM LoRA "all", chunks of 5).
+ 6. held-out evaluation of both stages with train/evaluate.py (an evenly spaced sample of the
+    test split), beside the majority-class baselines.
+ 7. assets: the stage-2 adapters + the base (as base/) in --out, card.json, and the demo match
+    (a few rallies of a held-out match at 480x270 with the held-out seed) in --match-out.
+
+The phases share the --minutes budget; the recipes stop at a step count estimated from the
+throughput measured while pretraining. Work files go to --work (default runs/demo).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import multiprocessing as mp
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.annotations import load_shuttleset_set
+from core.loader import load_model, read_manifest
+from train.clip_cache import ClipSet, cut_set
+from train.pretrain_base import PretrainConfig, pretrain
+from train.replay import render_set
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SHUTTLESET = ROOT.parent / "shared" / "data" / "shuttleset"
+RENDER_SIZE = (192, 108)
+DEMO_MATCH_SIZE = (480, 270)
+NUM_FRAMES, CLIP_SIZE = 8, 112
+# Shares of the training budget left after data preparation and the evaluation reserve.
+SHARES = {"phase_a": 0.34, "phase_b": 0.28, "stage1": 0.16, "stage2": 0.22}
+EVAL_RESERVE_S = 150
+MIN_TRAIN_S = 60.0
+
+
+# ---------------------------------------------------------------- data
+
+
+def match_sets(shuttleset: Path) -> dict[str, list[Path]]:
+    """match folder -> its set files (matches without set files are skipped)."""
+    out = {}
+    for folder in sorted(p for p in shuttleset.iterdir() if p.is_dir()):
+        sets = sorted(folder.glob("set*.csv"))
+        if sets:
+            out[folder.name] = sets
+    return out
+
+
+def choose_sets(matches: dict[str, list[Path]], train_sets: int, heldout_sets: int,
+                seed: int) -> tuple[list[Path], list[Path]]:
+    """Held-out sets from whole matches first, then training sets from other matches."""
+    order = sorted(matches)
+    np.random.default_rng(seed).shuffle(order)
+    heldout, train = [], []
+    for m in order:
+        if len(heldout) < heldout_sets:
+            heldout += matches[m][: heldout_sets - len(heldout)]
+        elif len(train) < train_sets:
+            train += matches[m][: train_sets - len(train)]
+    return train, heldout
+
+
+def _render_match(job: tuple) -> tuple[list[Path], ClipSet]:
+    """Render one match's sets into a private folder (match.csv is rewritten per render) and cut its clips."""
+    sets, out_dir, seed, size, rallies = job
+    parts, csvs = [], []
+    for set_csv in sets:
+        rendered = render_set(set_csv, out_dir, rallies=rallies, seed=seed, size=size)
+        csvs.append(rendered)
+        parts.append(cut_set(rendered, rendered.with_suffix(".mp4"), NUM_FRAMES, CLIP_SIZE))
+    return csvs, ClipSet.concat(parts)
+
+
+def render_sets(sets: list[Path], out_dir: Path, seed: int, size=RENDER_SIZE, processes: int = 2,
+                rallies: str | None = None) -> tuple[list[Path], ClipSet]:
+    """Render sets (grouped by match, `processes` at a time) into one ShuttleSet-layout folder."""
+    by_match: dict[str, list[Path]] = {}
+    for s in sets:
+        by_match.setdefault(s.parent.name, []).append(s)
+    parts_dir = out_dir / "_parts"
+    jobs = [(group, parts_dir / str(i), seed, size, rallies) for i, group in enumerate(by_match.values())]
+    with mp.get_context("spawn").Pool(processes) as pool:
+        results = pool.map(_render_match, jobs)
+    csvs = []
+    for (_, part, *_), (rendered, _) in zip(jobs, results):
+        for video in {c.parent.name for c in rendered}:
+            target = out_dir / video
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(str(part / video), str(target))
+        csvs += [out_dir / c.parent.name / c.name for c in rendered]
+    merge_match_files([job[1] for job in jobs], out_dir)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    clips = ClipSet.concat([r[1] for r in results])
+    return csvs, clips
+
+
+def merge_match_files(parts: list[Path], out_dir: Path) -> None:
+    """match.csv and homography.csv of every part folder, as one file each in out_dir."""
+    for name in ("match.csv", "homography.csv"):
+        header, rows = None, []
+        for part in parts:
+            with open(part / name, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                header = header or reader.fieldnames
+                rows += list(reader)
+        with open(out_dir / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def build_stage_data(train_csvs: list[Path], heldout_csvs: list[Path], videos: Path, out: Path) -> dict:
+    from train.build_dataset import build, parser as build_parser
+
+    heldout_matches = sorted({c.parent.name for c in heldout_csvs})
+    args = build_parser().parse_args(["--annotations", *map(str, train_csvs + heldout_csvs), "--videos", str(videos),
+                                      "--out", str(out), "--test-matches", *heldout_matches, "--no-progress"])
+    return build(args)
+
+
+# ---------------------------------------------------------------- recipes and evaluation
+
+
+def run_recipe(module, argv: list[str]) -> None:
+    code = module.main(argv)
+    if code:
+        raise RuntimeError(f"{module.__name__} {' '.join(argv)} exited with {code}")
+
+
+def evenly(items: list, n: int) -> list:
+    if n <= 0 or len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def evaluate_stage1(adapters: Path, data: Path, limit: int) -> dict:
+    from train.data import load_captions, load_references
+    from train.evaluate import evaluate_captions, generation_settings
+
+    items = evenly(load_captions(data, "test"), limit)
+    model = load_model(adapters, device="cpu")
+    report = evaluate_captions(model, items, load_references(data, "test", items), generation_settings(1), 32,
+                               load_captions(data, "train", check_files=False), data_dir=data)
+    m = report["metrics"]
+    return {"n": len(items), "field_accuracy": m["field_accuracy"], "bleu4": m["bleu4"], "cider": m["cider"],
+            "exact_match": m["exact_match"], "majority_baseline": report["majority_baseline"],
+            "confusion_stroke": report["confusion_stroke"],
+            "examples": [(s["prediction"], s["references"][0]) for s in report["samples"][:10]]}
+
+
+def evaluate_stage2(adapters: Path, data: Path, limit: int) -> dict:
+    from collections import Counter
+
+    from train import metrics as M
+    from train.data import load_questions
+    from train.evaluate import evaluate_questions, gold_indices, generation_settings
+    from train.qa import parse_answer
+
+    items = evenly(load_questions(data, "test"), limit)
+    model = load_model(adapters, device="cpu")
+    report = evaluate_questions(model, items, generation_settings(2), 16, data)
+    train_answers = Counter(it["answer"] for it in load_questions(data, "train", check_files=False))
+    constant = train_answers.most_common(1)[0][0]
+    golds = [gold_indices(it) for it in items]
+    baseline = M.grounding_metrics([parse_answer(constant)] * len(items), golds)
+    keys = ("f1", "hit1", "exact", "precision", "recall", "impossible_accuracy", "accuracy", "n_answerable",
+            "n_impossible")
+    return {"n": len(items), **{k: report["metrics"][k] for k in keys},
+            "majority_baseline": {"answer": constant, **{k: baseline[k] for k in keys}},
+            "examples": [(s["question"], s["answer"], s["gold"]) for s in report["samples"][:8]]}
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+class Clock:
+    def __init__(self, minutes: float):
+        self.t0, self.budget, self.timings = time.perf_counter(), minutes * 60, {}
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.t0)
+
+    def done(self, phase: str, since: float) -> None:
+        self.timings[phase] = round(time.perf_counter() - since, 1)
+        log.info("phase %s: %.1f s (total %.1f s)", phase, self.timings[phase], time.perf_counter() - self.t0)
+
+
+def run(args) -> dict:
+    clock = Clock(args.minutes)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    matches = match_sets(Path(args.shuttleset))
+    train_sets, heldout_sets = choose_sets(matches, args.train_sets, args.heldout_sets, args.seed)
+
+    t = time.perf_counter()
+    renders = work / "renders"
+    train_csvs, train_clips = render_sets(train_sets, renders, args.train_seed, processes=args.processes)
+    heldout_csvs, heldout_clips = render_sets(heldout_sets, work / "renders_heldout", args.heldout_seed,
+                                              processes=args.processes)
+    clock.done("render_and_cut", t)
+
+    t = time.perf_counter()
+    for c in heldout_csvs:  # one videos folder for the dataset builder (different matches: no clash)
+        shutil.copytree(c.parent, renders / c.parent.name, dirs_exist_ok=True)
+    merge_match_files([renders, work / "renders_heldout"], renders)
+    data = work / "data"
+    stage_train = evenly(train_csvs, args.stage_sets)
+    manifest = build_stage_data(stage_train, [renders / c.parent.name / c.name for c in heldout_csvs], renders, data)
+    clock.done("dataset", t)
+
+    budget = max(args.min_train_s, clock.left() - EVAL_RESERVE_S - 30)
+    t = time.perf_counter()
+    cfg = PretrainConfig(minutes_a=budget * SHARES["phase_a"] / 60, minutes_b=budget * SHARES["phase_b"] / 60,
+                         steps_a=args.max_steps, steps_b=args.max_steps, seed=args.seed,
+                         eval_limit=args.eval_limit_base)
+    base = work / "base"
+    base_summary = pretrain(train_clips, heldout_clips, base, cfg)
+    clock.done("pretrain_base", t)
+    del train_clips
+
+    rate = args.recipe_clips_per_s
+    s1_steps = max(2, int(budget * SHARES["stage1"] * rate / args.stage1_batch))
+    s2_steps = max(2, int(budget * SHARES["stage2"] * rate / (5 * args.stage2_batch)))
+    common = ["--precision", "fp32", "--device", "cpu", "--num-workers", "1", "--epochs", "50",
+              "--save-every", "0", "--keep-checkpoints", "1", "--log-every", "10", "--progress", "false",
+              "--seed", str(args.seed)]
+    from train import stage1, stage2
+
+    t = time.perf_counter()
+    run_recipe(stage1, ["--base", str(base), "--data", str(data), "--out", str(work / "stage1"), "--experiment", "4",
+                        "--lr", "2e-3", "--warmup-steps", "20", "--batch-size", str(args.stage1_batch),
+                        "--max-steps", str(s1_steps), "--num-frames", str(NUM_FRAMES), *common])
+    clock.done("stage1", t)
+    t = time.perf_counter()
+    run_recipe(stage2, ["--init", str(work / "stage1"), "--data", str(data), "--out", str(work / "stage2"),
+                        "--lr", "2e-3", "--batch-size", str(args.stage2_batch), "--grad-accum", "1",
+                        "--max-steps", str(s2_steps), *common])
+    clock.done("stage2", t)
+
+    t = time.perf_counter()
+    eval1 = evaluate_stage1(work / "stage1" / "final", data, args.eval_limit_stage1)
+    eval2 = evaluate_stage2(work / "stage2" / "final", data, args.eval_limit_stage2)
+    clock.done("evaluate", t)
+
+    t = time.perf_counter()
+    demo_match = render_demo_match(heldout_sets[0], Path(args.match_out), args.heldout_seed, args.demo_rallies)
+    out = assemble(work, Path(args.out))
+    clock.done("assets", t)
+    card = {
+        "model": "shuttle-lens tiny demo model",
+        "command": "python -m train.demo " + " ".join(args.argv),
+        "shuttleset": str(args.shuttleset),
+        "seed": args.seed, "train_seed": args.train_seed, "heldout_seed": args.heldout_seed,
+        "render_size": list(RENDER_SIZE), "clip": {"frames": NUM_FRAMES, "size": CLIP_SIZE, "crop": False},
+        "training_matches": sorted({s.parent.name for s in train_sets}),
+        "training_sets": [f"{s.parent.name}/{s.name}" for s in train_sets],
+        "stage_training_sets": [f"{c.parent.name}/{c.name}" for c in stage_train],
+        "heldout_matches": sorted({s.parent.name for s in heldout_sets}),
+        "heldout_sets": [f"{s.parent.name}/{s.name}" for s in heldout_sets],
+        "counts": {"train_clips": base_summary["train_clips"], "heldout_clips": len(heldout_clips),
+                   "stage_data": {"captions": manifest["captions"], "questions": manifest["questions"]}},
+        "pretrain": {k: base_summary[k] for k in ("steps_a", "steps_b", "phase_a_s", "phase_b_s", "config")},
+        "recipes": {"stage1_steps": s1_steps, "stage1_batch": args.stage1_batch, "stage2_steps": s2_steps,
+                    "stage2_batch": args.stage2_batch},
+        "timings_s": {**clock.timings, "total": round(time.perf_counter() - clock.t0, 1)},
+        "heldout": {"stage1": eval1, "stage2": eval2},
+        "demo_match": demo_match,
+        "targets": {"stage1": {"side": 0.95, "stroke": 0.70, "zone": 0.70},
+                    "stage2": {"f1": 0.70, "impossible_accuracy": 0.80}},
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
+    for name, src in (("curves_base.jsonl", base / "metrics.jsonl"), ("curves_stage1.jsonl", work / "stage1" / "metrics.jsonl"),
+                      ("curves_stage2.jsonl", work / "stage2" / "metrics.jsonl")):
+        if src.is_file():
+            shutil.copy(src, out / name)
+    return card
+
+
+def render_demo_match(set_csv: Path, out: Path, seed: int, rallies: str) -> dict:
+    """A few rallies of a held-out set at 480x270, ShuttleSet layout (<video>/set1.csv + .mp4)."""
+    shutil.rmtree(out, ignore_errors=True)
+    rendered = render_set(set_csv, out, rallies=rallies, seed=seed, size=DEMO_MATCH_SIZE)
+    strokes = load_shuttleset_set(rendered).strokes
+    return {"set": f"{set_csv.parent.name}/{set_csv.name}", "rallies": rallies, "strokes": len(strokes),
+            "size": list(DEMO_MATCH_SIZE), "seed": seed}
+
+
+def assemble(work: Path, out: Path) -> Path:
+    """The stage-2 adapters with the base as base/; the manifest names the base by its path from the repository root."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    final = work / "stage2" / "final"
+    shutil.copy(final / "adapters.safetensors", out / "adapters.safetensors")
+    base = out / "base"
+    shutil.copytree(work / "base", base, ignore=shutil.ignore_patterns("metrics.jsonl"))
+    manifest = read_manifest(final)
+    try:
+        manifest["base_model"] = str(base.resolve().relative_to(ROOT))
+    except ValueError:
+        manifest["base_model"] = str(base.resolve())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="assets/demo-model", help="demo model folder to write")
+    p.add_argument("--match-out", default="assets/demo-match", help="demo match folder to write")
+    p.add_argument("--shuttleset", default=str(DEFAULT_SHUTTLESET), help="ShuttleSet folder (annotations)")
+    p.add_argument("--work", default="runs/demo", help="work folder (renders, dataset, runs)")
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of the whole run")
+    p.add_argument("--train-sets", type=int, default=40)
+    p.add_argument("--heldout-sets", type=int, default=6)
+    p.add_argument("--stage-sets", type=int, default=12, help="training sets in the stage-1/2 dataset folder")
+    p.add_argument("--seed", type=int, default=0, help="match choice and training seed")
+    p.add_argument("--train-seed", type=int, default=1, help="render seed of the training sets")
+    p.add_argument("--heldout-seed", type=int, default=2, help="render seed of the held-out sets and the demo match")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=100000, help="cap on each pretraining phase's steps")
+    p.add_argument("--recipe-clips-per-s", type=float, default=80.0, help="assumed stage-1/2 throughput (clips/s)")
+    p.add_argument("--stage1-batch", type=int, default=32)
+    p.add_argument("--stage2-batch", type=int, default=8)
+    p.add_argument("--eval-limit-base", type=int, default=512)
+    p.add_argument("--eval-limit-stage1", type=int, default=600)
+    p.add_argument("--eval-limit-stage2", type=int, default=300)
+    p.add_argument("--demo-rallies", default="1-10")
+    p.add_argument("--min-train-s", type=float, default=MIN_TRAIN_S, help="training time even when the budget is spent")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    card = run(args)
+    print(json.dumps({"timings_s": card["timings_s"],
+                      "stage1": {k: card["heldout"]["stage1"][k] for k in ("field_accuracy", "majority_baseline")},
+                      "stage2": {k: v for k, v in card["heldout"]["stage2"].items() if k != "examples"}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Base pretraining for a tiny stroke model: turns a random tiny InstructBLIP (core.tiny) into a
+base that already sees strokes, saved in the Hugging Face folder format of the real base.
+
+    python -m train.pretrain_base --renders renders/train --heldout renders/heldout --out runs/base
+
+A tiny model has no pretrained base, while the stage-1/2 recipes assume one (frozen vision tower
+and LLM, LoRA only). This recipe supplies it in two phases on rendered stroke clips:
+  A. supervised stroke heads: the vision tower, Q-Former, query tokens and frame embedding
+     train with three linear heads (side, stroke type, zone) on the mean of the query outputs;
+  B. full captioning: everything trains (vision, Q-Former, projection, T5) with the LM loss on
+     the stroke captions under the stage-1 prompt.
+The heads are thrown away; the base folder gets the model, both tokenizers (a corpus covering
+the captions, QA templates and prompts), `preprocessor_config.json` with `"do_center_crop":
+false` (the whole court stays visible) and `stroke_embeddings.safetensors` (the learned frame
+embedding, read by core.loader.build_model). `metrics.jsonl` logs the loss and, at every
+evaluation, the held-out field accuracy (phase A: heads; phase B: greedy captions parsed back).
+
+--renders / --heldout are folders in the ShuttleSet layout (`<video>/setN.csv` + `setN.mp4`, as
+train/replay.py writes them); clips are cut once into memory (train/clip_cache.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.config import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, GenerationSettings, ModelSettings
+from core.loader import build_model, save_stroke_embeddings
+from core.processor import ImageSpec
+from core.tiny import TinySpec, build_tiny_base, default_corpus
+from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
+from train.clip_cache import ClipSet, cut_set
+from train.metrics import parse_caption
+from train.qa import TEMPLATES
+
+log = logging.getLogger(__name__)
+
+ZONES = tuple(sorted(ZONE_PHRASES))
+FIELDS = {"side": SIDES, "stroke": STROKES, "zone": ZONES}
+METRICS = "metrics.jsonl"
+
+
+def demo_spec() -> TinySpec:
+    """The demo model's size: 112 px frames, patch 16, width 64 everywhere, 8 query tokens."""
+    return TinySpec(image_size=112, patch_size=16, vision_hidden=64, vision_layers=2, qformer_hidden=64,
+                    qformer_layers=2, num_query_tokens=8, llm_width=64, llm_layers=2, llm_heads=4, llm_ffn=128)
+
+
+@dataclass
+class PretrainConfig:
+    spec: TinySpec = field(default_factory=demo_spec)
+    num_frames: int = 8
+    batch_size: int = 32
+    lr_a: float = 2e-3
+    lr_b: float = 1e-3
+    warmup: int = 100
+    steps_a: int = 2000  # upper bounds; the minutes end a phase earlier
+    steps_b: int = 2000
+    minutes_a: float = 6.0
+    minutes_b: float = 6.0
+    eval_every: int = 200
+    eval_limit: int = 512
+    seed: int = 0
+
+
+def tokenizer_corpus() -> list[str]:
+    """Every word of the prompts, captions and QA templates, so none falls back to characters."""
+    captions = [caption(s, t, z) for s in SIDES for t in STROKES for z in ZONES]
+    templates = [t for kind in TEMPLATES.values() for t in kind]
+    return [*default_corpus(), CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, *captions, *templates]
+
+
+def make_base(folder: str | Path, spec: TinySpec, seed: int = 0) -> Path:
+    """A random tiny base whose processor resizes the whole frame (no centre crop)."""
+    folder = build_tiny_base(folder, spec, tokenizer_corpus(), seed)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(ImageSpec(size=spec.image_size, crop=False).to_dict(), indent=2))
+    return folder
+
+
+def labels(clips: ClipSet) -> dict[str, torch.Tensor]:
+    return {name: torch.tensor([values.index(getattr(s, name)) for s in clips.strokes]) for name, values in FIELDS.items()}
+
+
+def pixels(frames: np.ndarray, spec: ImageSpec) -> torch.Tensor:
+    """uint8 clips (B, T, S, S, 3) already at the model's size -> normalised (B, T, 3, S, S)."""
+    x = torch.from_numpy(frames).float().div_(255.0)
+    x = (x - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+    return x.permute(0, 1, 4, 2, 3).contiguous()
+
+
+class StrokeHeads(nn.Module):
+    """Side / stroke / zone logits from the mean of a clip's query outputs (phase A only)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(width, len(values)) for name, values in FIELDS.items()})
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = tokens.mean(dim=1)
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+
+def _schedule(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+class _Log:
+    def __init__(self, path: Path):
+        self.path, self.t0 = path, time.perf_counter()
+
+    def write(self, record: dict) -> None:
+        record = {**record, "elapsed_s": round(time.perf_counter() - self.t0, 1)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("%s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+
+
+@torch.no_grad()
+def head_accuracy(vlm, heads: StrokeHeads, clips: ClipSet, spec: ImageSpec, batch: int = 64) -> dict[str, float]:
+    vlm.eval()
+    gold = labels(clips)
+    right = {k: 0 for k in FIELDS}
+    for i in range(0, len(clips), batch):
+        out = heads(vlm.encode_clips(pixels(clips.frames[i:i + batch], spec)))
+        for k in FIELDS:
+            right[k] += int((out[k].argmax(-1) == gold[k][i:i + batch]).sum())
+    return {k: right[k] / max(1, len(clips)) for k in FIELDS}
+
+
+@torch.no_grad()
+def caption_accuracy(model, clips: ClipSet, batch: int = 64) -> dict[str, float]:
+    """Greedy captions parsed back into fields; unreadable counts as wrong."""
+    vlm, proc = model.vlm, model.processor
+    vlm.eval()
+    gen = GenerationSettings(num_beams=1, max_new_tokens=16, min_new_tokens=1)
+    right = {k: 0 for k in FIELDS}
+    for i in range(0, len(clips), batch):
+        part = clips.strokes[i:i + batch]
+        prompt = proc.prompts([CAPTION_PROMPT] * len(part))
+        ids = vlm.generate(prompt["input_ids"], prompt["attention_mask"],
+                           pixel_values=pixels(clips.frames[i:i + batch], proc.image), settings=gen)
+        for s, text in zip(part, proc.decode(ids)):
+            got = parse_caption(text)
+            for k in FIELDS:
+                right[k] += int(getattr(got, k, None) == getattr(s, k))
+    return {k: right[k] / max(1, len(clips)) for k in FIELDS}
+
+
+def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: int, params: list,
+               lr: float, loss_fn: Callable[[np.ndarray], torch.Tensor], evaluate: Callable[[], dict],
+               logger: _Log) -> int:
+    """AdamW with warm-up and cosine decay over `steps`; stops early when `minutes` are used up."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(cfg.seed)
+    t0, step, window = time.perf_counter(), 0, []
+    order = rng.permutation(n)
+    pos = 0
+    while step < steps:
+        if pos + cfg.batch_size > n:
+            order, pos = rng.permutation(n), 0
+        index = np.sort(order[pos:pos + cfg.batch_size])
+        pos += cfg.batch_size
+        for g in opt.param_groups:
+            g["lr"] = lr * _schedule(step, cfg.warmup, steps)
+        loss = loss_fn(index)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        window.append(loss.item())
+        out_of_time = time.perf_counter() - t0 > minutes * 60
+        if step % 25 == 0 or out_of_time or step == steps:
+            record = {"phase": name, "step": step, "loss": float(np.mean(window)),
+                      "clips_per_s": round(step * cfg.batch_size / (time.perf_counter() - t0), 1)}
+            window = []
+            if step % cfg.eval_every == 0 or out_of_time or step == steps:
+                record.update({f"heldout_{k}": v for k, v in evaluate().items()})
+            logger.write(record)
+        if out_of_time:
+            break
+    return step
+
+
+def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: PretrainConfig | None = None) -> dict:
+    """Build, pretrain (phases A and B) and save a tiny base into `out`; returns a summary."""
+    cfg = cfg or PretrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS).unlink(missing_ok=True)
+    torch.manual_seed(cfg.seed)
+    make_base(out, cfg.spec, cfg.seed)
+    model = build_model(ModelSettings(base=str(out), num_frames=cfg.num_frames, device="cpu"))
+    vlm, spec = model.vlm, model.processor.image
+    if train.frames.shape[1] != cfg.num_frames or train.frames.shape[2] != spec.size:
+        raise ValueError(f"clips are {train.frames.shape[1:3]} (frames, size); the base needs "
+                         f"({cfg.num_frames}, {spec.size})")
+    logger = _Log(out / METRICS)
+    gold = labels(train)
+    held = heldout.subset(np.arange(min(cfg.eval_limit, len(heldout)))) if heldout is not None and len(heldout) else None
+    timings = {}
+
+    # Phase A: vision tower + Q-Former + queries + frame embedding, through three heads.
+    heads = StrokeHeads(cfg.spec.qformer_hidden)
+    params_a = [*vlm.base.vision_model.parameters(), *vlm.base.qformer.parameters(), vlm.base.query_tokens,
+                vlm.frame_embed, *heads.parameters()]
+
+    def loss_a(index):
+        vlm.train()
+        out_ = heads(vlm.encode_clips(pixels(train.frames[index], spec)))
+        return sum(nn.functional.cross_entropy(out_[k], gold[k][index]) for k in FIELDS)
+
+    t = time.perf_counter()
+    steps_a = _run_phase("A", cfg.steps_a, cfg.minutes_a, cfg, len(train), params_a, cfg.lr_a, loss_a,
+                         (lambda: head_accuracy(vlm, heads, held, spec)) if held else dict, logger)
+    timings["phase_a_s"] = round(time.perf_counter() - t, 1)
+
+    # Phase B: everything trains on the captions (LM loss under the stage-1 prompt).
+    texts = [s.caption for s in train.strokes]
+    params_b = [p for p in vlm.parameters()]
+
+    def loss_b(index):
+        vlm.train()
+        prompt = model.processor.prompts([CAPTION_PROMPT] * len(index))
+        target = model.processor.labels([texts[i] for i in index], 32)
+        return vlm(**prompt, pixel_values=pixels(train.frames[index], spec), labels=target).loss
+
+    t = time.perf_counter()
+    steps_b = _run_phase("B", cfg.steps_b, cfg.minutes_b, cfg, len(train), params_b, cfg.lr_b, loss_b,
+                         (lambda: caption_accuracy(model, held)) if held else dict, logger)
+    timings["phase_b_s"] = round(time.perf_counter() - t, 1)
+
+    vlm.eval()
+    vlm.base.save_pretrained(out)
+    model.tokenizer.save_pretrained(out)
+    save_stroke_embeddings(vlm, out)
+    summary = {"base": str(out), "steps_a": steps_a, "steps_b": steps_b, **timings,
+               "train_clips": len(train), "heldout_clips": len(held) if held else 0,
+               "config": {**asdict(cfg), "spec": asdict(cfg.spec)}}
+    (out / "pretrain.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def load_renders(folders: list[str | Path], num_frames: int, size: int) -> ClipSet:
+    """Every captioned stroke of every rendered set below the folders, as in-memory clips."""
+    parts = []
+    for folder in folders:
+        for csv_path in sorted(Path(folder).glob("*/set*.csv")):
+            parts.append(cut_set(csv_path, csv_path.with_suffix(".mp4"), num_frames, size))
+    if not parts:
+        raise FileNotFoundError(f"no rendered sets (<video>/setN.csv + .mp4) below {', '.join(map(str, folders))}")
+    return ClipSet.concat(parts)
+
+
+def parser() -> argparse.ArgumentParser:
+    d = PretrainConfig()
+    p = argparse.ArgumentParser(prog="python -m train.pretrain_base", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--renders", nargs="+", required=True, help="training renders (ShuttleSet layout)")
+    p.add_argument("--heldout", nargs="*", default=[], help="held-out renders for the accuracy curves")
+    p.add_argument("--out", required=True, help="base folder to write")
+    for name in ("num_frames", "batch_size", "lr_a", "lr_b", "warmup", "steps_a", "steps_b", "minutes_a",
+                 "minutes_b", "eval_every", "eval_limit", "seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k not in ("renders", "heldout", "out")})
+    train = load_renders(args.renders, cfg.num_frames, cfg.spec.image_size)
+    heldout = load_renders(args.heldout, cfg.num_frames, cfg.spec.image_size) if args.heldout else None
+    summary = pretrain(train, heldout, args.out, cfg)
+    print(f"base written to {summary['base']}: phase A {summary['steps_a']} steps in {summary['phase_a_s']} s, "
+          f"phase B {summary['steps_b']} steps in {summary['phase_b_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
