@@ -27,8 +27,6 @@ from core.model import StrokeVLM
 from core.processor import ImageSpec, StrokeProcessor
 
 log = logging.getLogger(__name__)
-# bitsandbytes warns on every int8 matmul that it casts activations to fp16: expected, not news.
-logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 MANIFEST = "manifest.json"
 ADAPTERS = "adapters.safetensors"
