@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.annotations import (AnnotationError, Stroke, load_annotations, load_reference_csv,
+from core.annotations import (AnnotationError, load_annotations, load_reference_csv,
                               load_shuttleset_set, write_reference_csv)
 from core.court import COURT_WIDTH, NET_Y, Court
 

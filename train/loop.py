@@ -369,3 +369,25 @@ def write_config(cfg: TrainConfig, run_dir: Path, acc: Accelerator) -> None:
                              ", ".join(f"{k} ({old[k]!r} -> {new[k]!r})" for k in changed))
     if acc.is_main_process:
         cfg.save(path)
+
+
+def run_cli(cls: type[TrainConfig], argv: list[str] | None, prog: str, description: str,
+            train: Callable[[TrainConfig], dict], metric: str, metric_name: str, stage: int) -> int:
+    """A recipe's command line: parse the config, train, print a one-line summary; errors in
+    config, data, model or output come out as one line and exit code 1, not a traceback."""
+    from core.loader import ModelLoadError
+    from train.config import ConfigError, build_parser, parse_config
+    from train.data import DataError
+
+    parser = build_parser(cls, prog, description)
+    try:
+        summary = train(parse_config(cls, argv, prog, description, parser))
+    except (ConfigError, DataError, ModelLoadError, TrainError) as err:
+        parser.exit(1, f"{prog}: error: {error_message(err)}\n")
+    if not summary["main_process"]:
+        return 0
+    best = summary["best"] or {}
+    print(f"stage {stage} done: {summary['steps']} steps, last loss {summary['loss']:.4f}, "
+          f"best {metric_name} {best.get(metric, float('nan')):.4f} at step {best.get('step', '-')}; adapters in "
+          f"{summary['run']}/best and {summary['run']}/final")
+    return 0

@@ -15,13 +15,13 @@ import logging
 import sys
 
 from core.config import ModelSettings
-from core.loader import ModelLoadError, build_model
+from core.loader import build_model
 from core.lora import set_trainable
 from core.tiny import build_tiny_base
-from train.config import ConfigError, Stage1Config, build_parser, parse_config
+from train.config import ConfigError, Stage1Config
 from train.data import CaptionDataset, ClipReader, DataError, load_captions, load_references
 from train.evaluate import evaluate_captions, generation_settings
-from train.loop import Trainer, TrainError, error_message, start_run, write_config
+from train.loop import Trainer, run_cli, start_run, write_config
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +75,7 @@ def train(cfg: Stage1Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(Stage1Config, PROG, DESCRIPTION)
-    try:
-        cfg = parse_config(Stage1Config, argv, PROG, DESCRIPTION, parser)
-        summary = train(cfg)
-    except (ConfigError, DataError, ModelLoadError, TrainError) as err:
-        parser.exit(1, f"{PROG}: error: {error_message(err)}\n")
-    if not summary["main_process"]:
-        return 0
-    best = summary["best"] or {}
-    print(f"stage 1 done: {summary['steps']} steps, last loss {summary['loss']:.4f}, "
-          f"best CIDEr {best.get('cider', float('nan')):.4f} at step {best.get('step', '-')}; adapters in "
-          f"{summary['run']}/best and {summary['run']}/final")
-    return 0
+    return run_cli(Stage1Config, argv, PROG, DESCRIPTION, train, "cider", "CIDEr", stage=1)
 
 
 if __name__ == "__main__":

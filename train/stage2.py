@@ -17,12 +17,12 @@ import logging
 import sys
 from dataclasses import replace
 
-from core.loader import ModelLoadError, load_model, read_manifest
+from core.loader import load_model, read_manifest
 from core.lora import attach_lora, set_trainable
-from train.config import ConfigError, Stage2Config, build_parser, parse_config
+from train.config import ConfigError, Stage2Config
 from train.data import ClipReader, DataError, QADataset, is_chain_of_thought, load_questions
 from train.evaluate import adapter_dir, evaluate_questions, generation_settings
-from train.loop import Trainer, TrainError, error_message, start_run, write_config
+from train.loop import Trainer, run_cli, start_run, write_config
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +84,7 @@ def train(cfg: Stage2Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(Stage2Config, PROG, DESCRIPTION)
-    try:
-        cfg = parse_config(Stage2Config, argv, PROG, DESCRIPTION, parser)
-        summary = train(cfg)
-    except (ConfigError, DataError, ModelLoadError, TrainError) as err:
-        parser.exit(1, f"{PROG}: error: {error_message(err)}\n")
-    if not summary["main_process"]:
-        return 0
-    best = summary["best"] or {}
-    print(f"stage 2 done: {summary['steps']} steps, last loss {summary['loss']:.4f}, "
-          f"best F1 {best.get('f1', float('nan')):.4f} at step {best.get('step', '-')}; adapters in "
-          f"{summary['run']}/best and {summary['run']}/final")
-    return 0
+    return run_cli(Stage2Config, argv, PROG, DESCRIPTION, train, "f1", "F1", stage=2)
 
 
 if __name__ == "__main__":
