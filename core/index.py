@@ -697,6 +697,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="stage-1 adapter folder (with manifest.json): captions and query tokens")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 is often fastest)")
     p.add_argument("--no-embed", action="store_true", help="do not embed captions now (queries do it later)")
     p.add_argument("--export-captions", help="also write the corrected/annotation captions as train.json")
     return p
@@ -705,6 +706,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     video = None if args.video.upper() == "NONE" else args.video
     frames = None
     if args.frames:

@@ -618,6 +618,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--paths", default="structured,semantic,model", help="comma-separated subset of " + ",".join(PATHS))
     p.add_argument("--model", help="stage-2 adapter folder: enables the model path")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 is often fastest)")
     p.add_argument("--whole-match", action="store_true",
                    help="the model answers over every rally, not only the candidates'")
     p.add_argument("--limit", type=int)
@@ -630,6 +631,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not Path(args.db).is_file():
         print(f"error: {args.db}: no index here (build one with python -m core.index)", file=sys.stderr)
         return 1
