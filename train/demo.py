@@ -33,7 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
 from core.annotations import load_shuttleset_set
 from core.loader import load_model, read_manifest
@@ -51,6 +53,8 @@ NUM_FRAMES, CLIP_SIZE = 8, 112
 # Shares of the training budget left after data preparation and the evaluation reserve.
 SHARES = {"phase_a": 0.34, "phase_b": 0.28, "stage1": 0.16, "stage2": 0.22}
 EVAL_RESERVE_S = 150
+LIMITS = """## Limits
+"""
 MIN_TRAIN_S = 60.0
 
 
@@ -84,6 +88,7 @@ def choose_sets(matches: dict[str, list[Path]], train_sets: int, heldout_sets: i
 def _render_match(job: tuple) -> tuple[list[Path], ClipSet]:
     """Render one match's sets into a private folder (match.csv is rewritten per render) and cut its clips."""
     sets, out_dir, seed, size, rallies = job
+    cv2.setNumThreads(1)
     parts, csvs = [], []
     for set_csv in sets:
         rendered = render_set(set_csv, out_dir, rallies=rallies, seed=seed, size=size)
@@ -243,7 +248,7 @@ def run(args) -> dict:
     rate = args.recipe_clips_per_s
     s1_steps = max(2, int(budget * SHARES["stage1"] * rate / args.stage1_batch))
     s2_steps = max(2, int(budget * SHARES["stage2"] * rate / (5 * args.stage2_batch)))
-    common = ["--precision", "fp32", "--device", "cpu", "--num-workers", "1", "--epochs", "50",
+    common = ["--precision", "fp32", "--device", "cpu", "--num-workers", "0", "--epochs", "50",
               "--save-every", "0", "--keep-checkpoints", "1", "--log-every", "10", "--progress", "false",
               "--seed", str(args.seed)]
     from train import stage1, stage2
@@ -295,6 +300,7 @@ def run(args) -> dict:
                       ("curves_stage2.jsonl", work / "stage2" / "metrics.jsonl")):
         if src.is_file():
             shutil.copy(src, out / name)
+    write_model_card(out)
     return card
 
 
@@ -325,6 +331,117 @@ def assemble(work: Path, out: Path) -> Path:
     return out
 
 
+# ---------------------------------------------------------------- model card
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _curve_rows(path: Path, keys: tuple[str, ...], every: int = 1) -> list[str]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if any(k in r for k in keys)]
+    rows = rows[::every] + ([rows[-1]] if rows and (len(rows) - 1) % every else [])
+    out = ["| " + " | ".join(("phase", "step", "loss", *keys)) + " |", "|" + "---|" * (3 + len(keys))]
+    for r in rows:
+        vals = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
+        out.append(f"| {r.get('phase', '')} | {r['step']} | {r.get('loss', float('nan')):.3f} | " + " | ".join(vals) + " |")
+    return out
+
+
+def write_model_card(out: Path) -> Path:
+    """assets/<model>/README.md from its card.json and learning curves."""
+    card = json.loads((out / "card.json").read_text())
+    s1, s2 = card["heldout"]["stage1"], card["heldout"]["stage2"]
+    base, tgt1, tgt2 = s1["majority_baseline"], card["targets"]["stage1"], card["targets"]["stage2"]
+    t = card["timings_s"]
+    lines = [
+        "# Shuttle Lens tiny demo model",
+        "",
+        "The model the app opens with out of the box: a tiny InstructBLIP (vision tower, Q-Former, FlanT5)",
+        "with the product's two LoRA stages, trained on CPU on replay renders of ShuttleSet rallies",
+        "(`train/replay.py`). It exists so that the app, its index and its queries run end to end on any",
+        "machine; it is **not** an accurate stroke reader (see the held-out figures below).",
+        "",
+        "## Command",
+        "",
+        "```bash",
+        card["command"],
+        "```",
+        "",
+        f"Wall time on a 2-core CPU: **{t['total'] / 60:.1f} min** in total "
+        + "(" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total") + ").",
+        "",
+        "## Contents",
+        "",
+        "| file | what |",
+        "|---|---|",
+        "| `manifest.json`, `adapters.safetensors` | stage-2 adapters: Q-Former cross-attention LoRA r=8 (stage 1) + LLM LoRA `all` r=4 (stage 2), frame and clip embeddings |",
+        "| `base/` | the pretrained tiny base in the Hugging Face folder format (+ `stroke_embeddings.safetensors`, `pretrain.json`) |",
+        "| `card.json` | machine-readable card: matches and sets used and held out, seeds, sizes, timings, held-out metrics |",
+        "| `curves_*.jsonl` | learning curves of base pretraining and both stages |",
+        "",
+        "Architecture: " + ", ".join(f"{k} {v}" for k, v in card["pretrain"]["config"]["spec"].items())
+        + f"; {card['clip']['frames']} frames per stroke, each resized whole to {card['clip']['size']} px"
+        + " (`do_center_crop: false`: the whole court stays visible).",
+        "",
+        "## Data",
+        "",
+        f"- Training: {len(card['training_sets'])} ShuttleSet sets of {len(card['training_matches'])} matches, "
+        f"rendered at {card['render_size'][0]}x{card['render_size'][1]} with render seed {card['train_seed']} "
+        f"({card['counts']['train_clips']} stroke clips) for base pretraining; {len(card['stage_training_sets'])} "
+        "of those sets form the stage-1/2 training split (recipes read mp4 clips from a `train/build_dataset.py` folder; "
+        f"captions {card['counts']['stage_data']['captions']['train']}, questions {card['counts']['stage_data']['questions']['train']}).",
+        f"- Held out: {len(card['heldout_sets'])} sets of {len(card['heldout_matches'])} other matches, "
+        f"rendered with seed {card['heldout_seed']} ({card['counts']['heldout_clips']} strokes): never trained on, "
+        "not used for model selection (the recipes ran without a val split; the final step is shipped).",
+        "- The match lists are in `card.json` (`training_matches`, `heldout_matches`, `*_sets`).",
+        "- The demo match in `assets/demo-match/` is " + f"rallies {card['demo_match']['rallies']} of held-out set "
+        f"`{card['demo_match']['set']}` at {card['demo_match']['size'][0]}x{card['demo_match']['size'][1]}, seed {card['demo_match']['seed']}.",
+        "",
+        "## Held-out results",
+        "",
+        f"Stage 1 (captions, 5 beams; {s1['n']} evenly spaced held-out strokes; fields parsed back from the caption):",
+        "",
+        "| field | model | majority class | target |",
+        "|---|---|---|---|",
+        *[f"| {f} | {_pct(s1['field_accuracy'][f])} | {_pct(base[f]['accuracy'])} ({base[f]['value']}) | >= {_pct(tgt1[f])} |"
+          for f in ("side", "stroke", "zone")],
+        "",
+        f"BLEU-4 {s1['bleu4']:.3f}, CIDEr-D {s1['cider']:.3f}, exact caption {_pct(s1['exact_match'])}.",
+        "",
+        f"Stage 2 (chunks of 5, 5 beams; {s2['n']} evenly spaced held-out questions, "
+        f"{s2['n_answerable']} answerable, {s2['n_impossible']} impossible):",
+        "",
+        "| metric | model | majority answer | target |",
+        "|---|---|---|---|",
+        f"| F1 | {_pct(s2['f1'])} | {_pct(s2['majority_baseline']['f1'])} | >= {_pct(tgt2['f1'])} |",
+        f"| impossible-question accuracy | {_pct(s2['impossible_accuracy'])} | {_pct(s2['majority_baseline']['impossible_accuracy'])} | >= {_pct(tgt2['impossible_accuracy'])} |",
+        f"| Hit@1 | {_pct(s2['hit1'])} | {_pct(s2['majority_baseline']['hit1'])} | |",
+        f"| exact index set | {_pct(s2['exact'])} | {_pct(s2['majority_baseline']['exact'])} | |",
+        "",
+        f"The majority answer is the most common training answer, `{s2['majority_baseline']['answer']}`.",
+        "",
+        "## Learning curves",
+        "",
+        "Base pretraining (phase A: stroke heads on the query outputs, held-out accuracy of the heads;"
+        " phase B: captioning, held-out accuracy of greedy captions):",
+        "",
+        *_curve_rows(out / "curves_base.jsonl", ("heldout_side", "heldout_stroke", "heldout_zone")),
+        "",
+        "Stage 1 and stage 2 training loss (`curves_stage1.jsonl`, `curves_stage2.jsonl`):",
+        "",
+        *_curve_rows(out / "curves_stage1.jsonl", ("samples_per_s",), 2),
+        "",
+        *_curve_rows(out / "curves_stage2.jsonl", ("samples_per_s",), 2),
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines) + "\n" + LIMITS)
+    return out / "README.md"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -339,7 +456,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="match choice and training seed")
     p.add_argument("--train-seed", type=int, default=1, help="render seed of the training sets")
     p.add_argument("--heldout-seed", type=int, default=2, help="render seed of the held-out sets and the demo match")
-    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--processes", type=int, default=2, help="render processes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/OpenCV threads for training (on a busy 2-core machine 2 threads ran 10x slower than 1)")
     p.add_argument("--max-steps", type=int, default=100000, help="cap on each pretraining phase's steps")
     p.add_argument("--recipe-clips-per-s", type=float, default=80.0, help="assumed stage-1/2 throughput (clips/s)")
     p.add_argument("--stage1-batch", type=int, default=32)
@@ -356,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.argv = argv
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     card = run(args)
     print(json.dumps({"timings_s": card["timings_s"],

@@ -183,7 +183,7 @@ def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: in
         step += 1
         window.append(loss.item())
         out_of_time = time.perf_counter() - t0 > minutes * 60
-        if step % 25 == 0 or out_of_time or step == steps:
+        if step == 1 or step % 25 == 0 or out_of_time or step == steps:
             record = {"phase": name, "step": step, "loss": float(np.mean(window)),
                       "clips_per_s": round(step * cfg.batch_size / (time.perf_counter() - t0), 1)}
             window = []

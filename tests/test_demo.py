@@ -1,0 +1,161 @@
+"""The demo model's build (base pretraining, the one-command orchestration's pieces) and the
+shipped assets (assets/demo-model, assets/demo-match)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.config import ModelSettings
+from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifest
+from core.tiny import TinySpec
+from train.clip_cache import cut_set
+from train.demo import assemble, choose_sets, match_sets, merge_match_files
+from train.pretrain_base import METRICS, PretrainConfig, pretrain, tokenizer_corpus
+from train.replay import render_set
+
+ROOT = Path(__file__).resolve().parents[1]
+SHUTTLESET = ROOT / "tests" / "data" / "shuttleset"
+SET_CSV = SHUTTLESET / "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals" / "set1.csv"
+DEMO_MODEL = ROOT / "assets" / "demo-model"
+DEMO_MATCH = ROOT / "assets" / "demo-match"
+SPEC = TinySpec(image_size=32, patch_size=8, vision_hidden=32, qformer_hidden=32, num_query_tokens=4,
+                llm_width=32, llm_ffn=64)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("renders")
+    return render_set(SET_CSV, out, rallies="1-4", seed=3, size=(96, 54))
+
+
+@pytest.fixture(scope="module")
+def pretrained(rendered, tmp_path_factory) -> tuple[Path, dict]:
+    clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
+    assert len(clips) >= 8
+    cfg = PretrainConfig(spec=SPEC, num_frames=4, batch_size=8, lr_a=3e-3, lr_b=3e-3, warmup=2, steps_a=30,
+                         steps_b=30, eval_every=30, eval_limit=8)
+    out = tmp_path_factory.mktemp("base")
+    return out, pretrain(clips, clips, out, cfg)
+
+
+def _losses(folder: Path, phase: str) -> list[float]:
+    lines = [json.loads(x) for x in (folder / METRICS).read_text().splitlines()]
+    return [r["loss"] for r in lines if r["phase"] == phase]
+
+
+def test_pretrain_lowers_both_losses_and_logs_heldout_accuracy(pretrained):
+    folder, summary = pretrained
+    assert summary["steps_a"] == 30 and summary["steps_b"] == 30
+    for phase in ("A", "B"):
+        losses = _losses(folder, phase)
+        assert len(losses) >= 2 and losses[-1] < losses[0], (phase, losses)
+    last = json.loads((folder / METRICS).read_text().splitlines()[-1])
+    assert {"heldout_side", "heldout_stroke", "heldout_zone"} <= set(last)
+
+
+def test_pretrained_base_loads_with_its_frame_embedding_and_whole_frame_resize(pretrained):
+    folder, _ = pretrained
+    stored = load_file(str(folder / STROKE_EMBEDDINGS))["frame_embed"]
+    assert stored.abs().sum() > 0  # learned, not the zero start
+    model = build_model(ModelSettings(base=str(folder), num_frames=4, device="cpu"))
+    assert torch.equal(model.vlm.frame_embed.detach(), stored)
+    assert model.processor.image.crop is False and model.processor.image.size == SPEC.image_size
+    assert json.loads((folder / "preprocessor_config.json").read_text())["do_center_crop"] is False
+
+
+def test_tokenizer_corpus_covers_captions_and_questions(pretrained):
+    folder, _ = pretrained
+    model = build_model(ModelSettings(base=str(folder), num_frames=4, device="cpu"))
+    unk = model.tokenizer.unk_token_id
+    for text in tokenizer_corpus():
+        assert unk not in model.tokenizer(text).input_ids, text
+
+
+def test_heldout_and_training_sets_come_from_different_matches():
+    matches = match_sets(SHUTTLESET)
+    train, heldout = choose_sets(matches, train_sets=1, heldout_sets=1, seed=0)
+    assert train and heldout
+    assert not {s.parent.name for s in train} & {s.parent.name for s in heldout}
+
+
+def test_merge_match_files_keeps_every_render(tmp_path):
+    parts = []
+    for i, rallies in enumerate(("1", "2")):
+        part = tmp_path / f"p{i}"
+        render_set(SET_CSV, part, rallies=rallies, seed=i, size=(64, 36))
+        parts.append(part)
+    merge_match_files(parts, tmp_path)
+    rows = (tmp_path / "match.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + one row per part
+
+
+def test_assemble_writes_a_loadable_adapter_folder(pretrained, tmp_path):
+    from core.config import LoraSettings
+    from core.loader import save_adapters
+
+    base, _ = pretrained
+    work = tmp_path / "work"
+    (work / "base").mkdir(parents=True)
+    for f in base.rglob("*"):
+        if f.is_file():
+            target = work / "base" / f.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    model = build_model(ModelSettings(base=str(work / "base"), num_frames=4, device="cpu",
+                                      lora=LoraSettings(qformer_parts=("cross_attn",), llm_part="all")), stage=2)
+    save_adapters(model, work / "stage2" / "final")
+    out = assemble(work, tmp_path / "demo-model")
+    manifest = read_manifest(out)
+    assert Path(manifest["base_model"]) == (out / "base").resolve()  # outside the repository: absolute
+    assert load_model(out, device="cpu").stage == 2
+
+
+# ---------------------------------------------------------------- the shipped assets
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_demo_model_loads_from_the_repository_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the manifest names its base by its path from the repository root
+    manifest = read_manifest(DEMO_MODEL)
+    assert manifest["stage"] == 2 and manifest["lora"]["llm_part"] and manifest["lora"]["qformer_parts"]
+    model = load_model(DEMO_MODEL, device="cpu")
+    assert model.processor.image.crop is False
+    clips = [np.zeros((16, 54, 96, 3), np.uint8)]
+    batch = model.processor.qa_batch([clips], ["When is a smash hits?"])
+    assert model.vlm.generate(**batch).shape[0] == 1
+    assert _size(DEMO_MODEL) <= 25 * 2**20
+
+
+def test_demo_model_card_lists_disjoint_matches_and_heldout_metrics():
+    card = json.loads((DEMO_MODEL / "card.json").read_text())
+    train, held = set(card["training_matches"]), set(card["heldout_matches"])
+    assert train and held and not train & held
+    assert card["train_seed"] != card["heldout_seed"]
+    s1, s2 = card["heldout"]["stage1"], card["heldout"]["stage2"]
+    for field in ("side", "stroke", "zone"):
+        assert 0 <= s1["field_accuracy"][field] <= 1 and field in s1["majority_baseline"]
+    assert {"f1", "impossible_accuracy", "majority_baseline"} <= set(s2)
+    assert card["timings_s"]["total"] <= 30 * 60
+    assert (DEMO_MODEL / "README.md").is_file()
+    demo = card["demo_match"]["set"].split("/")[0]
+    assert demo in held
+
+
+def test_demo_match_is_a_heldout_render_in_the_shuttleset_layout():
+    from core.annotations import load_shuttleset_set
+
+    sets = sorted(DEMO_MATCH.glob("*/set*.csv"))
+    assert sets and (DEMO_MATCH / "match.csv").is_file() and (DEMO_MATCH / "homography.csv").is_file()
+    for csv_path in sets:
+        assert csv_path.with_suffix(".mp4").is_file()
+        table = load_shuttleset_set(csv_path)
+        assert table.court is not None and len(table.strokes) > 20
+    assert _size(DEMO_MATCH) <= 10 * 2**20
