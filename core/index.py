@@ -474,8 +474,9 @@ class StrokeIndex:
 
     STROKE_FILTERS = ("set_no", "rally", "ball_round", "side", "player", "player_name", "stroke", "zone", "frame")
 
-    def strokes(self, match_id: int | None = None, **filters) -> list[dict]:
-        """Strokes in match order, each with `caption` (corrected > annotation > model) and `corrected`."""
+    def strokes(self, match_id: int | None = None, ids: list[int] | None = None, **filters) -> list[dict]:
+        """Strokes in match order, each with `caption` (corrected > annotation > model) and `corrected`;
+        `ids` picks stroke ids (e.g. a query's results) instead of reading a whole match."""
         unknown = set(filters) - set(self.STROKE_FILTERS)
         if unknown:
             raise ValueError(f"unknown filter(s) {sorted(unknown)}; use {', '.join(self.STROKE_FILTERS)}")
@@ -483,6 +484,10 @@ class StrokeIndex:
         if match_id is not None:
             where.append("s.match_id=?")
             args.append(match_id)
+        if ids is not None:
+            ids = [int(i) for i in ids][:32000]  # SQLite's limit on bound values
+            where.append(f"s.id IN ({','.join('?' * len(ids))})" if ids else "0")
+            args.extend(ids)
         for k, v in filters.items():
             where.append(f"s.{k}=?")
             args.append(v)

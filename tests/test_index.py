@@ -272,3 +272,11 @@ def test_annotations_again_without_video_keep_the_video(tmp_path, ref_csv, index
     assert rows[0]["start_s"] == pytest.approx(3 / 25)
     with pytest.raises(ValueError, match="needs the video"):
         index.add_match(ref_csv, model=object())
+
+
+def test_strokes_by_id(tmp_path, ref_csv):
+    index = StrokeIndex(tmp_path / "ws.sqlite")
+    match_id = index.add_match(ref_csv)
+    every = index.strokes(match_id)
+    picked = index.strokes(ids=[every[3]["id"], every[1]["id"]])
+    assert [r["id"] for r in picked] == [every[1]["id"], every[3]["id"]] and index.strokes(ids=[]) == []
