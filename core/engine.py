@@ -296,9 +296,11 @@ class Engine:
             raise EngineError("a question is at most 300 characters")
         with self._index_lock, self._lock:
             ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
-            by_id = {s["id"]: s for s in self.index.strokes(match_id)}
-        rows = [self._result_row(r, by_id) for r in ans.results]
-        near = [self._result_row(r, by_id) for r in ans.near_misses]
+            results, near_misses = list(ans.results), list(ans.near_misses)
+            ids = [r.stroke_id for r in (*results, *near_misses)]
+            by_id = {s["id"]: s for s in self.index.strokes(ids=ids)} if ids else {}
+        rows = [self._result_row(r, by_id) for r in results]
+        near = [self._result_row(r, by_id) for r in near_misses]
         return Answer(question, [r for r in rows if r], ans.message or "", [r for r in near if r],
                       ans.covered_by_fields)
 

@@ -433,11 +433,13 @@ class StrokeIndex:
         import torch
 
         from core.config import CAPTION_PROMPT
+        from core.lora import without_llm_lora
 
         with torch.inference_mode():
             tokens = torch.from_numpy(np.stack([t for _, t in items]))[:, None].to(model.device)  # (B, 1, Q, D)
             prompt = {k: v.to(model.device) for k, v in model.processor.prompts([CAPTION_PROMPT] * len(items)).items()}
-            ids = model.vlm.generate(**prompt, clip_tokens=tokens, settings=settings)
+            with without_llm_lora(model.vlm):  # captions are stage 1's job, also for a stage-2 model
+                ids = model.vlm.generate(**prompt, clip_tokens=tokens, settings=settings)
         texts = model.processor.decode(ids)
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO model_captions VALUES(?,?,?,?)",

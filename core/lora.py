@@ -5,8 +5,12 @@ flat state dict whose keys start with "qformer." or "llm.".
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 
 from core.config import LLM_LORA_PARTS, QFORMER_LORA_PARTS, LoraSettings
 from core.model import StrokeVLM
@@ -72,3 +76,16 @@ def load_adapter_state_dict(vlm: StrokeVLM, state: dict[str, torch.Tensor]) -> N
     with torch.no_grad():
         for k in NEW_PARAMS:
             getattr(vlm, k).copy_(state[k])
+
+
+@contextmanager
+def without_llm_lora(vlm: StrokeVLM) -> Iterator[None]:
+    """The LLM as it was before stage 2: a stage-2 model captions strokes like its stage 1."""
+    layers = [m for m in vlm.llm.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)

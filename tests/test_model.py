@@ -237,3 +237,22 @@ def test_tiny_base_queries_are_not_symmetric(tiny_base):
     m = make(tiny_base)
     out = m.vlm.encode_clips(m.processor.caption_batch(random_clips(1))["pixel_values"])[0]
     assert (out[0] - out[1:]).abs().amax() > 1e-3  # each query reads the clip differently
+
+
+def test_a_stage2_model_captions_like_its_stage1(tiny_base):
+    from core.lora import attach_lora, without_llm_lora
+
+    m = make(tiny_base, LoraSettings.experiment(2))
+    b = m.processor.caption_batch(random_clips(2))
+    labels = m.processor.labels(["upper player hits a smash in the backcourt"] * 2)
+    with torch.no_grad():
+        stage1 = m.vlm(**b, labels=labels).logits
+        attach_lora(m.vlm, LoraSettings(llm_part="all"))
+        for name, p in m.vlm.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+        stage2 = m.vlm(**b, labels=labels).logits
+        with without_llm_lora(m.vlm):
+            torch.testing.assert_close(m.vlm(**b, labels=labels).logits, stage1)
+        torch.testing.assert_close(m.vlm(**b, labels=labels).logits, stage2)  # restored afterwards
+    assert not torch.allclose(stage1, stage2)
