@@ -391,3 +391,20 @@ def test_model_alone_over_the_whole_match(grounded):
     assert all(r.path == "model" for r in ans.results)
     assert (ans.message is None) == bool(ans.results)
     assert engine.ask("", paths=("model",), ground="all").message.startswith("The question is empty")
+
+
+def test_the_evaluation_report_scores_the_query_engine(grounded, tmp_path):
+    """train.evaluate --index: the query engine's F1 on the model's own captions of an indexed match."""
+    from core.embed import default_embedder
+    from tests.test_index import HITS
+    from train.data import DataError
+    from train.evaluate import query_engine_scores
+
+    index, _ = grounded
+    items = [{"question": "When is a smash hits?", "image": [f"clips/demo_1_{f}.mp4" for _, _, f, *_ in HITS[:5]],
+              "indices": [0], "kind": "stroke"}]
+    direct = evaluate_questions(QueryEngine(index, default_embedder(), caption_sources=("model",)), items)
+    assert query_engine_scores(index.path, items) == direct
+    assert direct["stroke"]["questions"] == 1
+    with pytest.raises(DataError, match="no such stroke index"):
+        query_engine_scores(tmp_path / "none.sqlite", items)

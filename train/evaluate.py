@@ -203,6 +203,9 @@ def format_report(report: dict) -> str:
         for name, r in rows:
             lines.append(f"  {name:<20}{r['n']:>6}{r['hit1']:>8.4f}{r['exact']:>8.4f}{r['precision']:>8.4f}"
                          f"{r['recall']:>8.4f}{r['f1']:>8.4f}{r['impossible_accuracy']:>8.4f}{r['accuracy']:>8.4f}")
+    for kind, q in report.get("query_engine", {}).items():
+        lines.append(f"query engine, {kind}: precision {q['precision']:.4f} recall {q['recall']:.4f} "
+                     f"F1 {q['f1']:.4f} ({q['questions']} questions, {q.get('missing', 0)} not in the index)")
     return "\n".join(lines)
 
 
@@ -231,6 +234,8 @@ def run(args) -> dict:
         report = evaluate_captions(model, items, refs, settings, args.batch_size, train_items, **common)
     else:
         report = evaluate_questions(model, items, settings, args.batch_size, args.data, progress=args.progress)
+    if stage == 2 and args.index:
+        report["query_engine"] = query_engine_scores(args.index, items)
     report.update({"split": args.split, "adapters": str(adapters), "data": str(args.data),
                    "generation": vars(settings)})
     out = Path(args.out) if args.out else _report_folder(Path(args.run), adapters) / f"eval_{args.split}.json"
@@ -238,6 +243,20 @@ def run(args) -> dict:
     out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     report["report_path"] = str(out)
     return report
+
+
+def query_engine_scores(db: str | Path, items: list[dict]) -> dict:
+    """Stroke-level P/R/F1 per question kind of the query engine over the same questions, answered
+    from the model's own captions in an index of the evaluated matches (python -m core.index)."""
+    from core.embed import default_embedder
+    from core.index import StrokeIndex
+    from core.query import QueryEngine
+    from core.query import evaluate_questions as score_queries
+
+    if not Path(db).is_file():
+        raise DataError(f"{db}: no such stroke index (build it with python -m core.index)")
+    engine = QueryEngine(StrokeIndex(db), default_embedder(), caption_sources=("model",))
+    return score_queries(engine, items)
 
 
 def _report_folder(given: Path, adapters: Path) -> Path:
@@ -267,6 +286,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-new-tokens", type=int, default=None, help="default: stage 1 10, stage 2 1 (CoT 30)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--out", default=None, help="report file (default: RUN/eval_<split>.json)")
+    p.add_argument("--index", default=None,
+                   help="stage 2: also score the query engine on these questions over this stroke index "
+                        "(indexed with the evaluated model)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
