@@ -51,11 +51,12 @@ import numpy as np
 from core.annotations import AnnotationError, StrokeTable, load_annotations
 from core.config import GenerationSettings
 from core.video import WINDOW_AFTER, WINDOW_BEFORE, VideoError, iter_windows, probe
+from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DEFAULT_DB = Path("workspace") / "shuttle-lens.sqlite"
+DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 SCHEMA = """

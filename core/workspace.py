@@ -24,6 +24,7 @@ ASSETS_DIR = ROOT / "assets"
 DEFAULT_WORKSPACE = ROOT / "workspace"
 DEMO_MATCH_DIR = ASSETS_DIR / "demo-match"
 DEMO_MODEL_DIR = ASSETS_DIR / "demo-model"
+INDEX_FILE = "index.sqlite"  # the app and `python -m core.index` share it
 MAX_UPLOAD_BYTES = 2 * 1024**3  # a broadcast match at 720p is well under this
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^(www\.|//)")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -64,7 +65,7 @@ class Workspace:
 
     @property
     def index_path(self) -> Path:
-        return self.root / "index.sqlite"
+        return self.root / INDEX_FILE
 
     @property
     def uploads(self) -> Path:
