@@ -14,7 +14,7 @@ from core.config import ModelSettings
 from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifest
 from core.tiny import TinySpec
 from train.clip_cache import cut_set
-from train.demo import assemble, choose_sets, match_sets, merge_match_files
+from train.demo import assemble, choose_sets, match_sets, merge_match_files, set_seeds
 from train.pretrain_base import METRICS, PretrainConfig, pretrain, tokenizer_corpus
 from train.replay import render_set
 
@@ -30,7 +30,7 @@ SPEC = TinySpec(image_size=32, patch_size=8, vision_hidden=32, qformer_hidden=32
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("renders")
-    return render_set(SET_CSV, out, rallies="1-4", seed=3, size=(96, 54))
+    return render_set(SET_CSV, out, rallies="1-12", seed=3, size=(96, 54))
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +76,23 @@ def test_tokenizer_corpus_covers_captions_and_questions(pretrained):
         assert unk not in model.tokenizer(text).input_ids, text
 
 
-def test_heldout_and_training_sets_come_from_different_matches():
-    matches = match_sets(SHUTTLESET)
-    train, heldout = choose_sets(matches, train_sets=1, heldout_sets=1, seed=0)
-    assert train and heldout
+def test_heldout_and_training_sets_come_from_different_matches(tmp_path):
+    for m in ("a", "b", "c", "d"):
+        for s in (1, 2):
+            (tmp_path / m).mkdir(exist_ok=True)
+            (tmp_path / m / f"set{s}.csv").write_text("")
+    (tmp_path / "no_sets").mkdir()
+    matches = match_sets(tmp_path)
+    assert sorted(matches) == ["a", "b", "c", "d"]
+    train, heldout = choose_sets(matches, train_sets=4, heldout_sets=3, seed=0)
+    assert len(train) == 4 and len(heldout) == 3
     assert not {s.parent.name for s in train} & {s.parent.name for s in heldout}
+    assert set_seeds(train, 1)[0] == 1000 and not set(set_seeds(train, 1)) & set(set_seeds(heldout, 2))
 
 
 def test_merge_match_files_keeps_every_render(tmp_path):
     parts = []
-    for i, rallies in enumerate(("1", "2")):
+    for i, rallies in enumerate(("1-12", "1-12")):
         part = tmp_path / f"p{i}"
         render_set(SET_CSV, part, rallies=rallies, seed=i, size=(64, 36))
         parts.append(part)
