@@ -150,7 +150,8 @@ def load_model(adapter_dir: str | Path, base: str | None = None, precision: str 
     """Rebuild a saved model: its base (or `base`, which must have the same architecture),
     its LoRA layout, then its weights."""
     manifest = read_manifest(adapter_dir)
-    settings = ModelSettings(base=base or manifest["base_model"], num_frames=manifest["num_frames"],
+    settings = ModelSettings(base=base or _manifest_base(adapter_dir, manifest["base_model"]),
+                             num_frames=manifest["num_frames"],
                              max_clips=manifest["max_clips"], precision=precision, device=device,
                              lora=LoraSettings(**manifest["lora"]))
     model = build_model(settings, stage=manifest.get("stage", 0))
@@ -168,6 +169,13 @@ def load_model(adapter_dir: str | Path, base: str | None = None, precision: str 
     except ValueError as err:
         raise ModelLoadError(f"{weights}: {err}") from None
     return model
+
+
+def _manifest_base(adapter_dir: str | Path, base: str) -> str:
+    """A relative base in a manifest names a folder beside the adapters (a model shipped with its
+    base works from any working directory); otherwise it is a hub id or a path as written."""
+    beside = Path(adapter_dir) / base
+    return str(beside.resolve()) if not Path(base).is_absolute() and beside.is_dir() else base
 
 
 def base_signature(config) -> dict:

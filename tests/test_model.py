@@ -256,3 +256,14 @@ def test_a_stage2_model_captions_like_its_stage1(tiny_base):
             torch.testing.assert_close(m.vlm(**b, labels=labels).logits, stage1)
         torch.testing.assert_close(m.vlm(**b, labels=labels).logits, stage2)  # restored afterwards
     assert not torch.allclose(stage1, stage2)
+
+
+def test_a_model_shipped_with_its_base_loads_from_anywhere(tiny_base, tmp_path, monkeypatch):
+    import shutil
+
+    run = save_adapters(make(tiny_base), tmp_path / "shipped")
+    shutil.copytree(tiny_base, run / "base")
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "base_model": "base"}))
+    monkeypatch.chdir(tmp_path.parent)  # not the folder the model lives in
+    assert Path(load_model(run).settings.base) == (run / "base").resolve()

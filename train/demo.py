@@ -353,7 +353,7 @@ def render_demo_match(set_csv: Path, out: Path, seed: int, rallies: str) -> dict
 
 
 def assemble(work: Path, out: Path) -> Path:
-    """The stage-2 adapters with the base as base/; the manifest names the base by its path from the repository root."""
+    """The stage-2 adapters with the base as base/; the manifest names the base relative to itself."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -362,10 +362,7 @@ def assemble(work: Path, out: Path) -> Path:
     base = out / "base"
     shutil.copytree(work / "base", base, ignore=shutil.ignore_patterns("metrics.jsonl"))
     manifest = read_manifest(final)
-    try:
-        manifest["base_model"] = str(base.resolve().relative_to(ROOT))
-    except ValueError:
-        manifest["base_model"] = str(base.resolve())
+    manifest["base_model"] = base.name  # core.loader resolves it against the adapter folder
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
 
