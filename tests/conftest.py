@@ -38,6 +38,18 @@ def index_video(tmp_path_factory) -> Path:
     return write_video(path, (index_frame(i) for i in range(120)), fps=25)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny matrices: on a busy 2-core machine several torch threads spin against each other and
+    run many times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_spec():
     from core.tiny import TinySpec

@@ -22,15 +22,6 @@ DATA = Path(__file__).parent / "data" / "shuttleset"
 SET_FILES = sorted(DATA.glob("*/set*.csv"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine more threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def embedder():
     from core.embed import default_embedder

@@ -68,17 +68,8 @@ def make_dataset(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is many times faster than several on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, one_thread) -> Path:
+def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("dataset"))
 
 

@@ -249,23 +249,32 @@ class Trainer:
             first = self.step % self.steps_per_epoch
             self.sampler.set_epoch(epoch, first * cfg.grad_accum)
             batches = iter(self.loader)
-            for k in range(first, self.steps_per_epoch):
-                n = min(cfg.grad_accum, self.sampler.batches_per_epoch - k * cfg.grad_accum)
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss, samples = self._optimizer_step(batches, n)
-                self.step += 1
-                last_loss = loss
-                window["loss"] += loss
-                window["steps"] += 1
-                window["samples"] += samples
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                end_of_epoch = k == self.steps_per_epoch - 1
-                self._after_step(lr, window, end_of_epoch)
-                if self.step >= self.stop:
-                    break
+            try:
+                self._run_epoch(batches, first, window, bar)
+            finally:
+                # An error leaves the iterator referenced from the traceback, and its worker
+                # processes (holding copies of every inherited pipe) alive: stop them now.
+                getattr(batches, "_shutdown_workers", lambda: None)()
+            last_loss = window.get("last", last_loss)
         bar.close()
         return self._finish(last_loss)
+
+    def _run_epoch(self, batches, first: int, window: dict, bar) -> None:
+        cfg = self.cfg
+        for k in range(first, self.steps_per_epoch):
+            n = min(cfg.grad_accum, self.sampler.batches_per_epoch - k * cfg.grad_accum)
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss, samples = self._optimizer_step(batches, n)
+            self.step += 1
+            window["last"] = loss
+            window["loss"] += loss
+            window["steps"] += 1
+            window["samples"] += samples
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            self._after_step(lr, window, end_of_epoch=k == self.steps_per_epoch - 1)
+            if self.step >= self.stop:
+                break
 
     def _optimizer_step(self, batches, n: int) -> tuple[float, int]:
         """One update from `n` micro-batches; returns (mean loss, samples seen by all processes)."""

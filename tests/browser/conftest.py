@@ -54,7 +54,9 @@ def demo(tmp_path_factory) -> dict:
     return {"match": root / "match", "model": root / "model", "workspace": workspace, "data": data}
 
 
-@pytest.fixture(scope="session")
+# Module scope: the app and the browser stop when the browser tests end, before other tests
+# fork processes that would inherit the pipes to Playwright's driver.
+@pytest.fixture(scope="module")
 def app_url(demo):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):  # CI installs chromium: a missing browser there is a failure
@@ -84,7 +86,7 @@ def app_url(demo):
     log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
