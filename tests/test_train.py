@@ -330,3 +330,24 @@ def test_cached_chunk_tokens_give_the_same_answers(stage2_run, dataset):
     gen = GenerationSettings(num_beams=2, max_new_tokens=8, min_new_tokens=1)
     direct = evaluate.generate_texts(model, QADataset(items, clips), gen, batch_size=2)
     assert evaluate.generate_answers(model, items, gen, 2, clips, keep_chunks=1) == direct
+
+
+# ---------------------------------------------------------------- learning
+
+
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in metrics_lines(run) if "loss" in r]
+
+
+def test_both_stages_lower_the_loss(tmp_path, tiny_base, dataset, stage1_run):
+    """A few repeated steps over the same strokes: each stage's own LoRA must fit them."""
+    learn = ["--lr", "1e-2", "--schedule", "constant", "--save-every", "100", "--eval-limit", "1"]
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    assert stage1.main(["--base", str(tiny_base), "--data", str(dataset), "--out", str(s1), "--max-steps", "12",
+                        "--experiment", "4", *FAST, *learn]) == 0
+    loss = _losses(s1)
+    assert len(loss) == 12 and sum(loss[-3:]) / 3 < 0.97 * sum(loss[:3]) / 3, loss
+    assert stage2.main(["--init", str(stage1_run), "--data", str(dataset), "--out", str(s2), "--max-steps", "12",
+                        *_fast2(), *learn]) == 0
+    loss = _losses(s2)
+    assert len(loss) == 12 and sum(loss[-3:]) / 3 < 0.97 * sum(loss[:3]) / 3, loss
