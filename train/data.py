@@ -132,28 +132,26 @@ class ClipReader:
         return clip
 
 
-class CaptionDataset(Dataset):
-    """Stage 1: {"pixels": (T, 3, S, S), "target": caption, "id": image_id}."""
+class _ItemDataset(Dataset):
+    """The items of a dataset JSON file, with the reader of their clips."""
 
     def __init__(self, items: list[dict], clips: ClipReader):
         self.items, self.clips = items, clips
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+class CaptionDataset(_ItemDataset):
+    """Stage 1: {"pixels": (T, 3, S, S), "target": caption, "id": image_id}."""
 
     def __getitem__(self, i: int) -> dict:
         it = self.items[i]
         return {"pixels": self.clips(it["image"]), "target": it["caption"], "id": str(it["image_id"])}
 
 
-class QADataset(Dataset):
+class QADataset(_ItemDataset):
     """Stage 2: {"pixels": (K, T, 3, S, S), "question", "target": answer, "id": question_id}."""
-
-    def __init__(self, items: list[dict], clips: ClipReader):
-        self.items, self.clips = items, clips
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         it = self.items[i]
