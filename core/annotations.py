@@ -274,14 +274,20 @@ def load_shuttleset_set(path: str | Path, match_csv: str | Path | None = None,
     return StrokeTable(strokes, report, court, fps, players, str(path))
 
 
+def _label(name: str, lookup, report: ImportReport) -> StrokeLabel | None:
+    """The label of a type cell; unknown (未知球種, empty) and unseen labels are counted, not fatal."""
+    label = lookup(name) if name else None
+    if name == UNKNOWN_LABEL or not name:
+        report.unknown_labels += 1
+    elif label is None:
+        report.unseen_labels[name] += 1
+    return label
+
+
 def _shuttleset_stroke(path, i: int, r: dict, video: str, set_no: int, players: dict,
                        report: ImportReport) -> Stroke:
     zh = r["type"]
-    label = stroke_label(zh) if zh else None
-    if zh == UNKNOWN_LABEL or not zh:
-        report.unknown_labels += 1
-    elif label is None:
-        report.unseen_labels[zh] += 1
+    label = _label(zh, stroke_label, report)
     player = r["player"] or None
     if player not in (None, "A", "B"):
         raise AnnotationError(path, i, "player", f"expected A or B, got {player!r}")
@@ -488,11 +494,7 @@ def load_reference_csv(path: str | Path) -> StrokeTable:
         if upper is None:
             raise AnnotationError(path, i, "upper", "empty value in a required column")
         name = r["type"]
-        label = label_of(name) if name else None
-        if name == UNKNOWN_LABEL or not name:
-            report.unknown_labels += 1
-        elif label is None:
-            report.unseen_labels[name] += 1
+        label = _label(name, label_of, report)
         area = _num(path, i, r, "relabel_hit_area", int)
         if area is not None and area not in range(1, 10):
             raise AnnotationError(path, i, "relabel_hit_area", f"expected 1..9, got {area}")
