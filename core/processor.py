@@ -5,6 +5,11 @@ sample N frames evenly over the window, resize the short side to size*256/224 an
 to size (as the reference's video processor), or, where the config sets
 `"do_center_crop": false`, resize the whole frame to size x size so nothing of the court is
 cut; then scale to [0, 1] and normalise with the checkpoint's mean and std.
+
+A base trained from scratch on small clips can ask for motion channels instead of colour
+(`"stroke_motion_channels": true`): each frame becomes (grey, grey - previous grey, next grey -
+grey) over the sampled frames. The vision tower sees one frame at a time; with these channels its
+patch embedding sees what moved (the shuttle, a swing) rather than only what is there.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from core.config import CAPTION_PROMPT, QA_PROMPT
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # InstructBLIP's processor defaults
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MOTION_MEAN = (0.45, 0.0, 0.0)  # grey, then two frame differences centred on zero
+MOTION_STD = (0.27, 0.05, 0.05)  # differences are small and sparse: scale them up
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,11 @@ class ImageSpec:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     crop: bool = True
+    motion: bool = False
+
+    @classmethod
+    def motion_channels(cls, size: int, crop: bool = False) -> "ImageSpec":
+        return cls(size, MOTION_MEAN, MOTION_STD, crop, motion=True)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ImageSpec":
@@ -37,14 +49,25 @@ class ImageSpec:
         size = cfg.get("size", 224)
         size = size.get("height", size.get("shortest_edge", 224)) if isinstance(size, dict) else size
         return cls(int(size), tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD)),
-                   bool(cfg.get("do_center_crop", True)))
+                   bool(cfg.get("do_center_crop", True)), bool(cfg.get("stroke_motion_channels", False)))
 
     def to_dict(self) -> dict:
         return {"image_processor_type": "BlipImageProcessor", "do_resize": True, "do_normalize": True,
                 "do_rescale": True, "rescale_factor": 1 / 255, "do_convert_rgb": True,
                 "do_center_crop": self.crop,
                 "size": {"height": self.size, "width": self.size},
-                "image_mean": list(self.mean), "image_std": list(self.std), "resample": 3}
+                "image_mean": list(self.mean), "image_std": list(self.std), "resample": 3,
+                "stroke_motion_channels": self.motion}
+
+    def normalise(self, frames: np.ndarray) -> np.ndarray:
+        """Sampled, resized uint8 RGB frames (T, S, S, 3) -> normalised float32 (T, S, S, 3)."""
+        x = frames.astype(np.float32) / 255.0
+        if self.motion:
+            grey = x @ np.asarray([0.299, 0.587, 0.114], np.float32)
+            prev = np.concatenate([grey[:1], grey[:-1]])
+            nxt = np.concatenate([grey[1:], grey[-1:]])
+            x = np.stack([grey, grey - prev, nxt - grey], axis=-1)
+        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
 
 def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.Tensor:
@@ -60,12 +83,11 @@ def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.T
     else:
         nh = nw = spec.size
     top, left = (nh - spec.size) // 2, (nw - spec.size) // 2
-    out = np.empty((num_frames, spec.size, spec.size, 3), np.float32)
+    out = np.empty((num_frames, spec.size, spec.size, 3), np.uint8)
     for i, f in enumerate(pick):
         resized = cv2.resize(frames[f], (nw, nh), interpolation=cv2.INTER_AREA)
         out[i] = resized[top:top + spec.size, left:left + spec.size]
-    out = (out / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(spec.normalise(out)).permute(0, 3, 1, 2).contiguous()
 
 
 class StrokeProcessor:

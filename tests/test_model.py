@@ -233,6 +233,28 @@ def test_frames_are_resized_whole_or_centre_cropped():
     assert cropped.max() == 0  # ... and is cut by the centre crop
 
 
+def test_motion_channels_show_what_moved_and_survive_the_config_file(tmp_path):
+    import numpy as np
+
+    from core.processor import ImageSpec, clip_tensor
+
+    frames = np.full((4, 32, 32, 3), 60, np.uint8)
+    for t in range(4):
+        frames[t, 10, 4 + 8 * t] = 255  # a bright dot moving right by 8 px per frame
+    frames[:, 20:24, 20:24] = 200  # a static block
+    spec = ImageSpec(size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop=False, motion=True)
+    x = clip_tensor(frames, spec, 4)  # (T, 3, S, S): grey, grey - previous, next - grey
+    assert x.shape == (4, 3, 32, 32)
+    assert x[1, 1, 10, 12] > 0.7 and x[1, 1, 10, 4] < -0.7  # arrived here, left there
+    assert x[1, 2, 10, 12] < -0.7 and x[1, 2, 10, 20] > 0.7  # leaves here, arrives next
+    assert x[:, 1:, 20:24, 20:24].abs().max() == 0  # nothing static shows as motion
+    assert x[0, 1].abs().max() == 0 and x[3, 2].abs().max() == 0  # clip edges have no neighbour
+    assert x[2, 0, 22, 22] == pytest.approx(200 / 255, abs=1e-3)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(ImageSpec.motion_channels(32).to_dict()))
+    assert ImageSpec.from_file(tmp_path / "preprocessor_config.json") == ImageSpec.motion_channels(32)
+    assert ImageSpec.from_file(tmp_path / "preprocessor_config.json").motion
+
+
 def test_tiny_base_queries_are_not_symmetric(tiny_base):
     m = make(tiny_base)
     out = m.vlm.encode_clips(m.processor.caption_batch(random_clips(1))["pixel_values"])[0]

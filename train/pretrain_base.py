@@ -60,6 +60,7 @@ def demo_spec() -> TinySpec:
 class PretrainConfig:
     spec: TinySpec = field(default_factory=demo_spec)
     num_frames: int = 8
+    motion: bool = True  # grey + frame-difference channels (core.processor.ImageSpec.motion)
     batch_size: int = 32
     lr_a: float = 2e-3
     lr_b: float = 1e-3
@@ -80,11 +81,11 @@ def tokenizer_corpus() -> list[str]:
     return [*default_corpus(), CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, *captions, *templates]
 
 
-def make_base(folder: str | Path, spec: TinySpec, seed: int = 0) -> Path:
+def make_base(folder: str | Path, spec: TinySpec, seed: int = 0, motion: bool = True) -> Path:
     """A random tiny base whose processor resizes the whole frame (no centre crop)."""
     folder = build_tiny_base(folder, spec, tokenizer_corpus(), seed)
-    (folder / "preprocessor_config.json").write_text(
-        json.dumps(ImageSpec(size=spec.image_size, crop=False).to_dict(), indent=2))
+    image = ImageSpec.motion_channels(spec.image_size) if motion else ImageSpec(size=spec.image_size, crop=False)
+    (folder / "preprocessor_config.json").write_text(json.dumps(image.to_dict(), indent=2))
     return folder
 
 
@@ -94,8 +95,7 @@ def labels(clips: ClipSet) -> dict[str, torch.Tensor]:
 
 def pixels(frames: np.ndarray, spec: ImageSpec) -> torch.Tensor:
     """uint8 clips (B, T, S, S, 3) already at the model's size -> normalised (B, T, 3, S, S)."""
-    x = torch.from_numpy(frames).float().div_(255.0)
-    x = (x - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+    x = torch.from_numpy(np.stack([spec.normalise(clip) for clip in frames]))
     return x.permute(0, 1, 4, 2, 3).contiguous()
 
 
@@ -202,7 +202,7 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)
-    make_base(out, cfg.spec, cfg.seed)
+    make_base(out, cfg.spec, cfg.seed, cfg.motion)
     model = build_model(ModelSettings(base=str(out), num_frames=cfg.num_frames, device="cpu"))
     vlm, spec = model.vlm, model.processor.image
     if train.frames.shape[1] != cfg.num_frames or train.frames.shape[2] != spec.size:
@@ -275,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
     for name in ("num_frames", "batch_size", "lr_a", "lr_b", "warmup", "steps_a", "steps_b", "minutes_a",
                  "minutes_b", "eval_every", "eval_limit", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name))
+    p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=d.motion,
+                   help="grey + frame-difference input channels instead of colour")
     return p
 
 
