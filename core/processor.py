@@ -60,14 +60,20 @@ class ImageSpec:
                 "stroke_motion_channels": self.motion}
 
     def normalise(self, frames: np.ndarray) -> np.ndarray:
-        """Sampled, resized uint8 RGB frames (T, S, S, 3) -> normalised float32 (T, S, S, 3)."""
-        x = frames.astype(np.float32) / 255.0
-        if self.motion:
-            grey = x @ np.asarray([0.299, 0.587, 0.114], np.float32)
-            prev = np.concatenate([grey[:1], grey[:-1]])
-            nxt = np.concatenate([grey[1:], grey[-1:]])
-            x = np.stack([grey, grey - prev, nxt - grey], axis=-1)
-        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        """Sampled, resized uint8 RGB frames (..., T, S, S, 3) -> normalised float32 (..., T, 3, S, S)."""
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        if not self.motion:
+            x = np.moveaxis(frames, -1, -3).astype(np.float32, order="C")
+            return (x * np.float32(1 / 255) - mean[:, None, None]) / std[:, None, None]
+        grey = frames.astype(np.float32) @ (np.asarray([0.299, 0.587, 0.114], np.float32) / 255)  # (..., T, S, S)
+        out = np.empty(grey.shape[:-2] + (3,) + grey.shape[-2:], np.float32)
+        out[..., 0, :, :] = (grey - mean[0]) / std[0]
+        out[..., 1, :, :] = 0.0
+        out[..., 2, :, :] = 0.0
+        diff = (grey[..., 1:, :, :] - grey[..., :-1, :, :]) / std[1]  # frame t+1 minus frame t
+        out[..., 1:, 1, :, :] = diff  # the first frame has no previous one
+        out[..., :-1, 2, :, :] = diff * (std[1] / std[2])  # the last has no next one
+        return out
 
 
 def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.Tensor:
@@ -87,7 +93,7 @@ def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.T
     for i, f in enumerate(pick):
         resized = cv2.resize(frames[f], (nw, nh), interpolation=cv2.INTER_AREA)
         out[i] = resized[top:top + spec.size, left:left + spec.size]
-    return torch.from_numpy(spec.normalise(out)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(spec.normalise(out))
 
 
 class StrokeProcessor:

@@ -95,8 +95,7 @@ def labels(clips: ClipSet) -> dict[str, torch.Tensor]:
 
 def pixels(frames: np.ndarray, spec: ImageSpec) -> torch.Tensor:
     """uint8 clips (B, T, S, S, 3) already at the model's size -> normalised (B, T, 3, S, S)."""
-    x = torch.from_numpy(np.stack([spec.normalise(clip) for clip in frames]))
-    return x.permute(0, 1, 4, 2, 3).contiguous()
+    return torch.from_numpy(spec.normalise(frames))
 
 
 class StrokeHeads(nn.Module):
