@@ -67,11 +67,16 @@ class LoraSettings:
         return asdict(self)
 
 
+REFERENCE_MIN_NEW_TOKENS = 10  # the reference's shortest caption, in FlanT5 sub-word tokens
+
+
 @dataclass
 class GenerationSettings:
     num_beams: int = 5
     max_new_tokens: int = 30
-    min_new_tokens: int = 10
+    # None: the base checkpoint's own floor (`min_new_tokens` in its generation_config.json; a tiny
+    # base with a word-level tokenizer sets 1, since 10 of its tokens are 10 words), else the reference's.
+    min_new_tokens: int | None = None
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import InstructBlipForConditionalGeneration
 
-from core.config import GenerationSettings
+from core.config import REFERENCE_MIN_NEW_TOKENS, GenerationSettings
 
 
 class StrokeVLM(nn.Module):
@@ -117,6 +117,9 @@ class StrokeVLM(nn.Module):
                  clip_tokens=None, clip_mask=None, settings: GenerationSettings | None = None) -> torch.Tensor:
         """Beam-search token ids of the answers, shape (B, L)."""
         s = settings or GenerationSettings()
+        min_new = s.min_new_tokens
+        if min_new is None:
+            min_new = getattr(self.base.generation_config, "min_new_tokens", None) or REFERENCE_MIN_NEW_TOKENS
         embeds, mask = self.llm_inputs(input_ids, attention_mask, pixel_values, clip_tokens, clip_mask)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, num_beams=s.num_beams,
-                                 max_new_tokens=s.max_new_tokens, min_new_tokens=s.min_new_tokens)
+                                 max_new_tokens=s.max_new_tokens, min_new_tokens=min(min_new, s.max_new_tokens))

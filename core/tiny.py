@@ -73,6 +73,7 @@ def build_tiny_base(folder: str | Path, spec: TinySpec | None = None, corpus: It
     # scratch, identical queries would stay identical, so break the symmetry as BLIP-2 does.
     with torch.no_grad():
         model.query_tokens.normal_(0.0, model.config.initializer_range)
+    model.generation_config.min_new_tokens = 1  # word-level tokens: the reference's floor of 10 is 10 words
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     qformer_tok.save_pretrained(folder / QFORMER_TOKENIZER_DIR)

@@ -15,7 +15,7 @@ from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifes
 from core.tiny import TinySpec
 from train.clip_cache import cut_set
 from train.demo import assemble, choose_sets, match_sets, merge_match_files, set_seeds
-from train.pretrain_base import METRICS, PretrainConfig, pretrain, tokenizer_corpus
+from train.pretrain_base import METRICS, PretrainConfig, augment, labels, pretrain, tokenizer_corpus
 from train.replay import render_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,33 @@ def test_pretrained_base_loads_with_its_frame_embedding_and_whole_frame_resize(p
     model = build_model(ModelSettings(base=str(folder), num_frames=4, device="cpu"))
     assert torch.equal(model.vlm.frame_embed.detach(), stored)
     assert model.processor.image.crop is False and model.processor.image.size == SPEC.image_size
+    assert model.processor.image.motion  # grey + frame differences, as it was pretrained
     assert json.loads((folder / "preprocessor_config.json").read_text())["do_center_crop"] is False
+
+
+def test_augmentation_mirrors_clips_with_their_zones_and_shifts_them(rendered):
+    from core.vocab import ZONE_PHRASES, caption
+
+    clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
+    rng = np.random.default_rng(0)
+    out, flip = augment(clips.frames, rng, shift=0)
+    assert flip.any() and (~flip).any()
+    for i in range(len(clips)):
+        assert np.array_equal(out[i], clips.frames[i][:, :, ::-1] if flip[i] else clips.frames[i])
+    shifted, flip = augment(clips.frames, rng, shift=2)
+    inner = np.s_[:, 2:-2, 2:-2]
+    for i in np.flatnonzero(~flip):  # each unmirrored clip is its original moved by at most 2 px
+        windows = [clips.frames[i][:, 2 + dy:SPEC.image_size - 2 + dy, 2 + dx:SPEC.image_size - 2 + dx]
+                   for dy in range(-2, 3) for dx in range(-2, 3)]
+        assert any(np.array_equal(shifted[i][inner], w) for w in windows)
+    plain, mirrored = labels(clips), labels(clips, mirrored=True)
+    zones = sorted(ZONE_PHRASES)
+    for k, s in enumerate(clips.strokes):
+        assert caption(s.side, s.stroke, s.zone) == s.caption
+        swap = ZONE_PHRASES[zones[int(mirrored["zone"][k])]]
+        phrase = ZONE_PHRASES[s.zone]
+        assert swap == phrase.replace("left", "@").replace("right", "left").replace("@", "right")
+        assert mirrored["side"][k] == plain["side"][k] and mirrored["stroke"][k] == plain["stroke"][k]
 
 
 def test_tokenizer_corpus_covers_captions_and_questions(pretrained):
@@ -135,7 +161,7 @@ def test_demo_model_loads_from_the_repository_root(monkeypatch):
     manifest = read_manifest(DEMO_MODEL)
     assert manifest["stage"] == 2 and manifest["lora"]["llm_part"] and manifest["lora"]["qformer_parts"]
     model = load_model(DEMO_MODEL, device="cpu")
-    assert model.processor.image.crop is False
+    assert model.processor.image.crop is False and model.processor.image.motion
     clips = [np.zeros((16, 54, 96, 3), np.uint8)]
     batch = model.processor.qa_batch([clips], ["When is a smash hits?"])
     assert model.vlm.generate(**batch).shape[0] == 1

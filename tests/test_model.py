@@ -289,3 +289,22 @@ def test_a_model_shipped_with_its_base_loads_from_anywhere(tiny_base, tmp_path, 
     (run / "manifest.json").write_text(json.dumps({**manifest, "base_model": "base"}))
     monkeypatch.chdir(tmp_path.parent)  # not the folder the model lives in
     assert Path(load_model(run).settings.base) == (run / "base").resolve()
+
+
+def test_the_shortest_caption_is_the_bases_own_unless_given(tiny_base):
+    from core.config import GenerationSettings
+
+    m = make(tiny_base)
+    seen = {}
+    m.vlm.base.language_model.generate = lambda **kw: seen.update(kw) or torch.zeros(1, 1, dtype=torch.long)
+    batch = m.processor.caption_batch(random_clips(1))
+
+    def floor(settings=None) -> int:
+        m.vlm.generate(batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"],
+                       settings=settings)
+        return seen["min_new_tokens"]
+
+    assert floor() == 1  # a tiny base's word-level tokens: its generation_config.json says 1
+    m.vlm.base.generation_config.min_new_tokens = None
+    assert floor() == 10  # a base without its own floor gets the reference's
+    assert floor(GenerationSettings(min_new_tokens=3)) == 3

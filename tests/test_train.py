@@ -351,3 +351,14 @@ def test_both_stages_lower_the_loss(tmp_path, tiny_base, dataset, stage1_run):
                         *_fast2(), *learn]) == 0
     loss = _losses(s2)
     assert len(loss) == 12 and sum(loss[-3:]) / 3 < 0.97 * sum(loss[:3]) / 3, loss
+
+
+def test_schedule_steps_end_a_short_run_at_the_bottom_of_its_schedule(tmp_path, tiny_base, dataset):
+    common = ["--base", str(tiny_base), "--data", str(dataset), "--max-steps", "4", "--experiment", "1",
+              "--schedule", "linear", *FAST, "--save-every", "100"]
+    assert stage1.main(["--out", str(tmp_path / "epochs"), *common]) == 0
+    assert stage1.main(["--out", str(tmp_path / "short"), "--schedule-steps", "4", *common]) == 0
+    spans = {run: [r["lr"] for r in metrics_lines(tmp_path / run) if "loss" in r] for run in ("epochs", "short")}
+    assert len(spans["short"]) == 4 and spans["short"] == sorted(spans["short"], reverse=True)
+    assert spans["short"][-1] <= 0.25e-3 + 1e-9  # 4 steps of a 4-step linear decay from 1e-3
+    assert min(spans["epochs"]) > 0.5e-3  # the same steps are only the start of a 20-epoch schedule

@@ -58,7 +58,8 @@ class TrainConfig:
     batch_size: int = _help("samples per micro-batch and process", 16)
     grad_accum: int = _help("micro-batches per optimizer step", 1)
     max_steps: int = _help("stop after this many optimizer steps (0: run every epoch); the schedule "
-                           "still spans `epochs`, so a short run sees the real schedule's start", 0)
+                           "still spans `epochs` (or `schedule_steps`), so a short run sees the real schedule's start", 0)
+    schedule_steps: int = _help("length of the learning-rate schedule in optimizer steps (0: every epoch)", 0)
     max_target_len: int = _help("maximum target length in tokens (longer targets are cut)", 64)
     # evaluation and saving
     eval_every: int = _help("evaluate on val every N steps (0: at the end of each epoch); "
@@ -67,7 +68,8 @@ class TrainConfig:
     eval_batch_size: int = _help("generation batch size (0: batch_size)", 0)
     num_beams: int = _help("beam search width", 5)
     max_new_tokens: int = _help("longest generated answer in tokens", 30)
-    min_new_tokens: int = _help("shortest generated answer in tokens", 10)
+    min_new_tokens: int | None = _help("shortest generated answer in tokens (None: the base's own floor, "
+                                       "else the reference's 10)", None)
     save_every: int = _help("write checkpoints/step-N every N steps (0: at the end of each epoch); "
                             "the run's last step is always saved", 500)
     keep_checkpoints: int = _help("keep only the newest N checkpoints (0: keep all)", 3)
@@ -94,13 +96,13 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        at_least_zero = ("warmup_steps", "warmup_start_lr", "weight_decay", "grad_clip", "max_steps", "eval_every",
-                         "eval_limit", "eval_batch_size", "save_every", "keep_checkpoints", "num_workers",
+        at_least_zero = ("warmup_steps", "warmup_start_lr", "weight_decay", "grad_clip", "max_steps", "schedule_steps",
+                         "eval_every", "eval_limit", "eval_batch_size", "save_every", "keep_checkpoints", "num_workers",
                          "min_new_tokens", "lora_dropout")
         for name in at_least_zero:
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.min_new_tokens > self.max_new_tokens:
+        if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
             raise ConfigError("min_new_tokens must not exceed max_new_tokens")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")

@@ -53,8 +53,9 @@ def adapter_dir(path: str | Path) -> Path:
 
 def generation_settings(stage: int, cot: bool = False, num_beams: int | None = None,
                         max_new_tokens: int | None = None, min_new_tokens: int | None = None) -> GenerationSettings:
-    """The reference's decoding: stage 1 5 beams 10..30 tokens; stage 2 1..32 (chain-of-thought 30..256)."""
-    default = (10, 30) if stage == 1 else ((30, 256) if cot else (1, 32))
+    """The reference's decoding: stage 1 5 beams 10..30 tokens (the floor: the base's own where it sets
+    one, see GenerationSettings); stage 2 1..32 (chain-of-thought 30..256)."""
+    default = (None, 30) if stage == 1 else ((30, 256) if cot else (1, 32))
     return GenerationSettings(num_beams=num_beams or 5, max_new_tokens=max_new_tokens or default[1],
                               min_new_tokens=default[0] if min_new_tokens is None else min_new_tokens)
 

@@ -46,7 +46,7 @@ TRAINER_STATE = "trainer_state.pt"
 # Options a resumed run must share with the run it continues (others, e.g. max_steps, may change).
 RESUME_KEYS = ("data", "base", "num_frames", "batch_size", "grad_accum", "seed", "epochs", "lr", "schedule",
                "warmup_steps", "precision", "experiment", "qformer_parts", "qformer_r", "qformer_alpha",
-               "llm_part", "llm_r", "llm_alpha", "init", "train_qformer")
+               "llm_part", "llm_r", "llm_alpha", "init", "train_qformer", "schedule_steps")
 
 
 class TrainError(RuntimeError):
@@ -166,7 +166,7 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.stop = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, cfg, self.total_steps))
+            self.optimizer, lambda s: lr_factor(s, cfg, cfg.schedule_steps or self.total_steps))
         self.loader = DataLoader(train_set, batch_sampler=self.sampler, num_workers=cfg.num_workers,
                                  collate_fn=Collator(model.processor, cfg.max_target_len),
                                  persistent_workers=cfg.num_workers > 0, pin_memory=model.device.type == "cuda",

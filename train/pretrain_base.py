@@ -38,7 +38,7 @@ from core.config import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, Generati
 from core.loader import build_model, save_stroke_embeddings
 from core.processor import ImageSpec
 from core.tiny import TinySpec, build_tiny_base, default_corpus
-from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
+from core.vocab import MIRRORED_ZONE, SIDES, STROKES, ZONE_PHRASES, caption
 from train.clip_cache import ClipSet, cut_set
 from train.metrics import parse_caption
 from train.qa import TEMPLATES
@@ -69,6 +69,7 @@ class PretrainConfig:
     steps_b: int = 2000
     minutes_a: float = 6.0
     minutes_b: float = 6.0
+    shift: int = 6  # augmentation: random shift of up to this many pixels, and mirroring
     eval_every: int = 200
     eval_limit: int = 512
     seed: int = 0
@@ -89,8 +90,27 @@ def make_base(folder: str | Path, spec: TinySpec, seed: int = 0, motion: bool = 
     return folder
 
 
-def labels(clips: ClipSet) -> dict[str, torch.Tensor]:
-    return {name: torch.tensor([values.index(getattr(s, name)) for s in clips.strokes]) for name, values in FIELDS.items()}
+def labels(clips: ClipSet, mirrored: bool = False) -> dict[str, torch.Tensor]:
+    """Field indices per clip; `mirrored`: those of the horizontally mirrored clips."""
+    def value(s, name):
+        v = getattr(s, name)
+        return MIRRORED_ZONE[v] if mirrored and name == "zone" else v
+    return {name: torch.tensor([values.index(value(s, name)) for s in clips.strokes]) for name, values in FIELDS.items()}
+
+
+def augment(frames: np.ndarray, rng: np.random.Generator, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training clips (B, T, S, S, 3) moved by up to `shift` px (edges repeated) and half of them
+    mirrored left-right; returns the clips and which were mirrored (their zones swap sides).
+    Each set is rendered from one camera, so without this the tower can learn a set's framing."""
+    b, _, size = frames.shape[:3]
+    out = np.empty_like(frames)
+    padded = np.pad(frames, ((0, 0), (0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge") if shift else frames
+    dy, dx = rng.integers(0, 2 * shift + 1, (2, b))
+    flip = rng.random(b) < 0.5
+    for i in range(b):
+        clip = padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size]
+        out[i] = clip[:, :, ::-1] if flip[i] else clip
+    return out, flip
 
 
 def pixels(frames: np.ndarray, spec: ImageSpec) -> torch.Tensor:
@@ -110,10 +130,11 @@ class StrokeHeads(nn.Module):
         return {name: head(pooled) for name, head in self.heads.items()}
 
 
-def _schedule(step: int, warmup: int, total: int) -> float:
+def _schedule(step: int, warmup: int, done: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay over the fraction `done` of the phase."""
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 class _Log:
@@ -161,7 +182,9 @@ def caption_accuracy(model, clips: ClipSet, batch: int = 64) -> dict[str, float]
 def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: int, params: list,
                lr: float, loss_fn: Callable[[np.ndarray], torch.Tensor], evaluate: Callable[[], dict],
                logger: _Log) -> int:
-    """AdamW with warm-up and cosine decay over `steps`; stops early when `minutes` are used up."""
+    """AdamW with warm-up and cosine decay; the phase ends after `steps` or `minutes`, whichever
+    comes first, and the decay follows whichever is nearer its end (a budget in minutes still
+    ends at a small learning rate)."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed)
     t0, step, window = time.perf_counter(), 0, []
@@ -172,8 +195,9 @@ def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: in
             order, pos = rng.permutation(n), 0
         index = np.sort(order[pos:pos + cfg.batch_size])
         pos += cfg.batch_size
+        done = max((step - cfg.warmup) / max(1, steps - cfg.warmup), (time.perf_counter() - t0) / (minutes * 60))
         for g in opt.param_groups:
-            g["lr"] = lr * _schedule(step, cfg.warmup, steps)
+            g["lr"] = lr * _schedule(step, cfg.warmup, done)
         loss = loss_fn(index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -208,7 +232,12 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
         raise ValueError(f"clips are {train.frames.shape[1:3]} (frames, size); the base needs "
                          f"({cfg.num_frames}, {spec.size})")
     logger = _Log(out / METRICS)
-    gold = labels(train)
+    gold, gold_mirrored = labels(train), labels(train, mirrored=True)
+    rng = np.random.default_rng(cfg.seed + 1)
+
+    def batch(index: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        frames, flip = augment(train.frames[index], rng, cfg.shift)
+        return pixels(frames, spec), flip
     held = heldout.subset(np.arange(min(cfg.eval_limit, len(heldout)))) if heldout is not None and len(heldout) else None
     timings = {}
 
@@ -219,8 +248,11 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
 
     def loss_a(index):
         vlm.train()
-        out_ = heads(vlm.encode_clips(pixels(train.frames[index], spec)))
-        return sum(nn.functional.cross_entropy(out_[k], gold[k][index]) for k in FIELDS)
+        x, flip = batch(index)
+        out_ = heads(vlm.encode_clips(x))
+        flip = torch.from_numpy(flip)
+        return sum(nn.functional.cross_entropy(out_[k], torch.where(flip, gold_mirrored[k][index], gold[k][index]))
+                   for k in FIELDS)
 
     t = time.perf_counter()
     steps_a = _run_phase("A", cfg.steps_a, cfg.minutes_a, cfg, len(train), params_a, cfg.lr_a, loss_a,
@@ -229,13 +261,15 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
 
     # Phase B: everything trains on the captions (LM loss under the stage-1 prompt).
     texts = [s.caption for s in train.strokes]
+    texts_mirrored = [caption(s.side, s.stroke, MIRRORED_ZONE[s.zone]) for s in train.strokes]
     params_b = [p for p in vlm.parameters()]
 
     def loss_b(index):
         vlm.train()
+        x, flip = batch(index)
         prompt = model.processor.prompts([CAPTION_PROMPT] * len(index))
-        target = model.processor.labels([texts[i] for i in index], 32)
-        return vlm(**prompt, pixel_values=pixels(train.frames[index], spec), labels=target).loss
+        target = model.processor.labels([(texts_mirrored if f else texts)[i] for i, f in zip(index, flip)], 32)
+        return vlm(**prompt, pixel_values=x, labels=target).loss
 
     t = time.perf_counter()
     steps_b = _run_phase("B", cfg.steps_b, cfg.minutes_b, cfg, len(train), params_b, cfg.lr_b, loss_b,
@@ -272,7 +306,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", nargs="*", default=[], help="held-out renders for the accuracy curves")
     p.add_argument("--out", required=True, help="base folder to write")
     for name in ("num_frames", "batch_size", "lr_a", "lr_b", "warmup", "steps_a", "steps_b", "minutes_a",
-                 "minutes_b", "eval_every", "eval_limit", "seed"):
+                 "minutes_b", "shift", "eval_every", "eval_limit", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name))
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=d.motion,
                    help="grey + frame-difference input channels instead of colour")
