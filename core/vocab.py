@@ -57,8 +57,6 @@ ZONE_PHRASES: dict[int, str] = {
     7: "at the net",
     9: "in the backcourt",
 }
-# Left/right are the camera's (core.court), so a horizontally mirrored frame swaps them.
-MIRRORED_ZONE: dict[int, int] = {1: 2, 2: 1, 3: 4, 4: 3, 5: 5, 7: 7, 9: 9}
 REFERENCE_ZONE_PHRASES: dict[int, str] = {**ZONE_PHRASES, 6: "in the middle", 8: "in the middle"}
 SIDES = ("upper", "bottom")
 

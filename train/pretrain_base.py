@@ -38,7 +38,7 @@ from core.config import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, Generati
 from core.loader import build_model, save_stroke_embeddings
 from core.processor import ImageSpec
 from core.tiny import TinySpec, build_tiny_base, default_corpus
-from core.vocab import MIRRORED_ZONE, SIDES, STROKES, ZONE_PHRASES, caption
+from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
 from train.clip_cache import ClipSet, cut_set
 from train.metrics import parse_caption
 from train.qa import TEMPLATES
@@ -69,7 +69,7 @@ class PretrainConfig:
     steps_b: int = 2000
     minutes_a: float = 6.0
     minutes_b: float = 6.0
-    shift: int = 6  # augmentation: random shift of up to this many pixels, and mirroring
+    shift: int = 6  # augmentation: clips move by up to this many pixels
     eval_every: int = 200
     eval_limit: int = 512
     seed: int = 0
@@ -90,27 +90,20 @@ def make_base(folder: str | Path, spec: TinySpec, seed: int = 0, motion: bool = 
     return folder
 
 
-def labels(clips: ClipSet, mirrored: bool = False) -> dict[str, torch.Tensor]:
-    """Field indices per clip; `mirrored`: those of the horizontally mirrored clips."""
-    def value(s, name):
-        v = getattr(s, name)
-        return MIRRORED_ZONE[v] if mirrored and name == "zone" else v
-    return {name: torch.tensor([values.index(value(s, name)) for s in clips.strokes]) for name, values in FIELDS.items()}
+def labels(clips: ClipSet) -> dict[str, torch.Tensor]:
+    return {name: torch.tensor([values.index(getattr(s, name)) for s in clips.strokes]) for name, values in FIELDS.items()}
 
 
-def augment(frames: np.ndarray, rng: np.random.Generator, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training clips (B, T, S, S, 3) moved by up to `shift` px (edges repeated) and half of them
-    mirrored left-right; returns the clips and which were mirrored (their zones swap sides).
-    Each set is rendered from one camera, so without this the tower can learn a set's framing."""
+def augment(frames: np.ndarray, rng: np.random.Generator, shift: int) -> np.ndarray:
+    """Training clips (B, T, S, S, 3), each moved by up to `shift` px (edges repeated). Every set is
+    rendered from one camera, so without this the tower can learn a set's framing. (Mirroring,
+    with zones swapping sides, was measured too: it helped side and type but cost zone.)"""
+    if not shift:
+        return frames
     b, _, size = frames.shape[:3]
-    out = np.empty_like(frames)
-    padded = np.pad(frames, ((0, 0), (0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge") if shift else frames
+    padded = np.pad(frames, ((0, 0), (0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
     dy, dx = rng.integers(0, 2 * shift + 1, (2, b))
-    flip = rng.random(b) < 0.5
-    for i in range(b):
-        clip = padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size]
-        out[i] = clip[:, :, ::-1] if flip[i] else clip
-    return out, flip
+    return np.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(b)])
 
 
 def pixels(frames: np.ndarray, spec: ImageSpec) -> torch.Tensor:
@@ -232,12 +225,11 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
         raise ValueError(f"clips are {train.frames.shape[1:3]} (frames, size); the base needs "
                          f"({cfg.num_frames}, {spec.size})")
     logger = _Log(out / METRICS)
-    gold, gold_mirrored = labels(train), labels(train, mirrored=True)
+    gold = labels(train)
     rng = np.random.default_rng(cfg.seed + 1)
 
-    def batch(index: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        frames, flip = augment(train.frames[index], rng, cfg.shift)
-        return pixels(frames, spec), flip
+    def batch(index: np.ndarray) -> torch.Tensor:
+        return pixels(augment(train.frames[index], rng, cfg.shift), spec)
     held = heldout.subset(np.arange(min(cfg.eval_limit, len(heldout)))) if heldout is not None and len(heldout) else None
     timings = {}
 
@@ -248,11 +240,8 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
 
     def loss_a(index):
         vlm.train()
-        x, flip = batch(index)
-        out_ = heads(vlm.encode_clips(x))
-        flip = torch.from_numpy(flip)
-        return sum(nn.functional.cross_entropy(out_[k], torch.where(flip, gold_mirrored[k][index], gold[k][index]))
-                   for k in FIELDS)
+        out_ = heads(vlm.encode_clips(batch(index)))
+        return sum(nn.functional.cross_entropy(out_[k], gold[k][index]) for k in FIELDS)
 
     t = time.perf_counter()
     steps_a = _run_phase("A", cfg.steps_a, cfg.minutes_a, cfg, len(train), params_a, cfg.lr_a, loss_a,
@@ -261,15 +250,13 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
 
     # Phase B: everything trains on the captions (LM loss under the stage-1 prompt).
     texts = [s.caption for s in train.strokes]
-    texts_mirrored = [caption(s.side, s.stroke, MIRRORED_ZONE[s.zone]) for s in train.strokes]
     params_b = [p for p in vlm.parameters()]
 
     def loss_b(index):
         vlm.train()
-        x, flip = batch(index)
         prompt = model.processor.prompts([CAPTION_PROMPT] * len(index))
-        target = model.processor.labels([(texts_mirrored if f else texts)[i] for i, f in zip(index, flip)], 32)
-        return vlm(**prompt, pixel_values=x, labels=target).loss
+        target = model.processor.labels([texts[i] for i in index], 32)
+        return vlm(**prompt, pixel_values=batch(index), labels=target).loss
 
     t = time.perf_counter()
     steps_b = _run_phase("B", cfg.steps_b, cfg.minutes_b, cfg, len(train), params_b, cfg.lr_b, loss_b,
