@@ -9,10 +9,14 @@ and LLM, LoRA only). This recipe supplies it in two phases on rendered stroke cl
      train with three linear heads (side, stroke type, zone) on the mean of the query outputs;
   B. full captioning: everything trains (vision, Q-Former, projection, T5) with the LM loss on
      the stroke captions under the stage-1 prompt.
+Both phases see grey + frame-difference channels (`--motion`, core.processor: fed colour, the
+per-frame tower did not leave the majority class) and clips shifted by up to `--shift` px; each
+phase's learning rate decays over its step or minute budget, whichever ends first.
 The heads are thrown away; the base folder gets the model, both tokenizers (a corpus covering
 the captions, QA templates and prompts), `preprocessor_config.json` with `"do_center_crop":
-false` (the whole court stays visible) and `stroke_embeddings.safetensors` (the learned frame
-embedding, read by core.loader.build_model). `metrics.jsonl` logs the loss and, at every
+false` (the whole court stays visible) and `"stroke_motion_channels": true`,
+`generation_config.json` with the word-level tokenizer's shortest caption, and
+`stroke_embeddings.safetensors` (the learned frame embedding, read by core.loader.build_model). `metrics.jsonl` logs the loss and, at every
 evaluation, the held-out field accuracy (phase A: heads; phase B: greedy captions parsed back).
 
 --renders / --heldout are folders in the ShuttleSet layout (`<video>/setN.csv` + `setN.mp4`, as
