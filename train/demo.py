@@ -510,12 +510,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenCV threads for training (on a busy 2-core machine 2 threads ran 10x slower than 1)")
     p.add_argument("--max-steps", type=int, default=100000, help="cap on each pretraining phase's steps")
-    p.add_argument("--recipe-clips-per-s", type=float, default=150.0,
-                   help="assumed stage-1/2 throughput (clips/s; measured 150 and 190 on a 2-core CPU)")
+    p.add_argument("--recipe-clips-per-s", type=float, default=130.0,
+                   help="assumed stage-1/2 throughput (clips/s; about 150 and 190 were measured on a 2-core CPU)")
     p.add_argument("--stage1-batch", type=int, default=32)
     p.add_argument("--stage2-batch", type=int, default=8)
-    p.add_argument("--stage2-llm-r", type=int, default=16,
-                   help="LLM LoRA rank of stage 2 (alpha 2r); on the tiny T5, rank 4 learned the answer format only")
+    p.add_argument("--stage2-llm-r", type=int, default=4,
+                   help="LLM LoRA rank of stage 2 (alpha 2r; 16 raised stage-2 F1, see the README)")
     p.add_argument("--eval-limit-base", type=int, default=512)
     p.add_argument("--eval-limit-stage1", type=int, default=600)
     p.add_argument("--eval-limit-stage2", type=int, default=300)
