@@ -27,7 +27,7 @@ class Camera:
         k_inv = np.diag([1 / f, 1 / f, 1.0])
         m = k_inv @ a
         lam = 2.0 / (np.linalg.norm(m[:, 0]) + np.linalg.norm(m[:, 1]))
-        r1, r2, t = lam * m[:, 0], lam * m[:, 1], lam * m[:, 2]
+        r1, r2 = lam * m[:, 0], lam * m[:, 1]
         r3 = np.cross(r1, r2)
         r3 *= np.sqrt(np.linalg.norm(r1) * np.linalg.norm(r2)) / np.linalg.norm(r3)
         k = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]], float)
