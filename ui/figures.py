@@ -73,7 +73,7 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
 
 
 def _hover(r: dict) -> str:
-    where = f"set {r.get('set')} · rally {r.get('rally')} · stroke {r.get('ball_round')}"
+    where = f"set {r.get('set_no')} · rally {r.get('rally')} · stroke {r.get('ball_round')}"
     return f"<b>{r.get('caption') or '(no caption)'}</b><br>{where}<br>{r.get('time_s', r['start_s']):.2f} s"
 
 

@@ -52,7 +52,11 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot):
     _wait_time(page, 18.38, 20.5)
     # clicking the first timeline mark seeks to the first clear (3.96 s - 0.5 s)
     box = page.locator("#timeline .scatterlayer .point").nth(0).bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)  # as a user does: the mark's label shows, then the click lands on it
+    page.wait_for_selector("#timeline .hoverlayer .hovertext", timeout=30_000)
+    assert "set 1 · rally 1 · stroke 4" in page.text_content("#timeline .hoverlayer")
+    page.mouse.click(x, y)
     _wait_time(page, 3.46, 5.9)
     shot(page, "analyze-seek")
 
