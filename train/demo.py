@@ -68,8 +68,8 @@ LIMITS = """## Limits: the targets, and what would reach them
   hundred CPU steps. Here phase A ran {steps_a} steps and phase B {steps_b} steps of batch {batch}.
 - **What is left is generalisation to unseen looks.** The training losses keep falling while the
   held-out accuracy flattens (curves above): the held-out sets are other matches with other
-  colours and cameras. Every training set has its own look, and base pretraining mirrors (zones
-  swap sides) and shifts the clips to widen what the tower sees.
+  colours and cameras. Every training set has its own look, and base pretraining shifts the clips
+  by a few pixels (mirroring them, with zones swapped, lowered the held-out zone accuracy).
 - **The renders carry more.** On clips rendered the same way (40 training sets, the same held-out
   sets) a small 3D CNN (`python -m train.probe --device cuda`: 4 blocks of Conv3d 3x3x3 + BatchNorm
   + ReLU + spatial max-pool, three heads) reached held-out side 97 %,

@@ -284,7 +284,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--num-beams", type=int, default=None, help="default 5")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: stage 1 30, stage 2 32 (CoT 256)")
-    p.add_argument("--min-new-tokens", type=int, default=None, help="default: stage 1 10, stage 2 1 (CoT 30)")
+    p.add_argument("--min-new-tokens", type=int, default=None, help="default: stage 1 the base's own floor (else 10), stage 2 1 (CoT 30)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--out", default=None, help="report file (default: RUN/eval_<split>.json)")
     p.add_argument("--index", default=None,

@@ -16,8 +16,9 @@ The heads are thrown away; the base folder gets the model, both tokenizers (a co
 the captions, QA templates and prompts), `preprocessor_config.json` with `"do_center_crop":
 false` (the whole court stays visible) and `"stroke_motion_channels": true`,
 `generation_config.json` with the word-level tokenizer's shortest caption, and
-`stroke_embeddings.safetensors` (the learned frame embedding, read by core.loader.build_model). `metrics.jsonl` logs the loss and, at every
-evaluation, the held-out field accuracy (phase A: heads; phase B: greedy captions parsed back).
+`stroke_embeddings.safetensors` (the learned frame embedding, read by core.loader.build_model).
+`metrics.jsonl` logs the loss and, at every evaluation, the held-out field accuracy (phase A:
+heads; phase B: greedy captions parsed back).
 
 --renders / --heldout are folders in the ShuttleSet layout (`<video>/setN.csv` + `setN.mp4`, as
 train/replay.py writes them); clips are cut once into memory (train/clip_cache.py).
