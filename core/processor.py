@@ -61,19 +61,17 @@ class ImageSpec:
 
     def normalise(self, frames: np.ndarray) -> np.ndarray:
         """Sampled, resized uint8 RGB frames (..., T, S, S, 3) -> normalised float32 (..., T, 3, S, S)."""
+        if self.motion:
+            grey = frames.astype(np.float32) @ (np.asarray([0.299, 0.587, 0.114], np.float32) / 255)  # (..., T, S, S)
+            x = np.zeros(grey.shape[:-2] + (3,) + grey.shape[-2:], np.float32)  # no neighbour: no motion
+            x[..., 0, :, :] = grey
+            diff = grey[..., 1:, :, :] - grey[..., :-1, :, :]  # frame t+1 minus frame t
+            x[..., 1:, 1, :, :] = diff
+            x[..., :-1, 2, :, :] = diff
+        else:
+            x = np.moveaxis(frames, -1, -3).astype(np.float32, order="C") * np.float32(1 / 255)
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        if not self.motion:
-            x = np.moveaxis(frames, -1, -3).astype(np.float32, order="C")
-            return (x * np.float32(1 / 255) - mean[:, None, None]) / std[:, None, None]
-        grey = frames.astype(np.float32) @ (np.asarray([0.299, 0.587, 0.114], np.float32) / 255)  # (..., T, S, S)
-        out = np.empty(grey.shape[:-2] + (3,) + grey.shape[-2:], np.float32)
-        out[..., 0, :, :] = (grey - mean[0]) / std[0]
-        out[..., 1, :, :] = 0.0
-        out[..., 2, :, :] = 0.0
-        diff = (grey[..., 1:, :, :] - grey[..., :-1, :, :]) / std[1]  # frame t+1 minus frame t
-        out[..., 1:, 1, :, :] = diff  # the first frame has no previous one
-        out[..., :-1, 2, :, :] = diff * (std[1] / std[2])  # the last has no next one
-        return out
+        return (x - mean[:, None, None]) / std[:, None, None]
 
 
 def clip_tensor(frames: np.ndarray, spec: ImageSpec, num_frames: int) -> torch.Tensor:
