@@ -362,3 +362,22 @@ def test_schedule_steps_end_a_short_run_at_the_bottom_of_its_schedule(tmp_path, 
     assert len(spans["short"]) == 4 and spans["short"] == sorted(spans["short"], reverse=True)
     assert spans["short"][-1] <= 0.25e-3 + 1e-9  # 4 steps of a 4-step linear decay from 1e-3
     assert min(spans["epochs"]) > 0.5e-3  # the same steps are only the start of a 20-epoch schedule
+
+
+def test_clips_encoded_once_give_the_loss_of_their_pixels(stage2_run, dataset):
+    from train.data import ClipReader, ClipTokens, Collator, QADataset, load_questions, model_inputs
+
+    model = load_model(stage2_run / "final")
+    items = load_questions(dataset, "train")[:4]
+    paths = [p for it in items for p in it["image"]]
+    reader = ClipReader(dataset, model.processor.image, model.processor.num_frames)
+    tokens = ClipTokens(model, reader, paths, batch_size=3)
+    assert len(tokens) == len(set(paths)) and model.vlm.training is False
+    collate = Collator(model.processor, 32)
+    from_pixels = collate([QADataset(items, reader)[i] for i in range(len(items))])
+    from_tokens = collate([QADataset(items, tokens)[i] for i in range(len(items))])
+    assert "clip_tokens" in from_tokens and "pixel_values" not in from_tokens
+    with torch.no_grad():
+        a = model.vlm(**model_inputs(from_pixels, model.device)).loss
+        b = model.vlm(**model_inputs(from_tokens, model.device)).loss
+    torch.testing.assert_close(a, b)

@@ -187,6 +187,8 @@ class Stage2Config(TrainConfig):
     llm_r: int = _help("LLM LoRA rank", 4)
     llm_alpha: int = _help("LLM LoRA alpha", 8)
     train_qformer: bool = _help("keep training the stage-1 Q-Former LoRA (and frame embedding)", False)
+    encode_once: bool = _help("with the Q-Former frozen (no --train-qformer), encode every clip once before "
+                              "training, in eval mode, and train on its query tokens (many times faster)", True)
     cot: bool | None = _help("chain-of-thought answers (None: detected from the data); sets the generation "
                              "length to 256 / 30 unless max/min_new_tokens are given", None)
     max_new_tokens: int | None = _help("longest generated answer (None: 256 with chain-of-thought, else 32)", None)

@@ -132,6 +132,37 @@ class ClipReader:
         return clip
 
 
+class ClipTokens:
+    """Clip file -> the frozen encoder's query tokens (Q, Dq), computed once for every clip given.
+
+    With the vision tower and Q-Former frozen (stage 2 without --train-qformer), a clip's tokens
+    never change, while each chunk is read once per question (14 times): encoding every clip
+    once up front makes an epoch many times faster. Tokens are computed in eval mode (no
+    Q-Former dropout), as at inference, and kept on the CPU in the model's dtype."""
+
+    def __init__(self, model, reader: ClipReader, paths: list[str], batch_size: int = 64, progress: bool = False):
+        from tqdm import tqdm
+
+        self._tokens: dict[str, torch.Tensor] = {}
+        unique = list(dict.fromkeys(paths))
+        was_training = model.vlm.training
+        model.vlm.eval()
+        with torch.no_grad():
+            for i in tqdm(range(0, len(unique), batch_size), desc="encode clips", unit="batch",
+                          disable=not progress, leave=False):
+                part = unique[i:i + batch_size]
+                pixels = torch.stack([reader(p) for p in part]).to(model.device)
+                for rel, tokens in zip(part, model.vlm.encode_clips(pixels).cpu()):
+                    self._tokens[rel] = tokens
+        model.vlm.train(was_training)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __call__(self, rel: str) -> torch.Tensor:
+        return self._tokens[rel]
+
+
 class _ItemDataset(Dataset):
     """The items of a dataset JSON file, with the reader of their clips."""
 
@@ -151,36 +182,41 @@ class CaptionDataset(_ItemDataset):
 
 
 class QADataset(_ItemDataset):
-    """Stage 2: {"pixels": (K, T, 3, S, S), "question", "target": answer, "id": question_id}."""
+    """Stage 2: {"pixels": (K, T, 3, S, S) or, from ClipTokens, "tokens": (K, Q, Dq); "question",
+    "target": answer, "id": question_id}."""
 
     def __getitem__(self, i: int) -> dict:
         it = self.items[i]
-        return {"pixels": torch.stack([self.clips(p) for p in it["image"]]), "question": it["question"],
+        key = "tokens" if isinstance(self.clips, ClipTokens) else "pixels"
+        return {key: torch.stack([self.clips(p) for p in it["image"]]), "question": it["question"],
                 "target": it["answer"], "id": str(it["question_id"])}
 
 
 class Collator:
     """Samples -> what StrokeVLM.forward takes, plus "ids" (sample ids, not a model input).
 
-    Captions: pixel_values (B, T, 3, S, S). QA: pixel_values (B, K, T, 3, S, S) padded to the
-    longest chunk, clip_mask (B, K). Labels are the targets' ids with padding -100."""
+    Captions: pixel_values (B, T, 3, S, S). QA: pixel_values (B, K, T, 3, S, S), or clip_tokens
+    (B, K, Q, Dq), padded to the longest chunk, and clip_mask (B, K). Labels are the targets'
+    ids with padding -100."""
 
     def __init__(self, processor: StrokeProcessor, max_target_len: int, with_labels: bool = True):
         self.processor, self.max_target_len, self.with_labels = processor, max_target_len, with_labels
 
     def __call__(self, samples: list[dict]) -> dict:
-        if samples[0]["pixels"].dim() == 4:
+        if "question" not in samples[0]:
             batch = {"pixel_values": torch.stack([s["pixels"] for s in samples]),
                      **self.processor.prompts([CAPTION_PROMPT] * len(samples))}
         else:
-            k = max(s["pixels"].shape[0] for s in samples)
-            pixels = samples[0]["pixels"].new_zeros(len(samples), k, *samples[0]["pixels"].shape[1:])
+            key, name = ("tokens", "clip_tokens") if "tokens" in samples[0] else ("pixels", "pixel_values")
+            clips = [s[key] for s in samples]
+            k = max(c.shape[0] for c in clips)
+            padded = clips[0].new_zeros(len(samples), k, *clips[0].shape[1:])
             mask = torch.zeros(len(samples), k, dtype=torch.bool)
-            for i, s in enumerate(samples):
-                pixels[i, : len(s["pixels"])] = s["pixels"]
-                mask[i, : len(s["pixels"])] = True
-            texts = [qa_prompt(len(s["pixels"]), s["question"]) for s in samples]
-            batch = {"pixel_values": pixels, "clip_mask": mask, **self.processor.prompts(texts)}
+            for i, c in enumerate(clips):
+                padded[i, : len(c)] = c
+                mask[i, : len(c)] = True
+            texts = [qa_prompt(len(c), s["question"]) for c, s in zip(clips, samples)]
+            batch = {name: padded, "clip_mask": mask, **self.processor.prompts(texts)}
         if self.with_labels:
             batch["labels"] = self.processor.labels([s["target"] for s in samples], self.max_target_len)
         batch["ids"] = [s["id"] for s in samples]

@@ -30,7 +30,7 @@ from core.config import GenerationSettings
 from core.loader import ModelLoadError, StrokeModel, load_model, read_manifest
 from core.processor import qa_prompt
 from train import metrics as M
-from train.data import (CaptionDataset, ClipReader, Collator, DataError, is_chain_of_thought,
+from train.data import (CaptionDataset, ClipReader, ClipTokens, Collator, DataError, is_chain_of_thought,
                         load_captions, load_questions, load_references, model_inputs)
 from train.qa import parse_answer
 
@@ -104,20 +104,21 @@ def gold_indices(item: dict) -> list[int]:
 
 
 def generate_answers(model: StrokeModel, items: list[dict], settings: GenerationSettings, batch_size: int,
-                     clips: ClipReader, progress: bool = False, keep_chunks: int = 64) -> list[str]:
+                     clips: ClipReader | ClipTokens, progress: bool = False, keep_chunks: int = 64) -> list[str]:
     """The model's answers to stage-2 questions, in order.
 
     The vision tower and Q-Former do not read the question, so the clips of a chunk are encoded
     once and their query tokens reused for every question about that chunk (the builder writes
-    a chunk's questions one after another; the newest `keep_chunks` chunks are kept)."""
+    a chunk's questions one after another; the newest `keep_chunks` chunks are kept). Clips
+    from ClipTokens come already encoded."""
     was_training = model.vlm.training
     model.vlm.eval()
     tokens: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     def chunk_tokens(paths: tuple[str, ...]) -> torch.Tensor:  # (K, Q, Dq)
         if paths not in tokens:
-            pixels = torch.stack([clips(p) for p in paths]).to(model.device)
-            tokens[paths] = model.vlm.encode_clips(pixels)
+            stacked = torch.stack([clips(p) for p in paths]).to(model.device)
+            tokens[paths] = stacked if isinstance(clips, ClipTokens) else model.vlm.encode_clips(stacked)
             if len(tokens) > keep_chunks:
                 tokens.popitem(last=False)
         return tokens[paths]
@@ -143,7 +144,8 @@ def generate_answers(model: StrokeModel, items: list[dict], settings: Generation
 
 
 def evaluate_questions(model: StrokeModel, items: list[dict], settings: GenerationSettings, batch_size: int,
-                       data_dir: str | Path = ".", cache: ClipReader | None = None, progress: bool = False) -> dict:
+                       data_dir: str | Path = ".", cache: ClipReader | ClipTokens | None = None,
+                       progress: bool = False) -> dict:
     """Stage-2 report: grounding metrics overall and per kind, and every question's answer."""
     clips = cache or ClipReader(data_dir, model.processor.image, model.processor.num_frames)
     texts = generate_answers(model, items, settings, batch_size, clips, progress)

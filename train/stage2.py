@@ -8,7 +8,8 @@ starting from a stage-1 run.
 The stage-1 adapters (--init: a run folder, whose best/ is used, or an adapter folder) are
 loaded onto their base (or --base), an LLM LoRA ("all" = q, v, wi, wo; "attn"; "ffn") is added,
 and the saved manifest records both parts. The clip-segment embedding trains; the Q-Former
-LoRA and the frame embedding stay frozen unless --train-qformer. The best checkpoint is
+LoRA and the frame embedding stay frozen unless --train-qformer, and while they are frozen every
+clip is encoded once before training (--encode-once) instead of once per question. The best checkpoint is
 chosen by the index-set F1 on val, ties broken by the "does not occur" accuracy.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 from core.loader import load_model, read_manifest
 from core.lora import attach_lora, set_trainable
 from train.config import ConfigError, Stage2Config
-from train.data import ClipReader, DataError, QADataset, is_chain_of_thought, load_questions
+from train.data import ClipReader, ClipTokens, DataError, QADataset, is_chain_of_thought, load_questions
 from train.evaluate import adapter_dir, evaluate_questions, generation_settings
 from train.loop import Trainer, run_cli, start_run, write_config
 
@@ -70,6 +71,11 @@ def setup(cfg: Stage2Config) -> Trainer:
     trainable = set_trainable(model.vlm, model.settings.lora, new_params)
     clips = ClipReader(cfg.data, model.processor.image, model.settings.num_frames, cfg.cache_clips)
     val_items = val_items[: cfg.eval_limit] if cfg.eval_limit else val_items
+    if cfg.encode_once and not cfg.train_qformer:
+        paths = [p for it in (*train_items, *val_items) for p in it["image"]]
+        clips = ClipTokens(model, clips, paths, cfg.eval_batch_size or 4 * cfg.batch_size,
+                           cfg.progress and acc.is_main_process)
+        log.info("encoded %d clips once (the Q-Former is frozen)", len(clips))
     gen = generation_settings(2, cfg.cot, cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens)
 
     def evaluate(m):
