@@ -48,14 +48,15 @@ def _losses(folder: Path, phase: str) -> list[float]:
     return [r["loss"] for r in lines if r["phase"] == phase]
 
 
-def test_pretrain_lowers_both_losses_and_logs_heldout_accuracy(pretrained):
+def test_pretrain_lowers_both_losses_and_logs_heldout_and_training_accuracy(pretrained):
     folder, summary = pretrained
     assert summary["steps_a"] == 30 and summary["steps_b"] == 30
     for phase in ("A", "B"):
         losses = _losses(folder, phase)
         assert len(losses) >= 2 and losses[-1] < losses[0], (phase, losses)
     last = json.loads((folder / METRICS).read_text().splitlines()[-1])
-    assert {"heldout_side", "heldout_stroke", "heldout_zone"} <= set(last)
+    fields = {f"{where}_{f}" for where in ("heldout", "train") for f in ("side", "stroke", "zone")}
+    assert fields <= set(last) and all(0 <= last[k] <= 1 for k in fields)
 
 
 def test_pretrained_base_loads_with_its_frame_embedding_and_whole_frame_resize(pretrained):

@@ -17,8 +17,9 @@ the captions, QA templates and prompts), `preprocessor_config.json` with `"do_ce
 false` (the whole court stays visible) and `"stroke_motion_channels": true`,
 `generation_config.json` with the word-level tokenizer's shortest caption, and
 `stroke_embeddings.safetensors` (the learned frame embedding, read by core.loader.build_model).
-`metrics.jsonl` logs the loss and, at every evaluation, the held-out field accuracy (phase A:
-heads; phase B: greedy captions parsed back).
+`metrics.jsonl` logs the loss and, at every evaluation, the field accuracy (phase A: heads; phase
+B: greedy captions parsed back) on the held-out clips and on a fixed sample of training clips:
+their gap tells overfitting from underfitting.
 
 --renders / --heldout are folders in the ShuttleSet layout (`<video>/setN.csv` + `setN.mp4`, as
 train/replay.py writes them); clips are cut once into memory (train/clip_cache.py).
@@ -209,7 +210,7 @@ def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: in
                       "clips_per_s": round(step * cfg.batch_size / (time.perf_counter() - t0), 1)}
             window = []
             if step % cfg.eval_every == 0 or out_of_time or step == steps:
-                record.update({f"heldout_{k}": v for k, v in evaluate().items()})
+                record.update(evaluate())
             logger.write(record)
         if out_of_time:
             break
@@ -236,6 +237,13 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     def batch(index: np.ndarray) -> torch.Tensor:
         return pixels(augment(train.frames[index], rng, cfg.shift), spec)
     held = heldout.subset(np.arange(min(cfg.eval_limit, len(heldout)))) if heldout is not None and len(heldout) else None
+    seen = train.subset(np.linspace(0, len(train) - 1, min(cfg.eval_limit // 2, len(train))).round().astype(int))
+
+    def scores(accuracy: Callable[[ClipSet], dict]) -> Callable[[], dict]:
+        def run() -> dict:
+            out = {f"train_{k}": v for k, v in accuracy(seen).items()}
+            return {**({f"heldout_{k}": v for k, v in accuracy(held).items()} if held else {}), **out}
+        return run
     timings = {}
 
     # Phase A: vision tower + Q-Former + queries + frame embedding, through three heads.
@@ -250,7 +258,7 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
 
     t = time.perf_counter()
     steps_a = _run_phase("A", cfg.steps_a, cfg.minutes_a, cfg, len(train), params_a, cfg.lr_a, loss_a,
-                         (lambda: head_accuracy(vlm, heads, held, spec)) if held else dict, logger)
+                         scores(lambda clips: head_accuracy(vlm, heads, clips, spec)), logger)
     timings["phase_a_s"] = round(time.perf_counter() - t, 1)
 
     # Phase B: everything trains on the captions (LM loss under the stage-1 prompt).
@@ -265,7 +273,7 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
 
     t = time.perf_counter()
     steps_b = _run_phase("B", cfg.steps_b, cfg.minutes_b, cfg, len(train), params_b, cfg.lr_b, loss_b,
-                         (lambda: caption_accuracy(model, held)) if held else dict, logger)
+                         scores(lambda clips: caption_accuracy(model, clips)), logger)
     timings["phase_b_s"] = round(time.perf_counter() - t, 1)
 
     vlm.eval()
