@@ -714,10 +714,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    if args.threads:
-        import torch
+    from core.device import set_threads  # torch loads only when the command runs
 
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     video = None if args.video.upper() == "NONE" else args.video
     frames = None
     if args.frames:

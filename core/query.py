@@ -631,10 +631,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    if args.threads:
-        import torch
+    from core.device import set_threads  # torch loads only when the command runs
 
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if not Path(args.db).is_file():
         print(f"error: {args.db}: no index here (build one with python -m core.index)", file=sys.stderr)
         return 1

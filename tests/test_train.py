@@ -381,3 +381,15 @@ def test_clips_encoded_once_give_the_loss_of_their_pixels(stage2_run, dataset):
         a = model.vlm(**model_inputs(from_pixels, model.device)).loss
         b = model.vlm(**model_inputs(from_tokens, model.device)).loss
     torch.testing.assert_close(a, b)
+
+
+def test_threads_option_sets_the_cpu_threads_of_a_run(tmp_path, dataset):
+    from train.loop import start_run
+
+    torch.set_num_threads(2)  # the test fixture restores the thread count afterwards
+    cfg = parse_config(Stage1Config, ["--tiny", "--data", str(dataset), "--out", str(tmp_path / "r"), *FAST,
+                                      "--threads", "1"], "p", "d")
+    start_run(cfg)
+    assert torch.get_num_threads() == 1
+    with pytest.raises(ConfigError, match="threads"):
+        parse_config(Stage1Config, ["--tiny", "--threads", "-1"], "p", "d")

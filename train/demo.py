@@ -36,9 +36,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from core.annotations import load_shuttleset_set
+from core.device import set_threads
 from core.loader import load_model, read_manifest
 from train.clip_cache import ClipSet, cut_set
 from train.pretrain_base import PretrainConfig, pretrain
@@ -530,8 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.argv = argv
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
+    set_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     card = run(args)
     print(json.dumps({"timings_s": card["timings_s"],

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from core.device import resolve_device
+from core.device import resolve_device, set_threads
 from core.loader import ADAPTERS, StrokeModel, save_adapters
 from core.lora import load_adapter_state_dict
 from train.config import TrainConfig
@@ -357,10 +357,11 @@ class Trainer:
 
 
 def start_run(cfg: TrainConfig) -> tuple[Path, Accelerator, str]:
-    """Check the output folder, set up accelerate, seeding and logging, and write config.yaml.
+    """Check the output folder, set the CPU threads, set up accelerate, seeding and logging.
 
     A resumed run must keep the options in RESUME_KEYS (TrainError names the ones that changed)."""
     run_dir = check_output(cfg.out)
+    set_threads(cfg.threads)
     acc, device = make_accelerator(cfg)
     setup_logging(run_dir, acc.is_main_process)
     seed_everything(cfg.seed)
