@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
 from core.config import CAPTION_PROMPT
+from core.loader import StrokeModel
 from core.processor import ImageSpec, StrokeProcessor, clip_tensor, qa_prompt
 from core.video import VideoError, read_clip
 
@@ -140,9 +142,8 @@ class ClipTokens:
     once up front makes an epoch many times faster. Tokens are computed in eval mode (no
     Q-Former dropout), as at inference, and kept on the CPU in the model's dtype."""
 
-    def __init__(self, model, reader: ClipReader, paths: list[str], batch_size: int = 64, progress: bool = False):
-        from tqdm import tqdm
-
+    def __init__(self, model: StrokeModel, reader: ClipReader, paths: list[str], batch_size: int = 64,
+                 progress: bool = False):
         self._tokens: dict[str, torch.Tensor] = {}
         unique = list(dict.fromkeys(paths))
         was_training = model.vlm.training
