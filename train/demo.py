@@ -538,10 +538,11 @@ def parser() -> argparse.ArgumentParser:
                    help="torch/OpenCV threads for training (on a busy 2-core machine 2 threads ran 10x slower than 1)")
     p.add_argument("--max-steps", type=int, default=100000, help="cap on each pretraining phase's steps")
     p.add_argument("--stage1-clips-per-s", type=float, default=130.0,
-                   help="assumed stage-1 throughput (about 150 clips/s was measured on a 2-core CPU)")
+                   help="assumed stage-1 throughput (measured on a 2-core CPU: about 150 clips/s on one "
+                        "thread, 170 on two)")
     p.add_argument("--stage2-questions-per-s", type=float, default=200.0,
-                   help="assumed stage-2 throughput, encoding every clip once included (about 230 questions/s "
-                        "were measured on a 2-core CPU)")
+                   help="assumed stage-2 throughput, encoding every clip once included (measured on a 2-core "
+                        "CPU: about 230 questions/s on one thread, 300 on two)")
     p.add_argument("--stage1-batch", type=int, default=32)
     p.add_argument("--stage2-batch", type=int, default=8)
     p.add_argument("--stage2-llm-r", type=int, default=16, help="LLM LoRA rank of stage 2 (alpha 2r)")
