@@ -109,12 +109,14 @@ def test_padding_does_not_change_the_answer(tiny_base):
     with torch.no_grad():
         l3 = m.vlm(**b3, labels=labels).logits
         l5 = m.vlm(**b5, labels=labels).logits
-    torch.testing.assert_close(l3, l5, atol=1e-5, rtol=1e-4)
+    # float32 sums over 3 and 5 key positions differ in their last bits (up to 1.3e-5 seen on one
+    # CPU); a padding clip that leaked into the answer moves logits by orders of magnitude more
+    torch.testing.assert_close(l3, l5, atol=1e-4, rtol=1e-4)
     # and in a batch with a longer chunk beside it
     batch = m.processor.qa_batch([clips, random_clips(5, seed=9)], [question, question])
     with torch.no_grad():
         lb = m.vlm(**batch, labels=labels.repeat(2, 1)).logits
-    torch.testing.assert_close(lb[:1], l3, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lb[:1], l3, atol=1e-4, rtol=1e-4)
 
 
 def test_cached_tokens_give_the_same_output(tiny_base):

@@ -169,6 +169,27 @@ def test_stage2_adds_an_llm_lora_on_top_of_stage1(stage1_run, stage2_run):
     assert model.stage == 2 and model.settings.lora.llm_part == "all"
 
 
+def test_stage2_starts_clips_from_orthogonal_tags_as_long_as_a_query_token(stage1_run, dataset):
+    from train.data import ClipReader
+
+    model = load_model(stage1_run / "best", device="cpu")
+    before = model.vlm.clip_embed.detach().clone()
+    assert before[1:].abs().max() == 0  # stage 1 feeds one clip: only tag 0 is ever used
+    clips = ClipReader(dataset, model.processor.image, model.settings.num_frames)
+    paths = [it["image"] for it in json.loads((dataset / "train.json").read_text())][:4]
+    norm = stage2.tag_clips(model, clips, paths, seed=0)
+    with torch.no_grad():
+        tokens = model.vlm.encode_clips(torch.stack([clips(p) for p in paths]))
+        expected = model.vlm.base.language_projection(tokens).norm(dim=-1).mean().item()
+    assert norm == pytest.approx(expected, rel=1e-5)
+    tags = model.vlm.clip_embed.detach()
+    assert torch.equal(tags[0], before[0])
+    gram = tags[1:] @ tags[1:].T
+    assert torch.allclose(gram, torch.eye(len(gram)) * norm ** 2, atol=1e-4 * norm ** 2)
+    assert stage2.tag_clips(model, clips, paths, seed=1) is None  # trained tags are kept
+    assert torch.equal(model.vlm.clip_embed.detach(), tags)
+
+
 # ---------------------------------------------------------------- evaluation
 
 

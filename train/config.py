@@ -191,6 +191,9 @@ class Stage2Config(TrainConfig):
     train_qformer: bool = _help("keep training the stage-1 Q-Former LoRA (and frame embedding)", False)
     encode_once: bool = _help("with the Q-Former frozen (no --train-qformer), encode every clip once before "
                               "training, in eval mode, and train on its query tokens (many times faster)", True)
+    tag_clips: bool = _help("start clips 1.. of a chunk from orthogonal clip-segment tags as long as a projected "
+                            "query token, where the model's are still at their zero start (stage 1 sees one clip); "
+                            "clip 0 keeps its tag. Off: every tag grows from zero", True)
     cot: bool | None = _help("chain-of-thought answers (None: detected from the data); sets the generation "
                              "length to 256 / 30 unless max/min_new_tokens are given", None)
     max_new_tokens: int | None = _help("longest generated answer (None: 256 with chain-of-thought, else 32)", None)

@@ -73,7 +73,8 @@ LIMITS = """## Limits: the targets, and what would reach them
   helps side and stroke; mirroring them, with zones swapped, lowered the held-out zone accuracy.
 - **Stage 2 follows stage 1.** The Q-Former is frozen in stage 2, so every clip is encoded once
   (`--encode-once`) and stage 2 trains {s2_epochs:.1f} epochs of its questions in its share of the
-  budget (re-encoding them for every question, a similar share gave 0.6 epoch). A question can
+  budget (re-encoding them for every question, a similar share gave 0.6 epoch); clips 1.. start
+  from orthogonal clip tags (`--tag-clips`), which stage 1, seeing one clip, leaves at zero. A question can
   only be grounded when each stroke's tokens say what the stroke was, so its F1 is bounded by the
   stage-1 fields, zone the weakest.
 - **The renders carry more.** On clips rendered the same way (40 training sets, the same held-out
@@ -306,7 +307,7 @@ def run(args) -> dict:
 
     t = time.perf_counter()
     run_recipe(stage1, ["--base", str(base), "--data", str(data), "--out", str(work / "stage1"), "--experiment", "4",
-                        "--lr", "2e-3", "--warmup-steps", "20", "--batch-size", str(args.stage1_batch),
+                        "--lr", str(args.stage1_lr), "--warmup-steps", "20", "--batch-size", str(args.stage1_batch),
                         "--max-steps", str(s1_steps), "--schedule-steps", str(s1_steps), "--num-frames", str(NUM_FRAMES),
                         *common])
     clock.done("stage1", t)
@@ -545,6 +546,9 @@ def parser() -> argparse.ArgumentParser:
                         "CPU: about 230 questions/s on one thread, 300 on two)")
     p.add_argument("--stage1-batch", type=int, default=32)
     p.add_argument("--stage2-batch", type=int, default=8)
+    p.add_argument("--stage1-lr", type=float, default=2e-4,
+                   help="stage-1 peak learning rate: stage 1 sees only the --stage-sets sets, and at 2e-3 its "
+                        "Q-Former LoRA read the held-out strokes worse than the base it started from")
     p.add_argument("--stage2-llm-r", type=int, default=16, help="LLM LoRA rank of stage 2 (alpha 2r)")
     p.add_argument("--eval-limit-base", type=int, default=512)
     p.add_argument("--eval-limit-stage1", type=int, default=600)

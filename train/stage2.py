@@ -7,7 +7,8 @@ starting from a stage-1 run.
 
 The stage-1 adapters (--init: a run folder, whose best/ is used, or an adapter folder) are
 loaded onto their base (or --base), an LLM LoRA ("all" = q, v, wi, wo; "attn"; "ffn") is added,
-and the saved manifest records both parts. The clip-segment embedding trains; the Q-Former
+and the saved manifest records both parts. The clip-segment embedding trains, clips 1.. starting
+from orthogonal tags (--tag-clips: stage 1 sees one clip, so they are still at zero); the Q-Former
 LoRA and the frame embedding stay frozen unless --train-qformer, and while they are frozen every
 clip is encoded once before training (--encode-once) instead of once per question. The best checkpoint is
 chosen by the index-set F1 on val, ties broken by the "does not occur" accuracy.
@@ -17,6 +18,8 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import replace
+
+import torch
 
 from core.loader import load_model, read_manifest
 from core.lora import attach_lora, set_trainable
@@ -52,6 +55,31 @@ def load_stage1(cfg: Stage2Config, device: str):
     return model
 
 
+@torch.no_grad()
+def tag_clips(model, clips, paths: list[str], seed: int) -> float | None:
+    """Orthogonal clip-segment tags for clips 1.., as long as a projected query token of `paths`.
+
+    The tags tell the LLM which clip a token came from (T5 has no absolute positions). Stage 1
+    feeds one clip, so tags 1.. are still at their zero start, and from zero stage 2 has to grow
+    them before the LLM can tell its clips apart. Clip 0 keeps its tag (a single clip reads as
+    before). Returns the norm used, None where tags 1.. were already trained (a stage-2
+    checkpoint as --init is not re-tagged)."""
+    vlm = model.vlm
+    if vlm.clip_embed[1:].abs().max() > 0:
+        return None
+    pixels_or_tokens = torch.stack([clips(p) for p in paths]).to(model.device)
+    was_training = vlm.training
+    vlm.eval()
+    tokens = pixels_or_tokens if isinstance(clips, ClipTokens) else vlm.encode_clips(pixels_or_tokens)
+    vlm.train(was_training)
+    proj = vlm.base.language_projection
+    norm = float(proj(tokens.to(proj.weight.dtype)).norm(dim=-1).mean())
+    count, width = vlm.clip_embed.shape
+    rows = torch.randn(width, count, generator=torch.Generator().manual_seed(seed))
+    vlm.clip_embed[1:] = (torch.linalg.qr(rows).Q.T[1:] * norm).to(vlm.clip_embed)
+    return norm
+
+
 def setup(cfg: Stage2Config) -> Trainer:
     run_dir, acc, device = start_run(cfg)
     train_items = load_questions(cfg.data, "train")
@@ -76,6 +104,10 @@ def setup(cfg: Stage2Config) -> Trainer:
         clips = ClipTokens(model, clips, paths, cfg.eval_batch_size or 4 * cfg.batch_size,
                            cfg.progress and acc.is_main_process)
         log.info("encoded %d clips once (the Q-Former is frozen)", len(clips))
+    if cfg.tag_clips:
+        sample = list(dict.fromkeys(p for it in train_items[:64] for p in it["image"]))[:64]
+        norm = tag_clips(model, clips, sample, cfg.seed)
+        log.info("clip tags 1..: %s", f"orthogonal, norm {norm:.3f}" if norm else "kept (already trained)")
     gen = generation_settings(2, cfg.cot, cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens)
 
     def evaluate(m):
