@@ -74,9 +74,9 @@ LIMITS = """## Limits: the targets, and what would reach them
 - **Stage 2 follows stage 1.** The Q-Former is frozen in stage 2, so every clip is encoded once
   (`--encode-once`) and stage 2 trains {s2_epochs:.1f} epochs of its questions in its share of the
   budget (re-encoding them for every question, a similar share gave 0.6 epoch); clips 1.. start
-  from orthogonal clip tags (`--tag-clips`), which stage 1, seeing one clip, leaves at zero. A question can
-  only be grounded when each stroke's tokens say what the stroke was, so its F1 is bounded by the
-  stage-1 fields, zone the weakest.
+  from orthogonal clip tags (`--tag-clips`), which stage 1, seeing one clip, leaves at zero. A
+  question can only be grounded when each stroke's tokens say what the stroke was, so its F1 is
+  bounded by the stage-1 fields, zone the weakest.
 - **The renders carry more.** On clips rendered the same way (40 training sets, the same held-out
   sets) a small 3D CNN (`python -m train.probe --device cuda`: 4 blocks of Conv3d 3x3x3 + BatchNorm
   + ReLU + spatial max-pool, three heads) reached held-out side 97 %,

@@ -62,16 +62,13 @@ def tag_clips(model, clips, paths: list[str], seed: int) -> float | None:
     The tags tell the LLM which clip a token came from (T5 has no absolute positions). Stage 1
     feeds one clip, so tags 1.. are still at their zero start, and from zero stage 2 has to grow
     them before the LLM can tell its clips apart. Clip 0 keeps its tag (a single clip reads as
-    before). Returns the norm used, None where tags 1.. were already trained (a stage-2
-    checkpoint as --init is not re-tagged)."""
+    before). Returns the norm used, None where tags 1.. are already non-zero (a base that
+    carries trained clip tags keeps them)."""
     vlm = model.vlm
     if vlm.clip_embed[1:].abs().max() > 0:
         return None
-    pixels_or_tokens = torch.stack([clips(p) for p in paths]).to(model.device)
-    was_training = vlm.training
-    vlm.eval()
-    tokens = pixels_or_tokens if isinstance(clips, ClipTokens) else vlm.encode_clips(pixels_or_tokens)
-    vlm.train(was_training)
+    encoded = clips if isinstance(clips, ClipTokens) else ClipTokens(model, clips, paths)
+    tokens = torch.stack([encoded(p) for p in paths]).to(model.device)
     proj = vlm.base.language_projection
     norm = float(proj(tokens.to(proj.weight.dtype)).norm(dim=-1).mean())
     count, width = vlm.clip_embed.shape
