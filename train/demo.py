@@ -95,13 +95,14 @@ LONGER_RUN = """Runs differ by many points: the phases stop on the clock, and wi
   where the shipped run's read 62 % after 3003) and its impossible-question accuracy at 70.9 %.
   So twice this budget is what side and stage-2 F1 need; zone is learned in some runs and not in
   others within these budgets; and no run reached 80 % on impossible questions. Reading the
-  strokes is not what stops those: the query engine, filtering one such model's own captions of the
-  held-out strokes exactly (the README's query-engine evaluation), answered 94.3 % of them, where
-  its stage-2 model answered 62.8 % (of 300 of the same questions). Deciding that no stroke of a
-  chunk matches is left to the tiny LLM (d_model 64, two encoder and two decoder layers), and
-  more impossible questions in training only traded F1 for it. Runs over several seeds on a GPU (a phase A of tens of
-  thousands of steps), the 3D CNN's clip features distilled into the Q-Former, and a wider LLM in
-  the base are the next steps."""
+  strokes is not what stops those: for a demo model whose card gave stage-2 F1 56.5, the query
+  engine, filtering that model's own captions of the held-out strokes exactly (the README's
+  query-engine evaluation), answered 94.3 % of them, where the model answered 62.8 % (of 300 of
+  the same questions). Deciding that no stroke of a chunk matches is left to the tiny LLM (d_model
+  64, two encoder and two decoder layers), and more impossible questions in training only traded
+  F1 for it. Runs over several seeds on a GPU (a phase A of tens of thousands of steps), the 3D
+  CNN's clip features distilled into the Q-Former, and a wider LLM in the base are the next
+  steps."""
 MIN_TRAIN_S = 60.0
 
 
