@@ -104,7 +104,7 @@ def setup(cfg: Stage2Config) -> Trainer:
     if cfg.tag_clips:
         sample = list(dict.fromkeys(p for it in train_items[:64] for p in it["image"]))[:64]
         norm = tag_clips(model, clips, sample, cfg.seed)
-        log.info("clip tags 1..: %s", f"orthogonal, norm {norm:.3f}" if norm else "kept (already trained)")
+        log.info("clip tags 1..: %s", "kept (already trained)" if norm is None else f"orthogonal, norm {norm:.3f}")
     gen = generation_settings(2, cfg.cot, cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens)
 
     def evaluate(m):
