@@ -31,6 +31,7 @@ from train.loop import Trainer, run_cli, start_run, write_config
 log = logging.getLogger(__name__)
 
 PROG = "python -m train.stage2"
+TAG_SAMPLE = 64  # clips whose projected tokens set the tag length
 DESCRIPTION = "Stage 2: train stroke question answering (LLM LoRA + clip embedding) from a stage-1 run."
 
 
@@ -77,6 +78,16 @@ def tag_clips(model, clips, paths: list[str], seed: int) -> float | None:
     return norm
 
 
+def tag_sample(items: list[dict], count: int = TAG_SAMPLE) -> list[str]:
+    """The first `count` distinct clips of the questions (a chunk's questions share its clips)."""
+    sample: dict[str, None] = {}
+    for it in items:
+        sample.update(dict.fromkeys(it["image"]))
+        if len(sample) >= count:
+            break
+    return list(sample)[:count]
+
+
 def setup(cfg: Stage2Config) -> Trainer:
     run_dir, acc, device = start_run(cfg)
     train_items = load_questions(cfg.data, "train")
@@ -102,8 +113,7 @@ def setup(cfg: Stage2Config) -> Trainer:
                            cfg.progress and acc.is_main_process)
         log.info("encoded %d clips once (the Q-Former is frozen)", len(clips))
     if cfg.tag_clips:
-        sample = list(dict.fromkeys(p for it in train_items[:64] for p in it["image"]))[:64]
-        norm = tag_clips(model, clips, sample, cfg.seed)
+        norm = tag_clips(model, clips, tag_sample(train_items), cfg.seed)
         log.info("clip tags 1..: %s", "kept (already trained)" if norm is None else f"orthogonal, norm {norm:.3f}")
     gen = generation_settings(2, cfg.cot, cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens)
 
