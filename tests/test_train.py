@@ -190,7 +190,6 @@ def test_stage2_starts_clips_from_orthogonal_tags_as_long_as_a_query_token(stage
     assert torch.equal(model.vlm.clip_embed.detach(), tags)
 
 
-
 def test_stage2_tag_sample_takes_distinct_clips_across_questions():
     # 14 questions share each chunk's 5 clips: the sample must reach past the first chunks' questions
     items = [{"image": [f"c{chunk}_{i}.mp4" for i in range(5)]} for chunk in range(20) for _ in range(14)]
