@@ -64,6 +64,20 @@ class StrokeVLM(nn.Module):
         ).last_hidden_state
         return out[:, : queries.shape[1]]
 
+    @torch.no_grad()
+    def orthogonal_clip_tags(self, clip_tokens: torch.Tensor, seed: int = 0) -> float:
+        """Set the clip-segment tags of clips 1.. to orthogonal vectors as long as a projected query
+        token of `clip_tokens` (N, Q, Dq); clip 0 keeps its tag. Returns that length.
+
+        T5 has no absolute positions: the tags are how the LLM tells the clips of a chunk apart,
+        and from their zero start it would first have to grow them."""
+        proj = self.base.language_projection
+        norm = float(proj(clip_tokens.to(proj.weight.dtype)).norm(dim=-1).mean())
+        count, width = self.clip_embed.shape
+        rows = torch.randn(width, count, generator=torch.Generator().manual_seed(seed))
+        self.clip_embed[1:] = (torch.linalg.qr(rows).Q.T[1:] * norm).to(self.clip_embed)
+        return norm
+
     def clip_inputs(self, clip_tokens: torch.Tensor, clip_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query outputs (B, K, Q, Dq) + clip mask (B, K) -> LLM embeddings (B, K*Q, D) and their mask."""
         b, k, q = clip_tokens.shape[:3]

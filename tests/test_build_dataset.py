@@ -13,8 +13,8 @@ from core.annotations import load_shuttleset_set, write_reference_csv
 from core.vocab import STROKES, ZONE_PHRASES
 from tests.conftest import index_frame, read_index
 from train import build_dataset as bd
-from train.qa import (KINDS, TEMPLATES, format_answer, format_cot_answer, parse_answer, chunk_questions,
-                      chunk_rng, rally_chunks)
+from train.qa import (KINDS, TEMPLATES, chunk_questions, chunk_rng, draw_question, format_answer, format_cot_answer,
+                      matching_indices, parse_answer, rally_chunks)
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
 MATCH = "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
@@ -99,6 +99,20 @@ def test_chunk_ids_and_sizes():
         m = re.fullmatch(rf"{MATCH}_(\d)_(\d+)_chunk(\d+)", ch.chunk_id)
         assert m and 1 <= len(ch.strokes) <= 5
         assert {(s.set, s.rally) for s in ch.strokes} == {(int(m.group(1)), int(m.group(2)))}
+
+
+def test_drawn_questions_follow_the_negative_share():
+    import random
+
+    chunk = rally_chunks(fixture_strokes(), 5)[0]
+    rng = random.Random(0)
+    for negatives in (0.0, 1.0):
+        drawn = [draw_question(chunk, rng, negatives) for _ in range(40)]
+        assert all(q["is_impossible"] == (negatives == 1.0) for q in drawn)
+        for q in drawn:  # the answer is the chunk's own matching strokes
+            assert q["indices"] == matching_indices(chunk.strokes, q["event"])
+    mixed = [draw_question(chunk, rng, 0.5)["is_impossible"] for _ in range(400)]
+    assert 0.4 < sum(mixed) / len(mixed) < 0.6
 
 
 # ---------------------------------------------------------------- answers

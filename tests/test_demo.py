@@ -37,8 +37,8 @@ def rendered(tmp_path_factory) -> Path:
 def pretrained(rendered, tmp_path_factory) -> tuple[Path, dict]:
     clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
     assert len(clips) >= 8
-    cfg = PretrainConfig(spec=SPEC, num_frames=4, batch_size=8, lr_a=3e-3, lr_b=3e-3, warmup=2, steps_a=30,
-                         steps_b=30, eval_every=30, eval_limit=8)
+    cfg = PretrainConfig(spec=SPEC, num_frames=4, batch_size=8, lr_a=3e-3, lr_b=3e-3, lr_c=3e-3, warmup=2,
+                         steps_a=30, steps_b=30, steps_c=30, eval_every=30, eval_limit=8)
     out = tmp_path_factory.mktemp("base")
     return out, pretrain(clips, clips, out, cfg)
 
@@ -48,15 +48,56 @@ def _losses(folder: Path, phase: str) -> list[float]:
     return [r["loss"] for r in lines if r["phase"] == phase]
 
 
-def test_pretrain_lowers_both_losses_and_logs_heldout_and_training_accuracy(pretrained):
+def test_pretrain_lowers_each_phase_loss_and_logs_heldout_and_training_scores(pretrained):
     folder, summary = pretrained
-    assert summary["steps_a"] == 30 and summary["steps_b"] == 30
-    for phase in ("A", "B"):
+    assert summary["steps_a"] == summary["steps_b"] == summary["steps_c"] == 30
+    for phase in ("A", "B", "C"):
         losses = _losses(folder, phase)
         assert len(losses) >= 2 and losses[-1] < losses[0], (phase, losses)
-    last = json.loads((folder / METRICS).read_text().splitlines()[-1])
+    records = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
+    last_b = [r for r in records if r["phase"] == "B"][-1]
     fields = {f"{where}_{f}" for where in ("heldout", "train") for f in ("side", "stroke", "zone")}
-    assert fields <= set(last) and all(0 <= last[k] <= 1 for k in fields)
+    assert fields <= set(last_b) and all(0 <= last_b[k] <= 1 for k in fields)
+    answers = {f"{where}_{m}" for where in ("heldout", "train") for m in ("f1", "impossible")}
+    assert answers <= set(records[-1]) and all(0 <= records[-1][k] <= 1 for k in answers)
+
+
+def test_instruction_tuned_base_brings_clip_tags_that_stage2_keeps(pretrained):
+    from train.stage2 import tag_clips
+
+    folder, _ = pretrained
+    tags = load_file(str(folder / STROKE_EMBEDDINGS))["clip_embed"]
+    assert tags[1:].abs().sum() > 0  # set orthogonal before phase C, then trained
+    model = build_model(ModelSettings(base=str(folder), num_frames=4, device="cpu"))
+    assert torch.equal(model.vlm.clip_embed.detach(), tags)
+    assert tag_clips(model, None, [], seed=0) is None  # stage 2 keeps a base's trained tags
+
+
+def test_chunk_sampler_packs_each_chunk_with_its_own_clip_tokens(rendered):
+    from train.pretrain_base import ChunkSampler
+
+    clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
+    tokens = torch.arange(len(clips), dtype=torch.float32)[:, None, None].expand(-1, 2, 3).contiguous()
+    sampler = ChunkSampler(clips, tokens)
+    assert sorted(r for rows in sampler.rows for r in rows) == list(range(len(clips)))
+    for n, rows in enumerate(sampler.rows):
+        assert all(sampler.chunk_of[r] == n for r in rows) and 1 <= len(rows) <= 5
+    questions = sampler.fixed_questions(28, seed=0)
+    assert len({n for n, _ in questions}) == 2 and len(questions) == 28  # every question of 2 chunks
+    model = build_model(ModelSettings(base=str(_tiny(rendered)), num_frames=4, device="cpu"))
+    batch = sampler.batch(questions[:3] + questions[-2:], model.processor)
+    for i, (n, _) in enumerate(questions[:3] + questions[-2:]):
+        k = len(sampler.rows[n])
+        assert batch["clip_mask"][i].sum() == k
+        assert torch.equal(batch["clip_tokens"][i, :k, 0, 0], torch.tensor(sampler.rows[n], dtype=torch.float32))
+    assert batch["labels"].shape[0] == 5
+
+
+def _tiny(rendered: Path) -> Path:
+    from core.tiny import build_tiny_base
+
+    folder = rendered.parent / "tiny-base"
+    return folder if folder.is_dir() else build_tiny_base(folder, SPEC)
 
 
 def test_pretrained_base_loads_with_its_frame_embedding_and_whole_frame_resize(pretrained):

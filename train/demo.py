@@ -52,7 +52,7 @@ RENDER_SIZE = (192, 108)
 DEMO_MATCH_SIZE = (480, 270)
 NUM_FRAMES, CLIP_SIZE = 8, 112
 # Shares of the training budget left after data preparation and the evaluation reserve.
-SHARES = {"phase_a": 0.32, "phase_b": 0.36, "stage1": 0.12, "stage2": 0.20}
+SHARES = {"phase_a": 0.28, "phase_b": 0.30, "phase_c": 0.22, "stage1": 0.10, "stage2": 0.10}
 EVAL_RESERVE_S = 150
 LIMITS = """## Limits: the targets, and what would reach them
 
@@ -298,7 +298,8 @@ def run(args) -> dict:
     budget = max(args.min_train_s, clock.left() - EVAL_RESERVE_S - 30)
     t = time.perf_counter()
     cfg = PretrainConfig(minutes_a=budget * SHARES["phase_a"] / 60, minutes_b=budget * SHARES["phase_b"] / 60,
-                         steps_a=args.max_steps, steps_b=args.max_steps, seed=args.seed,
+                         minutes_c=budget * SHARES["phase_c"] / 60, steps_a=args.max_steps, steps_b=args.max_steps,
+                         steps_c=args.max_steps, seed=args.seed,
                          eval_limit=args.eval_limit_base)
     base = work / "base"
     base_summary = pretrain(train_clips, heldout_clips, base, cfg)
@@ -347,7 +348,8 @@ def run(args) -> dict:
         "heldout_sets": [f"{s.parent.name}/{s.name}" for s in heldout_sets], "heldout_render_seeds": heldout_seeds,
         "counts": {"train_clips": base_summary["train_clips"], "heldout_clips": len(heldout_clips),
                    "stage_data": {"captions": manifest["captions"], "questions": manifest["questions"]}},
-        "pretrain": {k: base_summary[k] for k in ("steps_a", "steps_b", "phase_a_s", "phase_b_s", "config")},
+        "pretrain": {k: base_summary[k] for k in ("steps_a", "steps_b", "steps_c", "phase_a_s", "phase_b_s", "phase_c_s",
+                                                    "config")},
         "recipes": {"stage1_steps": s1_steps, "stage1_batch": args.stage1_batch, "stage2_steps": s2_steps,
                     "stage2_batch": args.stage2_batch},
         "timings_s": {**clock.timings, "total": round(time.perf_counter() - clock.t0, 1)},

@@ -8,7 +8,12 @@ and LLM, LoRA only). This recipe supplies it in two phases on rendered stroke cl
   A. supervised stroke heads: the vision tower, Q-Former, query tokens and frame embedding
      train with three linear heads (side, stroke type, zone) on the mean of the query outputs;
   B. full captioning: everything trains (vision, Q-Former, projection, T5) with the LM loss on
-     the stroke captions under the stage-1 prompt.
+     the stroke captions under the stage-1 prompt;
+  C. instruction tuning, as InstructBLIP's base was tuned on question answering: the vision tower
+     and Q-Former are frozen and every clip is encoded once; the T5 (all of it) and the clip
+     tags train on stage-2 questions about rally chunks of 5 (train.qa's templates and answers,
+     drawn afresh for every batch from any training rally, `--negatives` of them about an absent
+     event), mixed with single-clip captions (`--caption-share`).
 Both phases see grey + frame-difference channels (`--motion`, core.processor: fed colour, the
 per-frame tower did not leave the majority class) and clips shifted by up to `--shift` px; each
 phase's learning rate decays over its step or minute budget, whichever ends first.
@@ -16,10 +21,11 @@ The heads are thrown away; the base folder gets the model, both tokenizers (a co
 the captions, QA templates and prompts), `preprocessor_config.json` with `"do_center_crop":
 false` (the whole court stays visible) and `"stroke_motion_channels": true`,
 `generation_config.json` with the word-level tokenizer's shortest caption, and
-`stroke_embeddings.safetensors` (the learned frame embedding, read by core.loader.build_model).
+`stroke_embeddings.safetensors` (the learned frame embedding and clip tags, read by core.loader.build_model).
 `metrics.jsonl` logs the loss and, at every evaluation, the field accuracy (phase A: heads; phase
-B: greedy captions parsed back) on the held-out clips and on a fixed sample of training clips:
-their gap tells overfitting from underfitting.
+B: greedy captions parsed back; phase C: index-set F1 and "does not occur" accuracy of greedy
+answers to fixed questions) on the held-out clips and on a fixed sample of training clips: their
+gap tells overfitting from underfitting.
 
 --renders / --heldout are folders in the ShuttleSet layout (`<video>/setN.csv` + `setN.mp4`, as
 train/replay.py writes them); clips are cut once into memory (train/clip_cache.py).
@@ -30,6 +36,7 @@ import argparse
 import json
 import logging
 import math
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -42,12 +49,12 @@ from torch import nn
 
 from core.config import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, GenerationSettings, ModelSettings
 from core.loader import build_model, save_stroke_embeddings
-from core.processor import ImageSpec
+from core.processor import ImageSpec, qa_prompt
 from core.tiny import TinySpec, build_tiny_base, default_corpus
 from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
 from train.clip_cache import ClipSet, cut_set
-from train.metrics import parse_caption
-from train.qa import TEMPLATES
+from train.metrics import grounding_metrics, parse_caption
+from train.qa import CHUNK, TEMPLATES, Chunk, chunk_questions, draw_question, parse_answer, rally_chunks
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,11 @@ class PretrainConfig:
     steps_b: int = 2000
     minutes_a: float = 6.0
     minutes_b: float = 6.0
+    lr_c: float = 1e-3
+    steps_c: int = 2000
+    minutes_c: float = 4.0  # includes encoding every training clip once
+    caption_share: float = 0.25  # phase C batches of single-clip captions (the base stays a captioner)
+    negatives: float = 0.4  # phase C questions about an event absent from the chunk
     shift: int = 6  # augmentation: clips move by up to this many pixels
     eval_every: int = 200
     eval_limit: int = 512
@@ -178,6 +190,59 @@ def caption_accuracy(model, clips: ClipSet, batch: int = 64) -> dict[str, float]
     return {k: right[k] / max(1, len(clips)) for k in FIELDS}
 
 
+@torch.no_grad()
+def encode_all(vlm, clips: ClipSet, spec: ImageSpec, batch: int = 256) -> torch.Tensor:
+    """Every clip's query tokens (N, Q, Dq), in eval mode, as stage 2's --encode-once."""
+    vlm.eval()
+    return torch.cat([vlm.encode_clips(pixels(clips.frames[i:i + batch], spec)) for i in range(0, len(clips), batch)])
+
+
+class ChunkSampler:
+    """The rally chunks of a clip set (train.qa: chunks of 5 consecutive strokes) over its cached
+    query tokens, as stage-2 batches."""
+
+    def __init__(self, clips: ClipSet, tokens: torch.Tensor):
+        row = {id(s): i for i, s in enumerate(clips.strokes)}
+        self.tokens, self.chunks = tokens, rally_chunks(clips.strokes, CHUNK)
+        self.rows = [[row[id(s)] for s in c.strokes] for c in self.chunks]
+        self.chunk_of = np.empty(len(clips), dtype=int)
+        for n, rows in enumerate(self.rows):
+            self.chunk_of[rows] = n
+
+    def fixed_questions(self, count: int, seed: int) -> list[tuple[int, dict]]:
+        """Every question (train.qa.chunk_questions) of evenly spaced chunks, about `count` in all."""
+        picks = np.linspace(0, len(self.chunks) - 1, max(1, count // 14)).round().astype(int)
+        return [(int(n), q) for n in dict.fromkeys(picks.tolist())
+                for q in chunk_questions(self.chunks[n], random.Random(seed + int(n)))]
+
+    def batch(self, questions: list[tuple[int, dict]], processor) -> dict[str, torch.Tensor]:
+        """(chunk number, question) pairs -> StrokeVLM inputs from cached tokens, with labels."""
+        k = max(len(self.rows[n]) for n, _ in questions)
+        clip_tokens = self.tokens.new_zeros(len(questions), k, *self.tokens.shape[1:])
+        mask = torch.zeros(len(questions), k, dtype=torch.bool)
+        for i, (n, _) in enumerate(questions):
+            clip_tokens[i, :len(self.rows[n])] = self.tokens[self.rows[n]]
+            mask[i, :len(self.rows[n])] = True
+        prompts = processor.prompts([qa_prompt(len(self.rows[n]), q["question"]) for n, q in questions])
+        return {"clip_tokens": clip_tokens, "clip_mask": mask, **prompts,
+                "labels": processor.labels([q["answer"] for _, q in questions], 32)}
+
+
+@torch.no_grad()
+def answer_accuracy(model, sampler: ChunkSampler, questions: list[tuple[int, dict]], batch: int = 64) -> dict[str, float]:
+    """Greedy answers to fixed questions: index-set F1 and "does not occur" accuracy."""
+    vlm, proc = model.vlm, model.processor
+    vlm.eval()
+    gen = GenerationSettings(num_beams=1, max_new_tokens=16, min_new_tokens=1)
+    preds = []
+    for i in range(0, len(questions), batch):
+        inputs = sampler.batch(questions[i:i + batch], proc)
+        inputs.pop("labels")
+        preds += [parse_answer(t) for t in proc.decode(vlm.generate(**inputs, settings=gen))]
+    m = grounding_metrics(preds, [q["indices"] for _, q in questions])
+    return {"f1": m["f1"], "impossible": m["impossible_accuracy"]}
+
+
 def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: int, params: list,
                lr: float, loss_fn: Callable[[np.ndarray], torch.Tensor], evaluate: Callable[[], dict],
                logger: _Log) -> int:
@@ -276,11 +341,49 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
                          scores(lambda clips: caption_accuracy(model, clips)), logger)
     timings["phase_b_s"] = round(time.perf_counter() - t, 1)
 
+    # Phase C: instruction tuning on questions about several strokes. As in stage 2, the vision
+    # tower and Q-Former stay frozen, so every clip is encoded once; the LLM (all of it) and the
+    # clip tags train on fresh questions over any training rally, mixed with single-clip captions.
+    t = time.perf_counter()
+    steps_c = 0
+    if cfg.steps_c and cfg.minutes_c > 0:
+        tokens = encode_all(vlm, train, spec)
+        vlm.orthogonal_clip_tags(tokens[:512], cfg.seed)
+        chunks = ChunkSampler(train, tokens)
+        fixed_train = chunks.fixed_questions(cfg.eval_limit // 2, cfg.seed)
+        fixed_held = None
+        if held:
+            held_chunks = ChunkSampler(held, encode_all(vlm, held, spec))
+            fixed_held = held_chunks.fixed_questions(cfg.eval_limit // 2, cfg.seed)
+        params_c = [*vlm.llm.parameters(), vlm.clip_embed]
+        rng_c = random.Random(cfg.seed + 2)
+
+        def loss_c(index):
+            vlm.train()
+            if rng_c.random() < cfg.caption_share:
+                inputs = {"clip_tokens": tokens[index][:, None], **model.processor.prompts([CAPTION_PROMPT] * len(index)),
+                          "labels": model.processor.labels([texts[i] for i in index], 32)}
+            else:
+                inputs = chunks.batch([(n, draw_question(chunks.chunks[n], rng_c, cfg.negatives))
+                                       for n in chunks.chunk_of[index]], model.processor)
+            return vlm(**inputs).loss
+
+        def evaluate_c() -> dict:
+            out_ = {f"train_{k}": v for k, v in answer_accuracy(model, chunks, fixed_train).items()}
+            if fixed_held:
+                out_.update({f"heldout_{k}": v for k, v in answer_accuracy(model, held_chunks, fixed_held).items()})
+            return out_
+
+        minutes_c = cfg.minutes_c - (time.perf_counter() - t) / 60
+        steps_c = _run_phase("C", cfg.steps_c, max(minutes_c, 0.1), cfg, len(train), params_c, cfg.lr_c, loss_c,
+                             evaluate_c, logger)
+    timings["phase_c_s"] = round(time.perf_counter() - t, 1)
+
     vlm.eval()
     vlm.base.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
     save_stroke_embeddings(vlm, out)
-    summary = {"base": str(out), "steps_a": steps_a, "steps_b": steps_b, **timings,
+    summary = {"base": str(out), "steps_a": steps_a, "steps_b": steps_b, "steps_c": steps_c, **timings,
                "train_clips": len(train), "heldout_clips": len(held) if held else 0,
                "config": {**asdict(cfg), "spec": asdict(cfg.spec)}}
     (out / "pretrain.json").write_text(json.dumps(summary, indent=1))
@@ -305,8 +408,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--renders", nargs="+", required=True, help="training renders (ShuttleSet layout)")
     p.add_argument("--heldout", nargs="*", default=[], help="held-out renders for the accuracy curves")
     p.add_argument("--out", required=True, help="base folder to write")
-    for name in ("num_frames", "batch_size", "lr_a", "lr_b", "warmup", "steps_a", "steps_b", "minutes_a",
-                 "minutes_b", "shift", "eval_every", "eval_limit", "seed"):
+    for name in ("num_frames", "batch_size", "lr_a", "lr_b", "lr_c", "warmup", "steps_a", "steps_b", "steps_c",
+                 "minutes_a", "minutes_b", "minutes_c", "caption_share", "negatives", "shift", "eval_every",
+                 "eval_limit", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name))
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=d.motion,
                    help="grey + frame-difference input channels instead of colour")
@@ -321,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     heldout = load_renders(args.heldout, cfg.num_frames, cfg.spec.image_size) if args.heldout else None
     summary = pretrain(train, heldout, args.out, cfg)
     print(f"base written to {summary['base']}: phase A {summary['steps_a']} steps in {summary['phase_a_s']} s, "
-          f"phase B {summary['steps_b']} steps in {summary['phase_b_s']} s")
+          f"phase B {summary['steps_b']} steps in {summary['phase_b_s']} s, "
+          f"phase C {summary['steps_c']} steps in {summary['phase_c_s']} s")
     return 0
 
 

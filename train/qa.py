@@ -189,6 +189,15 @@ def chunk_questions(chunk: Chunk, rng: random.Random, cot: bool = False,
     return items
 
 
+def draw_question(chunk: Chunk, rng: random.Random, negatives: float) -> dict:
+    """One question about the chunk, drawn afresh: with probability `negatives` about an event
+    that no stroke of the chunk matches (where the vocabularies leave one), else about its strokes."""
+    items = chunk_questions(chunk, rng)
+    impossible = rng.random() < negatives
+    wanted = [it for it in items if it["is_impossible"] == impossible]
+    return rng.choice(wanted or items)
+
+
 def _item(chunk: Chunk, kind: str, event: dict, rng: random.Random, cot: bool) -> dict:
     indices = matching_indices(chunk.strokes, event)
     answer = format_cot_answer([s.caption for s in chunk.strokes], indices) if cot else format_answer(indices)

@@ -69,13 +69,7 @@ def tag_clips(model, clips, paths: list[str], seed: int) -> float | None:
     if vlm.clip_embed[1:].abs().max() > 0:
         return None
     encoded = clips if isinstance(clips, ClipTokens) else ClipTokens(model, clips, paths)
-    tokens = torch.stack([encoded(p) for p in paths]).to(model.device)
-    proj = vlm.base.language_projection
-    norm = float(proj(tokens.to(proj.weight.dtype)).norm(dim=-1).mean())
-    count, width = vlm.clip_embed.shape
-    rows = torch.randn(width, count, generator=torch.Generator().manual_seed(seed))
-    vlm.clip_embed[1:] = (torch.linalg.qr(rows).Q.T[1:] * norm).to(vlm.clip_embed)
-    return norm
+    return vlm.orthogonal_clip_tags(torch.stack([encoded(p) for p in paths]).to(model.device), seed)
 
 
 def tag_sample(items: list[dict], count: int = TAG_SAMPLE) -> list[str]:
