@@ -14,7 +14,7 @@ from core.vocab import STROKES, ZONE_PHRASES
 from tests.conftest import index_frame, read_index
 from train import build_dataset as bd
 from train.qa import (KINDS, TEMPLATES, chunk_questions, chunk_rng, draw_question, format_answer, format_cot_answer,
-                      matching_indices, parse_answer, rally_chunks)
+                      matching_indices, oversample_impossible, parse_answer, rally_chunks)
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
 MATCH = "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
@@ -113,6 +113,18 @@ def test_drawn_questions_follow_the_negative_share():
             assert q["indices"] == matching_indices(chunk.strokes, q["event"])
     mixed = [draw_question(chunk, rng, 0.5)["is_impossible"] for _ in range(400)]
     assert 0.4 < sum(mixed) / len(mixed) < 0.6
+
+
+def test_oversampled_impossible_questions_reach_the_share_and_keep_every_question():
+    items = [{"question_id": f"q{i}", "is_impossible": i % 7 == 0} for i in range(70)]  # 10 of 70
+    out = oversample_impossible(items, 0.4, seed=1)
+    assert out[:70] == items  # nothing dropped, the data's order first
+    share = sum(it["is_impossible"] for it in out) / len(out)
+    assert abs(share - 0.4) < 0.01 and all(it["is_impossible"] for it in out[70:])
+    assert out == oversample_impossible(items, 0.4, seed=1)
+    assert oversample_impossible(items, 0.1) is items  # already at the share (10 of 70 > 10 %)
+    with pytest.raises(ValueError):
+        oversample_impossible(items, 1.0)
 
 
 # ---------------------------------------------------------------- answers

@@ -201,6 +201,18 @@ def test_stage2_tag_sample_takes_distinct_clips_across_questions():
 # ---------------------------------------------------------------- evaluation
 
 
+def test_stage2_negative_share_repeats_the_impossible_questions(stage1_run, dataset, tmp_path):
+    from train.data import load_questions
+
+    given = load_questions(dataset, "train")
+    cfg = parse_config(Stage2Config, ["--init", str(stage1_run), "--data", str(dataset), "--out", str(tmp_path / "s2"),
+                                      "--negative-share", "0.6", *_fast2()], "p", "d")
+    items = stage2.setup(cfg).train_set.items
+    share = sum(it["is_impossible"] for it in items) / len(items)
+    assert sum(it["is_impossible"] for it in given) / len(given) < 0.5
+    assert abs(share - 0.6) < 0.05 and items[: len(given)] == given
+
+
 def test_evaluate_writes_a_report_with_every_metric(stage1_run, stage2_run, dataset, capsys):
     assert evaluate.main(["--run", str(stage1_run), "--data", str(dataset), "--limit", "3", "--num-beams", "2",
                           "--max-new-tokens", "6", "--min-new-tokens", "1", "--no-progress"]) == 0
@@ -289,6 +301,9 @@ def test_yaml_then_command_line_precedence(tmp_path):
         Stage1Config(batch_size=0)
     with pytest.raises(ConfigError, match="precision"):
         Stage1Config(precision="fp8")
+    with pytest.raises(ConfigError, match="negative_share must be between 0 and 1"):
+        parse_config(Stage2Config, ["--negative-share", "1.5"], "p", "d")
+    assert parse_config(Stage2Config, ["--negative-share", "0.4"], "p", "d").negative_share == 0.4
     for name in ("stage1.yaml", "stage2.yaml"):  # the shipped files load
         path = Path(__file__).parents[1] / "train" / "configs" / name
         parse_config(Stage1Config if name == "stage1.yaml" else Stage2Config, ["--config", str(path)], "p", "d")

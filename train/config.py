@@ -194,6 +194,8 @@ class Stage2Config(TrainConfig):
     tag_clips: bool = _help("start clips 1.. of a chunk from orthogonal clip-segment tags as long as a projected "
                             "query token, where the model's are still at their zero start (stage 1 sees one clip); "
                             "clip 0 keeps its tag. Off: every tag grows from zero", True)
+    negative_share: float | None = _help("repeat the impossible training questions until they make up this share "
+                                         "(None: the data's own mix, 4 of 14 in the reference's datasets)", None)
     cot: bool | None = _help("chain-of-thought answers (None: detected from the data); sets the generation "
                              "length to 256 / 30 unless max/min_new_tokens are given", None)
     max_new_tokens: int | None = _help("longest generated answer (None: 256 with chain-of-thought, else 32)", None)
@@ -206,6 +208,8 @@ class Stage2Config(TrainConfig):
             raise ConfigError(f"llm_part must be one of {sorted(LLM_LORA_PARTS)}, got {self.llm_part!r}")
         if self.llm_r < 1 or self.llm_alpha < 1:
             raise ConfigError("llm_r and llm_alpha must be >= 1")
+        if self.negative_share is not None and not 0 < self.negative_share < 1:
+            raise ConfigError(f"negative_share must be between 0 and 1, got {self.negative_share}")
         max_new, min_new = self.max_new_tokens, self.min_new_tokens
         self.max_new_tokens, self.min_new_tokens = max_new or 1, min_new or 0  # validated as set, resolved later
         super().__post_init__()

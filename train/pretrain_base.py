@@ -14,9 +14,10 @@ and LLM, LoRA only). This recipe supplies it in two phases on rendered stroke cl
      tags train on stage-2 questions about rally chunks of 5 (train.qa's templates and answers,
      drawn afresh for every batch from any training rally, `--negatives` of them about an absent
      event), mixed with single-clip captions (`--caption-share`).
-Both phases see grey + frame-difference channels (`--motion`, core.processor: fed colour, the
-per-frame tower did not leave the majority class) and clips shifted by up to `--shift` px; each
-phase's learning rate decays over its step or minute budget, whichever ends first.
+Phases A and B see grey + frame-difference channels (`--motion`, core.processor: fed colour, the
+per-frame tower did not leave the majority class) and clips shifted by up to `--shift` px (phase
+C reads the unshifted clips' tokens); each phase's learning rate decays over its step or minute
+budget, whichever ends first.
 The heads are thrown away; the base folder gets the model, both tokenizers (a corpus covering
 the captions, QA templates and prompts), `preprocessor_config.json` with `"do_center_crop":
 false` (the whole court stays visible) and `"stroke_motion_channels": true`,
@@ -54,7 +55,8 @@ from core.tiny import TinySpec, build_tiny_base, default_corpus
 from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
 from train.clip_cache import ClipSet, cut_set
 from train.metrics import grounding_metrics, parse_caption
-from train.qa import CHUNK, TEMPLATES, Chunk, chunk_questions, draw_question, parse_answer, rally_chunks
+from train.qa import (CHUNK, NEGATIVES_PER_CHUNK, POSITIVES_PER_CHUNK, TEMPLATES, chunk_questions, draw_question,
+                      parse_answer, rally_chunks)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ class PretrainConfig:
     steps_c: int = 2000
     minutes_c: float = 4.0  # includes encoding every training clip once
     caption_share: float = 0.25  # phase C batches of single-clip captions (the base stays a captioner)
-    negatives: float = 0.4  # phase C questions about an event absent from the chunk
+    negatives: float = 0.45  # phase C questions about an event absent from the chunk (the reference mix: 4 of 14)
     shift: int = 6  # augmentation: clips move by up to this many pixels
     eval_every: int = 200
     eval_limit: int = 512
@@ -211,7 +213,8 @@ class ChunkSampler:
 
     def fixed_questions(self, count: int, seed: int) -> list[tuple[int, dict]]:
         """Every question (train.qa.chunk_questions) of evenly spaced chunks, about `count` in all."""
-        picks = np.linspace(0, len(self.chunks) - 1, max(1, count // 14)).round().astype(int)
+        per_chunk = NEGATIVES_PER_CHUNK + POSITIVES_PER_CHUNK
+        picks = np.linspace(0, len(self.chunks) - 1, max(1, count // per_chunk)).round().astype(int)
         return [(int(n), q) for n in dict.fromkeys(picks.tolist())
                 for q in chunk_questions(self.chunks[n], random.Random(seed + int(n)))]
 

@@ -198,6 +198,21 @@ def draw_question(chunk: Chunk, rng: random.Random, negatives: float) -> dict:
     return rng.choice(wanted or items)
 
 
+def oversample_impossible(items: list[dict], share: float, seed: int = 0) -> list[dict]:
+    """The items plus repeats of their impossible questions, until these make up `share` of the
+    list (whole copies, then a seeded sample of the remainder); no question is dropped, and a
+    list already at or above the share is returned as it is."""
+    if not 0 < share < 1:
+        raise ValueError(f"the share of impossible questions must be between 0 and 1, got {share}")
+    impossible = [it for it in items if it["is_impossible"]]
+    answerable = len(items) - len(impossible)
+    extra = round(share * answerable / (1 - share)) - len(impossible)
+    if not impossible or extra <= 0:
+        return items
+    copies, rest = divmod(extra, len(impossible))
+    return items + impossible * copies + random.Random(seed).sample(impossible, rest)
+
+
 def _item(chunk: Chunk, kind: str, event: dict, rng: random.Random, cot: bool) -> dict:
     indices = matching_indices(chunk.strokes, event)
     answer = format_cot_answer([s.caption for s in chunk.strokes], indices) if cot else format_answer(indices)

@@ -27,6 +27,7 @@ from train.config import ConfigError, Stage2Config
 from train.data import ClipReader, ClipTokens, DataError, QADataset, is_chain_of_thought, load_questions
 from train.evaluate import adapter_dir, evaluate_questions, generation_settings
 from train.loop import Trainer, run_cli, start_run, write_config
+from train.qa import oversample_impossible
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ def setup(cfg: Stage2Config) -> Trainer:
     val_items = load_questions(cfg.data, "val")
     if not train_items:
         raise DataError(f"{cfg.data}/qa_train.json has no samples")
+    if cfg.negative_share:
+        given = len(train_items)
+        train_items = oversample_impossible(train_items, cfg.negative_share, cfg.seed)
+        log.info("impossible questions repeated to %.0f %% of training: %d -> %d questions",
+                 100 * cfg.negative_share, given, len(train_items))
     cfg.resolve_generation(is_chain_of_thought(train_items))
     model = load_stage1(cfg, device)
     for name, items in (("train", train_items), ("val", val_items)):
