@@ -11,9 +11,10 @@ Steps (each timed; the timings go into card.json):
  2. dataset: train/build_dataset.py's folder (mp4 clips + captions + questions, chunks of 5) from
     --stage-sets of the training sets (train split) and every held-out set (test split), for the
     stage-1/2 recipes, which read mp4 clips.
- 3. base: train/pretrain_base.py (phase A stroke heads, phase B captioning) on all training clips.
+ 3. base: train/pretrain_base.py (phase A stroke heads, phase B captioning, phase C instruction
+    tuning of the T5 on chunk questions, --negatives of them impossible) on all training clips.
  4. stage 1: `train.stage1 --base <base> --experiment 4` (Q-Former cross-attention LoRA r=8).
- 5. stage 2: `train.stage2 --init <stage 1>` (LLM LoRA "all", chunks of 5).
+ 5. stage 2: `train.stage2 --init <stage 1> --negative-share <--negatives>` (LLM LoRA "all", chunks of 5).
  6. held-out evaluation of both stages with train/evaluate.py (an evenly spaced sample of the
     test split), beside the majority-class baselines.
  7. assets: the stage-2 adapters + the base (as base/) in --out, card.json, and the demo match

@@ -10,7 +10,8 @@ loaded onto their base (or --base), an LLM LoRA ("all" = q, v, wi, wo; "attn"; "
 and the saved manifest records both parts. The clip-segment embedding trains, clips 1.. starting
 from orthogonal tags (--tag-clips: stage 1 sees one clip, so they are still at zero); the Q-Former
 LoRA and the frame embedding stay frozen unless --train-qformer, and while they are frozen every
-clip is encoded once before training (--encode-once) instead of once per question. The best checkpoint is
+clip is encoded once before training (--encode-once) instead of once per question; --negative-share
+repeats the impossible training questions up to a share of the training set. The best checkpoint is
 chosen by the index-set F1 on val, ties broken by the "does not occur" accuracy.
 """
 from __future__ import annotations
