@@ -92,16 +92,17 @@ LIMITS = """## Limits: the targets, and what would reach them
   and zone only as positions.
 - **What would reach the targets.** {longer}
 """
-# Measured once with an earlier recipe (before phase C; runs/demo-long/model/card.json of that run).
+# Measured once with this code (runs/demo45/model/card.json of that run); the card quotes it.
 LONGER_RUN = """Runs differ by many points: the phases stop on the clock, so a slower machine
   gives every phase fewer steps (the timings above say how this one ran), and with one or two
-  threads the same seed follows another path. Side needs more base steps than 30 CPU-minutes
-  give: with the recipe before phase C, one run with twice the budget (`python -m train.demo
-  --minutes 56 --processes 1 --work runs/demo-long --out runs/demo-long/model --match-out
-  runs/demo-long/match`, one thread, 51.6 min) met side 96.0 % and stroke type 79.0 % on the same
-  held-out set. Phase C stops on its share of the clock too (its curve is above). A longer base
-  and phase C, runs over several seeds on a GPU, and the 3D CNN's clip features distilled into the
-  Q-Former are the next steps."""
+  threads the same seed follows another path. On the 2-core machine that built this card, one run
+  with half as much budget again (`python -m train.demo --minutes 45 --threads 2 --work runs/demo45
+  --out runs/demo45/model --match-out runs/demo45/match`, 46.2 min: phase A 3756, phase B 3115,
+  phase C 3075 steps) met four targets on the same held-out set: side 95.0 %, stroke type 77.2 %,
+  stage-2 F1 71.9 and impossible-question accuracy 83.7 %; its base did not learn zone (51.0 %), which
+  some runs learn and others do not within these budgets. So about 1.5 times this budget is what
+  side and stage 2 need; runs over several seeds on a GPU (to make zone reliable) and the 3D CNN's
+  clip features distilled into the Q-Former are the next steps."""
 MIN_TRAIN_S = 60.0
 
 
