@@ -73,7 +73,7 @@ def test_instruction_tuned_base_brings_clip_tags_that_stage2_keeps(pretrained):
     assert tag_clips(model, None, [], seed=0) is None  # stage 2 keeps a base's trained tags
 
 
-def test_chunk_sampler_packs_each_chunk_with_its_own_clip_tokens(rendered):
+def test_chunk_sampler_packs_each_chunk_with_its_own_clip_tokens(rendered, pretrained):
     from train.pretrain_base import ChunkSampler
 
     clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
@@ -84,20 +84,13 @@ def test_chunk_sampler_packs_each_chunk_with_its_own_clip_tokens(rendered):
         assert all(sampler.chunk_of[r] == n for r in rows) and 1 <= len(rows) <= 5
     questions = sampler.fixed_questions(28, seed=0)
     assert len({n for n, _ in questions}) == 2 and len(questions) == 28  # every question of 2 chunks
-    model = build_model(ModelSettings(base=str(_tiny(rendered)), num_frames=4, device="cpu"))
+    model = build_model(ModelSettings(base=str(pretrained[0]), num_frames=4, device="cpu"))
     batch = sampler.batch(questions[:3] + questions[-2:], model.processor)
     for i, (n, _) in enumerate(questions[:3] + questions[-2:]):
         k = len(sampler.rows[n])
         assert batch["clip_mask"][i].sum() == k
         assert torch.equal(batch["clip_tokens"][i, :k, 0, 0], torch.tensor(sampler.rows[n], dtype=torch.float32))
     assert batch["labels"].shape[0] == 5
-
-
-def _tiny(rendered: Path) -> Path:
-    from core.tiny import build_tiny_base
-
-    folder = rendered.parent / "tiny-base"
-    return folder if folder.is_dir() else build_tiny_base(folder, SPEC)
 
 
 def test_pretrained_base_loads_with_its_frame_embedding_and_whole_frame_resize(pretrained):

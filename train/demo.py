@@ -81,8 +81,8 @@ LIMITS = """## Limits: the targets, and what would reach them
   {negatives:.0f} % of them about an absent event; stage 2 then trains its LoRA {s2_epochs:.1f}
   epochs of its questions, the impossible ones repeated to the same share (the reference's data
   have 4 of 14, 29 %; the held-out questions keep that mix): the share sets where the model draws
-  the line between "happens at stroke i" and "does not occur". A question can only be grounded when each stroke's
-  tokens say what the stroke was, so both are bounded by the stage-1 fields.
+  the line between "happens at stroke i" and "does not occur". A question can only be grounded
+  when each stroke's tokens say what the stroke was, so both are bounded by the stage-1 fields.
 - **The renders carry more.** On clips rendered the same way (40 training sets, the same held-out
   sets) a small 3D CNN (`python -m train.probe --device cuda`: 4 blocks of Conv3d 3x3x3 + BatchNorm
   + ReLU + spatial max-pool, three heads) reached held-out side 97 %,
