@@ -437,7 +437,7 @@ class Engine:
     def start_training(self, stage: int, data: str, run_name: str = "", epochs: int = 1, lr: float | None = None,
                        max_steps: int = 0, experiment: int | None = 1, lora: dict | None = None,
                        init_run: str | None = None, base: str | None = None, tiny: bool = False,
-                       extra: dict | None = None) -> str:
+                       negative_share: float | None = None, extra: dict | None = None) -> str:
         ws, runner = self._ws(), self._runner()
         data_dir = ws.resolve(data, what="data folder")
         if not (data_dir / "train.json").is_file() and not (data_dir / "qa_train.json").is_file():
@@ -453,7 +453,8 @@ class Engine:
                          max_steps=int(max_steps or 0), experiment=experiment if stage == 1 else None,
                          qformer_parts=tuple(lora.get("qformer_parts") or ()), qformer_r=lora.get("qformer_r"),
                          qformer_alpha=lora.get("qformer_alpha"), llm_part=lora.get("llm_part"),
-                         llm_r=lora.get("llm_r"), init=init, base=base_path, tiny=tiny, extra=extra or {})
+                         llm_r=lora.get("llm_r"), init=init, negative_share=negative_share if stage == 2 else None,
+                         base=base_path, tiny=tiny, extra=extra or {})
         if req.qformer_parts:
             LoraSettings(qformer_parts=req.qformer_parts)  # validate the names before a process starts
         return runner.start(req).name

@@ -51,6 +51,7 @@ class RunRequest:
     llm_part: str | None = None  # stage 2 default "all"
     llm_r: int | None = None
     init: str | None = None  # stage 2: the stage-1 run folder
+    negative_share: float | None = None  # stage 2: impossible questions repeated up to this share
     base: str | None = None
     tiny: bool = False
     extra: dict = field(default_factory=dict)  # any other recipe option, e.g. {"batch_size": 2}
@@ -68,6 +69,11 @@ class RunRequest:
             raise RunError("the learning rate must be > 0")
         if self.base and self.tiny:
             raise RunError("choose a base model or the tiny smoke-test base, not both")
+        if self.negative_share is not None:
+            if self.stage != 2:
+                raise RunError("the impossible-question share is a stage-2 setting")
+            if not 0 < self.negative_share < 1:
+                raise RunError(f"the impossible-question share must be between 0 and 1, got {self.negative_share}")
 
     def command(self, python: str = sys.executable) -> list[str]:
         cmd = [python, "-m", f"train.stage{self.stage}", "--data", str(self.data), "--out", str(self.out),
@@ -87,6 +93,8 @@ class RunRequest:
                 cmd += ["--qformer-alpha", str(self.qformer_alpha)]
         else:
             cmd += ["--init", str(self.init)]
+            if self.negative_share is not None:
+                cmd += ["--negative-share", repr(float(self.negative_share))]
         if self.llm_part:
             cmd += ["--llm-part", self.llm_part]
         if self.llm_r is not None:

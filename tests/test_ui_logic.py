@@ -79,6 +79,14 @@ def test_run_request_command_line():
         assert part in joined
     cmd2 = RunRequest(stage=2, data="d", out="o", init="runs/s1", experiment=None, llm_part="all", llm_r=8).command("py")
     assert "train.stage2" in cmd2 and "--init" in cmd2 and "--llm-part" in cmd2 and "--experiment" not in cmd2
+    assert "--negative-share" not in cmd2  # the data's own mix unless asked
+    cmd3 = RunRequest(stage=2, data="d", out="o", init="runs/s1", negative_share=0.45).command("py")
+    assert "--negative-share 0.45" in " ".join(cmd3)
+    for share in (0.0, 1.0, 1.5):
+        with pytest.raises(RunError, match="between 0 and 1"):
+            RunRequest(stage=2, data="d", out="o", init="runs/s1", negative_share=share)
+    with pytest.raises(RunError, match="stage-2 setting"):
+        RunRequest(stage=1, data="d", out="o", negative_share=0.4)
     with pytest.raises(RunError, match="stage-1 run"):
         RunRequest(stage=2, data="d", out="o")
     with pytest.raises(RunError):

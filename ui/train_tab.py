@@ -29,7 +29,8 @@ def create_train_tab(engine: Engine, shared) -> None:
     default_data = str(engine.workspace.data / "demo") if engine.workspace else ""
     with gr.Tab("Train", id="train"):
         with gr.Row():
-            stage = gr.Radio([1, 2], value=1, label="Stage", info="1: stroke captions, 2: questions over strokes")
+            stage = gr.Radio([1, 2], value=1, label="Stage", info="1: stroke captions, 2: questions over strokes",
+                             elem_id="train-stage")
             preset = gr.Dropdown(PRESETS, value=PRESETS[0], label="Experiment preset (Q-Former cross-attention LoRA)")
             run_name = gr.Textbox(label="Run name (optional)", elem_id="run-name")
         with gr.Accordion("LoRA settings (custom)", open=False):
@@ -42,7 +43,9 @@ def create_train_tab(engine: Engine, shared) -> None:
         with gr.Row():
             data = gr.Textbox(default_data, label="Data folder (from train.build_dataset, inside the workspace)",
                               elem_id="train-data", scale=3)
-            init = gr.Dropdown([], label="Stage 2 starts from run", allow_custom_value=False)
+            init = gr.Dropdown([], label="Stage 2 starts from run", allow_custom_value=False, elem_id="train-init")
+            negatives = gr.Number(0, label="Stage 2: impossible-question share (0: the data's own mix)", minimum=0,
+                                  maximum=0.95, step=0.05, elem_id="negative-share")
         with gr.Row():
             epochs = gr.Number(1, label="Epochs", precision=0, minimum=1)
             lr = gr.Number(0, label="Learning rate (0: the recipe's default)", minimum=0)
@@ -72,7 +75,7 @@ def create_train_tab(engine: Engine, shared) -> None:
         return [s.name for s in runner.list_runs()]
 
     def on_start(stage_v, preset_v, name_v, qparts_v, qr_v, qalpha_v, llm_v, llm_r_v, data_v, init_v,
-                 epochs_v, lr_v, steps_v, base_v, tiny_v):
+                 negatives_v, epochs_v, lr_v, steps_v, base_v, tiny_v):
         custom = preset_v == "custom"
         lora = {"llm_part": None if llm_v == "none" else llm_v, "llm_r": int(llm_r_v) if llm_v != "none" else None}
         if custom:
@@ -83,7 +86,7 @@ def create_train_tab(engine: Engine, shared) -> None:
         name = engine.start_training(
             int(stage_v), data_v, name_v or "", epochs=int(epochs_v or 1), lr=float(lr_v) if lr_v else None,
             max_steps=int(steps_v or 0), experiment=None if custom else int(preset_v.split()[0]), lora=lora,
-            init_run=init_v, base=base_v, tiny=bool(tiny_v),
+            init_run=init_v, base=base_v, tiny=bool(tiny_v), negative_share=float(negatives_v) if negatives_v else None,
             extra={"num_workers": 0})
         return name, gr.Timer(active=True), f"Started **{name}**."
 
@@ -117,8 +120,8 @@ def create_train_tab(engine: Engine, shared) -> None:
         return f"Loaded: {engine.use_run(name)}"
 
     start.click(guarded(on_start),
-                [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, epochs, lr, max_steps,
-                 base, tiny], [current, timer, status])
+                [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, negatives, epochs, lr,
+                 max_steps, base, tiny], [current, timer, status])
     timer.tick(guarded(on_tick), current, [status, progress, log_box, plot, runs, run_pick, timer])
     stop.click(guarded(on_stop), current, status)
     refresh.click(guarded(on_refresh), None, [runs, run_pick, init])

@@ -131,3 +131,30 @@ def test_tiny_training_run_finishes_with_metrics(page, shot):
     page.click("#use-run")
     page.wait_for_function("document.querySelector('#use-status').innerText.includes('Loaded')", timeout=60_000)
     assert "best" in page.inner_text("#use-status")
+
+
+def test_stage2_run_repeats_impossible_questions_to_the_chosen_share(page, shot, demo):
+    """Stage 2 from the finished stage-1 run, with an impossible-question share set in the tab."""
+    _tab(page, "Train")
+    page.locator("#train-stage").get_by_label("2").check()
+    page.click("#train-init input")
+    page.get_by_role("option", name=re.compile(r"stage1-.*-smoke")).click()
+    page.fill("#run-name textarea, #run-name input", "negatives")
+    page.fill("#max-steps input", "2")
+    page.fill("#negative-share input", "0.4")
+    page.locator("#tiny input").uncheck()
+    page.click("#train-start")
+    page.wait_for_function("document.querySelector('#train-status').innerText.includes('Started')")
+    name = re.search(r"(stage2-\S+-negatives)", page.inner_text("#train-status")).group(1)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status = page.inner_text("#train-status")
+        if "finished" in status or "failed" in status:
+            break
+        time.sleep(1)
+    status = page.inner_text("#train-status")
+    assert "finished" in status, f"{status}\n{page.input_value('#train-log textarea')}"
+    run = demo["workspace"] / "runs" / name
+    assert "negative_share: 0.4" in (run / "config.yaml").read_text()
+    assert "impossible questions repeated to 40 %" in (run / "train.log").read_text()
+    shot(page, "train-stage2-negatives")
