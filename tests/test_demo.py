@@ -62,6 +62,19 @@ def test_pretrain_lowers_each_phase_loss_and_logs_heldout_and_training_scores(pr
     assert answers <= set(records[-1]) and all(0 <= records[-1][k] <= 1 for k in answers)
 
 
+def test_phase_b_keeps_the_stroke_heads_as_an_auxiliary_loss(rendered, tmp_path):
+    clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
+    first_b = {}
+    for weight in (0.0, 5.0):
+        cfg = PretrainConfig(spec=SPEC, num_frames=4, batch_size=8, warmup=2, steps_a=3, steps_b=1, steps_c=0,
+                             eval_every=100, eval_limit=8, heads_b=weight)
+        pretrain(clips, None, tmp_path / str(weight), cfg)
+        first_b[weight] = _losses(tmp_path / str(weight), "B")[0]
+    # the same phase A and the same first batch: the difference is the weighted heads' loss
+    # (three cross-entropies of barely trained heads, well above 1 at weight 5)
+    assert first_b[5.0] - first_b[0.0] > 1.0, first_b
+
+
 def test_instruction_tuned_base_brings_clip_tags_that_stage2_keeps(pretrained):
     from train.stage2 import tag_clips
 

@@ -4,11 +4,12 @@ base that already sees strokes, saved in the Hugging Face folder format of the r
     python -m train.pretrain_base --renders renders/train --heldout renders/heldout --out runs/base
 
 A tiny model has no pretrained base, while the stage-1/2 recipes assume one (frozen vision tower
-and LLM, LoRA only). This recipe supplies it in two phases on rendered stroke clips:
+and LLM, LoRA only). This recipe supplies it in three phases on rendered stroke clips:
   A. supervised stroke heads: the vision tower, Q-Former, query tokens and frame embedding
      train with three linear heads (side, stroke type, zone) on the mean of the query outputs;
   B. full captioning: everything trains (vision, Q-Former, projection, T5) with the LM loss on
-     the stroke captions under the stage-1 prompt;
+     the stroke captions under the stage-1 prompt; `--heads-b W` keeps phase A's heads on as an
+     auxiliary loss of weight W (they hold the tower's features while the random T5 learns to read them);
   C. instruction tuning, as InstructBLIP's base was tuned on question answering: the vision tower
      and Q-Former are frozen and every clip is encoded once; the T5 (all of it) and the clip
      tags train on stage-2 questions about rally chunks of 5 (train.qa's templates and answers,
@@ -89,6 +90,7 @@ class PretrainConfig:
     minutes_c: float = 4.0  # includes encoding every training clip once
     caption_share: float = 0.25  # phase C batches of single-clip captions (the base stays a captioner)
     negatives: float = 0.45  # phase C questions about an event absent from the chunk (the reference mix: 4 of 14)
+    heads_b: float = 0.0  # weight of phase A's head loss during phase B (0: the LM loss alone)
     shift: int = 6  # augmentation: clips move by up to this many pixels
     eval_every: int = 200
     eval_limit: int = 512
@@ -295,6 +297,9 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     make_base(out, cfg.spec, cfg.seed, cfg.motion)
     model = build_model(ModelSettings(base=str(out), num_frames=cfg.num_frames, device="cpu"))
     vlm, spec = model.vlm, model.processor.image
+    # The tiny tower attends over 50 tokens per frame; on CPU PyTorch's fused attention kernel was
+    # slower there than matmul + softmax (phase-A steps about 10 % faster with "eager").
+    vlm.base.vision_model.set_attn_implementation("eager")
     if train.frames.shape[1] != cfg.num_frames or train.frames.shape[2] != spec.size:
         raise ValueError(f"clips are {train.frames.shape[1:3]} (frames, size); the base needs "
                          f"({cfg.num_frames}, {spec.size})")
@@ -319,25 +324,31 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     params_a = [*vlm.base.vision_model.parameters(), *vlm.base.qformer.parameters(), vlm.base.query_tokens,
                 vlm.frame_embed, *heads.parameters()]
 
+    def head_loss(tokens: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        out_ = heads(tokens)
+        return sum(nn.functional.cross_entropy(out_[k], gold[k][index]) for k in FIELDS)
+
     def loss_a(index):
         vlm.train()
-        out_ = heads(vlm.encode_clips(batch(index)))
-        return sum(nn.functional.cross_entropy(out_[k], gold[k][index]) for k in FIELDS)
+        return head_loss(vlm.encode_clips(batch(index)), index)
 
     t = time.perf_counter()
     steps_a = _run_phase("A", cfg.steps_a, cfg.minutes_a, cfg, len(train), params_a, cfg.lr_a, loss_a,
                          scores(lambda clips: head_accuracy(vlm, heads, clips, spec)), logger)
     timings["phase_a_s"] = round(time.perf_counter() - t, 1)
 
-    # Phase B: everything trains on the captions (LM loss under the stage-1 prompt).
+    # Phase B: everything trains on the captions (LM loss under the stage-1 prompt), optionally with the
+    # heads' loss beside it: from the random T5's first gradients alone the tower loses part of what A taught.
     texts = [s.caption for s in train.strokes]
-    params_b = [p for p in vlm.parameters()]
+    params_b = [*vlm.parameters(), *(heads.parameters() if cfg.heads_b else ())]
 
     def loss_b(index):
         vlm.train()
         prompt = model.processor.prompts([CAPTION_PROMPT] * len(index))
         target = model.processor.labels([texts[i] for i in index], 32)
-        return vlm(**prompt, pixel_values=batch(index), labels=target).loss
+        tokens = vlm.encode_clips(batch(index))
+        loss = vlm(**prompt, clip_tokens=tokens[:, None], labels=target).loss
+        return loss + cfg.heads_b * head_loss(tokens, index) if cfg.heads_b else loss
 
     t = time.perf_counter()
     steps_b = _run_phase("B", cfg.steps_b, cfg.minutes_b, cfg, len(train), params_b, cfg.lr_b, loss_b,
@@ -412,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", nargs="*", default=[], help="held-out renders for the accuracy curves")
     p.add_argument("--out", required=True, help="base folder to write")
     for name in ("num_frames", "batch_size", "lr_a", "lr_b", "lr_c", "warmup", "steps_a", "steps_b", "steps_c",
-                 "minutes_a", "minutes_b", "minutes_c", "caption_share", "negatives", "shift", "eval_every",
+                 "minutes_a", "minutes_b", "minutes_c", "caption_share", "negatives", "heads_b", "shift", "eval_every",
                  "eval_limit", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name))
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=d.motion,
