@@ -75,6 +75,26 @@ def test_phase_b_keeps_the_stroke_heads_as_an_auxiliary_loss(rendered, tmp_path)
     assert first_b[5.0] - first_b[0.0] > 1.0, first_b
 
 
+def test_pretraining_continues_from_an_existing_base(rendered, pretrained, tmp_path):
+    folder, _ = pretrained
+    clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
+    cfg = PretrainConfig(init=str(folder), num_frames=4, batch_size=8, lr_c=3e-3, warmup=2, steps_a=0, steps_b=0,
+                         steps_c=5, eval_every=100, eval_limit=8)
+    summary = pretrain(clips, None, tmp_path / "more", cfg)
+    assert (summary["steps_a"], summary["steps_b"], summary["steps_c"]) == (0, 0, 5)
+    before, after = load_file(folder / "model.safetensors"), load_file(tmp_path / "more" / "model.safetensors")
+    assert before.keys() == after.keys()
+    vision = [k for k in before if k.startswith("vision_model.")]
+    llm = [k for k in before if k.startswith("language_model.")]
+    assert vision and llm
+    assert all(torch.equal(before[k], after[k]) for k in vision)  # phase A and B skipped, C freezes the tower
+    assert any(not torch.equal(before[k], after[k]) for k in llm)  # phase C trained the T5 further
+    logged = (folder / METRICS).read_text()
+    with pytest.raises(ValueError, match="another folder"):
+        pretrain(clips, None, folder, cfg)
+    assert (folder / METRICS).read_text() == logged  # refused before touching the base
+
+
 def test_instruction_tuned_base_brings_clip_tags_that_stage2_keeps(pretrained):
     from train.stage2 import tag_clips
 

@@ -2,6 +2,8 @@
 base that already sees strokes, saved in the Hugging Face folder format of the real base.
 
     python -m train.pretrain_base --renders renders/train --heldout renders/heldout --out runs/base
+    python -m train.pretrain_base --init runs/base --steps-a 0 --steps-b 0 --minutes-c 8 \
+        --renders renders/train --heldout renders/heldout --out runs/base-more-c   # continue a base
 
 A tiny model has no pretrained base, while the stage-1/2 recipes assume one (frozen vision tower
 and LLM, LoRA only). This recipe supplies it in three phases on rendered stroke clips:
@@ -39,6 +41,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -74,7 +77,8 @@ def demo_spec() -> TinySpec:
 
 @dataclass
 class PretrainConfig:
-    spec: TinySpec = field(default_factory=demo_spec)
+    spec: TinySpec = field(default_factory=demo_spec)  # unused with `init`: that base keeps its own sizes
+    init: str | None = None  # continue from this base folder instead of a random one
     num_frames: int = 8
     motion: bool = True  # grey + frame-difference channels (core.processor.ImageSpec.motion)
     batch_size: int = 32
@@ -288,13 +292,18 @@ def _run_phase(name: str, steps: int, minutes: float, cfg: PretrainConfig, n: in
 
 
 def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: PretrainConfig | None = None) -> dict:
-    """Build, pretrain (phases A and B) and save a tiny base into `out`; returns a summary."""
+    """Build a tiny base (or copy `cfg.init`), pretrain it (phases A, B, C) into `out`; returns a summary."""
     cfg = cfg or PretrainConfig()
     out = Path(out)
+    if cfg.init and Path(cfg.init).resolve() == out.resolve():
+        raise ValueError("write the continued base to another folder than --init")
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)
-    make_base(out, cfg.spec, cfg.seed, cfg.motion)
+    if cfg.init:
+        shutil.copytree(cfg.init, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(METRICS, "pretrain.json"))
+    else:
+        make_base(out, cfg.spec, cfg.seed, cfg.motion)
     model = build_model(ModelSettings(base=str(out), num_frames=cfg.num_frames, device="cpu"))
     vlm, spec = model.vlm, model.processor.image
     # The tiny tower attends over 50 tokens per frame; on CPU PyTorch's fused attention kernel was
@@ -320,7 +329,7 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     timings = {}
 
     # Phase A: vision tower + Q-Former + queries + frame embedding, through three heads.
-    heads = StrokeHeads(cfg.spec.qformer_hidden)
+    heads = StrokeHeads(vlm.base.config.qformer_config.hidden_size)
     params_a = [*vlm.base.vision_model.parameters(), *vlm.base.qformer.parameters(), vlm.base.query_tokens,
                 vlm.frame_embed, *heads.parameters()]
 
@@ -362,7 +371,8 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     steps_c = 0
     if cfg.steps_c and cfg.minutes_c > 0:
         tokens = encode_all(vlm, train, spec)
-        vlm.orthogonal_clip_tags(tokens[:512], cfg.seed)
+        if not vlm.clip_embed[1:].any():  # a continued base keeps its trained tags
+            vlm.orthogonal_clip_tags(tokens[:512], cfg.seed)
         chunks = ChunkSampler(train, tokens)
         fixed_train = chunks.fixed_questions(cfg.eval_limit // 2, cfg.seed)
         fixed_held = None
@@ -399,7 +409,7 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
     save_stroke_embeddings(vlm, out)
     summary = {"base": str(out), "steps_a": steps_a, "steps_b": steps_b, "steps_c": steps_c, **timings,
                "train_clips": len(train), "heldout_clips": len(held) if held else 0,
-               "config": {**asdict(cfg), "spec": asdict(cfg.spec)}}
+               "config": {**asdict(cfg), "spec": None if cfg.init else asdict(cfg.spec)}}
     (out / "pretrain.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -422,6 +432,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--renders", nargs="+", required=True, help="training renders (ShuttleSet layout)")
     p.add_argument("--heldout", nargs="*", default=[], help="held-out renders for the accuracy curves")
     p.add_argument("--out", required=True, help="base folder to write")
+    p.add_argument("--init", help="continue from this base folder (its sizes, tokenizers, clip tags) instead of a "
+                                  "random base; --steps-a 0 / --steps-b 0 / --steps-c 0 skip a phase")
     for name in ("num_frames", "batch_size", "lr_a", "lr_b", "lr_c", "warmup", "steps_a", "steps_b", "steps_c",
                  "minutes_a", "minutes_b", "minutes_c", "caption_share", "negatives", "heads_b", "shift", "eval_every",
                  "eval_limit", "seed"):
@@ -435,8 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = PretrainConfig(**{k: v for k, v in vars(args).items() if k not in ("renders", "heldout", "out")})
-    train = load_renders(args.renders, cfg.num_frames, cfg.spec.image_size)
-    heldout = load_renders(args.heldout, cfg.num_frames, cfg.spec.image_size) if args.heldout else None
+    size = cfg.spec.image_size
+    if cfg.init:
+        if not (Path(cfg.init) / "config.json").is_file():
+            raise SystemExit(f"--init {cfg.init}: no base here (config.json missing)")
+        size = ImageSpec.from_file(Path(cfg.init) / "preprocessor_config.json").size
+    train = load_renders(args.renders, cfg.num_frames, size)
+    heldout = load_renders(args.heldout, cfg.num_frames, size) if args.heldout else None
     summary = pretrain(train, heldout, args.out, cfg)
     print(f"base written to {summary['base']}: phase A {summary['steps_a']} steps in {summary['phase_a_s']} s, "
           f"phase B {summary['steps_b']} steps in {summary['phase_b_s']} s, "
