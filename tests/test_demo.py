@@ -3,6 +3,7 @@ shipped assets (assets/demo-model, assets/demo-match)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifes
 from core.tiny import TinySpec
 from train.clip_cache import cut_set
 from train.demo import assemble, choose_sets, match_sets, merge_match_files, set_seeds
-from train.pretrain_base import METRICS, PretrainConfig, augment, pretrain, tokenizer_corpus
+from train.pretrain_base import METRICS, PretrainConfig, augment, load_renders, pretrain, tokenizer_corpus
 from train.replay import render_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,13 @@ def test_pretraining_continues_from_an_existing_base(rendered, pretrained, tmp_p
     with pytest.raises(ValueError, match="another folder"):
         pretrain(clips, None, folder, cfg)
     assert (folder / METRICS).read_text() == logged  # refused before touching the base
+
+
+def test_renders_without_court_corners_are_refused_with_the_reason(rendered, tmp_path):
+    shutil.copytree(rendered.parent, tmp_path / rendered.parent.name)  # the set, not match.csv / homography.csv
+    assert len(load_renders([rendered.parent.parent], 4, SPEC.image_size)) > 0
+    with pytest.raises(ValueError, match="court corners"):
+        load_renders([tmp_path], 4, SPEC.image_size)
 
 
 def test_instruction_tuned_base_brings_clip_tags_that_stage2_keeps(pretrained):

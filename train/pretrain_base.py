@@ -420,8 +420,12 @@ def load_renders(folders: list[str | Path], num_frames: int, size: int) -> ClipS
     for folder in folders:
         for csv_path in sorted(Path(folder).glob("*/set*.csv")):
             parts.append(cut_set(csv_path, csv_path.with_suffix(".mp4"), num_frames, size))
+    where = ", ".join(map(str, folders))
     if not parts:
-        raise FileNotFoundError(f"no rendered sets (<video>/setN.csv + .mp4) below {', '.join(map(str, folders))}")
+        raise FileNotFoundError(f"no rendered sets (<video>/setN.csv + .mp4) below {where}")
+    if not any(len(p) for p in parts):
+        raise ValueError(f"no stroke below {where} has a caption: zones need the court corners of "
+                         "match.csv / homography.csv beside the match folders (train/replay.py writes them)")
     return ClipSet.concat(parts)
 
 
@@ -452,9 +456,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (Path(cfg.init) / "config.json").is_file():
             raise SystemExit(f"--init {cfg.init}: no base here (config.json missing)")
         size = ImageSpec.from_file(Path(cfg.init) / "preprocessor_config.json").size
-    train = load_renders(args.renders, cfg.num_frames, size)
-    heldout = load_renders(args.heldout, cfg.num_frames, size) if args.heldout else None
-    summary = pretrain(train, heldout, args.out, cfg)
+    try:
+        train = load_renders(args.renders, cfg.num_frames, size)
+        heldout = load_renders(args.heldout, cfg.num_frames, size) if args.heldout else None
+        summary = pretrain(train, heldout, args.out, cfg)
+    except (FileNotFoundError, ValueError) as err:  # bad folders or sizes: a message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"base written to {summary['base']}: phase A {summary['steps_a']} steps in {summary['phase_a_s']} s, "
           f"phase B {summary['steps_b']} steps in {summary['phase_b_s']} s, "
           f"phase C {summary['steps_c']} steps in {summary['phase_c_s']} s")
