@@ -107,6 +107,17 @@ def test_stats_and_model_tabs(page, shot):
     shot(page, "model")
 
 
+def _run_end_status(page, seconds: float = 120) -> str:
+    """The Train tab's status line once the started run has finished or failed (or the time is up)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        status = page.inner_text("#train-status")
+        if "finished" in status or "failed" in status:
+            return status
+        time.sleep(1)
+    return page.inner_text("#train-status")
+
+
 def test_tiny_training_run_finishes_with_metrics(page, shot):
     _tab(page, "Train")
     page.fill("#run-name textarea, #run-name input", "smoke")
@@ -115,13 +126,7 @@ def test_tiny_training_run_finishes_with_metrics(page, shot):
     page.click("#train-start")
     page.wait_for_function("document.querySelector('#train-status').innerText.includes('Started')"
                            " || document.querySelector('#train-status').innerText.includes('running')")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        status = page.inner_text("#train-status")
-        if "finished" in status or "failed" in status:
-            break
-        time.sleep(1)
-    status = page.inner_text("#train-status")
+    status = _run_end_status(page)
     log = page.input_value("#train-log textarea")
     assert "finished" in status, f"{status}\n{log}"
     assert "loss" in status and "val_" in status, status
@@ -146,13 +151,7 @@ def test_stage2_run_repeats_impossible_questions_to_the_chosen_share(page, shot,
     page.click("#train-start")
     page.wait_for_function("document.querySelector('#train-status').innerText.includes('Started')")
     name = re.search(r"(stage2-\S+-negatives)", page.inner_text("#train-status")).group(1)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        status = page.inner_text("#train-status")
-        if "finished" in status or "failed" in status:
-            break
-        time.sleep(1)
-    status = page.inner_text("#train-status")
+    status = _run_end_status(page)
     assert "finished" in status, f"{status}\n{page.input_value('#train-log textarea')}"
     run = demo["workspace"] / "runs" / name
     assert "negative_share: 0.4" in (run / "config.yaml").read_text()
