@@ -15,7 +15,8 @@ from core.config import ModelSettings
 from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifest
 from core.tiny import TinySpec
 from train.clip_cache import cut_set
-from train.demo import assemble, choose_sets, match_sets, merge_match_files, set_seeds
+from train.demo import (MEASURED_RUNS, assemble, choose_sets, match_sets, merge_match_files, set_seeds,
+                        write_model_card)
 from train.pretrain_base import METRICS, PretrainConfig, augment, load_renders, pretrain, tokenizer_corpus
 from train.replay import render_set
 
@@ -245,6 +246,23 @@ def test_demo_model_card_lists_disjoint_matches_and_heldout_metrics():
     assert (DEMO_MODEL / "README.md").is_file()
     demo = card["demo_match"]["set"].split("/")[0]
     assert demo in held
+
+
+def test_demo_model_card_is_written_from_its_card_json(tmp_path):
+    # The shipped README must be what write_model_card makes of the shipped card.json and curves.
+    for name in ("card.json", "manifest.json", "curves_base.jsonl", "curves_stage1.jsonl", "curves_stage2.jsonl"):
+        shutil.copy(DEMO_MODEL / name, tmp_path / name)
+    assert write_model_card(tmp_path).read_text() == (DEMO_MODEL / "README.md").read_text()
+
+
+def test_card_runs_table_quotes_the_shipped_run():
+    card = json.loads((DEMO_MODEL / "card.json").read_text())
+    shipped = [r for r in MEASURED_RUNS if r.get("shipped")]
+    assert len(shipped) == 1
+    run, s1, s2 = shipped[0], card["heldout"]["stage1"]["field_accuracy"], card["heldout"]["stage2"]
+    assert run["steps"] == tuple(card["pretrain"][f"steps_{p}"] for p in "abc")
+    assert [run[k] for k in ("side", "stroke", "zone", "f1", "impossible_accuracy")] == pytest.approx(
+        [s1["side"], s1["stroke"], s1["zone"], s2["f1"], s2["impossible_accuracy"]], abs=5e-4)
 
 
 def test_demo_match_is_a_heldout_render_in_the_shuttleset_layout():
