@@ -169,6 +169,23 @@ def test_stage2_adds_an_llm_lora_on_top_of_stage1(stage1_run, stage2_run):
     assert model.stage == 2 and model.settings.lora.llm_part == "all"
 
 
+def test_stage2_resume_reaches_the_same_weights_without_new_clip_tags(stage1_run, dataset, tmp_path, monkeypatch):
+    calls = []
+    real = stage2.tag_clips
+    monkeypatch.setattr(stage2, "tag_clips", lambda *a, **k: calls.append(1) or real(*a, **k))
+    common = ["--init", str(stage1_run), "--data", str(dataset), *_fast2()]
+    assert stage2.main(["--out", str(tmp_path / "a"), "--max-steps", "4", *common]) == 0
+    assert stage2.main(["--out", str(tmp_path / "b"), "--max-steps", "2", *common]) == 0
+    assert len(calls) == 2
+    # the resumed run takes its clip tags from the checkpoint instead of computing them again
+    assert stage2.main(["--out", str(tmp_path / "b"), "--max-steps", "4", "--resume", *common]) == 0
+    assert len(calls) == 2
+    a, b = (load_file(str(tmp_path / r / "final" / "adapters.safetensors")) for r in ("a", "b"))
+    assert a.keys() == b.keys() and a["clip_embed"].abs().sum() > 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
 def test_stage2_starts_clips_from_orthogonal_tags_as_long_as_a_query_token(stage1_run, dataset):
     from train.data import ClipReader
 

@@ -177,8 +177,7 @@ class Trainer:
     # ------------------------------------------------------------ state
 
     def checkpoints(self) -> list[Path]:
-        found = [p for p in (self.run_dir / "checkpoints").glob("step-*") if (p / TRAINER_STATE).is_file()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+        return checkpoints(self.run_dir)
 
     def resume(self) -> bool:
         """Load the newest complete checkpoint; False when there is none."""
@@ -354,6 +353,12 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- run folder and config
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """A run's complete checkpoints, oldest first."""
+    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def start_run(cfg: TrainConfig) -> tuple[Path, Accelerator, str]:

@@ -27,7 +27,7 @@ from core.lora import attach_lora, set_trainable
 from train.config import ConfigError, Stage2Config
 from train.data import ClipReader, ClipTokens, DataError, QADataset, is_chain_of_thought, load_questions
 from train.evaluate import adapter_dir, evaluate_questions, generation_settings
-from train.loop import Trainer, run_cli, start_run, write_config
+from train.loop import Trainer, checkpoints, run_cli, start_run, write_config
 from train.qa import oversample_impossible
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,9 @@ def setup(cfg: Stage2Config) -> Trainer:
         clips = ClipTokens(model, clips, paths, cfg.eval_batch_size or 4 * cfg.batch_size,
                            cfg.progress and acc.is_main_process)
         log.info("encoded %d clips once (the Q-Former is frozen)", len(clips))
-    if cfg.tag_clips:
+    if cfg.tag_clips and cfg.resume and checkpoints(run_dir):
+        log.info("clip tags 1..: from the checkpoint")  # Trainer.resume loads them with the adapters
+    elif cfg.tag_clips:
         norm = tag_clips(model, clips, tag_sample(train_items), cfg.seed)
         log.info("clip tags 1..: %s", "kept (already trained)" if norm is None else f"orthogonal, norm {norm:.3f}")
     gen = generation_settings(2, cfg.cot, cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens)
