@@ -176,12 +176,9 @@ class Trainer:
 
     # ------------------------------------------------------------ state
 
-    def checkpoints(self) -> list[Path]:
-        return checkpoints(self.run_dir)
-
     def resume(self) -> bool:
         """Load the newest complete checkpoint; False when there is none."""
-        ckpts = self.checkpoints()
+        ckpts = checkpoints(self.run_dir)
         if not ckpts:
             log.warning("--resume: no checkpoint in %s; starting from step 0", self.run_dir / "checkpoints")
             return False
@@ -226,7 +223,7 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(ckpt / TRAINER_STATE)  # written last: a checkpoint without it is incomplete
         if self.cfg.keep_checkpoints:
-            for old in self.checkpoints()[: -self.cfg.keep_checkpoints]:
+            for old in checkpoints(self.run_dir)[: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         return ckpt
 
