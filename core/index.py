@@ -56,6 +56,9 @@ from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# Captions per generate() call: beam search pays Python overhead per step, so on the demo model 128 a
+# call captioned a match about twice as fast as 32 (tests/benchmarks/bench_index_query.py).
+CAPTION_BATCH = 128
 DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -264,7 +267,7 @@ class StrokeIndex:
 
     def add_match(self, annotations: str | Path | None = None, video: str | Path | None = None, model=None,
                   progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
-                  settings: GenerationSettings | None = None, caption_batch: int = 32) -> int:
+                  settings: GenerationSettings | None = None, caption_batch: int = CAPTION_BATCH) -> int:
         """Index one set (annotations and/or hit frames, optional video and stage-1 model); returns the
         match id. Idempotent; resumes an interrupted run; corrections are kept. Without a video, a
         video indexed before for the set is kept."""
@@ -351,7 +354,7 @@ class StrokeIndex:
 
     def encode_set(self, set_id: int, model, progress: Progress | None = None, batch_size: int = 8,
                    captions: bool = True, settings: GenerationSettings | None = None,
-                   caption_batch: int = 32) -> dict:
+                   caption_batch: int = CAPTION_BATCH) -> dict:
         """Query tokens (and captions) for every stroke of a set that lacks them; one decode pass.
 
         Clips are decoded and preprocessed in a background thread (`prefetch_clips`) while the model
