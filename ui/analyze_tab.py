@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+import plotly.graph_objects as go
 
 from core.engine import Engine
-from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, guarded, play_all_payload,
-                       progress_callback, seek_payload)
+from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, play_all_payload,
+                       progress_callback, row_index, seek_payload)
 from ui.figures import timeline_figure
 
 EXAMPLES = [
@@ -25,6 +26,103 @@ def result_table(rows: list[dict]) -> list[list]:
     return [[r.get("set_no"), r.get("rally"), r.get("ball_round"), round(float(r.get("time_s") or 0.0), 2),
              r.get("player_name") or r.get("side") or "", r.get("stroke") or "", r.get("caption") or "",
              r.get("source") or ""] for r in rows]
+
+
+# ---------------------------------------------------------------- handlers: engine + input values -> outputs
+
+
+def on_match(engine: Engine, match_id: int | None) -> tuple:
+    """A newly picked match: (match, video, video name, results, table, timeline, message), results cleared."""
+    if match_id is None:
+        return None, None, None, [], [], timeline_figure([]), ""
+    path, _ = engine.match_video(match_id)
+    return (match_id, str(path) if path else None, path.name if path else None, [], [],
+            timeline_figure([]), "" if path else "This match has no video; questions still work.")
+
+
+def on_refresh(engine: Engine) -> gr.Dropdown:
+    """The match picker with the index's current matches."""
+    return gr.Dropdown(choices=engine.match_choices())
+
+
+def on_add(engine: Engine, vfile: str | None, cfile: str | None, vpath: str, cpath: str, mname: str,
+           progress: gr.Progress = gr.Progress()) -> tuple[gr.Dropdown, str]:
+    """Index an uploaded (or workspace) match: (the picker set to it, a status line)."""
+    vid = engine.save_upload(vfile, mname) if vfile else (vpath or None)
+    ann = engine.save_upload(cfile, mname) if cfile else (cpath or None)
+    match_id = engine.add_match(str(ann) if ann else None, str(vid) if vid else None,
+                                progress=progress_callback(progress))
+    return gr.Dropdown(choices=engine.match_choices(), value=match_id), f"Indexed match {match_id}."
+
+
+def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple[list[dict], list[list], go.Figure, str]:
+    """A question's (result rows, table, timeline, message); the message counts them or names near misses."""
+    ans = engine.ask(q, match_id)
+    note = ans.message or f"{len(ans.rows)} matching strokes."
+    if not ans.rows and ans.near_misses:
+        note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
+    return ans.rows, result_table(ans.rows), timeline_figure(ans.rows, lane_by), note
+
+
+def on_lanes(engine: Engine, rows: list[dict] | None, lane_by: str) -> go.Figure:
+    """The timeline of the current results with other lanes."""
+    return timeline_figure(rows or [], lane_by)
+
+
+def _player(path: Path, current_name: str | None, payload: str) -> tuple:
+    """(video, video name, payload): the player swaps files only when `path` is not the loaded one."""
+    return str(path) if path.name != current_name else gr.skip(), path.name, payload
+
+
+def jump(engine: Engine, rows: list[dict] | None, index: int | None, current_name: str | None) -> tuple:
+    """(video, video name, seek payload) for result `index`; a result in another set's video swaps the player first."""
+    if not rows or index is None or not 0 <= index < len(rows):
+        return gr.skip(), gr.skip(), gr.skip()
+    r = rows[index]
+    path, _ = engine.match_video(r.get("match_id"), r.get("set_no"))
+    if path is None:
+        raise gr.Error("This stroke's match has no video.")
+    return _player(path, current_name, seek_payload(r["start_s"], path.name))
+
+
+def on_select(engine: Engine, rows: list[dict] | None, current_name: str | None, evt: gr.SelectData) -> tuple:
+    """A click on a results table row: jump to it."""
+    return jump(engine, rows, row_index(evt), current_name)
+
+
+def on_pick(engine: Engine, rows: list[dict] | None, current_name: str | None, value: str | None) -> tuple:
+    """A click on a timeline mark (the page writes "row:time" into the hidden box): jump to it."""
+    return jump(engine, rows, int(str(value).split(":")[0]) if value else None, current_name)
+
+
+def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | None) -> tuple:
+    """(video, video name, play-all payload): the results in the first result's set, in time order."""
+    if not rows:
+        raise gr.Error("Ask a question first: Play all steps through its results.")
+    first = rows[0]
+    path, set_no = engine.match_video(first.get("match_id"), first.get("set_no"))
+    if path is None:
+        raise gr.Error("These results have no video.")
+    segs = [(r["start_s"], r["end_s"]) for r in rows if r.get("set_no") == set_no]
+    segs.sort()
+    return _player(path, current_name, play_all_payload(segs, path.name))
+
+
+def on_export_csv(engine: Engine, rows: list[dict] | None) -> str:
+    """The path of the results as a CSV under exports/."""
+    if not rows:
+        raise gr.Error("No results to export.")
+    return str(engine.export_results_csv(rows))
+
+
+def on_export_mp4(engine: Engine, rows: list[dict] | None, progress: gr.Progress = gr.Progress()) -> str:
+    """The path of a highlight video of the results under exports/."""
+    if not rows:
+        raise gr.Error("No results to export.")
+    return str(engine.export_highlights(rows, progress=progress_callback(progress)))
+
+
+# ---------------------------------------------------------------- layout and events
 
 
 def create_analyze_tab(engine: Engine, shared) -> None:
@@ -69,86 +167,21 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         pick = gr.Textbox(elem_classes="sl-hidden", elem_id="timeline-pick", show_label=False)
         video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
 
-    def on_match(match_id):
-        if match_id is None:
-            return None, None, None, [], [], timeline_figure([]), ""
-        path, _ = engine.match_video(match_id)
-        return (match_id, str(path) if path else None, path.name if path else None, [], [],
-                timeline_figure([]), "" if path else "This match has no video; questions still work.")
-
-    def on_refresh():
-        return gr.Dropdown(choices=engine.match_choices())
-
-    def on_add(vfile, cfile, vpath, cpath, mname, progress=gr.Progress()):
-        vid = engine.save_upload(vfile, mname) if vfile else (vpath or None)
-        ann = engine.save_upload(cfile, mname) if cfile else (cpath or None)
-        match_id = engine.add_match(str(ann) if ann else None, str(vid) if vid else None,
-                                    progress=progress_callback(progress))
-        return gr.Dropdown(choices=engine.match_choices(), value=match_id), f"Indexed match {match_id}."
-
-    def on_ask(q, match_id, lane_by):
-        ans = engine.ask(q, match_id)
-        note = ans.message or f"{len(ans.rows)} matching strokes."
-        if not ans.rows and ans.near_misses:
-            note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
-        return ans.rows, result_table(ans.rows), timeline_figure(ans.rows, lane_by), note
-
-    def on_lanes(rows, lane_by):
-        return timeline_figure(rows or [], lane_by)
-
-    def jump(rows, index, current_name):
-        """Seek payload for result `index`; a result in another set's video swaps the player first."""
-        if not rows or index is None or not 0 <= index < len(rows):
-            return gr.skip(), gr.skip(), gr.skip()
-        r = rows[index]
-        path, _ = engine.match_video(r.get("match_id"), r.get("set_no"))
-        if path is None:
-            raise gr.Error("This stroke's match has no video.")
-        new_video = str(path) if path.name != current_name else gr.skip()
-        return new_video, path.name, seek_payload(r["start_s"], path.name)
-
-    def on_select(rows, current_name, evt: gr.SelectData):
-        return jump(rows, evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index, current_name)
-
-    def on_pick(rows, current_name, value):
-        return jump(rows, int(str(value).split(":")[0]) if value else None, current_name)
-
-    def on_play_all(rows, current_name):
-        if not rows:
-            raise gr.Error("Ask a question first: Play all steps through its results.")
-        first = rows[0]
-        path, set_no = engine.match_video(first.get("match_id"), first.get("set_no"))
-        if path is None:
-            raise gr.Error("These results have no video.")
-        segs = [(r["start_s"], r["end_s"]) for r in rows if r.get("set_no") == set_no]
-        segs.sort()
-        new_video = str(path) if path.name != current_name else gr.skip()
-        return new_video, path.name, play_all_payload(segs, path.name)
-
-    def on_export_csv(rows):
-        if not rows:
-            raise gr.Error("No results to export.")
-        return str(engine.export_results_csv(rows))
-
-    def on_export_mp4(rows, progress=gr.Progress()):
-        if not rows:
-            raise gr.Error("No results to export.")
-        return str(engine.export_highlights(rows, progress=progress_callback(progress)))
-
-    match.change(guarded(on_match), match, [shared.match, video, video_name, shared.results, results, timeline, message])
-    refresh.click(guarded(on_refresh), None, match)
-    add.click(guarded(on_add), [up_video, up_csv, path_video, path_csv, name], [match, add_status])
-    ask_args = dict(fn=guarded(on_ask), inputs=[question, shared.match, lanes],
+    match.change(bind(on_match, engine), match,
+                 [shared.match, video, video_name, shared.results, results, timeline, message])
+    refresh.click(bind(on_refresh, engine), None, match)
+    add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name], [match, add_status])
+    ask_args = dict(fn=bind(on_ask, engine), inputs=[question, shared.match, lanes],
                     outputs=[shared.results, results, timeline, message], concurrency_limit=4)
     ask.click(**ask_args)
     question.submit(**ask_args)
-    lanes.change(guarded(on_lanes), [shared.results, lanes], timeline)
-    results.select(guarded(on_select), [shared.results, video_name], [video, video_name, seek]) \
+    lanes.change(bind(on_lanes, engine), [shared.results, lanes], timeline)
+    results.select(bind(on_select, engine), [shared.results, video_name], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    pick.change(guarded(on_pick), [shared.results, video_name, pick], [video, video_name, seek]) \
+    pick.change(bind(on_pick, engine), [shared.results, video_name, pick], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    play_all.click(guarded(on_play_all), [shared.results, video_name], [video, video_name, seek]) \
+    play_all.click(bind(on_play_all, engine), [shared.results, video_name], [video, video_name, seek]) \
         .then(None, seek, None, js=PLAY_ALL_JS)
-    export_csv.click(guarded(on_export_csv), shared.results, download)
-    export_mp4.click(guarded(on_export_mp4), shared.results, download)
+    export_csv.click(bind(on_export_csv, engine), shared.results, download)
+    export_mp4.click(bind(on_export_mp4, engine), shared.results, download)
     shared.app_load_js.append(TIMELINE_CLICK_JS)

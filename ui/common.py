@@ -6,11 +6,13 @@ import functools
 import inspect
 import json
 import logging
+import typing
+from collections.abc import Callable
 
 import gradio as gr
 
 from core.annotations import AnnotationError
-from core.engine import SEEK_LEAD_S, EngineError
+from core.engine import SEEK_LEAD_S, Engine, EngineError
 from core.loader import ModelLoadError
 from core.runner import RunError
 from core.video import VideoError
@@ -51,6 +53,24 @@ def guarded(fn):
         except Exception as err:  # noqa: BLE001
             raise gr.Error(_message(err)) from None
     return call
+
+
+def bind(handler: Callable, engine: Engine) -> Callable:
+    """A tab's module-level `handler(engine, ...)` as a Gradio callback: the engine bound, errors guarded.
+
+    Gradio names the API endpoint after the callback and fills a parameter annotated gr.SelectData
+    or defaulting to gr.Progress() itself: the callback keeps the handler's name, annotations and
+    remaining parameters."""
+    call = functools.partial(handler, engine)
+    call.__name__ = call.__qualname__ = handler.__name__  # a partial takes attributes; gr reads these
+    call.__module__, call.__doc__ = handler.__module__, handler.__doc__
+    call.__annotations__ = typing.get_type_hints(handler)  # resolved: the wrapper has no globals to read them in
+    return guarded(call)
+
+
+def row_index(evt: gr.SelectData) -> int:
+    """The row of a table cell's select event (its index is [row, column])."""
+    return evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
 
 
 def progress_callback(progress: gr.Progress):

@@ -6,7 +6,7 @@ import gradio as gr
 
 from core.config import PRECISIONS
 from core.engine import Engine
-from ui.common import guarded
+from ui.common import bind
 
 
 def memory_text(engine: Engine) -> str:
@@ -17,6 +17,19 @@ def memory_text(engine: Engine) -> str:
     if m["accelerator_mib"] is not None:
         text += f"; GPU memory allocated: {m['accelerator_mib']:.0f} MiB"
     return text
+
+
+def on_load(engine: Engine, src: str, prec: str, dev: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+    """Load a model: (what is loaded, the memory it takes)."""
+    progress(0.1, desc="loading the model")
+    return engine.load(src, prec, dev), memory_text(engine)
+
+
+def on_caption(engine: Engine, path: str | None, hit: float | None) -> str:
+    """The loaded model's caption of the stroke hit at frame `hit` of an uploaded video."""
+    if not path:
+        raise gr.Error("Upload a video first.")
+    return engine.caption(path, [int(hit or 0)])[int(hit or 0)]
 
 
 def create_model_tab(engine: Engine, shared=None) -> gr.Markdown:
@@ -36,17 +49,8 @@ def create_model_tab(engine: Engine, shared=None) -> gr.Markdown:
         run = gr.Button("Caption")
         caption = gr.Textbox(label="Caption", interactive=False, elem_id="stroke-caption")
 
-    def on_load(src: str, prec: str, dev: str, progress=gr.Progress()):
-        progress(0.1, desc="loading the model")
-        return engine.load(src, prec, dev), memory_text(engine)
-
-    def on_caption(path: str | None, hit: float | None) -> str:
-        if not path:
-            raise gr.Error("Upload a video first.")
-        return engine.caption(path, [int(hit or 0)])[int(hit or 0)]
-
-    load.click(guarded(on_load), [source, precision, device], [status, memory])
-    run.click(guarded(on_caption), [video, frame], caption)
+    load.click(bind(on_load, engine), [source, precision, device], [status, memory])
+    run.click(bind(on_caption, engine), [video, frame], caption)
     if shared is not None:
         shared.model_status = status
     return status

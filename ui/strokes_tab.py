@@ -6,7 +6,7 @@ import gradio as gr
 
 from core.engine import Engine
 from core.vocab import ZONE_PHRASES
-from ui.common import guarded
+from ui.common import bind, row_index
 
 COLUMNS = ["id", "set", "rally", "stroke", "time (s)", "side", "player", "type", "zone", "caption",
            "model caption", "annotation caption"]
@@ -27,6 +27,63 @@ def _choices(values: list, key: str) -> list:
     if key == "zone":
         return [("all", "all")] + [(f"{v}: {ZONE_PHRASES.get(v, v)}", v) for v in values]
     return [("all", "all")] + [(str(v), v) for v in values]
+
+
+# ---------------------------------------------------------------- handlers: engine + input values -> outputs
+
+
+def load_rows(engine: Engine, match_id: int | None, *values: str | int) -> tuple[list[dict], list[list], str]:
+    """(rows, table, count line) of the match's strokes; `values` are the FILTERS' picks, "all" for any."""
+    rows = engine.strokes(match_id, **dict(zip(FILTERS, values))) if match_id is not None else []
+    return rows, stroke_table(rows), f"{len(rows)} strokes"
+
+
+def on_match(engine: Engine, match_id: int | None) -> tuple:
+    """A newly picked match: each filter's choices (reset to "all"), then load_rows' outputs."""
+    options = engine.filter_options(match_id)
+    updates = [gr.Dropdown(choices=_choices(options[k], k), value="all") for k in FILTERS]
+    return (*updates, *load_rows(engine, match_id, *(["all"] * len(FILTERS))))
+
+
+def on_select(engine: Engine, rows: list[dict], evt: gr.SelectData) -> tuple[int, str, str, str | None]:
+    """A click on a stroke: (its id, where it is, its caption to edit, its clip or None without a video)."""
+    r = rows[row_index(evt)]
+    where = f"Set {r['set_no']}, rally {r['rally']}, stroke {r['ball_round']} — {r.get('time_s', 0):.2f} s"
+    try:
+        video = str(engine.clip(r))
+    except Exception:  # noqa: BLE001 - no video is fine here: the caption can still be edited
+        video = None
+    return r["id"], f"**{where}**", r.get("caption") or "", video
+
+
+def on_save(engine: Engine, sid: int | None, text: str, match_id: int | None,
+            *values: str | int) -> tuple[list[dict], list[list], str]:
+    """Save a caption correction; load_rows' outputs, which show it."""
+    if sid is None:
+        raise gr.Error("Click a stroke first.")
+    engine.set_caption(sid, text)
+    gr.Info("Caption saved.")
+    return load_rows(engine, match_id, *values)
+
+
+def on_revert(engine: Engine, sid: int | None, match_id: int | None, *values: str | int) -> tuple:
+    """Remove a stroke's correction: load_rows' outputs and the caption it falls back to."""
+    if sid is None:
+        raise gr.Error("Click a stroke first.")
+    engine.set_caption(sid, "")
+    rows = load_rows(engine, match_id, *values)
+    text = next((r.get("caption") or "" for r in rows[0] if r["id"] == sid), "")
+    return (*rows, text)
+
+
+def on_export(engine: Engine, match_id: int | None) -> str:
+    """The path of the match's captions (corrections first) as stage-1 training data."""
+    path, n = engine.export_captions(match_id)
+    gr.Info(f"{n} captions written.")
+    return str(path)
+
+
+# ---------------------------------------------------------------- layout and events
 
 
 def create_strokes_tab(engine: Engine, shared) -> None:
@@ -51,52 +108,13 @@ def create_strokes_tab(engine: Engine, shared) -> None:
         stroke_id = gr.State(None)
         rows_state = gr.State([])
 
-    def load_rows(match_id, *values):
-        rows = engine.strokes(match_id, **dict(zip(FILTERS, values))) if match_id is not None else []
-        return rows, stroke_table(rows), f"{len(rows)} strokes"
-
-    def on_match(match_id):
-        options = engine.filter_options(match_id)
-        updates = [gr.Dropdown(choices=_choices(options[k], k), value="all") for k in FILTERS]
-        return (*updates, *load_rows(match_id, *(["all"] * len(FILTERS))))
-
-    def on_select(rows, evt: gr.SelectData):
-        i = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        r = rows[i]
-        where = f"Set {r['set_no']}, rally {r['rally']}, stroke {r['ball_round']} — {r.get('time_s', 0):.2f} s"
-        try:
-            video = str(engine.clip(r))
-        except Exception:  # noqa: BLE001 - no video is fine here: the caption can still be edited
-            video = None
-        return r["id"], f"**{where}**", r.get("caption") or "", video
-
-    def on_save(sid, text, match_id, *values):
-        if sid is None:
-            raise gr.Error("Click a stroke first.")
-        engine.set_caption(sid, text)
-        gr.Info("Caption saved.")
-        return load_rows(match_id, *values)
-
-    def on_revert(sid, match_id, *values):
-        if sid is None:
-            raise gr.Error("Click a stroke first.")
-        engine.set_caption(sid, "")
-        rows = load_rows(match_id, *values)
-        text = next((r.get("caption") or "" for r in rows[0] if r["id"] == sid), "")
-        return (*rows, text)
-
-    def on_export(match_id):
-        path, n = engine.export_captions(match_id)
-        gr.Info(f"{n} captions written.")
-        return str(path)
-
     fvals = [filters[k] for k in FILTERS]
-    shared.match.change(guarded(on_match), shared.match, [*fvals, rows_state, table, count])
-    tab.select(guarded(load_rows), [shared.match, *fvals], [rows_state, table, count])
-    shared.on_load.append((guarded(on_match), shared.match, [*fvals, rows_state, table, count]))
+    shared.match.change(bind(on_match, engine), shared.match, [*fvals, rows_state, table, count])
+    tab.select(bind(load_rows, engine), [shared.match, *fvals], [rows_state, table, count])
+    shared.on_load.append((bind(on_match, engine), shared.match, [*fvals, rows_state, table, count]))
     for f in fvals:
-        f.input(guarded(load_rows), [shared.match, *fvals], [rows_state, table, count])
-    table.select(guarded(on_select), rows_state, [stroke_id, picked, caption, clip])
-    save.click(guarded(on_save), [stroke_id, caption, shared.match, *fvals], [rows_state, table, count])
-    revert.click(guarded(on_revert), [stroke_id, shared.match, *fvals], [rows_state, table, count, caption])
-    export.click(guarded(on_export), shared.match, exported)
+        f.input(bind(load_rows, engine), [shared.match, *fvals], [rows_state, table, count])
+    table.select(bind(on_select, engine), rows_state, [stroke_id, picked, caption, clip])
+    save.click(bind(on_save, engine), [stroke_id, caption, shared.match, *fvals], [rows_state, table, count])
+    revert.click(bind(on_revert, engine), [stroke_id, shared.match, *fvals], [rows_state, table, count, caption])
+    export.click(bind(on_export, engine), shared.match, exported)
