@@ -56,6 +56,7 @@ NUM_FRAMES, CLIP_SIZE = 8, 112
 # Shares of the training budget left after data preparation and the evaluation reserve.
 SHARES = {"phase_a": 0.33, "phase_b": 0.34, "phase_c": 0.21, "stage1": 0.05, "stage2": 0.07}
 EVAL_RESERVE_S = 60
+MIN_TRAIN_S = 60.0  # the phases train at least this long, even when rendering took the whole budget
 LIMITS = """## Limits: the targets, and what would reach them
 
 {status}
