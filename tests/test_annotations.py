@@ -12,7 +12,7 @@ from core.court import COURT_WIDTH, NET_Y, Court
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
 MATCH = "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
-SHUTTLESET = Path("/work/shared/data/shuttleset")
+SHUTTLESET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "shuttleset"  # beside the repository
 HEADER = ("rally,ball_round,time,frame_num,roundscore_A,roundscore_B,player,server,type,aroundhead,"
           "backhand,hit_height,hit_area,hit_x,hit_y,landing_height,landing_area,landing_x,landing_y,"
           "lose_reason,win_reason,getpoint_player,flaw,player_location_area,player_location_x,"

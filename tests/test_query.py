@@ -157,7 +157,7 @@ def test_structured_questions_equal_a_direct_filter_of_the_csv(real_index, real_
     assert asked > 200 and 0 < empty < asked
 
 
-ALL_SETS = Path("/work/shared/data/shuttleset")
+ALL_SETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "shuttleset"  # beside the repository
 
 
 @pytest.mark.skipif(not os.environ.get("SHUTTLE_LENS_ALL_SETS") or not ALL_SETS.is_dir(),

@@ -1,6 +1,6 @@
 """Annotations + match videos -> the two training stages' data.
 
-    python -m train.build_dataset --annotations /work/shared/data/shuttleset --videos renders/ --out data/badminton
+    python -m train.build_dataset --annotations ../shared/data/shuttleset --videos renders/ --out data/badminton
 
 Writes to --out:
   clips/<stroke_id>.mp4          frames hit-7 .. hit+8 (16) at the source video's fps

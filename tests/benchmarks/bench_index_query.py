@@ -1,6 +1,6 @@
 """Speed of the stroke index and the query engine, each figure beside its baseline, from one run.
 
-    python -m tests.benchmarks.bench_index_query [--model DIR] [--data /work/shared/data/shuttleset]
+    python -m tests.benchmarks.bench_index_query [--model DIR] [--data ../shared/data/shuttleset]
 
 1. Structured and semantic query latency (ask() plus the first 100 results; answers are built lazily)
    over a 1,000-stroke and a 100,000-stroke index built from
@@ -32,7 +32,7 @@ from core.index import SetSource, StrokeIndex, set_source  # noqa: E402
 from core.query import QueryEngine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path("/work/shared/data/shuttleset")
+SHARED = REPO / ".." / "shared" / "data" / "shuttleset"  # beside the repository
 EXCERPT = REPO / "tests" / "data" / "shuttleset"
 
 STRUCTURED = ["When does the bottom player hits a smash in the backcourt?", "Axelsen's cross-court net shots",
