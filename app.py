@@ -23,7 +23,8 @@ from core.workspace import DEFAULT_WORKSPACE, DEMO_MATCH_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Shuttle Lens: ask a badminton match video in plain words.")
+    p = argparse.ArgumentParser(prog="python app.py",
+                                description="Shuttle Lens: ask a badminton match video in plain words.")
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR),
                    help="adapter folder, base folder or Hugging Face id (default: the demo model in assets/)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
