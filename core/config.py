@@ -1,17 +1,7 @@
-"""Model, LoRA and generation settings, and the model's fixed prompts."""
+"""Model, LoRA and generation settings."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-
-QFORMER_INSTRUCTION = "<Video> A short video description:"
-CAPTION_PROMPT = "<Video> A short video description:"
-QA_PROMPT = (
-    "<Video> This video has {n} strokes. You must answer based only on the strokes you see\u2014do not "
-    "invent or hallucinate any events. Let's think step by step. If the event occurs, output exactly "
-    "\u201cThe event happens at strokes i,j,\u2026\u201d to list the stroke indices If the event does not "
-    "occur, output exactly \u201cThe event does not occur\u201d Question: {question} Answer:"
-)
-SPECIAL_TOKENS = ("<thinking>", "</thinking>", "<answer>", "</answer>")
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -67,6 +57,9 @@ class LoraSettings:
         return asdict(self)
 
 
+# Captions per generate() call: beam search pays Python overhead per step, so on the demo model 128 a
+# call captioned a match about twice as fast as 32 (tests/benchmarks/bench_index_query.py).
+CAPTION_BATCH = 128
 REFERENCE_MIN_NEW_TOKENS = 10  # the reference's shortest caption, in FlanT5 sub-word tokens
 
 
@@ -77,6 +70,11 @@ class GenerationSettings:
     # None: the base checkpoint's own floor (`min_new_tokens` in its generation_config.json; a tiny
     # base with a word-level tokenizer sets 1, since 10 of its tokens are 10 words), else the reference's.
     min_new_tokens: int | None = None
+
+    @classmethod
+    def for_answers(cls, chain_of_thought: bool = False) -> "GenerationSettings":
+        """The reference's decoding of stage-2 answers: 1..32 tokens (chain-of-thought 30..256)."""
+        return cls(min_new_tokens=30, max_new_tokens=256) if chain_of_thought else cls(min_new_tokens=1, max_new_tokens=32)
 
 
 @dataclass

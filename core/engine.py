@@ -13,27 +13,24 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import torch
 
-from core.annotations import load_annotations
 from core.config import GenerationSettings, LoraSettings, ModelSettings
-from core.loader import ModelLoadError, StrokeModel, build_model, load_model, read_manifest
+from core.loader import ModelLoadError, build_model, load_model, read_manifest
+from core.model import StrokeModel
 from core.runner import RunError, RunRequest, Runner
-from core.video import VideoError, iter_windows, probe
+from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights,
+                        write_segments)
 from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = DEMO_MODEL_DIR
-Progress = Callable[[int, int, str], None]  # (done, total, what)
 # Codecs Chromium, Firefox and Safari all play in <video>; anything else gets a browser copy.
 PLAYABLE_FOURCC = {"avc1", "h264", "H264", "vp09", "vp08", "VP90", "VP80", "av01"}
-PREVIEW_MAX_WIDTH = 640  # browser copies are for watching and seeking, not for analysis
 CLIP_PAD_S = 0.4  # context around a stroke's 16-frame window in previews and highlights
 SEEK_LEAD_S = 0.5  # the player starts this long before the stroke's window
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -72,7 +69,6 @@ class Engine:
         self._index = None
         self._query = None
         self._embedder = None
-        self._tables: dict[str, object] = {}
         if workspace is not None:
             self.open_workspace(workspace)
 
@@ -125,27 +121,23 @@ class Engine:
 
     def caption(self, video: str | Path, hit_frames: list[int], batch_size: int = 8,
                 settings: GenerationSettings | None = None) -> dict[int, str]:
-        """A caption for the stroke at each hit frame, read in one pass over the video."""
+        """A caption for the stroke at each hit frame, read in one pass over the video (the same
+        encode-then-caption path the index takes, so both give the same caption)."""
         if self.model is None:
             raise ModelLoadError("no model is loaded")
-        m, out = self.model, {}
-        pending: list[tuple[int, object]] = []
-        with self._lock, torch.inference_mode():
+        m, frames, tokens = self.model, [], []
+        with self._lock:
+            pending: list = []
             for frame, clip in iter_windows(video, hit_frames):
-                pending.append((frame, clip))
+                frames.append(frame)
+                pending.append(clip)
                 if len(pending) == batch_size:
-                    out.update(self._caption_batch(m, pending, settings))
+                    tokens.append(m.encode(m.processor.clips(pending)))
                     pending = []
             if pending:
-                out.update(self._caption_batch(m, pending, settings))
-        return out
-
-    @staticmethod
-    def _caption_batch(m: StrokeModel, items, settings) -> dict[int, str]:
-        batch = m.processor.caption_batch([clip for _, clip in items])
-        batch = {k: v.to(m.device) for k, v in batch.items()}
-        texts = m.processor.decode(m.vlm.generate(**batch, settings=settings))
-        return {frame: text for (frame, _), text in zip(items, texts)}
+                tokens.append(m.encode(m.processor.clips(pending)))
+            texts = m.caption(torch.cat(tokens), settings) if tokens else []
+        return dict(zip(frames, texts))
 
     # ------------------------------------------------------------ workspace and index
 
@@ -162,11 +154,9 @@ class Engine:
         return self.workspace
 
     @property
-    def index(self):
+    def index(self) -> StrokeStore:
         if self._index is None:
-            from core.index import StrokeIndex
-
-            self._index = StrokeIndex(self._ws().index_path)
+            self._index = StrokeStore(self._ws().index_path)
         return self._index
 
     def matches(self) -> list[dict]:
@@ -227,9 +217,9 @@ class Engine:
         with self._index_lock:
             if model is not None:
                 with self._lock:
-                    match_id = self.index.add_match(ann, vid, model=model, progress=progress)
+                    match_id = add_match(self.index, ann, vid, model=model, progress=progress)
             else:
-                match_id = self.index.add_match(ann, vid, progress=progress)
+                match_id = add_match(self.index, ann, vid, progress=progress)
             self._query = None
         return int(match_id)
 
@@ -320,21 +310,15 @@ class Engine:
     def playable_video(self, path: str | Path, progress: Progress | None = None) -> Path:
         """The video itself when browsers play its codec, else a cached VP8/WebM copy under media/."""
         path = Path(path)
-        cap = cv2.VideoCapture(str(path))
-        try:
-            if not cap.isOpened():
-                raise VideoError(f"{path}: cannot open the video")
-            fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1")
-        finally:
-            cap.release()
-        if fourcc in PLAYABLE_FOURCC and path.suffix.lower() in (".mp4", ".webm", ".m4v"):
+        codec = fourcc(path)
+        if codec in PLAYABLE_FOURCC and path.suffix.lower() in (".mp4", ".webm", ".m4v"):
             return path
         st = path.stat()
         key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime}".encode()).hexdigest()[:16]
         out = self._ws().media / f"{safe_name(path.stem)}-{key}.webm"
         if not out.is_file():
-            log.info("making a browser copy of %s (%s is not played by browsers)", path.name, fourcc)
-            _transcode(path, out, progress=progress)
+            log.info("making a browser copy of %s (%s is not played by browsers)", path.name, codec)
+            transcode(path, out, progress=progress)
         return out
 
     def match_video(self, match_id: int | None, set_no: int | None = None) -> tuple[Path | None, int | None]:
@@ -358,7 +342,7 @@ class Engine:
         key = f"{safe_name(Path(video).stem)}-{int(stroke['frame'])}"
         out = self._ws().media / "clips" / f"{key}.webm"
         if not out.is_file():
-            _write_segments(Path(video), [(stroke["start_s"] - CLIP_PAD_S, stroke["end_s"] + CLIP_PAD_S)], out, "VP80")
+            write_segments(Path(video), [(stroke["start_s"] - CLIP_PAD_S, stroke["end_s"] + CLIP_PAD_S)], out, "VP80")
         return out
 
     # ------------------------------------------------------------ exports
@@ -376,61 +360,20 @@ class Engine:
 
     def export_highlights(self, rows: list[dict], name: str = "highlights", progress: Progress | None = None) -> Path:
         """One mp4 of the matched clips in result order (MPEG-4 Part 2: fast to write, plays in desktop players)."""
-        by_video: list[tuple[Path, float, float]] = [(Path(r["video"]), r["start_s"] - CLIP_PAD_S, r["end_s"] + CLIP_PAD_S)
-                                                     for r in rows if r.get("video") and Path(r["video"]).is_file()]
-        if not by_video:
+        segments = [(Path(r["video"]), r["start_s"] - CLIP_PAD_S, r["end_s"] + CLIP_PAD_S)
+                    for r in rows if r.get("video") and Path(r["video"]).is_file()]
+        if not segments:
             raise EngineError("no results with a video to cut")
-        out = self._ws().exports / f"{safe_name(name)}.mp4"
-        writer = None
-        try:
-            for i, (video, a, b) in enumerate(by_video):
-                if progress:
-                    progress(i, len(by_video), "cutting clips")
-                for frame in _read_segment(video, a, b):
-                    if writer is None:
-                        h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), _fps(video), (w, h))
-                    if frame.shape[:2] != (h, w):
-                        frame = cv2.resize(frame, (w, h))
-                    writer.write(frame)
-        finally:
-            if writer is not None:
-                writer.release()
-        if writer is None:
-            raise EngineError("the clips have no frames")
-        return out
+        return write_highlights(segments, self._ws().exports / f"{safe_name(name)}.mp4", progress)
 
     # ------------------------------------------------------------ stats
 
-    def court_rows(self, rows: list[dict]) -> list[dict]:
-        """Rows with hit_m / landing_m: positions in court metres, from the match's annotation file."""
-        with self._index_lock:
-            sources = {(s["match_id"], s["set_no"]): s.get("source") for s in self.index.sets()}
-        out = []
-        for r in rows:
-            geo = self._geometry(sources.get((r.get("match_id"), r.get("set_no"))))
-            pos = geo.get((r.get("rally"), r.get("ball_round"), r.get("frame")), (None, None))
-            out.append({**r, "hit_m": pos[0], "landing_m": pos[1]})
-        return out
-
-    def _geometry(self, source: str | None) -> dict:
-        if not source or not Path(source).is_file():
-            return {}
-        key = f"{source}|{Path(source).stat().st_mtime}"
-        if key not in self._tables:
-            try:
-                table = load_annotations(source)
-            except (ValueError, OSError) as err:
-                log.warning("no court positions from %s: %s", source, err)
-                table = None
-            geo = {}
-            if table is not None and table.court is not None:
-                for s in table.strokes:
-                    geo[(s.rally, s.ball_round, s.frame)] = tuple(
-                        tuple(float(v) for v in table.court.to_court(*xy)) if xy else None
-                        for xy in (s.hit_xy or s.player_xy, s.landing_xy))
-            self._tables[key] = geo
-        return self._tables[key]
+    @staticmethod
+    def court_rows(rows: list[dict]) -> list[dict]:
+        """Rows with hit_m / landing_m: positions in court metres, as the index stored them from the annotations."""
+        point = lambda x, y: (x, y) if x is not None and y is not None else None  # noqa: E731
+        return [{**r, "hit_m": point(r.get("hit_x"), r.get("hit_y")), "landing_m": point(r.get("land_x"), r.get("land_y"))}
+                for r in rows]
 
     # ------------------------------------------------------------ training
 
@@ -477,87 +420,6 @@ def _is_hub_id(text: str, ws: Workspace) -> bool:
 
 def _cell(v):
     return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
-
-
-def _fps(video: Path) -> float:
-    cap = cv2.VideoCapture(str(video))
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS)
-    finally:
-        cap.release()
-    return fps if fps and fps > 0 else 25.0
-
-
-def _read_segment(video: Path, start_s: float, end_s: float):
-    """BGR frames of [start_s, end_s] (clamped to the file), read frame by frame from a seek before it."""
-    cap = cv2.VideoCapture(str(video))
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        first, last = max(0, int(round(start_s * fps))), int(round(end_s * fps))
-        cap.set(cv2.CAP_PROP_POS_FRAMES, first)
-        i = first
-        while i <= last:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield frame
-            i += 1
-    finally:
-        cap.release()
-
-
-def _scaled_size(w: int, h: int, max_w: int = PREVIEW_MAX_WIDTH) -> tuple[int, int]:
-    if w <= max_w:
-        return w, h
-    return max_w, int(round(h * max_w / w / 2)) * 2
-
-
-def _transcode(src: Path, out: Path, fourcc: str = "VP80", progress: Progress | None = None) -> None:
-    """Re-encode a whole video for the browser (same frames and rate, at most PREVIEW_MAX_WIDTH wide)."""
-    info = probe(src)
-    size = _scaled_size(info.width, info.height)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), info.fps, size)
-    if not writer.isOpened():
-        raise VideoError(f"{out}: this OpenCV build cannot write {fourcc} video")
-    cap = cv2.VideoCapture(str(src))
-    n = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
-            n += 1
-            if progress and n % 100 == 0:
-                progress(n, info.num_frames, "making a browser copy of the video")
-    finally:
-        cap.release()
-        writer.release()
-    if n == 0:
-        tmp.unlink(missing_ok=True)
-        raise VideoError(f"{src}: no frames could be read")
-    tmp.replace(out)
-
-
-def _write_segments(video: Path, segments: list[tuple[float, float]], out: Path, fourcc: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
-    writer = None
-    try:
-        for a, b in segments:
-            for frame in _read_segment(video, a, b):
-                if writer is None:
-                    size = _scaled_size(frame.shape[1], frame.shape[0])
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), _fps(video), size)
-                writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
-    finally:
-        if writer is not None:
-            writer.release()
-    if writer is None:
-        raise EngineError(f"{video.name}: no frames in that stretch")
-    tmp.replace(out)
 
 
 __all__ = ["Answer", "Engine", "EngineError", "ModelLoadError", "PathNotAllowed", "RunError", "VideoError",

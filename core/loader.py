@@ -13,18 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BitsAndBytesConfig, InstructBlipForConditionalGeneration
 
-from core.config import QFORMER_INSTRUCTION, SPECIAL_TOKENS, LoraSettings, ModelSettings
+from core.config import LoraSettings, ModelSettings
 from core.device import compute_dtype, resolve_device
 from core.lora import adapter_state_dict, attach_lora, load_adapter_state_dict
-from core.model import StrokeVLM
+from core.model import StrokeModel, StrokeVLM
 from core.processor import ImageSpec, StrokeProcessor
+from core.prompts import QFORMER_INSTRUCTION, SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +39,6 @@ INT8_SKIP = ["qformer", "query_tokens", "language_projection", "lm_head"]  # kep
 
 class ModelLoadError(RuntimeError):
     """A model that cannot be loaded; the message says why and what to do."""
-
-
-@dataclass
-class StrokeModel:
-    """The loaded model with its processor, settings and device: what inference code holds."""
-
-    vlm: StrokeVLM
-    processor: StrokeProcessor
-    settings: ModelSettings
-    device: torch.device
-    stage: int = 0
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
-
-    def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in [*self.vlm.parameters(), *self.vlm.buffers()])
 
 
 def load_base(settings: ModelSettings) -> tuple[InstructBlipForConditionalGeneration, object, object, ImageSpec]:

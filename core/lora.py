@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 
 from core.config import LLM_LORA_PARTS, QFORMER_LORA_PARTS, LoraSettings
-from core.model import StrokeVLM
+
+if TYPE_CHECKING:  # core.model uses without_llm_lora: import the class for annotations only
+    from core.model import StrokeVLM
 
 NEW_PARAMS = ("frame_embed", "clip_embed")
 

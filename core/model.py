@@ -10,14 +10,28 @@ encoded and are masked in the LLM.
 
 The vision tower and Q-Former do not see the question, so a stroke's query tokens
 (`encode_clips`) can be cached and reused for every question (`forward(clip_tokens=...)`).
+
+`StrokeModel` (the network with its processor, settings and device) is the one inference API:
+`encode(clips) -> tokens`, `caption(tokens) -> texts`, `answer(tokens, mask, questions) ->
+answers`. Everything that captions a stroke or answers a question goes through it, so the index,
+the app, evaluation and pretraining all read the same model the same way.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import InstructBlipForConditionalGeneration
 
-from core.config import REFERENCE_MIN_NEW_TOKENS, GenerationSettings
+from core.config import CAPTION_BATCH, REFERENCE_MIN_NEW_TOKENS, GenerationSettings, ModelSettings
+from core.lora import without_llm_lora
+from core.processor import StrokeProcessor
+from core.prompts import CAPTION_PROMPT, parse_answer, qa_prompt
+
+ANSWER_BATCH = 16
 
 
 class StrokeVLM(nn.Module):
@@ -137,3 +151,87 @@ class StrokeVLM(nn.Module):
         embeds, mask = self.llm_inputs(input_ids, attention_mask, pixel_values, clip_tokens, clip_mask)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, num_beams=s.num_beams,
                                  max_new_tokens=s.max_new_tokens, min_new_tokens=min(min_new, s.max_new_tokens))
+
+
+@dataclass
+class ModelAnswer:
+    """A stage-2 answer: the generated text and the stroke indices read from it (None: "the event
+    does not occur"; []: unreadable, wrong for every question)."""
+
+    text: str
+    indices: list[int] | None
+
+
+@dataclass
+class StrokeModel:
+    """The loaded model with its processor, settings and device: what inference code holds.
+
+    One rule for the adapters: captions are stage 1's job, so a stage-2 model captions with its
+    LLM LoRA switched off (its stage-1 adapters stay on); a stage-0 or stage-1 model captions with
+    every adapter it has. Answers use every adapter."""
+
+    vlm: StrokeVLM
+    processor: StrokeProcessor
+    settings: ModelSettings
+    device: torch.device
+    stage: int = 0
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*self.vlm.parameters(), *self.vlm.buffers()])
+
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode (no dropout) and no gradients; the training flag is restored afterwards, so a
+        recipe can evaluate mid-training."""
+        was_training = self.vlm.training
+        self.vlm.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.vlm.train(was_training)
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Clips (N, T, 3, S, S) -> query tokens (N, Q, Dq), as every caption and answer reads them."""
+        with self._inference():
+            return self.vlm.encode_clips(pixel_values.to(self.device))
+
+    def caption(self, tokens: torch.Tensor, settings: GenerationSettings | None = None,
+                batch_size: int = CAPTION_BATCH) -> list[str]:
+        """One caption per stroke from its query tokens (N, Q, Dq), `batch_size` strokes per call."""
+        texts: list[str] = []
+        stage2 = without_llm_lora(self.vlm) if self.stage == 2 else nullcontext()
+        with self._inference(), stage2:
+            for start in range(0, len(tokens), batch_size):
+                part = tokens[start:start + batch_size].to(self.device)[:, None]  # (B, 1, Q, Dq)
+                prompt = self._prompts([CAPTION_PROMPT] * len(part))
+                texts += self.processor.decode(self.vlm.generate(**prompt, clip_tokens=part, settings=settings))
+        return texts
+
+    def answer(self, tokens: torch.Tensor, mask: torch.Tensor, questions: list[str],
+               settings: GenerationSettings | None = None, batch_size: int = ANSWER_BATCH) -> list[ModelAnswer]:
+        """Stage-2 answers: chunk tokens (B, K, Q, Dq) with their clip mask (B, K), one question per
+        chunk; the prompt names each chunk's own number of strokes. Default decoding: the
+        reference's for answers (GenerationSettings.for_answers)."""
+        if len(questions) != len(tokens):
+            raise ValueError(f"{len(questions)} questions for {len(tokens)} chunks")
+        settings = settings or GenerationSettings.for_answers()
+        mask = mask.bool()
+        out: list[ModelAnswer] = []
+        with self._inference():
+            for start in range(0, len(tokens), batch_size):
+                part, part_mask = tokens[start:start + batch_size], mask[start:start + batch_size]
+                k = int(part_mask.sum(1).max())  # drop padding clips no chunk of this batch uses
+                counts = part_mask.sum(1).tolist()
+                prompt = self._prompts([qa_prompt(int(n), q) for n, q in zip(counts, questions[start:])])
+                ids = self.vlm.generate(**prompt, clip_tokens=part[:, :k].to(self.device),
+                                        clip_mask=part_mask[:, :k].to(self.device), settings=settings)
+                out += [ModelAnswer(t, parse_answer(t)) for t in self.processor.decode(ids)]
+        return out
+
+    def _prompts(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in self.processor.prompts(texts).items()}

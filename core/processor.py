@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from core.config import CAPTION_PROMPT, QA_PROMPT
+from core.prompts import CAPTION_PROMPT, qa_prompt
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # InstructBLIP's processor defaults
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -150,6 +150,3 @@ class StrokeProcessor:
             texts = [t.replace(tok, " ") for t in texts]
         return [" ".join(t.split()) for t in texts]
 
-
-def qa_prompt(n: int, question: str) -> str:
-    return QA_PROMPT.format(n=n, question=question.strip())

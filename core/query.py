@@ -38,8 +38,10 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.fields import FieldParser, Fields
-from core.index import StrokeIndex, encoder_key
-from core.vocab import SIDES, STROKES, caption as make_caption, ZONE_PHRASES
+from core.store import StrokeStore
+from core.tokens import encoder_key
+from core.vocab import SIDES, STROKES, ZONE_PHRASES
+from core.vocab import caption as make_caption
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +135,13 @@ class QueryAnswer:
     near_misses: Sequence[QueryResult] = field(default_factory=list)
     total: int = 0  # results before `limit`
     timings_ms: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the answer could not do (e.g. the model path skipped)
 
     def summary(self) -> dict:
         return {"question": self.question, "covered_by_fields": self.covered_by_fields, "fields": self.fields,
                 "leftover": self.leftover, "count": self.total, "returned": len(self.results),
-                "near_misses": len(self.near_misses), "message": self.message, "timings_ms": self.timings_ms}
+                "near_misses": len(self.near_misses), "message": self.message, "notes": self.notes,
+                "timings_ms": self.timings_ms}
 
 
 # ---------------------------------------------------------------- arrays
@@ -174,7 +178,7 @@ class StrokeArrays:
 
     INT_COLS = ("id", "match_id", "set_id", "set_no", "rally", "ball_round", "frame")
 
-    def __init__(self, index: StrokeIndex, sources: Sequence[str] = SOURCES):
+    def __init__(self, index: StrokeStore, sources: Sequence[str] = SOURCES):
         self.generation = index.generation()
         rows = index.db.execute(
             "SELECT s.id, s.match_id, s.set_id, s.set_no, s.rally, s.ball_round, s.frame, s.time_s, s.start_s,"
@@ -272,9 +276,9 @@ class StrokeArrays:
 
 
 class QueryEngine:
-    """Questions -> strokes over a StrokeIndex; `model` (a stage-2 StrokeModel) enables grounding."""
+    """Questions -> strokes over a StrokeStore; `model` (a stage-2 StrokeModel) enables grounding."""
 
-    def __init__(self, index: StrokeIndex, embedder=None, model=None, caption_sources: Sequence[str] = SOURCES,
+    def __init__(self, index: StrokeStore, embedder=None, model=None, caption_sources: Sequence[str] = SOURCES,
                  settings: GenerationSettings | None = None):
         bad = set(caption_sources) - set(SOURCES)
         if bad:
@@ -335,7 +339,7 @@ class QueryEngine:
         verified: dict[int, bool] = {}
         if "model" in paths and self.model is not None and ans.message is None:
             rows, scores, labels, near, verified = self._ground(question, a, rows, scores, labels, near, in_scope,
-                                                                 ground, parse.covered)
+                                                                 ground, parse.covered, ans.notes)
         t3 = time.perf_counter()
         ans.total = int(rows.size)
         if limit is not None:
@@ -463,57 +467,47 @@ class QueryEngine:
         return chunks
 
     def _clip_tokens(self, a: StrokeArrays, rows: list[int]) -> np.ndarray | None:
-        """Cached query tokens (K, Q, D) of rows; encodes a set once if this model's tokens are missing."""
+        """Cached query tokens (K, Q, D) of rows, or None when any is missing: a question never
+        runs the vision (indexing the match with this model caches them)."""
         if self._enc_key is None:
             self._enc_key = encoder_key(self.model)
         out = []
         for r in rows:
             set_id, frame = int(a.set_id[r]), int(a.frame[r])
-            video, vhash, _ = a.set_info[set_id]
+            vhash = a.set_info[set_id][1]
             if vhash is None:
                 return None
             key = (vhash, frame)
             if key not in self._tokens:
                 cache = self.index.token_cache(vhash, self._enc_key)
                 if not cache.has(frame):
-                    log.info("no cached tokens of this model for set %d; encoding its strokes once", set_id)
-                    self.index.encode_set(set_id, self.model, captions=False)
-                    if not cache.has(frame):
-                        return None
+                    return None
                 self._tokens[key] = cache.get(frame)
                 while len(self._tokens) > 20000:
                     self._tokens.popitem(last=False)
             out.append(self._tokens[key])
         return np.stack(out)
 
-    def ground_chunks(self, question: str, chunks: list[list[int]]) -> list[tuple[list[int], str, list[int] | None]]:
-        """Stage-2 answers over chunks of rows from cached tokens: (rows, answer text, parsed indices)."""
+    def ground_chunks(self, question: str, chunks: list[list[int]]) -> tuple[list[tuple[list[int], str, list[int] | None]], int]:
+        """Stage-2 answers over chunks of rows from cached tokens: ((rows, answer text, parsed
+        indices) per chunk with tokens, number of chunks skipped for want of tokens)."""
         import torch
 
-        from core.processor import qa_prompt
-        from train.qa import parse_answer
-
-        a, m = self.arrays(), self.model
+        a = self.arrays()
         ready = [(c, t) for c in chunks if (t := self._clip_tokens(a, c)) is not None]
-        out = []
-        for start in range(0, len(ready), GROUND_BATCH):
-            part = ready[start:start + GROUND_BATCH]
-            k = max(len(c) for c, _ in part)
-            q, d = part[0][1].shape[1:]
-            tokens = np.zeros((len(part), k, q, d), np.float32)
-            mask = np.zeros((len(part), k), bool)
-            for i, (c, t) in enumerate(part):
-                tokens[i, :len(c)], mask[i, :len(c)] = t, True
-            batch = m.processor.prompts([qa_prompt(len(c), question) for c, _ in part])
-            with torch.inference_mode():
-                ids = m.vlm.generate(batch["input_ids"].to(m.device), batch["attention_mask"].to(m.device),
-                                     clip_tokens=torch.from_numpy(tokens).to(m.device),
-                                     clip_mask=torch.from_numpy(mask).to(m.device), settings=self.settings)
-            for (c, _), text in zip(part, m.processor.decode(ids)):
-                out.append((c, text, parse_answer(text)))
-        return out
+        if not ready:
+            return [], len(chunks)
+        k = max(len(c) for c, _ in ready)
+        q, d = ready[0][1].shape[1:]
+        tokens = np.zeros((len(ready), k, q, d), np.float32)
+        mask = np.zeros((len(ready), k), bool)
+        for i, (c, t) in enumerate(ready):
+            tokens[i, :len(c)], mask[i, :len(c)] = t, True
+        answers = self.model.answer(torch.from_numpy(tokens), torch.from_numpy(mask), [question] * len(ready),
+                                    self.settings, batch_size=GROUND_BATCH)
+        return [(c, ans.text, ans.indices) for (c, _), ans in zip(ready, answers)], len(chunks) - len(ready)
 
-    def _ground(self, question, a, rows, scores, labels, near, in_scope, ground, covered):
+    def _ground(self, question, a, rows, scores, labels, near, in_scope, ground, covered, notes: list[str]):
         if ground == "all":
             chunk_rows = np.flatnonzero(in_scope)
         else:
@@ -529,7 +523,11 @@ class QueryEngine:
             chunks = [c for c in chunks if (int(a.set_id[c[0]]), int(a.rally[c[0]])) in keep]
         found: set[int] = set()
         asked: set[int] = set()
-        for c, _, idx in self.ground_chunks(question, chunks):
+        answered, skipped = self.ground_chunks(question, chunks)
+        if skipped:
+            notes.append(f"The model did not check {skipped} of {len(chunks)} rally chunks: their strokes have no "
+                         "cached tokens of this model (index the match with it).")
+        for c, _, idx in answered:
             asked.update(c)
             found.update(c[i] for i in (idx or []) if 0 <= i < len(c))
         verified = {r: r in found for r in asked}
@@ -645,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = load_model(args.model, device=args.device)
     paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
-    engine = QueryEngine(StrokeIndex(args.db), default_embedder(), model,
+    engine = QueryEngine(StrokeStore(args.db), default_embedder(), model,
                          caption_sources=[s.strip() for s in args.captions.split(",") if s.strip()])
     if args.evaluate:
         items = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration
 
-from core.config import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION
 from core.loader import QFORMER_TOKENIZER_DIR
 from core.processor import ImageSpec
+from core.prompts import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION
 from core.tokenizer import build_llm_tokenizer, build_qformer_tokenizer
 from core.vocab import STROKES, ZONE_PHRASES
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from core.config import SPECIAL_TOKENS
+from core.prompts import SPECIAL_TOKENS
 
 _CHARS = [c for c in string.printable if not c.isspace()] + ["\u2014", "\u201c", "\u201d", "\u2026"]
 

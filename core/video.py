@@ -9,6 +9,9 @@ Two ways to read:
   frames as it goes; memory is bounded by the frames of overlapping windows, however long
   the match. This is what the indexer and the dataset builder use.
 
+Media for the browser (`transcode`, `write_segments`, `read_segment`) re-encode whole files or
+stretches of them with OpenCV.
+
 Window frame i is always the i-th decoded frame of the file (never a keyframe nearby), so
 variable-frame-rate files are indexed by frame, not by time. Indices before the first frame
 or past the last one are clamped, so every window has `before + after + 1` frames.
@@ -20,7 +23,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,6 +38,8 @@ WINDOW_AFTER = 8
 READ_TIMEOUT_S = 30.0
 RECYCLE_AFTER = 200
 _ROOT = Path(__file__).resolve().parents[1]
+PREVIEW_MAX_WIDTH = 640  # browser copies are for watching and seeking, not for analysis
+Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 
 class VideoError(RuntimeError):
@@ -178,6 +183,120 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
     if writer is None:
         raise VideoError(f"{path}: no frames to write")
     return path
+
+
+def video_fps(video: Path) -> float:
+    cap = cv2.VideoCapture(str(video))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    return fps if fps and fps > 0 else 25.0
+
+
+def read_segment(video: Path, start_s: float, end_s: float):
+    """BGR frames of [start_s, end_s] (clamped to the file), read frame by frame from a seek before it."""
+    cap = cv2.VideoCapture(str(video))
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        first, last = max(0, int(round(start_s * fps))), int(round(end_s * fps))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+        i = first
+        while i <= last:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+            i += 1
+    finally:
+        cap.release()
+
+
+def _scaled_size(w: int, h: int, max_w: int = PREVIEW_MAX_WIDTH) -> tuple[int, int]:
+    if w <= max_w:
+        return w, h
+    return max_w, int(round(h * max_w / w / 2)) * 2
+
+
+def transcode(src: Path, out: Path, fourcc: str = "VP80", progress: Progress | None = None) -> None:
+    """Re-encode a whole video for the browser (same frames and rate, at most PREVIEW_MAX_WIDTH wide)."""
+    info = probe(src)
+    size = _scaled_size(info.width, info.height)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), info.fps, size)
+    if not writer.isOpened():
+        raise VideoError(f"{out}: this OpenCV build cannot write {fourcc} video")
+    cap = cv2.VideoCapture(str(src))
+    n = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
+            n += 1
+            if progress and n % 100 == 0:
+                progress(n, info.num_frames, "making a browser copy of the video")
+    finally:
+        cap.release()
+        writer.release()
+    if n == 0:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"{src}: no frames could be read")
+    tmp.replace(out)
+
+
+def write_segments(video: Path, segments: list[tuple[float, float]], out: Path, fourcc: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    writer = None
+    try:
+        for a, b in segments:
+            for frame in read_segment(video, a, b):
+                if writer is None:
+                    size = _scaled_size(frame.shape[1], frame.shape[0])
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), video_fps(video), size)
+                writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
+    finally:
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise VideoError(f"{video.name}: no frames in that stretch")
+    tmp.replace(out)
+
+
+def write_highlights(segments: list[tuple[Path, float, float]], out: Path, progress: Progress | None = None) -> Path:
+    """The (video, start s, end s) stretches one after another in one mp4, at the first clip's size."""
+    writer = None
+    try:
+        for i, (video, a, b) in enumerate(segments):
+            if progress:
+                progress(i, len(segments), "cutting clips")
+            for frame in read_segment(video, a, b):
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), video_fps(video), (w, h))
+                if frame.shape[:2] != (h, w):
+                    frame = cv2.resize(frame, (w, h))
+                writer.write(frame)
+    finally:
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise VideoError("the clips have no frames")
+    return out
+
+
+def fourcc(path: Path) -> str:
+    """The codec tag of a video's stream (e.g. 'avc1', 'FMP4')."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise VideoError(f"{path}: cannot open the video")
+        return int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1")
+    finally:
+        cap.release()
 
 
 def _check_path(path: str | Path) -> Path:

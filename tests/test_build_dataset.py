@@ -10,11 +10,12 @@ import cv2
 import pytest
 
 from core.annotations import load_shuttleset_set, write_reference_csv
+from core.prompts import format_answer, format_cot_answer, parse_answer
 from core.vocab import STROKES, ZONE_PHRASES
 from tests.conftest import index_frame, read_index
 from train import build_dataset as bd
-from train.qa import (KINDS, TEMPLATES, chunk_questions, chunk_rng, draw_question, format_answer, format_cot_answer,
-                      matching_indices, oversample_impossible, parse_answer, rally_chunks)
+from train.qa import (KINDS, TEMPLATES, chunk_questions, chunk_rng, draw_question, matching_indices,
+                      oversample_impossible, rally_chunks)
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
 MATCH = "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
@@ -155,7 +156,7 @@ def test_parse_prefers_the_answer_tag_and_tolerates_model_noise():
 
 
 def test_llm_prompt_is_the_reference_text():
-    from core.processor import qa_prompt
+    from core.prompts import qa_prompt
 
     p = qa_prompt(5, "When is a smash hits?")
     assert p.startswith("<Video> This video has 5 strokes. You must answer based only on the strokes you see\u2014do")

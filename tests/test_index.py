@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from core.config import GenerationSettings, LoraSettings, ModelSettings
-from core.index import SCHEMA_VERSION, StrokeIndex, encoder_key, main as index_main, model_key
+from core.index import main as index_main
+from core.indexer import add_match, encode_set
+from core.store import SCHEMA_VERSION, IndexStoreError, StrokeStore
+from core.tokens import encoder_key, model_key
 from core.video import write_video
 
 DATA = Path(__file__).parent / "data" / "shuttleset"
@@ -72,7 +75,7 @@ def ref_csv(tmp_path):
     return write_reference_csv(tmp_path / "demo.csv")
 
 
-def token_files(index: StrokeIndex) -> list[Path]:
+def token_files(index: StrokeStore) -> list[Path]:
     return sorted(index.token_dir.rglob("*.npy")) if index.token_dir.exists() else []
 
 
@@ -80,8 +83,8 @@ def token_files(index: StrokeIndex) -> list[Path]:
 
 
 def test_annotation_only_index_of_real_sets(tmp_path):
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    ids = {index.add_match(f) for f in SET_FILES}
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    ids = {add_match(index, f) for f in SET_FILES}
     assert len(ids) == 1  # three sets of one match
     (m,) = index.matches()
     assert (m["player_a"], m["player_b"], m["sets"], m["status"]) == ("Kento MOMOTA", "CHOU Tien Chen", 3, "complete")
@@ -95,34 +98,32 @@ def test_annotation_only_index_of_real_sets(tmp_path):
     pairs = [(p, r) for p, r in zip(rallies, rallies[1:]) if p["set_id"] == r["set_id"]]
     assert pairs and all((r["score_a_before"], r["score_b_before"]) == (p["score_a"], p["score_b"]) for p, r in pairs)
     generation = index.generation()
-    assert index.add_match(SET_FILES[0]) in ids and index.generation() == generation + 1  # only the status touch
+    assert add_match(index, SET_FILES[0]) in ids and index.generation() == generation + 1  # only the status touch
     assert len(index.strokes()) == len(rows)
     assert index.strokes(m["id"], set_no=2, rally=3, ball_round=2)[0]["frame"] == 66683
 
 
 def test_failed_write_leaves_no_half_written_rows(tmp_path, monkeypatch):
-    import core.index as ci
+    import core.store as ci
 
-    index = StrokeIndex(tmp_path / "ws.sqlite")
+    index = StrokeStore(tmp_path / "ws.sqlite")
     monkeypatch.setattr(ci, "_rallies", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError):
-        index.add_match(SET_FILES[0])
+        add_match(index, SET_FILES[0])
     assert index.db.execute("SELECT count(*) FROM strokes").fetchone()[0] == 0
     assert index.db.execute("SELECT count(*) FROM sets").fetchone()[0] == 0
     monkeypatch.undo()
-    index.add_match(SET_FILES[0])
+    add_match(index, SET_FILES[0])
     assert index.db.execute("SELECT count(*) FROM strokes").fetchone()[0] > 0
 
 
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "ws.sqlite"
-    StrokeIndex(path).close()
+    StrokeStore(path).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    from core.index import IndexStoreError
-
     with pytest.raises(IndexStoreError, match="newer"):
-        StrokeIndex(path)
+        StrokeStore(path)
 
 
 # ---------------------------------------------------------------- with video and model
@@ -130,9 +131,9 @@ def test_newer_schema_is_refused(tmp_path):
 
 def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref_csv, index_video, model):
     counts = count_calls(model)
-    index = StrokeIndex(tmp_path / "ws.sqlite")
+    index = StrokeStore(tmp_path / "ws.sqlite")
     progress = []
-    match_id = index.add_match(ref_csv, video=index_video, model=model, batch_size=4, settings=FAST,
+    match_id = add_match(index, ref_csv, video=index_video, model=model, batch_size=4, settings=FAST,
                                progress=lambda d, t, w: progress.append((d, t)))
     assert counts["clips"] == len(HITS) and counts["encode"] == 3  # batches of 4, 4, 2
     assert counts["generate"] == 1  # captions come from the same tokens (no second vision pass), 32 at a time
@@ -144,7 +145,7 @@ def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref
     rows = index.strokes(match_id)
     assert all(r["model_caption"] for r in rows) and all(r["caption"] == r["ann_caption"] for r in rows)
     assert rows[0]["start_s"] == pytest.approx(3 / 25) and rows[0]["end_s"] == pytest.approx(19 / 25)
-    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, settings=FAST)
+    add_match(index, ref_csv, video=index_video, model=model, batch_size=4, settings=FAST)
     assert counts["clips"] == len(HITS) and counts["generate"] == 1  # nothing recomputed
     assert index.sets()[0]["status"] == "complete"
 
@@ -152,22 +153,22 @@ def test_model_pass_caches_tokens_and_captions_and_reindex_is_free(tmp_path, ref
 def test_token_cache_is_keyed_by_video_content_and_model(tmp_path, ref_csv, index_video, tiny_base):
     model = tiny_model(tiny_base)
     counts = count_calls(model)
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    index.add_match(ref_csv, video=index_video, model=model, settings=FAST)
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    add_match(index, ref_csv, video=index_video, model=model, settings=FAST)
     assert counts["clips"] == len(HITS)
     copy = shutil.copy(index_video, tmp_path / "renamed.mp4")  # same bytes, another path
-    index.add_match(ref_csv, video=copy, model=model, settings=FAST)
+    add_match(index, ref_csv, video=copy, model=model, settings=FAST)
     assert counts["clips"] == len(HITS)
     key, mkey = encoder_key(model), model_key(model)
     with torch.no_grad():  # new stage-2 weights in the LLM only: same tokens, new captions
         next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "language_model" in n).add_(0.5)
     assert encoder_key(model) == key and model_key(model) != mkey
-    index.add_match(ref_csv, video=copy, model=model, settings=FAST)
+    add_match(index, ref_csv, video=copy, model=model, settings=FAST)
     assert counts["clips"] == len(HITS) and counts["generate"] == 2
     with torch.no_grad():  # new Q-Former weights: new tokens
         next(p for n, p in model.vlm.named_parameters() if "lora_B" in n and "qformer" in n).add_(0.5)
     assert encoder_key(model) != key
-    index.add_match(ref_csv, video=copy, model=model, settings=FAST)
+    add_match(index, ref_csv, video=copy, model=model, settings=FAST)
     assert counts["clips"] == 2 * len(HITS)
     other = write_video(tmp_path / "other.mp4", (np.full((64, 96, 3), i, np.uint8) for i in range(120)), fps=25)
     assert index.video_hash(other) != index.video_hash(index_video)
@@ -176,27 +177,27 @@ def test_token_cache_is_keyed_by_video_content_and_model(tmp_path, ref_csv, inde
 
 def test_interrupted_index_resumes_without_half_written_rows(tmp_path, ref_csv, index_video, model):
     counts = count_calls(model)
-    index = StrokeIndex(tmp_path / "ws.sqlite")
+    index = StrokeStore(tmp_path / "ws.sqlite")
 
     def stop_after_first_batch(done, total, what):
         if done >= 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        index.add_match(ref_csv, video=index_video, model=model, batch_size=4, caption_batch=4, settings=FAST,
+        add_match(index, ref_csv, video=index_video, model=model, batch_size=4, caption_batch=4, settings=FAST,
                         progress=stop_after_first_batch)
     captioned = index.db.execute("SELECT count(*) FROM strokes WHERE model_caption IS NOT NULL").fetchone()[0]
     assert captioned == 4 and len(token_files(index)) == 4
     assert not [p for p in index.token_dir.rglob("*") if p.suffix == ".tmp"]
     assert index.sets()[0]["status"] == "indexing"
-    index.add_match(ref_csv, video=index_video, model=model, batch_size=4, settings=FAST)
+    add_match(index, ref_csv, video=index_video, model=model, batch_size=4, settings=FAST)
     assert counts["clips"] == len(HITS)  # 4 before the stop, 6 after: none twice
     assert all(r["model_caption"] for r in index.strokes()) and index.sets()[0]["status"] == "complete"
 
 
 def test_plain_hit_frames_with_a_model(tmp_path, index_video, model):
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    match_id = index.add_match(None, video=index_video, model=model, frames=[12, 40, 41, 90], settings=FAST)
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, None, video=index_video, model=model, frames=[12, 40, 41, 90], settings=FAST)
     rows = index.strokes(match_id)
     assert [r["frame"] for r in rows] == [12, 40, 41, 90] and all(r["side"] is None for r in rows)
     assert all(r["caption"] == r["model_caption"] for r in rows)
@@ -207,13 +208,13 @@ def test_plain_hit_frames_with_a_model(tmp_path, index_video, model):
 
 
 def test_corrections_survive_reindexing_and_are_exported(tmp_path, ref_csv):
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    match_id = index.add_match(ref_csv)
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, ref_csv)
     target = index.strokes(match_id, rally=2, ball_round=2)[0]
     index.set_caption(target["id"], "bottom player hits a  push at the net")
     changed = [h if h[2] != 30 else (1, 3, 30, 1, "切球", 9) for h in HITS]  # the annotation changes
     write_reference_csv(ref_csv, changed)
-    index.add_match(ref_csv)
+    add_match(index, ref_csv)
     again = index.strokes(match_id, rally=2, ball_round=2)[0]
     assert again["corrected"] == again["caption"] == "bottom player hits a push at the net"
     assert index.strokes(match_id, frame=30)[0]["stroke"] == "drop"
@@ -243,8 +244,8 @@ def test_index_command(tmp_path, capsys):
 
 
 def test_caption_view_shows_the_caption_in_order_of_preference(tmp_path, ref_csv):
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    match_id = index.add_match(ref_csv)
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, ref_csv)
     first = index.strokes(match_id)[0]
     index.set_caption(first["id"], "upper player hits a clear in the backcourt")
     rows = index.db.execute("SELECT id, corrected_caption, caption FROM stroke_captions ORDER BY id").fetchall()
@@ -254,20 +255,20 @@ def test_caption_view_shows_the_caption_in_order_of_preference(tmp_path, ref_csv
 
 
 def test_annotations_again_without_video_keep_the_video(tmp_path, ref_csv, index_video):
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    index.add_match(ref_csv, video=index_video)
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    add_match(index, ref_csv, video=index_video)
     write_reference_csv(ref_csv, HITS[:-1])
-    match_id = index.add_match(ref_csv)
+    match_id = add_match(index, ref_csv)
     rows = index.strokes(match_id)
     assert len(rows) == len(HITS) - 1 and rows[0]["video"] == str(Path(index_video).resolve())
     assert rows[0]["start_s"] == pytest.approx(3 / 25)
     with pytest.raises(ValueError, match="needs the video"):
-        index.add_match(ref_csv, model=object())
+        add_match(index, ref_csv, model=object())
 
 
 def test_strokes_by_id(tmp_path, ref_csv):
-    index = StrokeIndex(tmp_path / "ws.sqlite")
-    match_id = index.add_match(ref_csv)
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, ref_csv)
     every = index.strokes(match_id)
     picked = index.strokes(ids=[every[3]["id"], every[1]["id"]])
     assert [r["id"] for r in picked] == [every[1]["id"], every[3]["id"]] and index.strokes(ids=[]) == []

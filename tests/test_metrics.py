@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from train.metrics import (CaptionFields, bleu, caption_metrics, cider_d, confusion, field_accuracy,
-                           grounding_metrics, index_set_scores, majority_baseline, parse_caption)
-from train.qa import format_answer, format_cot_answer, parse_answer
+from core.prompts import format_answer, format_cot_answer, parse_answer
+from train.metrics import (CaptionFields, bleu, caption_metrics, cider_d, confusion, field_accuracy, grounding_metrics,
+                           index_set_scores, majority_baseline, parse_caption)
 
 
 def test_bleu_identical_is_one():

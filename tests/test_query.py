@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import os
 import random
 from collections import Counter
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from core.annotations import load_annotations
-from core.index import StrokeIndex
+from core.indexer import add_match
+from core.store import StrokeStore
 from core.query import QueryEngine, evaluate_questions, main as query_main
 from core.vocab import STROKE_LABELS
 from train.qa import TEMPLATES, chunk_questions, chunk_rng, fill_template, rally_chunks
@@ -31,9 +33,9 @@ def embedder():
 
 @pytest.fixture(scope="module")
 def real_index(tmp_path_factory):
-    index = StrokeIndex(tmp_path_factory.mktemp("idx") / "real.sqlite")
+    index = StrokeStore(tmp_path_factory.mktemp("idx") / "real.sqlite")
     for f in SET_FILES:
-        index.add_match(f)
+        add_match(index, f)
     return index
 
 
@@ -123,7 +125,7 @@ def combinations():
 # ---------------------------------------------------------------- the exactness test
 
 
-def check_structured_questions(index: StrokeIndex, strokes, seed: int = 0, per_combination: int = 6) -> tuple[int, int]:
+def check_structured_questions(index: StrokeStore, strokes, seed: int = 0, per_combination: int = 6) -> tuple[int, int]:
     """Questions from every field combination (values of real strokes, plus one random and maybe absent
     event each) must return exactly the direct filter's strokes. Returns (questions, empty answers)."""
     engine = QueryEngine(index)  # structured path only: no embedding model needed to be exact
@@ -166,8 +168,8 @@ def test_structured_questions_on_every_real_set(tmp_path):
     """The same check on each of the 104 real sets, one index per match."""
     total = 0
     for f in sorted(ALL_SETS.glob("*/set*.csv")):
-        index = StrokeIndex(tmp_path / f"{f.parent.name}_{f.stem}.sqlite")
-        index.add_match(f)
+        index = StrokeStore(tmp_path / f"{f.parent.name}_{f.stem}.sqlite")
+        add_match(index, f)
         asked, _ = check_structured_questions(index, load_annotations(f).strokes, per_combination=3)
         total += asked
         index.close()
@@ -264,8 +266,8 @@ def test_fields_bound_a_partly_understood_question(engine, real_strokes):
 
 
 def test_corrected_caption_wins_over_the_annotation(tmp_path, embedder):
-    index = StrokeIndex(tmp_path / "c.sqlite")
-    match_id = index.add_match(SET_FILES[0])
+    index = StrokeStore(tmp_path / "c.sqlite")
+    match_id = add_match(index, SET_FILES[0])
     engine = QueryEngine(index, embedder)
     first = engine.ask("bottom player's rushes").results
     target = index.strokes(match_id, stroke="clear")[0]
@@ -318,8 +320,8 @@ def grounded(tmp_path_factory, tiny_base, index_video):
 
     model = tiny_model(tiny_base, seed=1)
     folder = tmp_path_factory.mktemp("grounded")
-    index = StrokeIndex(folder / "ws.sqlite")
-    index.add_match(write_reference_csv(folder / "demo.csv"), video=index_video, model=model, settings=FAST)
+    index = StrokeStore(folder / "ws.sqlite")
+    add_match(index, write_reference_csv(folder / "demo.csv"), video=index_video, model=model, settings=FAST)
     return index, model
 
 
@@ -334,13 +336,28 @@ def test_model_path_from_cached_tokens_answers_as_from_pixels(grounded, index_vi
     assert [len(c) for c in chunks] == [5, 1, 4]  # rally 1 has 6 strokes, rally 2 has 4
     question = "When does the upper player hits a smash?"
     counts = count_calls(model)
-    cached = engine.ground_chunks(question, chunks)
-    assert counts["encode"] == 0  # no vision recompute per question
+    cached, skipped = engine.ground_chunks(question, chunks)
+    assert counts["encode"] == 0 and skipped == 0  # no vision recompute per question
     clips = dict(iter_windows(index_video, [int(f) for f in a.frame]))
     batch = model.processor.qa_batch([[clips[int(a.frame[r])] for r in c] for c in chunks], [question] * len(chunks))
     with torch.inference_mode():
         ids = model.vlm.generate(**batch, settings=FAST)
     assert [text for _, text, _ in cached] == model.processor.decode(ids)
+
+
+def test_a_question_never_encodes_video_and_says_when_tokens_are_missing(grounded, tmp_path):
+    from tests.test_index import FAST, count_calls
+
+    index, model = grounded
+    copy = tmp_path / "ws.sqlite"
+    with sqlite3.connect(copy) as dest:
+        index.db.backup(dest)  # the same strokes and captions, no token cache beside them
+    engine = QueryEngine(StrokeStore(copy), None, model, settings=FAST)
+    counts = count_calls(model)
+    ans = engine.ask("When does the upper player hits a smash?", paths=("structured", "model"))
+    assert counts["encode"] == 0 and counts["generate"] == 0
+    assert len(ans.results) == 2 and all(r.verified is None for r in ans.results)
+    assert ans.notes and "no cached tokens" in ans.notes[0] and "3 rally chunks" in ans.notes[0]
 
 
 def test_model_path_labels_and_keeps_a_covered_answer_exact(grounded):

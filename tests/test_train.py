@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from core.config import ModelSettings
 from core.loader import build_model, load_model
+from core.prompts import parse_answer
 from core.video import write_video
 from core.vocab import caption
 from train import build_dataset as bd
@@ -383,14 +384,16 @@ def test_unreadable_clip_in_a_worker_is_a_one_line_error(tmp_path, tiny_base, ca
 
 def test_cached_chunk_tokens_give_the_same_answers(stage2_run, dataset):
     from core.config import GenerationSettings
-    from train.data import ClipReader, QADataset, load_questions
+    from train.data import ClipReader, ClipTokens, load_questions
 
     model = load_model(stage2_run / "final")
     items = load_questions(dataset, "val")[:5]
     clips = ClipReader(dataset, model.processor.image, model.processor.num_frames)
     gen = GenerationSettings(num_beams=2, max_new_tokens=8, min_new_tokens=1)
-    direct = evaluate.generate_texts(model, QADataset(items, clips), gen, batch_size=2)
-    assert evaluate.generate_answers(model, items, gen, 2, clips, keep_chunks=1) == direct
+    per_chunk = evaluate.generate_answers(model, items, gen, 2, clips, keep_chunks=1)
+    cached = ClipTokens(model, clips, [p for it in items for p in it["image"]], batch_size=3)
+    assert evaluate.generate_answers(model, items, gen, 2, cached) == per_chunk
+    assert [a.indices for a in per_chunk] == [parse_answer(a.text) for a in per_chunk]
 
 
 # ---------------------------------------------------------------- learning

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from core.config import CAPTION_PROMPT
-from core.loader import StrokeModel
-from core.processor import ImageSpec, StrokeProcessor, clip_tensor, qa_prompt
+from core.model import StrokeModel
+from core.processor import ImageSpec, StrokeProcessor, clip_tensor
+from core.prompts import CAPTION_PROMPT, qa_prompt
 from core.video import VideoError, read_clip
 
 log = logging.getLogger(__name__)
@@ -146,16 +146,11 @@ class ClipTokens:
                  progress: bool = False):
         self._tokens: dict[str, torch.Tensor] = {}
         unique = list(dict.fromkeys(paths))
-        was_training = model.vlm.training
-        model.vlm.eval()
-        with torch.no_grad():
-            for i in tqdm(range(0, len(unique), batch_size), desc="encode clips", unit="batch",
-                          disable=not progress, leave=False):
-                part = unique[i:i + batch_size]
-                pixels = torch.stack([reader(p) for p in part]).to(model.device)
-                for rel, tokens in zip(part, model.vlm.encode_clips(pixels).cpu()):
-                    self._tokens[rel] = tokens
-        model.vlm.train(was_training)
+        for i in tqdm(range(0, len(unique), batch_size), desc="encode clips", unit="batch",
+                      disable=not progress, leave=False):
+            part = unique[i:i + batch_size]
+            for rel, tokens in zip(part, model.encode(torch.stack([reader(p) for p in part])).cpu()):
+                self._tokens[rel] = tokens
 
     def __len__(self) -> int:
         return len(self._tokens)

@@ -222,7 +222,8 @@ def merge_match_files(parts: list[Path], out_dir: Path) -> None:
 
 
 def build_stage_data(train_csvs: list[Path], heldout_csvs: list[Path], videos: Path, out: Path) -> dict:
-    from train.build_dataset import build, parser as build_parser
+    from train.build_dataset import build
+    from train.build_dataset import parser as build_parser
 
     heldout_matches = sorted({c.parent.name for c in heldout_csvs})
     args = build_parser().parse_args(["--annotations", *map(str, train_csvs + heldout_csvs), "--videos", str(videos),
@@ -263,10 +264,10 @@ def evaluate_stage1(adapters: Path, data: Path, limit: int) -> dict:
 def evaluate_stage2(adapters: Path, data: Path, limit: int) -> dict:
     from collections import Counter
 
+    from core.prompts import parse_answer
     from train import metrics as M
     from train.data import load_questions
-    from train.evaluate import evaluate_questions, gold_indices, generation_settings
-    from train.qa import parse_answer
+    from train.evaluate import evaluate_questions, generation_settings, gold_indices
 
     items = evenly(load_questions(data, "test"), limit)
     model = load_model(adapters, device="cpu")

@@ -8,7 +8,7 @@ from the adapters' manifest:
   CIDEr-D, exact match and per-field accuracy (side, stroke, zone parsed back from the text;
   unreadable = wrong), with a stroke confusion table and the majority-class baseline per field
   (the most common value in train.json, scored on the evaluated split);
-- stage 2: answers are generated and parsed with train.qa.parse_answer; Hit@1, exact match,
+- stage 2: answers are generated and parsed (StrokeModel.answer, core.prompts.parse_answer); Hit@1, exact match,
   precision, recall and F1 of index sets over answerable questions, "does not occur" accuracy
   over impossible ones, also per question kind (definitions in train/metrics.py).
 Writes `eval_<split>.json` into the run folder and prints a table.
@@ -27,12 +27,22 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from core.config import GenerationSettings
-from core.loader import ModelLoadError, StrokeModel, load_model, read_manifest
-from core.processor import qa_prompt
+from core.loader import ModelLoadError, load_model, read_manifest
+from core.model import ModelAnswer, StrokeModel
+from core.prompts import parse_answer
 from train import metrics as M
-from train.data import (CaptionDataset, ClipReader, ClipTokens, Collator, DataError, is_chain_of_thought,
-                        load_captions, load_questions, load_references, model_inputs)
-from train.qa import parse_answer
+from train.data import (
+    CaptionDataset,
+    ClipReader,
+    ClipTokens,
+    Collator,
+    DataError,
+    is_chain_of_thought,
+    load_captions,
+    load_questions,
+    load_references,
+    model_inputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,28 +63,23 @@ def adapter_dir(path: str | Path) -> Path:
 
 def generation_settings(stage: int, cot: bool = False, num_beams: int | None = None,
                         max_new_tokens: int | None = None, min_new_tokens: int | None = None) -> GenerationSettings:
-    """The reference's decoding: stage 1 5 beams 10..30 tokens (the floor: the base's own where it sets
-    one, see GenerationSettings); stage 2 1..32 (chain-of-thought 30..256)."""
-    default = (None, 30) if stage == 1 else ((30, 256) if cot else (1, 32))
-    return GenerationSettings(num_beams=num_beams or 5, max_new_tokens=max_new_tokens or default[1],
-                              min_new_tokens=default[0] if min_new_tokens is None else min_new_tokens)
+    """The reference's decoding, where not overridden: stage 1 5 beams 10..30 tokens (the floor: the
+    base's own where it sets one, see GenerationSettings); stage 2 GenerationSettings.for_answers."""
+    s = GenerationSettings() if stage == 1 else GenerationSettings.for_answers(cot)
+    return GenerationSettings(num_beams=num_beams or s.num_beams, max_new_tokens=max_new_tokens or s.max_new_tokens,
+                              min_new_tokens=s.min_new_tokens if min_new_tokens is None else min_new_tokens)
 
 
-def generate_texts(model: StrokeModel, dataset: Dataset, settings: GenerationSettings, batch_size: int,
-                   num_workers: int = 0, progress: bool = False, desc: str = "generate") -> list[str]:
-    """The model's answers for every sample of `dataset`, in order."""
+def generate_captions(model: StrokeModel, dataset: CaptionDataset, settings: GenerationSettings, batch_size: int,
+                      num_workers: int = 0, progress: bool = False) -> list[str]:
+    """The model's caption of every sample of `dataset`, in order: its clips are encoded, then
+    captioned from their tokens (StrokeModel.caption), as the index captions a match."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=Collator(model.processor, 1, with_labels=False),
                         generator=torch.Generator())  # leaves the global random state alone
-    was_training = model.vlm.training
-    model.vlm.eval()
-    out: list[str] = []
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-            ids = model.vlm.generate(**model_inputs(batch, model.device), settings=settings)
-            out.extend(model.processor.decode(ids))
-    model.vlm.train(was_training)
-    return out
+    tokens = [model.encode(batch["pixel_values"])
+              for batch in tqdm(loader, desc="captions", unit="batch", disable=not progress, leave=False)]
+    return model.caption(torch.cat(tokens), settings) if tokens else []
 
 
 def evaluate_captions(model: StrokeModel, items: list[dict], references: dict[str, list[str]],
@@ -83,7 +88,7 @@ def evaluate_captions(model: StrokeModel, items: list[dict], references: dict[st
                       progress: bool = False) -> dict:
     """Stage-1 report: metrics, majority baseline, stroke confusion, and every sample's caption."""
     clips = cache or ClipReader(data_dir, model.processor.image, model.processor.num_frames)
-    preds = generate_texts(model, CaptionDataset(items, clips), settings, batch_size, num_workers, progress, "captions")
+    preds = generate_captions(model, CaptionDataset(items, clips), settings, batch_size, num_workers, progress)
     refs = [references[str(it["image_id"])] for it in items]
     metrics = M.caption_metrics(preds, refs)
     gold = [M.parse_caption(r[0]) for r in refs]
@@ -104,42 +109,35 @@ def gold_indices(item: dict) -> list[int]:
 
 
 def generate_answers(model: StrokeModel, items: list[dict], settings: GenerationSettings, batch_size: int,
-                     clips: ClipReader | ClipTokens, progress: bool = False, keep_chunks: int = 64) -> list[str]:
+                     clips: ClipReader | ClipTokens, progress: bool = False, keep_chunks: int = 64) -> list[ModelAnswer]:
     """The model's answers to stage-2 questions, in order.
 
     The vision tower and Q-Former do not read the question, so the clips of a chunk are encoded
     once and their query tokens reused for every question about that chunk (the builder writes
     a chunk's questions one after another; the newest `keep_chunks` chunks are kept). Clips
     from ClipTokens come already encoded."""
-    was_training = model.vlm.training
-    model.vlm.eval()
     tokens: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     def chunk_tokens(paths: tuple[str, ...]) -> torch.Tensor:  # (K, Q, Dq)
         if paths not in tokens:
-            stacked = torch.stack([clips(p) for p in paths]).to(model.device)
-            tokens[paths] = stacked if isinstance(clips, ClipTokens) else model.vlm.encode_clips(stacked)
+            stacked = torch.stack([clips(p) for p in paths])
+            tokens[paths] = stacked if isinstance(clips, ClipTokens) else model.encode(stacked)
             if len(tokens) > keep_chunks:
                 tokens.popitem(last=False)
         return tokens[paths]
 
-    out: list[str] = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(items), batch_size), desc="answers", unit="batch", disable=not progress,
-                          leave=False):
-            batch = items[start:start + batch_size]
-            per_item = [chunk_tokens(tuple(it["image"])) for it in batch]
-            k = max(t.shape[0] for t in per_item)
-            clip_tokens = per_item[0].new_zeros(len(batch), k, *per_item[0].shape[1:])
-            mask = torch.zeros(len(batch), k, dtype=torch.bool, device=model.device)
-            for i, t in enumerate(per_item):
-                clip_tokens[i, : len(t)] = t
-                mask[i, : len(t)] = True
-            prompts = model.processor.prompts([qa_prompt(len(it["image"]), it["question"]) for it in batch])
-            ids = model.vlm.generate(**{k_: v.to(model.device) for k_, v in prompts.items()},
-                                     clip_tokens=clip_tokens, clip_mask=mask, settings=settings)
-            out.extend(model.processor.decode(ids))
-    model.vlm.train(was_training)
+    out: list[ModelAnswer] = []
+    for start in tqdm(range(0, len(items), batch_size), desc="answers", unit="batch", disable=not progress,
+                      leave=False):
+        batch = items[start:start + batch_size]
+        per_item = [chunk_tokens(tuple(it["image"])) for it in batch]
+        k = max(t.shape[0] for t in per_item)
+        clip_tokens = per_item[0].new_zeros(len(batch), k, *per_item[0].shape[1:])
+        mask = torch.zeros(len(batch), k, dtype=torch.bool)
+        for i, t in enumerate(per_item):
+            clip_tokens[i, : len(t)] = t
+            mask[i, : len(t)] = True
+        out += model.answer(clip_tokens, mask, [it["question"] for it in batch], settings, batch_size=batch_size)
     return out
 
 
@@ -148,8 +146,8 @@ def evaluate_questions(model: StrokeModel, items: list[dict], settings: Generati
                        progress: bool = False) -> dict:
     """Stage-2 report: grounding metrics overall and per kind, and every question's answer."""
     clips = cache or ClipReader(data_dir, model.processor.image, model.processor.num_frames)
-    texts = generate_answers(model, items, settings, batch_size, clips, progress)
-    preds = [parse_answer(t) for t in texts]
+    answers = generate_answers(model, items, settings, batch_size, clips, progress)
+    texts, preds = [a.text for a in answers], [a.indices for a in answers]
     golds = [gold_indices(it) for it in items]
     kinds = [it.get("kind", "unknown") for it in items]
     return {"stage": 2, "metrics": M.grounding_metrics(preds, golds, kinds),
@@ -252,13 +250,13 @@ def query_engine_scores(db: str | Path, items: list[dict]) -> dict:
     """Stroke-level P/R/F1 per question kind of the query engine over the same questions, answered
     from the model's own captions in an index of the evaluated matches (python -m core.index)."""
     from core.embed import default_embedder
-    from core.index import StrokeIndex
+    from core.store import StrokeStore
     from core.query import QueryEngine
     from core.query import evaluate_questions as score_queries
 
     if not Path(db).is_file():
         raise DataError(f"{db}: no such stroke index (build it with python -m core.index)")
-    engine = QueryEngine(StrokeIndex(db), default_embedder(), caption_sources=("model",))
+    engine = QueryEngine(StrokeStore(db), default_embedder(), caption_sources=("model",))
     return score_queries(engine, items)
 
 

@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from core.device import resolve_device, set_threads
-from core.loader import ADAPTERS, StrokeModel, save_adapters
+from core.loader import ADAPTERS, save_adapters
 from core.lora import load_adapter_state_dict
+from core.model import StrokeModel
 from train.config import TrainConfig
 from train.data import Collator, EpochBatchSampler, model_inputs
 from train.evaluate import scalar_metrics, selection_key

@@ -52,15 +52,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, GenerationSettings, ModelSettings
+from core.config import GenerationSettings, ModelSettings
 from core.loader import build_model, save_stroke_embeddings
-from core.processor import ImageSpec, qa_prompt
+from core.processor import ImageSpec
+from core.prompts import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, parse_answer, qa_prompt
 from core.tiny import TinySpec, build_tiny_base, default_corpus
 from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
 from train.clip_cache import ClipSet, cut_set
 from train.metrics import grounding_metrics, parse_caption
 from train.qa import (CHUNK, NEGATIVES_PER_CHUNK, POSITIVES_PER_CHUNK, TEMPLATES, chunk_questions, draw_question,
-                      parse_answer, rally_chunks)
+                      rally_chunks)
 
 log = logging.getLogger(__name__)
 

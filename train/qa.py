@@ -10,17 +10,16 @@ An event is a dict with some of `side`, `stroke`, `zone` (the kinds below name w
 matches when its fields are equal. Strokes enter as anything with `.side`, `.stroke`, `.zone`
 and `.caption` (core.annotations.Stroke).
 
-The evaluator and the query engine import `format_answer`, `parse_answer`, `fill_template`
-and `matching_indices` from here.
+The answer format itself (`format_answer`, `parse_answer`) is the model's and lives in core/prompts.py.
 """
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.prompts import format_answer, format_cot_answer
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
 
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
@@ -58,7 +57,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-NOT_OCCUR = "The event does not occur"
 CHUNK = 5
 COT_CHUNK = 10
 NEGATIVES_PER_CHUNK = len(KINDS)
@@ -83,46 +81,6 @@ def fill_template(template: str, event: dict) -> str:
               "stroke": event.get("stroke", ""),
               "hit_area": ZONE_PHRASES[event["zone"]] if "zone" in event else ""}
     return template.format(**values)
-
-
-def format_indices(indices: Sequence[int]) -> str:
-    """'stroke 2' / 'strokes 0,3'."""
-    return f"stroke {indices[0]}" if len(indices) == 1 else "strokes " + ",".join(str(i) for i in indices)
-
-
-def format_answer(indices: Sequence[int] | None) -> str:
-    """'The event happens at stroke 2', '... at strokes 0,3', or 'The event does not occur' (None/[])."""
-    if not indices:
-        return NOT_OCCUR
-    return f"The event happens at {format_indices(list(indices))}"
-
-
-def format_cot_answer(captions: Sequence[str], indices: Sequence[int] | None) -> str:
-    """Chain-of-thought target: every stroke's caption, the conclusion, then the answer."""
-    lines = [f"stroke {i}: {c}" for i, c in enumerate(captions)]
-    conclusion = format_indices(list(indices)) if indices else "not occur"
-    return ("<thinking>\n" + "\n".join(lines) + f"\ntherefore the answer is {conclusion}\n</thinking>\n"
-            f"<answer>{format_answer(indices)}</answer>")
-
-
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S)
-_INDICES = re.compile(r"happens\s+at\s+strokes?\s*((?:\d+\s*(?:,|and|\s)\s*)*\d+)", re.I)
-
-
-def parse_answer(text: str) -> list[int] | None:
-    """Indices from an answer: from `<answer>...</answer>` if present, else the sentence.
-
-    None means "the event does not occur"; [] means nothing could be parsed (counts as wrong
-    for both answerable and impossible questions). Indices keep their order, duplicates dropped.
-    """
-    m = _ANSWER_TAG.search(text)
-    body = m.group(1) if m else text
-    if re.search(r"does\s+not\s+occur", body, re.I):
-        return None
-    m = _INDICES.search(body)
-    if not m:
-        return []
-    return list(dict.fromkeys(int(x) for x in re.findall(r"\d+", m.group(1))))
 
 
 # ---------------------------------------------------------------- chunks and questions

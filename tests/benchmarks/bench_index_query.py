@@ -28,7 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import cv2  # noqa: E402
 import torch  # noqa: E402
 
-from core.index import SetSource, StrokeIndex, set_source  # noqa: E402
+from core.indexer import add_match, add_source  # noqa: E402
+from core.store import SetSource, StrokeStore, set_source  # noqa: E402
 from core.query import QueryEngine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,15 +58,15 @@ def load_sources(data: Path) -> list[SetSource]:
     return out
 
 
-def build_index(path: Path, sources: list[SetSource], n: int) -> StrokeIndex:
+def build_index(path: Path, sources: list[SetSource], n: int) -> StrokeStore:
     """Sets in turn (copies renamed once all are used) until about n strokes; the last set is cut."""
-    index = StrokeIndex(path)
+    index = StrokeStore(path)
     total, copy = 0, 0
     while total < n:
         for src in sources:
             rows = src.rows[: n - total]
             name = src.match if copy == 0 else f"{src.match}_copy{copy}"
-            index.add_source(SetSource(name, src.set_no, rows, src.players, src.fps, src.source,
+            add_source(index, SetSource(name, src.set_no, rows, src.players, src.fps, src.source,
                                        f"{src.source_hash}:{copy}:{len(rows)}"))
             total += len(rows)
             if total >= n:
@@ -90,7 +91,7 @@ def time_queries(engine: QueryEngine, questions: list[str], repeats: int, paths,
     return times
 
 
-def sql_baseline(index: StrokeIndex, repeats: int) -> list[float]:
+def sql_baseline(index: StrokeStore, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -146,9 +147,9 @@ def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions:
         n += 1
     cap.release()
     decode_s = time.perf_counter() - t
-    index = StrokeIndex(tmp / "model.sqlite")
+    index = StrokeStore(tmp / "model.sqlite")
     t = time.perf_counter()
-    match_id = index.add_match(csv, video=video, model=model, batch_size=8, settings=generation)
+    match_id = add_match(index, csv, video=video, model=model, batch_size=8, settings=generation)
     index_s = time.perf_counter() - t
     strokes = len(index.strokes(match_id))
     print(f"\n[indexing {video.name}: {frames_total} frames at {info.width}x{info.height}, {strokes} strokes]")
@@ -156,7 +157,7 @@ def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions:
     print(f"  baseline: decode alone                      {n / decode_s:8.0f} frames/s ({decode_s:.2f} s)")
     print(f"  ratio {decode_s / index_s:.2f} (target >= 0.5)")
     t = time.perf_counter()
-    index.add_match(csv, video=video, model=model, batch_size=8, settings=generation)
+    add_match(index, csv, video=video, model=model, batch_size=8, settings=generation)
     print(f"  re-index with the same model: {time.perf_counter() - t:.2f} s (cached tokens and captions)")
 
     engine = QueryEngine(index, None, model, settings=generation)

@@ -1,0 +1,183 @@
+"""The indexer: a match in, its strokes, captions and query tokens written to the store.
+
+Indexing a set: its strokes are written in one transaction (status 'annotated'). With a video
+and a model, the video is decoded once (core.video.iter_windows, memory bounded by the frames of
+overlapping windows); each batch of strokes goes through the vision tower and Q-Former once
+(StrokeModel.encode), its query tokens are written to the token cache and its captions generated
+from those tokens (StrokeModel.caption: the vision never runs twice), then the batch's captions
+are committed. An interrupted run leaves whole batches only; the next run skips every stroke
+whose tokens and caption are cached, so indexing resumes where it stopped and a re-index with the
+same model is free.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from core.config import CAPTION_BATCH, GenerationSettings
+from core.store import SetSource, StrokeStore, set_source
+from core.tokens import encoder_key, model_key
+from core.video import Progress, iter_windows, probe
+
+log = logging.getLogger(__name__)
+
+
+def add_match(store: StrokeStore, annotations: str | Path | None = None, video: str | Path | None = None,
+              model=None, progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
+              settings: GenerationSettings | None = None, caption_batch: int = CAPTION_BATCH) -> int:
+    """Index one set (annotations and/or hit frames, optional video and model); returns the match id.
+    Idempotent; resumes an interrupted run; corrections are kept. Without a video, a video indexed
+    before for the set is kept."""
+    if model is not None and video is None:
+        raise ValueError("a model needs the video: without one only the annotations are indexed")
+    src = set_source(annotations, frames, video)
+    match_id, set_id = _write(store, src, video)
+    if model is not None:
+        encode_set(store, set_id, model, progress=progress, batch_size=batch_size, captions=True,
+                   settings=settings, caption_batch=caption_batch)
+    store.set_status(set_id, "complete")
+    return match_id
+
+
+def add_source(store: StrokeStore, src: SetSource, video: str | Path | None = None) -> tuple[int, int]:
+    """Write one set's strokes (annotation-only; with `video` for times and playback): (match id, set id)."""
+    ids = _write(store, src, video)
+    store.set_status(ids[1], "complete", only_if="annotated")
+    return ids
+
+
+def _write(store: StrokeStore, src: SetSource, video: str | Path | None) -> tuple[int, int]:
+    fps, vhash = src.fps, None
+    if video is not None:
+        fps, vhash = probe(video).fps, store.video_hash(video)
+    return store.write_set(src, video, vhash, fps)
+
+
+def encode_set(store: StrokeStore, set_id: int, model, progress: Progress | None = None, batch_size: int = 8,
+               captions: bool = True, settings: GenerationSettings | None = None,
+               caption_batch: int = CAPTION_BATCH) -> dict:
+    """Query tokens (and captions) for every stroke of a set that lacks them; one decode pass.
+
+    Clips are decoded and preprocessed in a background thread (`prefetch_clips`) while the model
+    encodes batches of `batch_size`; captions are generated from the tokens in batches of
+    `caption_batch` (beam search pays per step, so larger batches are cheaper per stroke) and
+    each caption batch is one transaction. progress(done, total, what) counts finished strokes.
+    Returns {'encoded': strokes through the vision tower, 'captioned': captions generated}."""
+    video, vhash = store.set_video(set_id)
+    ekey, ckey = encoder_key(model), (model_key(model) if captions else None)
+    frames = _frames_in_video(store, set_id, video)
+    cache = store.token_cache(vhash, ekey)
+    have_cap = store.captioned_frames(vhash, ckey) if captions else set()
+    decode = [f for f in frames if not cache.has(f)]
+    from_cache = [f for f in frames if f not in decode and captions and f not in have_cap]
+    state = {"done": len(frames) - len(decode) - len(from_cache), "encoded": 0, "captioned": 0}
+    store.start_model_pass(set_id, ekey, ckey)
+    report = (lambda: progress(state["done"], len(frames), "strokes")) if progress else (lambda: None)
+    report()
+    pending: list[tuple[int, np.ndarray]] = []  # tokens waiting for their caption
+
+    def caption_pending(final: bool = False) -> None:
+        while pending and (final or len(pending) >= caption_batch):
+            part = pending[:caption_batch]
+            del pending[:caption_batch]
+            texts = model.caption(_tensor([t for _, t in part]), settings, batch_size=caption_batch)
+            store.write_captions(set_id, vhash, ckey, [(f, t) for (f, _), t in zip(part, texts)])
+            state["captioned"] += len(part)
+            state["done"] += len(part)
+            report()
+
+    batch: list[tuple[int, object]] = []
+    for frame, pixels in prefetch_clips(video, decode, model.processor, depth=2 * batch_size):
+        batch.append((frame, pixels))
+        if len(batch) == batch_size or len(batch) + state["encoded"] == len(decode):
+            tokens = _encode(model, [p for _, p in batch])
+            for (f, _), t in zip(batch, tokens):
+                cache.put(f, t)  # written before its caption: a resumed run captions from the cache
+                if captions and f not in have_cap:
+                    pending.append((f, t))
+                else:
+                    state["done"] += 1
+            state["encoded"] += len(batch)
+            batch.clear()
+            report() if not captions else caption_pending()
+    pending.extend((f, cache.get(f)) for f in from_cache)
+    caption_pending(final=True)
+    if captions:
+        store.fill_model_captions(set_id, ckey)
+    return {"encoded": state["encoded"], "captioned": state["captioned"]}
+
+
+def _frames_in_video(store: StrokeStore, set_id: int, video: str) -> list[int]:
+    info = probe(video)
+    frames = store.hit_frames(set_id)
+    outside = [f for f in frames if not 0 <= f < info.num_frames]
+    if outside:
+        log.warning("%s: %d hit frames lie outside the video (0..%d); left without tokens",
+                    video, len(outside), info.num_frames - 1)
+    return [f for f in frames if 0 <= f < info.num_frames]
+
+
+def _tensor(arrays: list[np.ndarray]):
+    import torch
+
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _encode(model, pixels: list) -> np.ndarray:
+    """Pixel tensors (T, 3, S, S) of a batch -> query tokens (N, Q, D), float32."""
+    import torch
+
+    return model.encode(torch.stack(pixels)).float().cpu().numpy()
+
+
+_END = object()
+
+
+def prefetch_clips(video, frames: list[int], processor, depth: int = 16,
+                   workers: int = 2) -> Iterator[tuple[int, object]]:
+    """(frame, pixel tensor) of each hit frame, in frame order. One background thread decodes (one
+    sequential pass) while `workers` threads resize and normalise the clips and the caller runs the
+    model; at most `depth` clips are in flight. OpenCV and numpy release the GIL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-prep")
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for frame, clip in iter_windows(video, frames):
+                if not put((frame, pool.submit(lambda c: processor.clips([c])[0], clip))):
+                    return
+            put(_END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            put(err)
+
+    thread = threading.Thread(target=work, name="clip-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item[0], item[1].result()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        pool.shutdown(wait=True, cancel_futures=True)

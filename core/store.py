@@ -1,0 +1,491 @@
+"""The stroke store: one SQLite file per workspace with every match, set, rally and stroke, the
+coaches' corrections, the model's captions and the captions' embeddings.
+
+Tables (schema version `SCHEMA_VERSION`, in `meta`):
+  matches   one row per match (ShuttleSet video folder, or the video's name), players A and B
+  sets      one row per indexed set file / video: sources, content hashes, model keys, status
+  rallies   score after and before each rally, start/end time
+  strokes   times, frames, side, player, type, zone, hit and landing point in court metres
+            (read from the annotations once, when the set is written), annotation caption,
+            model caption
+  corrections  coaches' corrected captions, keyed by the stroke's natural key
+               (match|set|rally|ball_round|frame), so re-indexing never drops them
+  model_captions  caption cache: (video hash, model key, frame) -> caption
+  texts     sentence embedding (float32 blob) of every caption text, embedded once (a stroke's
+            embedding is that of its caption, with the stroke's description: core.query.semantic_text)
+  stroke_captions  view: strokes with their corrected caption and the caption shown
+               (corrected > annotation > model)
+
+Writing a set's strokes is one transaction; the model pass that fills captions and tokens is
+core.indexer's, and the tokens live beside the file (core.tokens).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.annotations import AnnotationError, StrokeTable, load_annotations
+from core.tokens import TokenCache, file_hash
+from core.video import WINDOW_AFTER, WINDOW_BEFORE
+from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
+GEOMETRY = ("hit_x", "hit_y", "land_x", "land_y")  # court metres (core.court), None where not annotated
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS matches(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, player_a TEXT, player_b TEXT);
+CREATE TABLE IF NOT EXISTS sets(
+  id INTEGER PRIMARY KEY, match_id INTEGER NOT NULL REFERENCES matches(id), set_no INTEGER NOT NULL,
+  source TEXT, source_hash TEXT, video TEXT, video_hash TEXT, fps REAL,
+  encoder_key TEXT, captioner_key TEXT, status TEXT NOT NULL, n_strokes INTEGER, updated TEXT,
+  UNIQUE(match_id, set_no));
+CREATE TABLE IF NOT EXISTS rallies(
+  id INTEGER PRIMARY KEY, set_id INTEGER NOT NULL REFERENCES sets(id), rally INTEGER NOT NULL,
+  score_a INTEGER, score_b INTEGER, score_a_before INTEGER, score_b_before INTEGER,
+  start_s REAL, end_s REAL, n_strokes INTEGER, UNIQUE(set_id, rally));
+CREATE TABLE IF NOT EXISTS strokes(
+  id INTEGER PRIMARY KEY, set_id INTEGER NOT NULL REFERENCES sets(id), match_id INTEGER NOT NULL,
+  set_no INTEGER NOT NULL, rally INTEGER NOT NULL, ball_round INTEGER NOT NULL, frame INTEGER NOT NULL,
+  time_s REAL, start_s REAL, end_s REAL, side TEXT, player TEXT, player_name TEXT,
+  type_zh TEXT, stroke TEXT, zone INTEGER, ann_caption TEXT, model_caption TEXT,
+  hit_x REAL, hit_y REAL, land_x REAL, land_y REAL,
+  key TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS strokes_by_set ON strokes(set_id, rally, ball_round);
+CREATE INDEX IF NOT EXISTS strokes_by_match ON strokes(match_id);
+CREATE TABLE IF NOT EXISTS corrections(key TEXT PRIMARY KEY, caption TEXT NOT NULL, updated TEXT);
+CREATE TABLE IF NOT EXISTS model_captions(
+  video_hash TEXT NOT NULL, model_key TEXT NOT NULL, frame INTEGER NOT NULL, caption TEXT NOT NULL,
+  PRIMARY KEY(video_hash, model_key, frame));
+CREATE TABLE IF NOT EXISTS texts(text TEXT PRIMARY KEY, embedder TEXT NOT NULL, vec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS video_hashes(path TEXT PRIMARY KEY, size INTEGER, mtime REAL, hash TEXT NOT NULL);
+CREATE VIEW IF NOT EXISTS stroke_captions AS
+  SELECT s.*, c.caption AS corrected_caption, coalesce(c.caption, s.ann_caption, s.model_caption) AS caption
+  FROM strokes s LEFT JOIN corrections c ON c.key = s.key;
+"""
+
+
+class IndexStoreError(RuntimeError):
+    """An index file that cannot be opened or read; the message says why."""
+
+
+@dataclass
+class StrokeRow:
+    """One stroke as the index stores it (annotation fields are None for plain hit frames)."""
+
+    rally: int
+    ball_round: int
+    frame: int
+    time_s: float | None = None
+    side: str | None = None
+    player: str | None = None
+    player_name: str | None = None
+    type_zh: str | None = None
+    stroke: str | None = None
+    zone: int | None = None
+    ann_caption: str | None = None
+    score_a: int | None = None
+    score_b: int | None = None
+    hit_m: tuple[float, float] | None = None  # hit (else player) point in court metres
+    landing_m: tuple[float, float] | None = None
+
+
+@dataclass
+class SetSource:
+    match: str
+    set_no: int
+    rows: list[StrokeRow]
+    players: dict
+    fps: float | None
+    source: str | None
+    source_hash: str
+
+
+# ---------------------------------------------------------------- reading sources
+
+
+def set_source(annotations: str | Path | None = None, frames: list[int] | None = None,
+               video: str | Path | None = None) -> SetSource:
+    """Annotations (ShuttleSet set file or reference CSV) or plain hit frames -> what one set stores."""
+    if annotations is not None:
+        table = load_annotations(annotations)
+        return _from_table(table, Path(annotations))
+    if frames is None:
+        raise ValueError("give annotations or hit frames")
+    if video is None:
+        raise ValueError("plain hit frames need the video")
+    rows = [StrokeRow(rally=1, ball_round=i + 1, frame=int(f)) for i, f in enumerate(sorted(set(frames)))]
+    digest = hashlib.sha256(json.dumps(sorted(set(frames))).encode()).hexdigest()
+    return SetSource(Path(video).stem, 1, rows, {}, None, None, digest)
+
+
+def court_points(table: StrokeTable, stroke) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """(hit point, landing point) of an annotated stroke in court metres; the player's position
+    stands in for a missing hit point. None where the table has no court corners."""
+    if table.court is None:
+        return None, None
+    return tuple(tuple(float(v) for v in table.court.to_court(*xy)) if xy else None
+                 for xy in (stroke.hit_xy or stroke.player_xy, stroke.landing_xy))
+
+
+def _from_table(table: StrokeTable, path: Path) -> SetSource:
+    if not table.strokes:
+        raise AnnotationError(path, None, None, "no strokes in the file")
+    sets = {(s.match, s.set) for s in table.strokes}
+    if len(sets) > 1:
+        raise AnnotationError(path, None, None, f"strokes of {len(sets)} sets in one file; index one set per file")
+    rows = [StrokeRow(s.rally, s.ball_round, s.frame, s.time_s, s.side, s.player, s.player_name, s.type_zh,
+                      s.stroke, s.zone, s.caption, s.score_a, s.score_b, *court_points(table, s))
+            for s in table.strokes]
+    first = table.strokes[0]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return SetSource(first.match, first.set, rows, dict(table.players), table.fps, str(path), digest)
+
+
+# ---------------------------------------------------------------- the store
+
+
+class StrokeStore:
+    """The workspace's stroke store (one SQLite file); its token cache folder lies beside it."""
+
+    def __init__(self, db_path: str | Path):
+        self.path = Path(db_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.token_dir = self.path.with_name(self.path.name + ".tokens")
+        self._lock = threading.RLock()
+        try:
+            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise IndexStoreError(f"{self.path}: not a stroke index ({err})") from None
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------ schema and transactions
+
+    def _migrate(self) -> None:
+        has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        version = SCHEMA_VERSION
+        if has_meta:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise IndexStoreError(f"{self.path}: schema version {version} is newer than this app "
+                                      f"({SCHEMA_VERSION})")
+        with self.transaction():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            if has_meta and version < 2:
+                self._add_geometry()
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES('generation', '0')")
+
+    def _add_geometry(self) -> None:
+        """Schema 1 -> 2: court positions of every stroke, read once from the sets' annotation files."""
+        for col in GEOMETRY:
+            self.db.execute(f"ALTER TABLE strokes ADD COLUMN {col} REAL")
+        for set_id, source in self.db.execute("SELECT id, source FROM sets WHERE source IS NOT NULL").fetchall():
+            try:
+                table = load_annotations(source)
+            except (AnnotationError, ValueError, OSError) as err:
+                log.warning("no court positions for %s: %s", source, err)
+                continue
+            self.db.executemany(
+                "UPDATE strokes SET hit_x=?, hit_y=?, land_x=?, land_y=? WHERE set_id=? AND rally=? AND ball_round=?"
+                " AND frame=?", [(*_geometry(*court_points(table, s)), set_id, s.rally, s.ball_round, s.frame)
+                                 for s in table.strokes])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any exception. The connection is
+        shared by the app's threads, so one transaction runs at a time."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _bump(self) -> None:
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    def generation(self) -> int:
+        """Changes whenever strokes, captions or corrections change (readers reload then)."""
+        return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    # ------------------------------------------------------------ writing
+
+    def write_set(self, src: SetSource, video: str | Path | None, vhash: str | None,
+                  fps: float | None) -> tuple[int, int]:
+        """One set's strokes and rallies in one transaction: (match id, set id). The same source and
+        video again changes nothing; without a video, the video indexed before for the set is kept."""
+        video = str(Path(video).resolve()) if video is not None else None
+        with self.transaction() as db:
+            db.execute("INSERT INTO matches(name, player_a, player_b) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE "
+                       "SET player_a=coalesce(excluded.player_a, player_a), "
+                       "player_b=coalesce(excluded.player_b, player_b)",
+                       (src.match, src.players.get("A") or None, src.players.get("B") or None))
+            match_id = db.execute("SELECT id FROM matches WHERE name=?", (src.match,)).fetchone()[0]
+            old = db.execute("SELECT id, source_hash, video_hash, video, fps FROM sets WHERE match_id=? AND set_no=?",
+                             (match_id, src.set_no)).fetchone()
+            if old and video is None and old[2] is not None:  # annotations again, no video: keep the old one
+                vhash, video, fps = old[2], old[3], old[4]
+            if old and old[1] == src.source_hash and old[2] == vhash:
+                return match_id, old[0]
+            if old:
+                set_id = old[0]
+                db.execute("DELETE FROM strokes WHERE set_id=?", (set_id,))
+                db.execute("DELETE FROM rallies WHERE set_id=?", (set_id,))
+                db.execute("UPDATE sets SET source=?, source_hash=?, video=?, video_hash=?, fps=?, status='annotated', "
+                           "n_strokes=?, updated=? WHERE id=?",
+                           (src.source, src.source_hash, video, vhash, fps, len(src.rows), _now(), set_id))
+            else:
+                set_id = db.execute(
+                    "INSERT INTO sets(match_id, set_no, source, source_hash, video, video_hash, fps, status, n_strokes,"
+                    " updated) VALUES(?,?,?,?,?,?,?,'annotated',?,?)",
+                    (match_id, src.set_no, src.source, src.source_hash, video, vhash, fps, len(src.rows), _now()),
+                ).lastrowid
+            db.executemany(
+                "INSERT INTO strokes(set_id, match_id, set_no, rally, ball_round, frame, time_s, start_s, end_s, side,"
+                " player, player_name, type_zh, stroke, zone, ann_caption, hit_x, hit_y, land_x, land_y, key)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(set_id, match_id, src.set_no, r.rally, r.ball_round, r.frame, t, a, b, r.side, r.player,
+                  r.player_name, r.type_zh, r.stroke, r.zone, r.ann_caption, *_geometry(r.hit_m, r.landing_m), key)
+                 for r, (t, a, b), key in zip(src.rows, (_times(r, fps) for r in src.rows), _keys(src))])
+            db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before,"
+                           " start_s, end_s, n_strokes) VALUES(?,?,?,?,?,?,?,?,?)", _rallies(set_id, src.rows, fps))
+            self._fill_model_captions(set_id)
+            self._bump()
+        return match_id, set_id
+
+    def video_hash(self, video: str | Path) -> str:
+        p = Path(video).resolve()
+        st = p.stat()
+        row = self.db.execute("SELECT size, mtime, hash FROM video_hashes WHERE path=?", (str(p),)).fetchone()
+        if row and row[0] == st.st_size and row[1] == st.st_mtime:
+            return row[2]
+        digest = file_hash(p)
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO video_hashes VALUES(?,?,?,?)",
+                            (str(p), st.st_size, st.st_mtime, digest))
+        return digest
+
+    # ------------------------------------------------------------ the model pass's rows
+
+    def set_status(self, set_id: int, status: str, only_if: str | None = None) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE sets SET status=?, updated=? WHERE id=?" + (" AND status=?" if only_if else ""),
+                            (status, _now(), set_id, *((only_if,) if only_if else ())))
+            self._bump()
+
+    def set_video(self, set_id: int) -> tuple[str, str]:
+        """(video path, video hash) of a set; ValueError when it has none."""
+        row = self.db.execute("SELECT video, video_hash FROM sets WHERE id=?", (set_id,)).fetchone()
+        if row is None or row["video"] is None:
+            raise ValueError(f"set {set_id} has no video")
+        return row["video"], row["video_hash"]
+
+    def hit_frames(self, set_id: int) -> list[int]:
+        return sorted({r[0] for r in self.db.execute("SELECT frame FROM strokes WHERE set_id=?", (set_id,))})
+
+    def start_model_pass(self, set_id: int, enc_key: str, cap_key: str | None) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE sets SET status='indexing', encoder_key=?, captioner_key=coalesce(?, captioner_key)"
+                            " WHERE id=?", (enc_key, cap_key, set_id))
+
+    def captioned_frames(self, vhash: str, cap_key: str) -> set[int]:
+        return {r[0] for r in self.db.execute(
+            "SELECT frame FROM model_captions WHERE video_hash=? AND model_key=?", (vhash, cap_key))}
+
+    def write_captions(self, set_id: int, vhash: str, cap_key: str, captions: list[tuple[int, str]]) -> None:
+        """(frame, caption) pairs of a set's video under a model, in one transaction."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO model_captions VALUES(?,?,?,?)",
+                                [(vhash, cap_key, f, t) for f, t in captions])
+            self.db.executemany("UPDATE strokes SET model_caption=? WHERE set_id=? AND frame=?",
+                                [(t, set_id, f) for f, t in captions])
+            self._bump()
+
+    def fill_model_captions(self, set_id: int, ckey: str) -> None:
+        """Copy the cached captions of model `ckey` onto the set's strokes."""
+        with self.transaction():
+            self._fill_model_captions(set_id, ckey)
+            self._bump()
+
+    def _fill_model_captions(self, set_id: int, ckey: str | None = None) -> None:
+        if ckey is None:
+            row = self.db.execute("SELECT captioner_key FROM sets WHERE id=?", (set_id,)).fetchone()
+            ckey = row[0] if row else None
+        if ckey is None:
+            return
+        self.db.execute("UPDATE strokes SET model_caption=(SELECT caption FROM model_captions m, sets s WHERE "
+                        "s.id=strokes.set_id AND m.video_hash=s.video_hash AND m.model_key=? AND m.frame=strokes.frame)"
+                        " WHERE set_id=?", (ckey, set_id))
+
+
+    def token_cache(self, video_hash: str, enc_key: str) -> TokenCache:
+        return TokenCache.of(self.token_dir, video_hash, enc_key)
+
+    # ------------------------------------------------------------ reading
+
+    def matches(self) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT m.id, m.name, m.player_a, m.player_b, count(DISTINCT s.id) AS sets, "
+            "coalesce(sum(s.n_strokes), 0) AS strokes, group_concat(DISTINCT s.status) AS status "
+            "FROM matches m LEFT JOIN sets s ON s.match_id=m.id GROUP BY m.id ORDER BY m.id").fetchall()
+        return [dict(r) for r in rows]
+
+    def sets(self, match_id: int | None = None) -> list[dict]:
+        q = "SELECT * FROM sets" + (" WHERE match_id=?" if match_id is not None else "") + " ORDER BY match_id, set_no"
+        return [dict(r) for r in self.db.execute(q, (match_id,) if match_id is not None else ())]
+
+    STROKE_FILTERS = ("set_no", "rally", "ball_round", "side", "player", "player_name", "stroke", "zone", "frame")
+
+    def strokes(self, match_id: int | None = None, ids: list[int] | None = None, **filters) -> list[dict]:
+        """Strokes in match order, each with `caption` (corrected > annotation > model) and `corrected`;
+        `ids` picks stroke ids (e.g. a query's results) instead of reading a whole match."""
+        unknown = set(filters) - set(self.STROKE_FILTERS)
+        if unknown:
+            raise ValueError(f"unknown filter(s) {sorted(unknown)}; use {', '.join(self.STROKE_FILTERS)}")
+        where, args = [], []
+        if match_id is not None:
+            where.append("s.match_id=?")
+            args.append(match_id)
+        if ids is not None:
+            ids = [int(i) for i in ids][:32000]  # SQLite's limit on bound values
+            where.append(f"s.id IN ({','.join('?' * len(ids))})" if ids else "0")
+            args.extend(ids)
+        for k, v in filters.items():
+            where.append(f"s.{k}=?")
+            args.append(v)
+        q = ("SELECT s.*, m.name AS match, c.caption AS corrected, st.video, st.fps FROM strokes s "
+             "JOIN matches m ON m.id=s.match_id JOIN sets st ON st.id=s.set_id LEFT JOIN corrections c ON c.key=s.key"
+             + (" WHERE " + " AND ".join(where) if where else "")
+             + " ORDER BY s.match_id, s.set_no, s.rally, s.ball_round, s.frame, s.id")
+        out = []
+        for r in self.db.execute(q, args):
+            d = dict(r)
+            d["caption"] = d["corrected"] or d["ann_caption"] or d["model_caption"]
+            out.append(d)
+        return out
+
+    def set_caption(self, stroke_id: int, text: str | None) -> None:
+        """Store a coach's corrected caption (None or '' removes the correction)."""
+        row = self.db.execute("SELECT key FROM strokes WHERE id=?", (stroke_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no stroke {stroke_id} in {self.path}")
+        with self.transaction():
+            if text and text.strip():
+                self.db.execute("INSERT OR REPLACE INTO corrections VALUES(?,?,?)",
+                                (row[0], " ".join(text.split()), _now()))
+            else:
+                self.db.execute("DELETE FROM corrections WHERE key=?", (row[0],))
+            self._bump()
+
+    def export_captions(self, path: str | Path, match_id: int | None = None) -> int:
+        """Stage-1 training captions (corrected, else annotation) as train.json: [{caption, image, image_id}]."""
+        items = []
+        for s in self.strokes(match_id):
+            text = s["corrected"] or s["ann_caption"]
+            if text:
+                sid = f"{s['match']}_{s['set_no']}_{s['frame']}"
+                items.append({"caption": text, "image": f"clips/{sid}.mp4", "image_id": sid})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+        return len(items)
+
+    # ------------------------------------------------------------ text embeddings
+
+    def text_vectors(self, texts: list[str], embedder) -> np.ndarray:
+        """Embeddings of texts, from the `texts` table where present; new ones are embedded and stored."""
+        if not texts:
+            return np.zeros((0, embedder.dim), np.float32)
+        name = embedder.name
+        stored = {}
+        for start in range(0, len(texts), 500):
+            part = texts[start:start + 500]
+            q = f"SELECT text, vec FROM texts WHERE embedder=? AND text IN ({','.join('?' * len(part))})"
+            stored.update({t: np.frombuffer(v, np.float32) for t, v in self.db.execute(q, (name, *part))})
+        new = [t for t in texts if t not in stored]
+        if new:
+            vecs = embedder.encode(new)
+            with self.transaction():
+                self.db.executemany("INSERT OR REPLACE INTO texts VALUES(?,?,?)",
+                                    [(t, name, v.astype(np.float32).tobytes()) for t, v in zip(new, vecs)])
+            stored.update(zip(new, vecs))
+        return np.stack([stored[t] for t in texts]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _times(r: StrokeRow, fps: float | None) -> tuple[float | None, float | None, float | None]:
+    """(hit time, window start, window end): the clip frames hit-7 .. hit+8, through the fps."""
+    if fps:
+        t = r.frame / fps
+        return t, max(0.0, (r.frame - WINDOW_BEFORE) / fps), (r.frame + WINDOW_AFTER + 1) / fps
+    if r.time_s is not None:
+        return r.time_s, max(0.0, r.time_s - 0.3), r.time_s + 0.35
+    return None, None, None
+
+
+def _keys(src: SetSource) -> list[str]:
+    """Natural keys (match|set|rally|ball_round|frame), made unique for repeated annotation rows."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in src.rows:
+        key = f"{src.match}|{src.set_no}|{r.rally}|{r.ball_round}|{r.frame}"
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        out.append(key if n == 0 else f"{key}#{n}")
+    return out
+
+
+def _rallies(set_id: int, rows: list[StrokeRow], fps: float | None) -> list[tuple]:
+    by: dict[int, list[StrokeRow]] = {}
+    for r in rows:
+        by.setdefault(r.rally, []).append(r)
+    out, before = [], (0, 0)
+    for rally in sorted(by):
+        group = by[rally]
+        last = group[-1]
+        score = (last.score_a, last.score_b)
+        times = [t for r in group for t in _times(r, fps)[1:] if t is not None]
+        out.append((set_id, rally, score[0], score[1], before[0] if score[0] is not None else None,
+                    before[1] if score[1] is not None else None, min(times) if times else None,
+                    max(times) if times else None, len(group)))
+        if score[0] is not None and score[1] is not None:
+            before = score
+    return out
+
+
+def _geometry(hit: tuple[float, float] | None, landing: tuple[float, float] | None) -> tuple:
+    return (*(hit or (None, None)), *(landing or (None, None)))
