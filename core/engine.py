@@ -20,8 +20,10 @@ import torch
 
 from core.config import GenerationSettings, LoraSettings, ModelSettings
 from core.loader import ModelLoadError, build_model, load_model, read_manifest
+from core.indexer import add_match
 from core.model import StrokeModel
 from core.runner import RunError, RunRequest, Runner
+from core.store import StrokeStore
 from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights,
                         write_segments)
 from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
