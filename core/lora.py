@@ -1,27 +1,25 @@
 """LoRA adapters on the Q-Former and on the LLM, through peft.
 
 Each part gets its own peft injection (its own rank and targets); adapters are saved as one
-flat state dict whose keys start with "qformer." or "llm.".
+flat state dict whose keys start with "qformer." or "llm.". `vlm` is always core.model.StrokeVLM
+(typed as a module here: core.model itself uses `without_llm_lora`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
+from torch import nn
 
 from core.config import LLM_LORA_PARTS, QFORMER_LORA_PARTS, LoraSettings
-
-if TYPE_CHECKING:  # core.model uses without_llm_lora: import the class for annotations only
-    from core.model import StrokeVLM
 
 NEW_PARAMS = ("frame_embed", "clip_embed")
 
 
-def attach_lora(vlm: StrokeVLM, lora: LoraSettings) -> None:
+def attach_lora(vlm: nn.Module, lora: LoraSettings) -> None:
     """Insert LoRA layers into the parts that `lora` names (freshly initialised)."""
     if lora.qformer_parts:
         pattern = "(" + "|".join(QFORMER_LORA_PARTS[p] for p in lora.qformer_parts) + ")"
@@ -34,7 +32,7 @@ def attach_lora(vlm: StrokeVLM, lora: LoraSettings) -> None:
         inject_adapter_in_model(cfg, vlm.llm)
 
 
-def set_trainable(vlm: StrokeVLM, lora: LoraSettings, new_params: tuple[str, ...] = ()) -> list[str]:
+def set_trainable(vlm: nn.Module, lora: LoraSettings, new_params: tuple[str, ...] = ()) -> list[str]:
     """Freeze everything except the LoRA weights of the parts that train and the named new
     parameters; returns the names of the trainable parameters."""
     for p in vlm.parameters():
@@ -49,7 +47,7 @@ def set_trainable(vlm: StrokeVLM, lora: LoraSettings, new_params: tuple[str, ...
     return names
 
 
-def adapter_state_dict(vlm: StrokeVLM) -> dict[str, torch.Tensor]:
+def adapter_state_dict(vlm: nn.Module) -> dict[str, torch.Tensor]:
     """LoRA weights of both parts plus the model's new parameters."""
     state = {}
     for part, module in (("qformer", vlm.base.qformer), ("llm", vlm.llm)):
@@ -59,7 +57,7 @@ def adapter_state_dict(vlm: StrokeVLM) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
 
 
-def load_adapter_state_dict(vlm: StrokeVLM, state: dict[str, torch.Tensor]) -> None:
+def load_adapter_state_dict(vlm: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load what `adapter_state_dict` saved into a model with the same LoRA layout.
 
     Raises ValueError naming the keys that do not fit."""
@@ -82,7 +80,7 @@ def load_adapter_state_dict(vlm: StrokeVLM, state: dict[str, torch.Tensor]) -> N
 
 
 @contextmanager
-def without_llm_lora(vlm: StrokeVLM) -> Iterator[None]:
+def without_llm_lora(vlm: nn.Module) -> Iterator[None]:
     """The LLM as it was before stage 2: a stage-2 model captions strokes like its stage 1."""
     layers = [m for m in vlm.llm.modules() if isinstance(m, LoraLayer)]
     for layer in layers:

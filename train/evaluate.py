@@ -23,7 +23,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from core.config import GenerationSettings
@@ -41,7 +41,6 @@ from train.data import (
     load_captions,
     load_questions,
     load_references,
-    model_inputs,
 )
 
 log = logging.getLogger(__name__)
