@@ -31,17 +31,8 @@ from core.loader import ModelLoadError, load_model, read_manifest
 from core.model import ModelAnswer, StrokeModel
 from core.prompts import parse_answer
 from train import metrics as M
-from train.data import (
-    CaptionDataset,
-    ClipReader,
-    ClipTokens,
-    Collator,
-    DataError,
-    is_chain_of_thought,
-    load_captions,
-    load_questions,
-    load_references,
-)
+from train.data import (CaptionDataset, ClipReader, ClipTokens, Collator, DataError, is_chain_of_thought, load_captions,
+                        load_questions, load_references)
 
 log = logging.getLogger(__name__)
 
