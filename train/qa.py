@@ -1,4 +1,4 @@
-"""Stage-2 questions and answers: templates, chunking, answer formatting and parsing.
+"""Stage-2 questions: templates, rally chunks, and the questions (with their target answers) of each chunk.
 
 A rally's strokes (ordered by ball_round) are cut into chunks of 5 (10 for chain-of-thought).
 Each chunk gets 14 questions as in the reference system: one negative per question kind, about
