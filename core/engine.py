@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from core.config import GenerationSettings, LoraSettings, ModelSettings
+from core.config import GenerationSettings, ModelSettings
 from core.loader import ModelLoadError, build_model, load_model, read_manifest
 from core.indexer import add_match
 from core.model import StrokeModel
-from core.runner import RunError, RunRequest, Runner
+from core.runner import ConfigBuilder, RunError, Runner
 from core.store import StrokeStore
 from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights,
                         write_segments)
@@ -379,30 +379,30 @@ class Engine:
 
     # ------------------------------------------------------------ training
 
-    def start_training(self, stage: int, data: str, run_name: str = "", epochs: int = 1, lr: float | None = None,
-                       max_steps: int = 0, experiment: int | None = 1, lora: dict | None = None,
-                       init_run: str | None = None, base: str | None = None, tiny: bool = False,
-                       negative_share: float | None = None, extra: dict | None = None) -> str:
+    def start_training(self, stage: int, data: str, run_name: str = "", options: dict | None = None,
+                       init_run: str | None = None, run_config: ConfigBuilder | None = None) -> str:
+        """Start a stage-1 or stage-2 run on the workspace's `data` folder in a new run folder; its name.
+
+        `options` are the recipe's own, by field name (train/config.py: {"epochs": 2, "base": ...});
+        `run_config` (train.config.run_config, passed in by the app) validates them before a process
+        starts. Paths are checked here: `data` and a `base` folder in the workspace, the run `init_run`."""
         ws, runner = self._ws(), self._runner()
         data_dir = ws.resolve(data, what="data folder")
         if not (data_dir / "train.json").is_file() and not (data_dir / "qa_train.json").is_file():
             raise EngineError(f"{data_dir} holds no train.json / qa_train.json; build it with "
                               "`python -m train.build_dataset`")
-        init = str(runner.run_dir(init_run)) if stage == 2 and init_run else None
-        base_path = None
-        if base and not tiny:
-            base_path = base if _is_hub_id(base, ws) else str(ws.resolve(base, what="base model folder"))
-        out = ws.new_run_dir(stage, run_name)
-        lora = lora or {}
-        req = RunRequest(stage=stage, data=str(data_dir), out=str(out), epochs=int(epochs), lr=lr,
-                         max_steps=int(max_steps or 0), experiment=experiment if stage == 1 else None,
-                         qformer_parts=tuple(lora.get("qformer_parts") or ()), qformer_r=lora.get("qformer_r"),
-                         qformer_alpha=lora.get("qformer_alpha"), llm_part=lora.get("llm_part"),
-                         llm_r=lora.get("llm_r"), init=init, negative_share=negative_share if stage == 2 else None,
-                         base=base_path, tiny=tiny, extra=extra or {})
-        if req.qformer_parts:
-            LoraSettings(qformer_parts=req.qformer_parts)  # validate the names before a process starts
-        return runner.start(req).name
+        if stage == 2 and not init_run:
+            raise EngineError("stage 2 starts from a stage-1 run: choose one")
+        if run_config is None:
+            raise EngineError("starting a run needs the recipes' option check (train.config.run_config)")
+        options = {"progress": False, **(options or {})}  # the run writes to a log file, not a terminal
+        base = options.pop("base", None)
+        if base and not options.get("tiny"):
+            options["base"] = base if _is_hub_id(base, ws) else str(ws.resolve(base, what="base model folder"))
+        if stage == 2:
+            options["init"] = str(runner.run_dir(init_run))
+        options.update(data=str(data_dir), out=str(ws.new_run_dir(stage, run_name)))
+        return runner.start(stage, options, run_config).name
 
     def _runner(self) -> Runner:
         if self.runner is None:

@@ -1,10 +1,13 @@
 """Training runs as separate processes: start, watch, stop, list.
 
-A run is `python -m train.stage1|stage2 ...` in its own process group, with stdout and stderr
-going straight to `RUN/console.log` (so the run's output survives the app, and the app survives
-the run). `RUN/run.json` records the command, pid and, once it has ended, the exit code and
-whether it was stopped. The training recipe writes `RUN/metrics.jsonl` (one JSON object per
-line: step, loss, lr, eval metrics); the app reads it for the live plot and the run list.
+A run is `python -m train.stage1|stage2 --config RUN/request.yaml` in its own process group, with
+stdout and stderr going straight to `RUN/console.log` (so the run's output survives the app, and
+the app survives the run). The options are the recipe's own: a builder the app passes in
+(train.config.run_config) validates them into the stage's config dataclass before any process
+starts, and that config writes `RUN/request.yaml`. `RUN/run.json` records the command, the config,
+the pid and, once it has ended, the exit code and whether it was stopped. The training recipe
+writes `RUN/metrics.jsonl` (one JSON object per line: step, loss, lr, eval metrics); the app reads
+it for the live plot and the run list.
 """
 from __future__ import annotations
 
@@ -16,14 +19,17 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_FILE = "console.log"  # the recipe itself writes train.log (its logger) beside it
 RUN_FILE = "run.json"
+REQUEST_FILE = "request.yaml"  # the validated options the recipe starts from (--config)
 METRICS_FILE = "metrics.jsonl"
 STOP_GRACE_S = 10.0
 NOT_METRICS = {"step", "epoch", "lr", "time", "elapsed_s", "total_steps", "max_steps", "samples", "tokens",
@@ -34,78 +40,20 @@ class RunError(RuntimeError):
     """A run that cannot be started or found; the message says why."""
 
 
-@dataclass
-class RunRequest:
-    """What the Train tab asks for; `command()` turns it into the recipe's command line."""
+class RunConfig(Protocol):
+    """A recipe's validated options: train.config's Stage1Config / Stage2Config."""
 
     stage: int
-    data: str
     out: str
-    epochs: int = 1
-    lr: float | None = None
-    max_steps: int = 0
-    experiment: int | None = 1  # stage 1 preset; None: the explicit Q-Former settings below
-    qformer_parts: tuple[str, ...] = ()
-    qformer_r: int | None = None
-    qformer_alpha: int | None = None
-    llm_part: str | None = None  # stage 2 default "all"
-    llm_r: int | None = None
-    init: str | None = None  # stage 2: the stage-1 run folder
-    negative_share: float | None = None  # stage 2: impossible questions repeated up to this share
-    base: str | None = None
-    tiny: bool = False
-    extra: dict = field(default_factory=dict)  # any other recipe option, e.g. {"batch_size": 2}
 
-    def __post_init__(self) -> None:
-        if self.stage not in (1, 2):
-            raise RunError(f"stage must be 1 or 2, got {self.stage}")
-        if self.stage == 2 and not self.init:
-            raise RunError("stage 2 starts from a stage-1 run: choose one")
-        if self.epochs < 1:
-            raise RunError("epochs must be at least 1")
-        if self.max_steps < 0:
-            raise RunError("max steps must be 0 (no limit) or more")
-        if self.lr is not None and not self.lr > 0:
-            raise RunError("the learning rate must be > 0")
-        if self.base and self.tiny:
-            raise RunError("choose a base model or the tiny smoke-test base, not both")
-        if self.negative_share is not None:
-            if self.stage != 2:
-                raise RunError("the impossible-question share is a stage-2 setting")
-            if not 0 < self.negative_share < 1:
-                raise RunError(f"the impossible-question share must be between 0 and 1, got {self.negative_share}")
+    def to_dict(self) -> dict: ...
 
-    def command(self, python: str = sys.executable) -> list[str]:
-        cmd = [python, "-m", f"train.stage{self.stage}", "--data", str(self.data), "--out", str(self.out),
-               "--epochs", str(self.epochs), "--progress", "false"]
-        if self.lr is not None:
-            cmd += ["--lr", repr(float(self.lr))]
-        if self.max_steps:
-            cmd += ["--max-steps", str(self.max_steps)]
-        if self.stage == 1:
-            if self.experiment is not None:
-                cmd += ["--experiment", str(self.experiment)]
-            if self.qformer_parts:
-                cmd += ["--qformer-parts", ",".join(self.qformer_parts)]
-            if self.qformer_r is not None:
-                cmd += ["--qformer-r", str(self.qformer_r)]
-            if self.qformer_alpha is not None:
-                cmd += ["--qformer-alpha", str(self.qformer_alpha)]
-        else:
-            cmd += ["--init", str(self.init)]
-            if self.negative_share is not None:
-                cmd += ["--negative-share", repr(float(self.negative_share))]
-        if self.llm_part:
-            cmd += ["--llm-part", self.llm_part]
-        if self.llm_r is not None:
-            cmd += ["--llm-r", str(self.llm_r)]
-        if self.tiny:
-            cmd += ["--tiny"]
-        elif self.base:
-            cmd += ["--base", str(self.base)]
-        for key, value in self.extra.items():
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
-        return cmd
+    def save(self, path: str | Path) -> None: ...
+
+
+# (stage, options by field name) -> the validated config; raises ValueError naming the bad option.
+# The app passes train.config.run_config: core never imports train/, and declares no option itself.
+ConfigBuilder = Callable[[int, dict], RunConfig]
 
 
 @dataclass
@@ -202,16 +150,23 @@ class Runner:
 
     # ------------------------------------------------------------ start / stop
 
-    def start(self, request: RunRequest) -> Path:
+    def start(self, stage: int, options: dict, run_config: ConfigBuilder) -> Path:
+        """Start `python -m train.stage{stage}` on `options` (the recipe's option names; `out` is
+        the run folder), once `run_config` has validated them."""
+        try:
+            config = run_config(stage, options)
+        except ValueError as err:
+            raise RunError(f"cannot start a stage-{stage} run: {err}") from None
         with self._lock:
             busy = [n for n, p in self._procs.items() if p.poll() is None]
             if busy:
                 raise RunError(f"run {busy[0]} is still going; stop it first")
-            run_dir = Path(request.out)
+            run_dir = Path(config.out)
             if (run_dir / RUN_FILE).exists():
                 raise RunError(f"{run_dir.name} already exists; choose another run name")
             run_dir.mkdir(parents=True, exist_ok=True)
-            cmd = request.command(self.python)
+            config.save(run_dir / REQUEST_FILE)
+            cmd = [self.python, "-m", f"train.stage{config.stage}", "--config", str(run_dir / REQUEST_FILE)]
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
             logf = open(run_dir / LOG_FILE, "ab")
             try:
@@ -223,7 +178,7 @@ class Runner:
                 raise RunError(f"cannot start the training process: {err}") from None
             finally:
                 logf.close()
-            info = {"command": cmd, "pid": proc.pid, "stage": request.stage, "request": _jsonable(asdict(request)),
+            info = {"command": cmd, "pid": proc.pid, "stage": config.stage, "request": _jsonable(config.to_dict()),
                     "started": time.strftime("%Y-%m-%d %H:%M:%S"), "returncode": None, "stopped": False}
             _write_json(run_dir / RUN_FILE, info)
             self._procs[run_dir.name] = proc

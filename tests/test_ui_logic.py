@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.engine import Engine, EngineError
-from core.runner import RunError, RunRequest, Runner, latest_metrics, read_metrics, tail
+from core.runner import REQUEST_FILE, RunError, Runner, latest_metrics, read_metrics, tail
 from core.workspace import PathNotAllowed, Workspace, is_url, safe_name
+from train.config import Stage1Config, Stage2Config, config_from_file, run_config
 from ui.figures import counts_figure, court_figure, loss_figure, timeline_figure
 
 SET_CSV = Path(__file__).parent / "data/shuttleset/Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals/set1.csv"
@@ -69,30 +71,93 @@ def test_safe_names_and_fresh_folders(tmp_path):
 # ---------------------------------------------------------------- runner
 
 
-def test_run_request_command_line():
-    cmd = RunRequest(stage=1, data="d", out="o", epochs=2, lr=1e-4, max_steps=2, experiment=3, tiny=True,
-                     extra={"num_workers": 0}).command("py")
-    assert cmd[:3] == ["py", "-m", "train.stage1"]
-    joined = " ".join(cmd)
-    for part in ("--data d", "--out o", "--epochs 2", "--lr 0.0001", "--max-steps 2", "--experiment 3", "--tiny",
-                 "--num-workers 0", "--progress false"):
-        assert part in joined
-    cmd2 = RunRequest(stage=2, data="d", out="o", init="runs/s1", experiment=None, llm_part="all", llm_r=8).command("py")
-    assert "train.stage2" in cmd2 and "--init" in cmd2 and "--llm-part" in cmd2 and "--experiment" not in cmd2
-    assert "--negative-share" not in cmd2  # the data's own mix unless asked
-    cmd3 = RunRequest(stage=2, data="d", out="o", init="runs/s1", negative_share=0.45).command("py")
-    assert "--negative-share 0.45" in " ".join(cmd3)
-    for share in (0.0, 1.0, 1.5):
-        with pytest.raises(RunError, match="between 0 and 1"):
-            RunRequest(stage=2, data="d", out="o", init="runs/s1", negative_share=share)
-    with pytest.raises(RunError, match="stage-2 setting"):
-        RunRequest(stage=1, data="d", out="o", negative_share=0.4)
-    with pytest.raises(RunError, match="stage-1 run"):
-        RunRequest(stage=2, data="d", out="o")
-    with pytest.raises(RunError):
-        RunRequest(stage=1, data="d", out="o", epochs=0)
-    with pytest.raises(RunError):
-        RunRequest(stage=1, data="d", out="o", base="x", tiny=True)
+def _request(run: Path) -> dict:
+    """The options a run was started with, as its recipe reads them (--config RUN/request.yaml)."""
+    return yaml.safe_load((run / REQUEST_FILE).read_text())
+
+
+def test_runs_start_from_the_recipe_config_the_options_validate_into(tmp_path):
+    py = _fake_recipe(tmp_path, "print('argv', *args, flush=True)\n")
+    runner = Runner(tmp_path / "runs", python=py)
+    run = runner.start(1, {"data": "d", "out": str(tmp_path / "runs" / "s1"), "epochs": 2, "lr": 1e-4,
+                           "max_steps": 2, "experiment": 3, "tiny": True, "num_workers": 0, "progress": False},
+                       run_config)
+    assert _wait(lambda: runner.status(run.name).state != "running")
+    assert f"$ -m train.stage1 --config {run / REQUEST_FILE}\nargv --config" in runner.log_tail(run.name)
+    cfg = config_from_file(run / REQUEST_FILE, Stage1Config)  # what the recipe itself reads
+    assert (cfg.data, cfg.epochs, cfg.lr, cfg.max_steps, cfg.experiment, cfg.tiny, cfg.num_workers, cfg.progress) == \
+        ("d", 2, 1e-4, 2, 3, True, 0, False)
+    assert cfg.batch_size == Stage1Config().batch_size  # options not given keep the recipe's defaults
+    assert runner.status(run.name).epochs == 2
+
+    s2 = runner.start(2, {"data": "d", "out": str(tmp_path / "runs" / "s2"), "init": "runs/s1", "llm_part": "attn",
+                          "llm_r": 8}, run_config)
+    assert _wait(lambda: runner.status(s2.name).state != "running")
+    assert "train.stage2" in runner.log_tail(s2.name)
+    assert (_request(s2)["init"], _request(s2)["llm_part"], _request(s2)["llm_r"]) == ("runs/s1", "attn", 8)
+    assert _request(s2)["negative_share"] is None  # the data's own mix unless asked
+    s3 = runner.start(2, {"data": "d", "out": str(tmp_path / "runs" / "s3"), "init": "runs/s1",
+                          "negative_share": 0.45}, run_config)
+    assert _request(s3)["negative_share"] == 0.45
+
+
+def test_bad_options_are_refused_with_the_option_named_before_a_process_starts(tmp_path):
+    runner = Runner(tmp_path / "runs", python=_fake_recipe(tmp_path, "raise SystemExit('started')\n"))
+    out = {"data": "d", "out": str(tmp_path / "runs" / "bad")}
+    for share in (0.0, 1.0, 1.5, -0.2):
+        with pytest.raises(RunError, match="negative_share must be between 0 and 1"):
+            runner.start(2, {**out, "init": "runs/s1", "negative_share": share}, run_config)
+    with pytest.raises(RunError, match="not an option of stage 1: 'negative_share'"):
+        runner.start(1, {**out, "negative_share": 0.4}, run_config)
+    with pytest.raises(RunError, match="epochs must be > 0"):
+        runner.start(1, {**out, "epochs": 0}, run_config)
+    with pytest.raises(RunError, match="--base or --tiny, not both"):
+        runner.start(1, {**out, "base": "x", "tiny": True}, run_config)
+    with pytest.raises(RunError, match="Q-Former LoRA part"):
+        runner.start(1, {**out, "experiment": None, "qformer_parts": ("cross_attn", "nope")}, run_config)
+    with pytest.raises(RunError, match="stage must be one of"):
+        runner.start(3, out, run_config)
+    assert not (tmp_path / "runs" / "bad").exists() and runner.active() is None
+
+
+def test_train_tab_options_are_the_recipe_options(tmp_path):
+    from ui.train_tab import PRESETS, run_options, stage_defaults
+
+    assert PRESETS[:4] == ["1 (r=1)", "2 (r=2)", "3 (r=4)", "4 (r=8)"]
+    assert stage_defaults(1) == {"lr": Stage1Config.lr, "llm_part": "none"}
+    assert stage_defaults(2) == {"lr": Stage2Config.lr, "llm_part": Stage2Config.llm_part}
+    widgets = dict(qparts=["cross_attn"], qr=4, qalpha=8, llm_part="none", llm_r=4, negatives=0.4, epochs=2,
+                   lr=1e-4, max_steps=None, base=None, tiny=True)
+    s1 = run_options(1, "3 (r=4)", **widgets)
+    assert s1 == {"tiny": True, "num_workers": 0, "epochs": 2, "lr": 1e-4, "llm_r": 4, "experiment": 3}
+    assert run_config(1, {**s1, "data": "d", "out": "o"}).lora_settings().qformer_r == 4
+    custom = run_options(1, "custom", **{**widgets, "qparts": ["cross_attn", "ffn"], "qr": 2})
+    assert run_config(1, custom).lora_settings().qformer_parts == ("cross_attn", "ffn")
+    s2 = run_options(2, "1 (r=1)", **{**widgets, "llm_part": "all", "tiny": False})
+    assert s2["negative_share"] == 0.4 and "experiment" not in s2
+    assert "negative_share" not in run_options(2, "1 (r=1)", **{**widgets, "negatives": 0})
+
+
+def test_engine_checks_paths_and_the_stage1_run_then_starts_from_a_validated_config(engine, tmp_path):
+    ws = engine.workspace
+    (ws.data / "d").mkdir(parents=True)
+    (ws.data / "d" / "qa_train.json").write_text("[]")
+    engine.runner = Runner(ws.runs, python=_fake_recipe(tmp_path, "print('started', flush=True)\n"))
+    with pytest.raises(EngineError, match="stage-1 run"):
+        engine.start_training(2, "data/d", options={"max_steps": 2}, run_config=run_config)
+    with pytest.raises(EngineError, match="option check"):
+        engine.start_training(1, "data/d")
+    first = engine.start_training(1, "data/d", "smoke", {"max_steps": 2, "tiny": True, "base": "ignored"},
+                                  run_config=run_config)
+    assert _wait(lambda: engine.runner.status(first).state != "running")
+    request = _request(ws.runs / first)
+    assert request["data"] == str(ws.data / "d") and request["progress"] is False and request["base"] is None
+    with pytest.raises(RunError, match="negative_share"):
+        engine.start_training(2, "data/d", options={"negative_share": 1.5}, init_run=first, run_config=run_config)
+    assert [d.name for d in ws.runs.iterdir()] == [first]  # nothing started, no run folder
+    second = engine.start_training(2, "data/d", options={"negative_share": 0.4}, init_run=first,
+                                   run_config=run_config)
+    assert _request(ws.runs / second)["init"] == str(ws.runs / first)
 
 
 def test_metrics_reader_skips_a_half_written_line(tmp_path):
@@ -108,8 +173,8 @@ def test_metrics_reader_skips_a_half_written_line(tmp_path):
 def _fake_recipe(tmp_path: Path, body: str) -> str:
     """A stand-in python that runs `body` for any `-m train.stageN ...` command line."""
     script = tmp_path / "fake.py"
-    script.write_text("import json, sys, time, pathlib\nargs = sys.argv[1:]\nout = pathlib.Path(args[args.index('--out') + 1])\n"
-                      + body)
+    script.write_text("import json, sys, time, pathlib, yaml\nargs = sys.argv[1:]\n"
+                      "out = pathlib.Path(yaml.safe_load(open(args[args.index('--config') + 1]))['out'])\n" + body)
     wrapper = tmp_path / "python"
     wrapper.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {script} \"$@\"\n")
     wrapper.chmod(0o755)
@@ -133,7 +198,7 @@ def test_runner_runs_logs_and_reads_metrics(tmp_path):
         "    f.write(json.dumps({'step': 2, 'epoch': 1.0, 'loss': 2.0, 'val_cider': 0.1}) + '\\n')\n"
         "(out / 'final').mkdir(); (out / 'final' / 'manifest.json').write_text('{}')\n"))
     runner = Runner(tmp_path / "runs", python=py)
-    run = runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "r1"), max_steps=2))
+    run = runner.start(1, {"data": "d", "out": str(tmp_path / "runs" / "r1"), "max_steps": 2}, run_config)
     assert _wait(lambda: runner.status(run.name).state != "running")
     st = runner.status(run.name)
     assert st.state == "finished" and st.step == 2 and st.total_steps == 2 and st.progress == 1.0
@@ -142,22 +207,22 @@ def test_runner_runs_logs_and_reads_metrics(tmp_path):
     assert runner.adapters(run.name) == run / "final"
     assert [s.name for s in runner.list_runs()] == ["r1"]
     with pytest.raises(RunError, match="already exists"):
-        runner.start(RunRequest(stage=1, data="d", out=str(run)))
+        runner.start(1, {"data": "d", "out": str(run)}, run_config)
 
 
 def test_runner_survives_a_failing_run_and_stops_a_running_one(tmp_path):
     runner = Runner(tmp_path / "runs", python=_fake_recipe(tmp_path, "raise SystemExit('bad data')\n"))
-    bad = runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "bad")))
+    bad = runner.start(1, {"data": "d", "out": str(tmp_path / "runs" / "bad")}, run_config)
     assert _wait(lambda: runner.status(bad.name).state != "running")
     assert runner.status(bad.name).state == "failed" and "bad data" in runner.log_tail(bad.name)
     with pytest.raises(RunError, match="no saved adapters"):
         runner.adapters(bad.name)
 
     runner = Runner(tmp_path / "runs", python=_fake_recipe(tmp_path, "time.sleep(60)\n"))
-    slow = runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "slow")))
+    slow = runner.start(1, {"data": "d", "out": str(tmp_path / "runs" / "slow")}, run_config)
     assert runner.active() == "slow"
     with pytest.raises(RunError, match="still going"):
-        runner.start(RunRequest(stage=1, data="d", out=str(tmp_path / "runs" / "other")))
+        runner.start(1, {"data": "d", "out": str(tmp_path / "runs" / "other")}, run_config)
     assert "Stopped" in runner.stop()
     assert _wait(lambda: runner.status(slow.name).state == "stopped")
     assert runner.active() is None

@@ -278,6 +278,10 @@ def _coerce(value, hint, name: str):
     return value
 
 
+def _default(f):
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
@@ -293,13 +297,18 @@ def load_yaml(path: str | Path, cls: type[TrainConfig]) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected `field: value` lines at the top level")
+    return _field_values(data, cls, f"{path}: unknown option")
+
+
+def _field_values(options: dict, cls: type[TrainConfig], unknown: str) -> dict:
+    """`options` (names with - or _) as field values of `cls`, coerced to their types."""
     hints = _hints(cls)
     known = {f.name for f in fields(cls)}
     out = {}
-    for key, value in data.items():
+    for key, value in options.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            raise ConfigError(f"{path}: unknown option {key!r}; known options: {', '.join(sorted(known))}")
+            raise ConfigError(f"{unknown} {key!r}; known options: {', '.join(sorted(known))}")
         out[name] = _coerce(value, hints[name], name)
     return out
 
@@ -323,7 +332,7 @@ def build_parser(cls: type[TrainConfig], prog: str, description: str) -> argpars
     for f in fields(cls):
         hint = hints[f.name]
         inner, _ = _unwrap_optional(hint)
-        default = f.default if f.default is not MISSING else f.default_factory()
+        default = _default(f)
         names = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {default})")
         conv = _converter(hint, f.name)
@@ -348,3 +357,25 @@ def parse_config(cls: type[TrainConfig], argv: list[str] | None, prog: str, desc
 
 def config_from_file(path: str | Path, cls: type[TrainConfig]) -> TrainConfig:
     return cls(**load_yaml(path, cls))
+
+
+STAGE_CONFIGS: dict[int, type[TrainConfig]] = {1: Stage1Config, 2: Stage2Config}
+
+
+def stage_config(stage: int) -> type[TrainConfig]:
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"stage must be one of {sorted(STAGE_CONFIGS)}, got {stage!r}")
+    return STAGE_CONFIGS[stage]
+
+
+def option_defaults(stage: int) -> dict:
+    """Every option of a stage with its default value (the Train tab starts from these)."""
+    return {f.name: _default(f) for f in fields(stage_config(stage))}
+
+
+def run_config(stage: int, options: dict) -> TrainConfig:
+    """A stage's configuration from option values by name (`{"lr": 1e-4, "max_steps": 2}`), validated
+    by its dataclass as `--config` and the command line are; ConfigError names an unknown or bad option.
+    The app starts runs through this: `config.save(RUN/...)`, then `python -m train.stageN --config` it."""
+    cls = stage_config(stage)
+    return cls(**_field_values(options, cls, f"not an option of stage {stage}:"))

@@ -4,13 +4,42 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.config import LLM_LORA_PARTS, QFORMER_LORA_PARTS
+from core.config import EXPERIMENT_RANKS, LLM_LORA_PARTS, QFORMER_LORA_PARTS, LoraSettings
 from core.engine import Engine
+from train.config import STAGE_CONFIGS, option_defaults, run_config
 from ui.common import guarded, progress_html
 from ui.figures import loss_figure
 
 RUN_COLUMNS = ["run", "stage", "state", "step", "loss", "metrics", "started"]
-PRESETS = ["1 (r=1)", "2 (r=2)", "3 (r=4)", "4 (r=8)", "custom"]
+PRESETS = [f"{e} (r={r})" for e, r in EXPERIMENT_RANKS.items()] + ["custom"]
+NO_LLM = "none"
+
+
+def stage_defaults(stage: int) -> dict:
+    """The widgets whose starting value differs between the stages, at that stage's defaults."""
+    d = option_defaults(stage)
+    return {"lr": d["lr"], "llm_part": d["llm_part"] or NO_LLM}
+
+
+def run_options(stage: int, preset: str, qparts, qr, qalpha, llm_part: str, llm_r, negatives, epochs, lr,
+                max_steps, base: str | None, tiny: bool) -> dict:
+    """The tab's widgets as the recipe's options (train/config.py field names); an empty number
+    leaves the option at the recipe's default."""
+    options = {"tiny": bool(tiny), "num_workers": 0}
+    for name, value in (("epochs", epochs), ("lr", lr), ("max_steps", max_steps), ("llm_r", llm_r)):
+        if value is not None:
+            options[name] = value
+    if llm_part != NO_LLM:
+        options["llm_part"] = llm_part
+    if base:
+        options["base"] = base
+    if stage == 1 and preset == "custom":
+        options.update(experiment=None, qformer_parts=tuple(qparts), qformer_r=qr, qformer_alpha=qalpha)
+    elif stage == 1:
+        options["experiment"] = int(preset.split()[0])
+    elif negatives:  # 0: the data's own mix
+        options["negative_share"] = negatives
+    return options
 
 
 def runs_table(statuses) -> list[list]:
@@ -27,31 +56,36 @@ def runs_table(statuses) -> list[list]:
 def create_train_tab(engine: Engine, shared) -> None:
     runner = engine.runner
     default_data = str(engine.workspace.data / "demo") if engine.workspace else ""
+    s1, s2, lora = option_defaults(1), option_defaults(2), LoraSettings()
     with gr.Tab("Train", id="train"):
         with gr.Row():
-            stage = gr.Radio([1, 2], value=1, label="Stage", info="1: stroke captions, 2: questions over strokes",
-                             elem_id="train-stage")
-            preset = gr.Dropdown(PRESETS, value=PRESETS[0], label="Experiment preset (Q-Former cross-attention LoRA)")
+            stage = gr.Radio(list(STAGE_CONFIGS), value=1, label="Stage",
+                             info="1: stroke captions, 2: questions over strokes", elem_id="train-stage")
+            preset = gr.Dropdown(PRESETS, value=PRESETS[list(EXPERIMENT_RANKS).index(s1["experiment"])],
+                                 label="Experiment preset (Q-Former cross-attention LoRA)")
             run_name = gr.Textbox(label="Run name (optional)", elem_id="run-name")
         with gr.Accordion("LoRA settings (custom)", open=False):
             with gr.Row():
-                qparts = gr.CheckboxGroup(list(QFORMER_LORA_PARTS), value=["cross_attn"], label="Q-Former parts")
-                qr = gr.Number(4, label="Q-Former rank", precision=0, minimum=1)
-                qalpha = gr.Number(8, label="Q-Former alpha", precision=0, minimum=1)
-                llm_part = gr.Dropdown(["none", *LLM_LORA_PARTS], value="none", label="LLM part")
-                llm_r = gr.Number(4, label="LLM rank", precision=0, minimum=1)
+                qparts = gr.CheckboxGroup(list(QFORMER_LORA_PARTS),
+                                          value=list(LoraSettings.experiment(s1["experiment"]).qformer_parts),
+                                          label="Q-Former parts")
+                qr = gr.Number(lora.qformer_r, label="Q-Former rank", precision=0)
+                qalpha = gr.Number(lora.qformer_alpha, label="Q-Former alpha", precision=0)
+                llm_part = gr.Dropdown([NO_LLM, *LLM_LORA_PARTS], value=stage_defaults(1)["llm_part"],
+                                       label="LLM part")
+                llm_r = gr.Number(s1["llm_r"], label="LLM rank", precision=0)
         with gr.Row():
             data = gr.Textbox(default_data, label="Data folder (from train.build_dataset, inside the workspace)",
                               elem_id="train-data", scale=3)
             init = gr.Dropdown([], label="Stage 2 starts from run", allow_custom_value=False, elem_id="train-init")
-            negatives = gr.Number(0, label="Stage 2: impossible-question share (0: the data's own mix)", minimum=0,
-                                  maximum=0.95, step=0.05, elem_id="negative-share")
+            negatives = gr.Number(s2["negative_share"] or 0, label="Stage 2: impossible-question share (0: the data's "
+                                  "own mix)", step=0.05, elem_id="negative-share")
         with gr.Row():
-            epochs = gr.Number(1, label="Epochs", precision=0, minimum=1)
-            lr = gr.Number(0, label="Learning rate (0: the recipe's default)", minimum=0)
-            max_steps = gr.Number(0, label="Max steps (0: all)", precision=0, minimum=0, elem_id="max-steps")
-            base = gr.Textbox("", label="Base model (HF id or folder; empty: the loaded model's base)")
-            tiny = gr.Checkbox(False, label="Tiny random base (smoke test)", elem_id="tiny")
+            epochs = gr.Number(s1["epochs"], label="Epochs", precision=0)
+            lr = gr.Number(stage_defaults(1)["lr"], label="Learning rate", elem_id="train-lr")
+            max_steps = gr.Number(s1["max_steps"], label="Max steps (0: all)", precision=0, elem_id="max-steps")
+            base = gr.Textbox(s1["base"] or "", label="Base model (HF id or folder; empty: the loaded model's base)")
+            tiny = gr.Checkbox(s1["tiny"], label="Tiny random base (smoke test)", elem_id="tiny")
         with gr.Row():
             start = gr.Button("Start", variant="primary", elem_id="train-start")
             stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -74,20 +108,19 @@ def create_train_tab(engine: Engine, shared) -> None:
     def run_names():
         return [s.name for s in runner.list_runs()]
 
+    def on_stage(stage_v):
+        d = stage_defaults(int(stage_v))
+        return d["lr"], d["llm_part"]
+
     def on_start(stage_v, preset_v, name_v, qparts_v, qr_v, qalpha_v, llm_v, llm_r_v, data_v, init_v,
                  negatives_v, epochs_v, lr_v, steps_v, base_v, tiny_v):
-        custom = preset_v == "custom"
-        lora = {"llm_part": None if llm_v == "none" else llm_v, "llm_r": int(llm_r_v) if llm_v != "none" else None}
-        if custom:
-            lora.update(qformer_parts=tuple(qparts_v), qformer_r=int(qr_v), qformer_alpha=int(qalpha_v))
         base_v = (base_v or "").strip() or None
         if base_v is None and not tiny_v and engine.model is not None:
             base_v = str(engine.model.settings.base)
-        name = engine.start_training(
-            int(stage_v), data_v, name_v or "", epochs=int(epochs_v or 1), lr=float(lr_v) if lr_v else None,
-            max_steps=int(steps_v or 0), experiment=None if custom else int(preset_v.split()[0]), lora=lora,
-            init_run=init_v, base=base_v, tiny=bool(tiny_v), negative_share=float(negatives_v) if negatives_v else None,
-            extra={"num_workers": 0})
+        options = run_options(int(stage_v), preset_v, qparts_v, qr_v, qalpha_v, llm_v, llm_r_v, negatives_v,
+                              epochs_v, lr_v, steps_v, base_v, tiny_v)
+        name = engine.start_training(int(stage_v), data_v, name_v or "", options, init_run=init_v,
+                                     run_config=run_config)
         return name, gr.Timer(active=True), f"Started **{name}**."
 
     def on_tick(name):
@@ -119,6 +152,7 @@ def create_train_tab(engine: Engine, shared) -> None:
             raise gr.Error("Choose a run.")
         return f"Loaded: {engine.use_run(name)}"
 
+    stage.change(on_stage, stage, [lr, llm_part])
     start.click(guarded(on_start),
                 [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, negatives, epochs, lr,
                  max_steps, base, tiny], [current, timer, status])
