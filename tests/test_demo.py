@@ -15,8 +15,8 @@ from core.config import ModelSettings
 from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifest
 from core.tiny import TinySpec
 from train.clip_cache import cut_set
-from train.demo import (MEASURED_RUNS, assemble, choose_sets, match_sets, merge_match_files, set_seeds,
-                        write_model_card)
+from train.demo import (RUNS_FILE, SHARES, assemble, choose_sets, match_sets, merge_match_files, parser, set_seeds,
+                        stage_configs, write_model_card)
 from train.pretrain_base import METRICS, PretrainConfig, augment, load_renders, pretrain, tokenizer_corpus
 from train.replay import render_set
 
@@ -181,6 +181,15 @@ def test_heldout_and_training_sets_come_from_different_matches(tmp_path):
     assert set_seeds(train, 1)[0] == 1000 and not set(set_seeds(train, 1)) & set(set_seeds(heldout, 2))
 
 
+def test_demo_runs_the_stage_recipes_on_their_own_configs(tmp_path):
+    args = parser().parse_args(["--stage1-batch", "16", "--negatives", "0.4"])
+    cfg1, cfg2 = stage_configs(args, tmp_path / "base", tmp_path / "data", tmp_path, budget_s=600)
+    assert cfg1.lora_settings().qformer_r == 8 and cfg1.base == str(tmp_path / "base") and cfg1.num_frames == 8
+    assert cfg1.max_steps == cfg1.schedule_steps == int(600 * SHARES["stage1"] * args.stage1_clips_per_s / 16) and cfg1.batch_size == 16
+    assert cfg2.init == cfg1.out and cfg2.negative_share == 0.4 and cfg2.lora_llm().llm_alpha == 2 * args.stage2_llm_r
+    assert cfg1.data == cfg2.data == str(tmp_path / "data") and not cfg1.progress
+
+
 def test_merge_match_files_keeps_every_render(tmp_path):
     parts = []
     for i, rallies in enumerate(("1-12", "1-12")):
@@ -248,19 +257,46 @@ def test_demo_model_card_lists_disjoint_matches_and_heldout_metrics():
     assert demo in held
 
 
+CARD_SOURCES = ("card.json", "manifest.json", "curves_base.jsonl", "curves_stage1.jsonl", "curves_stage2.jsonl",
+                RUNS_FILE)
+
+
+def _card_sources(folder: Path) -> Path:
+    for name in CARD_SOURCES:
+        shutil.copy(DEMO_MODEL / name, folder / name)
+    return folder
+
+
 def test_demo_model_card_is_written_from_its_card_json(tmp_path):
-    # The shipped README must be what write_model_card makes of the shipped card.json and curves.
-    for name in ("card.json", "manifest.json", "curves_base.jsonl", "curves_stage1.jsonl", "curves_stage2.jsonl"):
-        shutil.copy(DEMO_MODEL / name, tmp_path / name)
-    assert write_model_card(tmp_path).read_text() == (DEMO_MODEL / "README.md").read_text()
+    # The shipped README must be what write_model_card makes of the shipped card.json, runs and curves.
+    assert write_model_card(_card_sources(tmp_path)).read_text() == (DEMO_MODEL / "README.md").read_text()
+
+
+def test_card_quotes_its_figures_from_card_json_and_the_runs_file(tmp_path):
+    folder = _card_sources(tmp_path)
+    card = json.loads((folder / "card.json").read_text())
+    card["heldout"]["stage1"]["field_accuracy"]["zone"] = 0.123
+    card["heldout"]["stage2"]["f1"] = 0.456
+    card["pretrain"]["steps_a"] = 4321
+    card["timings_s"]["total"] = 600.0
+    (folder / "card.json").write_text(json.dumps(card))
+    runs = json.loads((folder / RUNS_FILE).read_text())
+    runs["runs"][-1]["side"] = 0.5
+    (folder / RUNS_FILE).write_text(json.dumps(runs))
+    text = write_model_card(folder).read_text()
+    for quoted in ("| zone | 12.3 % |", "| F1 | 45.6 % |", "phase A ran 4321 steps", "**10.0 min** in total",
+                   "| 50.0 % | 80.5 % | 77.0 % | 70.8 % | 82.6 % | 4 of 5 |"):
+        assert quoted in text, quoted
+    assert "stroke; missed: side, zone, f1" in text  # the status line is worked out from the figures
 
 
 def test_card_runs_table_quotes_the_shipped_run():
     card = json.loads((DEMO_MODEL / "card.json").read_text())
-    shipped = [r for r in MEASURED_RUNS if r.get("shipped")]
+    shipped = [r for r in json.loads((DEMO_MODEL / RUNS_FILE).read_text())["runs"] if r.get("shipped")]
     assert len(shipped) == 1
     run, s1, s2 = shipped[0], card["heldout"]["stage1"]["field_accuracy"], card["heldout"]["stage2"]
-    assert run["steps"] == tuple(card["pretrain"][f"steps_{p}"] for p in "abc")
+    assert run["steps"] == [card["pretrain"][f"steps_{p}"] for p in "abc"]
+    assert run["wall_min"] == pytest.approx(card["timings_s"]["total"] / 60, abs=0.05)
     assert [run[k] for k in ("side", "stroke", "zone", "f1", "impossible_accuracy")] == pytest.approx(
         [s1["side"], s1["stroke"], s1["zone"], s2["f1"], s2["impossible_accuracy"]], abs=5e-4)
 

@@ -13,12 +13,15 @@ Steps (each timed; the timings go into card.json):
     stage-1/2 recipes, which read mp4 clips.
  3. base: train/pretrain_base.py (phase A stroke heads, phase B captioning, phase C instruction
     tuning of the T5 on chunk questions, --negatives of them impossible) on all training clips.
- 4. stage 1: `train.stage1 --base <base> --experiment 4` (Q-Former cross-attention LoRA r=8).
- 5. stage 2: `train.stage2 --init <stage 1> --negative-share <--negatives>` (LLM LoRA "all", chunks of 5).
+ 4. stage 1: the stage-1 recipe, `train.stage1.train(Stage1Config(base=<base>, experiment=4, ...))`
+    (Q-Former cross-attention LoRA r=8).
+ 5. stage 2: `train.stage2.train(Stage2Config(init=<stage 1>, negative_share=--negatives, ...))` (LLM
+    LoRA "all", chunks of 5).
  6. held-out evaluation of both stages with train/evaluate.py (an evenly spaced sample of the
     test split), beside the majority-class baselines.
- 7. assets: the stage-2 adapters + the base (as base/) in --out, card.json, and the demo match
-    (a few rallies of a held-out match at 480x270 with the held-out seed) in --match-out.
+ 7. assets: the stage-2 adapters + the base (as base/) in --out, card.json, the measured runs
+    (assets/demo-model/runs.json) and the model card (train/demo_card.md filled in from them), and the
+    demo match (a few rallies of a held-out match at 480x270 with the held-out seed) in --match-out.
 
 The phases share the --minutes budget; the recipes stop at a step count estimated from assumed
 throughputs (--stage1-clips-per-s, --stage2-questions-per-s). Work files go to --work (default runs/demo).
@@ -31,7 +34,9 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
 import shutil
+import string
 import sys
 import time
 from pathlib import Path
@@ -43,6 +48,7 @@ from core.annotations import load_shuttleset_set
 from core.device import set_threads
 from core.loader import load_model, read_manifest
 from train.clip_cache import ClipSet, cut_set
+from train.config import Stage1Config, Stage2Config
 from train.pretrain_base import PretrainConfig, pretrain
 from train.replay import render_set
 
@@ -57,84 +63,11 @@ NUM_FRAMES, CLIP_SIZE = 8, 112
 SHARES = {"phase_a": 0.33, "phase_b": 0.34, "phase_c": 0.21, "stage1": 0.05, "stage2": 0.07}
 EVAL_RESERVE_S = 60
 MIN_TRAIN_S = 60.0  # the phases train at least this long, even when rendering took the whole budget
-LIMITS = """## Limits: the targets, and what would reach them
-
-{status}
-
-- **Motion channels are what made the tower learn.** The demo model keeps InstructBLIP's vision
-  tower (the adapters and the real base share the code), which sees each frame alone through 16-px
-  patches. Fed colour frames and trained from random weights with the three heads, it stayed at
-  majority level on the held-out set even after 3000 steps of batch 64 on a GPU (side 52-58 %,
-  stroke 14-18 %, zone 26-33 %), with or without auxiliary position targets. Fed grey + frame
-  differences (`"stroke_motion_channels": true` in the base's `preprocessor_config.json`; the
-  shuttle and the swing are what changes between frames) it leaves the plateau within a few
-  hundred CPU steps. Here phase A ran {steps_a} steps and phase B {steps_b} steps of batch {batch}.
-- **Training against held-out clips.** Base pretraining also scores a fixed sample of its own
-  training clips (the `train_*` columns above). At its last evaluation, training against held-out:
-  {fit}. Where the two are close the field is still underfitted (more steps help); where training
-  clips are read better, more sets and looks would help too. Shifting the clips by a few pixels
-  helps side and stroke; mirroring them, with zones swapped, lowered the held-out zone accuracy.
-- **Phase C is what grounds the answers.** A base trained only to caption one clip has never
-  read a question, and stage 2's LoRA alone had to teach its tiny T5 (d_model 64, two encoder
-  and two decoder layers) to compare a question with five clips: the demo model built without
-  phase C answered held-out questions at F1 56.5 and impossible ones at 62.8 %. Phase C
-  instruction-tunes the whole T5 and the clip tags on fresh questions about any chunk of the
-  training rallies ({steps_c} steps here, the tower frozen and every clip encoded once), with
-  {negatives:.0f} % of them about an absent event; stage 2 then trains its LoRA {s2_epochs:.1f}
-  epochs of its questions, the impossible ones repeated to the same share (the reference's data
-  have 4 of 14, 29 %; the held-out questions keep that mix): the share sets where the model draws
-  the line between "happens at stroke i" and "does not occur". A question can only be grounded
-  when each stroke's tokens say what the stroke was, so both are bounded by the stage-1 fields.
-- **The renders carry more.** On clips rendered the same way (40 training sets, the same held-out
-  sets) a small 3D CNN (`python -m train.probe --device cuda`: 4 blocks of Conv3d 3x3x3 + BatchNorm
-  + ReLU + spatial max-pool, three heads) reached held-out side 97 %,
-  stroke type 86 %, zone 83 % after 3000 steps of batch 64 (a GPU run). The renderer names no
-  stroke in the pixels: the type shows only as motion (swing form, shuttle arc and speed), side
-  and zone only as positions.
-- **What would reach the targets.** {longer}
-"""
 TARGETS = {"stage1": {"side": 0.95, "stroke": 0.70, "zone": 0.70},
            "stage2": {"f1": 0.70, "impossible_accuracy": 0.80}}
-# Runs of this command on the 2-core machine that built the shipped card, from each run's card.json
-# (held-out figures on the same sets); the card quotes them beside its own figures.
-MEASURED_RUNS = (
-    {"minutes": 29.5, "shipped": True, "wall_min": 29.5, "steps": (2394, 1762, 1818), "side": 0.903,
-     "stroke": 0.728, "zone": 0.713, "f1": 0.649, "impossible_accuracy": 0.756},
-    {"minutes": 29.5, "wall_min": 29.5, "steps": (2201, 1706, 1928), "side": 0.855,
-     "stroke": 0.688, "zone": 0.600, "f1": 0.614, "impossible_accuracy": 0.849},
-    {"minutes": 45, "wall_min": 46.2, "steps": (3756, 3115, 3075), "side": 0.950,
-     "stroke": 0.772, "zone": 0.510, "f1": 0.719, "impossible_accuracy": 0.837},
-    {"minutes": 45, "wall_min": 45.4, "steps": (3663, 3997, 3839), "side": 0.952,
-     "stroke": 0.805, "zone": 0.770, "f1": 0.708, "impossible_accuracy": 0.826},
-)
-LONGER_RUN = """The phases stop on the clock, so a slower hour gives every phase fewer
-  steps (the timings above say how this run went), and with one or two threads the same seed
-  follows another path. Runs of `python -m train.demo --threads 2` on the machine that built this
-  card, the other options as in the command above (held-out figures from each run's `card.json`;
-  the second and fourth ran after the vision tower's attention kernel changed, with the same
-  outputs to 5e-7):
-
-{runs}
-
-  Side and the stage-2 figures follow the step count: both 45-minute runs (about 1.5 times the
-  steps of every phase) read side at 95 % and answered at F1 70 or more with at least 80 % of the
-  impossible questions right, and the second met all five targets. Zone is learned in some runs
-  and not in others at either budget. So about 1.5 times this budget on this machine (or this
-  budget on a machine 1.5 times as fast) is what the targets need; on a GPU, runs over several
-  seeds would show how reliably zone is learned, and the 3D CNN's clip features distilled into the
-  Q-Former are the next step toward it."""
-
-
-def _runs_table() -> str:
-    head = ("budget", "wall", "phase A / B / C steps", "side", "stroke", "zone", "F1", "impossible", "targets met")
-    rows = ["  | " + " | ".join(head) + " |", "  |" + "---|" * len(head)]
-    targets = {k: v for stage in TARGETS.values() for k, v in stage.items()}
-    for r in MEASURED_RUNS:
-        budget = f"`--minutes {r['minutes']}`" + (" (shipped)" if r.get("shipped") else "")
-        met = sum(r[k] >= v for k, v in targets.items())
-        rows.append(f"  | {budget} | {r['wall_min']:.1f} min | {' / '.join(map(str, r['steps']))} | "
-                    + " | ".join(_pct(r[k]) for k in targets) + f" | {met} of {len(targets)} |")
-    return "\n".join(rows)
+CARD_TEMPLATE = Path(__file__).with_name("demo_card.md")  # the model card's text; card.json fills it in
+RUNS_FILE = "runs.json"  # measured runs of this command, beside card.json; the card's runs table
+SHIPPED_RUNS = ROOT / "assets" / "demo-model" / RUNS_FILE
 
 
 # ---------------------------------------------------------------- data
@@ -234,12 +167,6 @@ def build_stage_data(train_csvs: list[Path], heldout_csvs: list[Path], videos: P
 # ---------------------------------------------------------------- recipes and evaluation
 
 
-def run_recipe(module, argv: list[str]) -> None:
-    code = module.main(argv)
-    if code:
-        raise RuntimeError(f"{module.__name__} {' '.join(argv)} exited with {code}")
-
-
 def evenly(items: list, n: int) -> list:
     if n <= 0 or len(items) <= n:
         return items
@@ -298,6 +225,21 @@ class Clock:
         log.info("phase %s: %.1f s (total %.1f s)", phase, self.timings[phase], time.perf_counter() - self.t0)
 
 
+def stage_configs(args, base: Path, data: Path, work: Path, budget_s: float) -> tuple[Stage1Config, Stage2Config]:
+    """The stage-1 and stage-2 recipes' configs; their steps come from the budget shares and the
+    assumed throughputs."""
+    s1_steps = max(2, int(budget_s * SHARES["stage1"] * args.stage1_clips_per_s / args.stage1_batch))
+    s2_steps = max(2, int(budget_s * SHARES["stage2"] * args.stage2_questions_per_s / args.stage2_batch))
+    common = dict(data=str(data), precision="fp32", device="cpu", num_workers=0, epochs=50, save_every=0,
+                  keep_checkpoints=1, log_every=10, progress=False, seed=args.seed)
+    return (Stage1Config(base=str(base), out=str(work / "stage1"), experiment=4, lr=args.stage1_lr, warmup_steps=20,
+                         batch_size=args.stage1_batch, max_steps=s1_steps, schedule_steps=s1_steps,
+                         num_frames=NUM_FRAMES, **common),
+            Stage2Config(init=str(work / "stage1"), out=str(work / "stage2"), lr=2e-3, batch_size=args.stage2_batch,
+                         grad_accum=1, llm_r=args.stage2_llm_r, llm_alpha=2 * args.stage2_llm_r,
+                         negative_share=args.negatives, max_steps=s2_steps, schedule_steps=s2_steps, **common))
+
+
 def run(args) -> dict:
     clock = Clock(args.minutes)
     work = Path(args.work)
@@ -336,25 +278,14 @@ def run(args) -> dict:
     clock.done("pretrain_base", t)
     del train_clips
 
-    s1_steps = max(2, int(budget * SHARES["stage1"] * args.stage1_clips_per_s / args.stage1_batch))
-    s2_steps = max(2, int(budget * SHARES["stage2"] * args.stage2_questions_per_s / args.stage2_batch))
-    common = ["--precision", "fp32", "--device", "cpu", "--num-workers", "0", "--epochs", "50",
-              "--save-every", "0", "--keep-checkpoints", "1", "--log-every", "10", "--progress", "false",
-              "--seed", str(args.seed)]
     from train import stage1, stage2
 
+    cfg1, cfg2 = stage_configs(args, base, data, work, budget)
     t = time.perf_counter()
-    run_recipe(stage1, ["--base", str(base), "--data", str(data), "--out", str(work / "stage1"), "--experiment", "4",
-                        "--lr", str(args.stage1_lr), "--warmup-steps", "20", "--batch-size", str(args.stage1_batch),
-                        "--max-steps", str(s1_steps), "--schedule-steps", str(s1_steps), "--num-frames", str(NUM_FRAMES),
-                        *common])
+    stage1.train(cfg1)
     clock.done("stage1", t)
     t = time.perf_counter()
-    run_recipe(stage2, ["--init", str(work / "stage1"), "--data", str(data), "--out", str(work / "stage2"),
-                        "--lr", "2e-3", "--batch-size", str(args.stage2_batch), "--grad-accum", "1",
-                        "--llm-r", str(args.stage2_llm_r), "--llm-alpha", str(2 * args.stage2_llm_r),
-                        "--negative-share", str(args.negatives),
-                        "--max-steps", str(s2_steps), "--schedule-steps", str(s2_steps), *common])
+    stage2.train(cfg2)
     clock.done("stage2", t)
 
     t = time.perf_counter()
@@ -364,12 +295,14 @@ def run(args) -> dict:
 
     t = time.perf_counter()
     demo_match = render_demo_match(heldout_sets[0], Path(args.match_out), heldout_seeds[0], args.demo_rallies)
+    measured = SHIPPED_RUNS.read_text()  # read before assemble() replaces --out, which may be the shipped folder
     out = assemble(work, Path(args.out))
+    (out / RUNS_FILE).write_text(measured)
     clock.done("assets", t)
     card = {
         "model": "shuttle-lens tiny demo model",
         "command": "python -m train.demo " + " ".join(args.argv),
-        "shuttleset": str(args.shuttleset),
+        "shuttleset": os.path.relpath(Path(args.shuttleset).resolve(), ROOT),  # relative to the repository
         "seed": args.seed, "train_seed": args.train_seed, "heldout_seed": args.heldout_seed,
         "render_size": list(RENDER_SIZE), "clip": {"frames": NUM_FRAMES, "size": CLIP_SIZE, "crop": False},
         "training_matches": sorted({s.parent.name for s in train_sets}),
@@ -381,8 +314,8 @@ def run(args) -> dict:
                    "stage_data": {"captions": manifest["captions"], "questions": manifest["questions"]}},
         "pretrain": {k: base_summary[k] for k in ("steps_a", "steps_b", "steps_c", "phase_a_s", "phase_b_s", "phase_c_s",
                                                     "config")},
-        "recipes": {"stage1_steps": s1_steps, "stage1_batch": args.stage1_batch, "stage2_steps": s2_steps,
-                    "stage2_batch": args.stage2_batch},
+        "recipes": {"stage1_steps": cfg1.max_steps, "stage1_batch": cfg1.batch_size, "stage2_steps": cfg2.max_steps,
+                    "stage2_batch": cfg2.batch_size},
         "timings_s": {**clock.timings, "total": round(time.perf_counter() - clock.t0, 1)},
         "heldout": {"stage1": eval1, "stage2": eval2},
         "demo_match": demo_match,
@@ -424,8 +357,17 @@ def assemble(work: Path, out: Path) -> Path:
 # ---------------------------------------------------------------- model card
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
+def _pct(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f} %"
+
+
+class _CardFormatter(string.Formatter):
+    """str.format with two more specs for shares: `:pct` (0.903 -> 90.3 %) and `:pct0` (0.45 -> 45 %)."""
+
+    def format_field(self, value, format_spec: str) -> str:
+        if format_spec in ("pct", "pct0"):
+            return _pct(value, 1 if format_spec == "pct" else 0)
+        return super().format_field(value, format_spec)
 
 
 def _curve_rows(path: Path, keys: tuple[str, ...], at_most: int | None = None) -> list[str]:
@@ -463,109 +405,50 @@ def _status(s1: dict, s2: dict, tgt1: dict, tgt2: dict) -> str:
             "The learning curves above show where training stood when the budget ran out.")
 
 
-def write_model_card(out: Path) -> Path:
-    """assets/<model>/README.md from its card.json and learning curves."""
+def _runs_table(runs: list[dict], targets: dict) -> str:
+    head = ("budget", "wall", "phase A / B / C steps", "side", "stroke", "zone", "F1", "impossible", "targets met")
+    rows = ["  | " + " | ".join(head) + " |", "  |" + "---|" * len(head)]
+    targets = {k: v for stage in targets.values() for k, v in stage.items()}
+    for r in runs:
+        budget = f"`--minutes {r['minutes']}`" + (" (shipped)" if r.get("shipped") else "")
+        met = sum(r[k] >= v for k, v in targets.items())
+        rows.append(f"  | {budget} | {r['wall_min']:.1f} min | {' / '.join(map(str, r['steps']))} | "
+                    + " | ".join(_pct(r[k]) for k in targets) + f" | {met} of {len(targets)} |")
+    return "\n".join(rows)
+
+
+def card_fields(out: Path) -> dict:
+    """What train/demo_card.md quotes: card.json as it is, the manifest's LoRA, and what is derived
+    from them, the learning curves and runs.json."""
     card = json.loads((out / "card.json").read_text())
-    s1, s2 = card["heldout"]["stage1"], card["heldout"]["stage2"]
-    base, tgt1, tgt2 = s1["majority_baseline"], card["targets"]["stage1"], card["targets"]["stage2"]
-    t = card["timings_s"]
     lora = json.loads((out / "manifest.json").read_text())["lora"]
-    lines = [
-        "# Shuttle Lens tiny demo model",
-        "",
-        "The model the app opens with out of the box: a tiny InstructBLIP (vision tower, Q-Former, FlanT5)",
-        "with the product's two LoRA stages, trained on CPU on replay renders of ShuttleSet rallies",
-        "(`train/replay.py`). It exists so that the app, its index and its queries run end to end on any",
-        "machine; it reads strokes far better than chance, and the held-out figures below show which targets it meets.",
-        "",
-        "## Command",
-        "",
-        "```bash",
-        card["command"],
-        "```",
-        "",
-        f"Wall time on a 2-core CPU: **{t['total'] / 60:.1f} min** in total "
-        + "(" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total") + ").",
-        "",
-        "## Contents",
-        "",
-        "| file | what |",
-        "|---|---|",
-        f"| `manifest.json`, `adapters.safetensors` | stage-2 adapters: Q-Former {'+'.join(lora['qformer_parts'])} LoRA "
-        f"r={lora['qformer_r']} (stage 1) + LLM LoRA `{lora['llm_part']}` r={lora['llm_r']} (stage 2), frame and clip embeddings |",
-        "| `base/` | the pretrained tiny base in the Hugging Face folder format (+ `stroke_embeddings.safetensors`: frame embedding and clip tags; `pretrain.json`) |",
-        "| `card.json` | machine-readable card: matches and sets used and held out, seeds, sizes, timings, held-out metrics |",
-        "| `curves_*.jsonl` | learning curves of base pretraining and both stages |",
-        "",
-        "Architecture: " + ", ".join(f"{k} {v}" for k, v in card["pretrain"]["config"]["spec"].items())
-        + f"; {card['clip']['frames']} frames per stroke, each resized whole to {card['clip']['size']} px"
-        + " (`do_center_crop: false`: the whole court stays visible).",
-        "",
-        "## Data",
-        "",
-        f"- Training: {len(card['training_sets'])} ShuttleSet sets of {len(card['training_matches'])} matches, "
-        f"rendered at {card['render_size'][0]}x{card['render_size'][1]} with render seeds {card['train_seed']}000+i (one look per set) "
-        f"({card['counts']['train_clips']} stroke clips) for base pretraining; {len(card['stage_training_sets'])} "
-        "of those sets form the stage-1/2 training split (recipes read mp4 clips from a `train/build_dataset.py` folder; "
-        f"captions {card['counts']['stage_data']['captions']['train']}, questions {card['counts']['stage_data']['questions']['train']}).",
-        f"- Held out: {len(card['heldout_sets'])} sets of {len(card['heldout_matches'])} other matches, "
-        f"rendered with seeds {card['heldout_seed']}000+j ({card['counts']['heldout_clips']} strokes): never trained on, "
-        "not used for checkpoint selection (the recipes ran without a val split; the final step is shipped); recipe "
-        "settings such as the budget shares and the negative share were compared on these sets while the recipe was made.",
-        "- The match lists are in `card.json` (`training_matches`, `heldout_matches`, `*_sets`).",
-        "- The demo match in `assets/demo-match/` is " + f"rallies {card['demo_match']['rallies']} of held-out set "
-        f"`{card['demo_match']['set']}` at {card['demo_match']['size'][0]}x{card['demo_match']['size'][1]}, seed {card['demo_match']['seed']}.",
-        "",
-        "## Held-out results",
-        "",
-        f"Stage 1 (captions, 5 beams; {s1['n']} evenly spaced held-out strokes; fields parsed back from the caption):",
-        "",
-        "| field | model | majority class | target |",
-        "|---|---|---|---|",
-        *[f"| {f} | {_pct(s1['field_accuracy'][f])} | {_pct(base[f]['accuracy'])} ({base[f]['value']}) | >= {_pct(tgt1[f])} |"
-          for f in ("side", "stroke", "zone")],
-        "",
-        f"BLEU-4 {s1['bleu4']:.3f}, CIDEr-D {s1['cider']:.3f}, exact caption {_pct(s1['exact_match'])}.",
-        "",
-        f"Stage 2 (chunks of 5, 5 beams; {s2['n']} evenly spaced held-out questions, "
-        f"{s2['n_answerable']} answerable, {s2['n_impossible']} impossible):",
-        "",
-        "| metric | model | majority answer | target |",
-        "|---|---|---|---|",
-        f"| F1 | {_pct(s2['f1'])} | {_pct(s2['majority_baseline']['f1'])} | >= {_pct(tgt2['f1'])} |",
-        f"| impossible-question accuracy | {_pct(s2['impossible_accuracy'])} | {_pct(s2['majority_baseline']['impossible_accuracy'])} | >= {_pct(tgt2['impossible_accuracy'])} |",
-        f"| Hit@1 | {_pct(s2['hit1'])} | {_pct(s2['majority_baseline']['hit1'])} | |",
-        f"| exact index set | {_pct(s2['exact'])} | {_pct(s2['majority_baseline']['exact'])} | |",
-        "",
-        f"The majority answer is the most common training answer, `{s2['majority_baseline']['answer']}`.",
-        "",
-        "## Learning curves",
-        "",
-        "Base pretraining (phase A: stroke heads on the query outputs, accuracy of the heads; phase B:"
-        " captioning, accuracy of greedy captions; on the held-out clips and on a fixed sample of training clips):",
-        "",
-        *_curve_rows(out / "curves_base.jsonl", ("heldout_side", "heldout_stroke", "heldout_zone", "train_side",
+    s1, s2, targets, t = card["heldout"]["stage1"], card["heldout"]["stage2"], card["targets"], card["timings_s"]
+
+    def curves(name: str, keys: tuple[str, ...], at_most: int | None = None) -> str:
+        return "\n".join(_curve_rows(out / name, keys, at_most))
+
+    return dict(
+        card=card, lora=lora, s1=s1, s2=s2, targets=targets,
+        n={k: len(card[k]) for k in ("training_sets", "training_matches", "stage_training_sets", "heldout_sets",
+                                      "heldout_matches")},
+        minutes=t["total"] / 60, timings=", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total"),
+        qformer_parts="+".join(lora["qformer_parts"]),
+        architecture=", ".join(f"{k} {v}" for k, v in card["pretrain"]["config"]["spec"].items()),
+        curves_base=curves("curves_base.jsonl", ("heldout_side", "heldout_stroke", "heldout_zone", "train_side",
                                                  "train_stroke", "train_zone")),
-        "",
-        "Phase C (instruction tuning: greedy answers to fixed questions about held-out chunks and training chunks,"
-        " index-set F1 and \"does not occur\" accuracy):",
-        "",
-        *_curve_rows(out / "curves_base.jsonl", ("heldout_f1", "heldout_impossible", "train_f1", "train_impossible")),
-        "",
-        "Stage 1 and stage 2 training loss (`curves_stage1.jsonl`, `curves_stage2.jsonl`):",
-        "",
-        *_curve_rows(out / "curves_stage1.jsonl", ("samples_per_s",), 12),
-        "",
-        *_curve_rows(out / "curves_stage2.jsonl", ("samples_per_s",), 12),
-        "",
-    ]
-    (out / "README.md").write_text("\n".join(lines) + "\n" + LIMITS.format(
-        status=_status(s1, s2, tgt1, tgt2), fit=_fit(out / "curves_base.jsonl"),
-        longer=LONGER_RUN.format(runs=_runs_table()),
+        curves_c=curves("curves_base.jsonl", ("heldout_f1", "heldout_impossible", "train_f1", "train_impossible")),
+        curves_stage1=curves("curves_stage1.jsonl", ("samples_per_s",), 12),
+        curves_stage2=curves("curves_stage2.jsonl", ("samples_per_s",), 12),
+        status=_status(s1, s2, targets["stage1"], targets["stage2"]), fit=_fit(out / "curves_base.jsonl"),
         s2_epochs=card["recipes"]["stage2_steps"] * card["recipes"]["stage2_batch"]
-        / card["counts"]["stage_data"]["questions"]["train"], steps_a=card["pretrain"]["steps_a"],
-        steps_b=card["pretrain"]["steps_b"], steps_c=card["pretrain"]["steps_c"],
-        negatives=100 * card["pretrain"]["config"]["negatives"], batch=card["pretrain"]["config"]["batch_size"]))
+        / card["counts"]["stage_data"]["questions"]["train"],
+        runs=_runs_table(json.loads((out / RUNS_FILE).read_text())["runs"], targets))
+
+
+def write_model_card(out: Path) -> Path:
+    """out/README.md: train/demo_card.md filled in from out's card.json, manifest, curves and runs.json."""
+    text = _CardFormatter().format(CARD_TEMPLATE.read_text(), **card_fields(out))
+    (out / "README.md").write_text(text)
     return out / "README.md"
 
 
