@@ -1,0 +1,246 @@
+"""The tabs' handlers called directly, as Gradio calls them, on a real engine over a small workspace:
+the ShuttleSet set of tests/data (29 strokes, court positions, no video) and a 120-frame synthetic
+video with a reference CSV of seven strokes."""
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+
+import gradio as gr
+import pytest
+from gradio.helpers import special_args
+
+from tests.test_ui_logic import _add, engine  # noqa: F401 - the engine fixture, reused
+from ui import analyze_tab, model_tab, stats_tab, strokes_tab
+from ui.common import bind
+
+FPS = 25
+# rally, ball_round, hit frame, upper (1) or bottom (0) player, ShuttleSet type, hit zone
+HITS = [(1, 1, 10, 1, "殺球", 9), (1, 2, 20, 0, "挑球", 7), (1, 3, 30, 1, "長球", 9), (1, 4, 40, 0, "切球", 3),
+        (2, 1, 70, 1, "發短球", 5), (2, 2, 80, 0, "殺球", 7), (2, 3, 100, 1, "殺球", 9)]
+SMASHES = [1, 6, 7]  # stroke ids of the three smashes, in time order
+
+
+def _select(row: int) -> gr.SelectData:
+    """The event Gradio passes for a click on a table cell of `row`."""
+    return gr.SelectData(None, {"index": [row, 3], "value": ""})
+
+
+@pytest.fixture
+def video_match(engine, index_video) -> int:  # noqa: F811
+    """A match with a video, added through the Analyze tab's paths inside the workspace."""
+    folder = engine.workspace.uploads / "v"
+    folder.mkdir()
+    shutil.copy(index_video, folder / "indexed.mp4")
+    lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
+    lines += [f"demo_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in HITS]
+    (folder / "demo.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    picker, status = analyze_tab.on_add(engine, None, None, "uploads/v/indexed.mp4", "uploads/v/demo.csv", "m")
+    assert status == f"Indexed match {picker.value}." and picker.value in [v for _, v in picker.choices]
+    return picker.value
+
+
+def test_bound_handlers_keep_what_gradio_reads(engine):  # noqa: F811
+    """Gradio names the endpoint after the callback and fills gr.SelectData and gr.Progress parameters itself."""
+    select = bind(analyze_tab.on_select, engine)
+    assert select.__name__ == "on_select"
+    assert list(inspect.signature(select).parameters) == ["rows", "current_name", "evt"]
+    assert special_args(select)[1:3] == (None, 2)  # (progress index, event data index)
+    assert special_args(bind(analyze_tab.on_add, engine))[1:3] == (5, None)
+    assert special_args(bind(strokes_tab.on_select, engine))[1:3] == (None, 1)
+
+
+# ---------------------------------------------------------------- Analyze
+
+
+def test_adding_uploads_moves_them_into_the_workspace(engine, index_video, tmp_path):  # noqa: F811
+    csv = tmp_path / "gradio-tmp" / "set.csv"  # Gradio's uploads arrive in a temp folder outside the workspace
+    csv.parent.mkdir()
+    csv.write_text("id,rally,ball_round,upper,type,backhand,relabel_hit_area,split\nx_1_12,1,1,1,殺球,0,9,test\n")
+    picker, status = analyze_tab.on_add(engine, str(index_video), str(csv), "", "", "my match")
+    saved = engine.workspace.uploads / "my_match"
+    assert (saved / "indexed.mp4").is_file() and (saved / "set.csv").is_file()
+    assert status == f"Indexed match {picker.value}."
+    assert [r["stroke"] for r in engine.strokes(picker.value)] == ["smash"]
+    with pytest.raises(gr.Error, match="annotation CSV"):
+        bind(analyze_tab.on_add, engine)(str(index_video), None, "", "", "video only")
+
+
+def test_picking_a_match_loads_its_video_and_clears_the_results(engine, video_match):  # noqa: F811
+    match_id, video, name, state, table, timeline, note = analyze_tab.on_match(engine, video_match)
+    assert match_id == video_match and video.endswith(name) and (engine.workspace.media / name).is_file()
+    assert state == [] and table == [] and not timeline.data and note == ""
+    no_video = _add(engine)
+    assert analyze_tab.on_match(engine, no_video)[1:3] == (None, None)
+    assert analyze_tab.on_match(engine, no_video)[-1] == "This match has no video; questions still work."
+    assert analyze_tab.on_match(engine, None)[:3] == (None, None, None)
+    assert no_video in [v for _, v in analyze_tab.on_refresh(engine).choices]
+
+
+def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_match):  # noqa: F811
+    rows, table, timeline, note = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")
+    assert [r["id"] for r in rows] == SMASHES
+    assert note == "3 matching strokes."
+    # set, rally, stroke, time (s), player, type, caption, source
+    assert table[0] == [1, 1, 1, 0.4, "upper", "smash", "upper player hits a smash in the backcourt", "structured"]
+    assert [row[3] for row in table] == [0.4, 3.2, 4.0]
+    marks = [t for t in timeline.data if t.mode == "markers"]
+    assert sorted(int(c[2]) for t in marks for c in t.customdata) == [0, 1, 2]  # one mark per row, by row index
+    assert {t.name for t in analyze_tab.on_lanes(engine, rows, "side").data} == {"upper player", "bottom player"}
+    assert not analyze_tab.on_lanes(engine, None, "player").data
+    by_stroke = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "stroke")[2]
+    assert {t.name for t in by_stroke.data} == {"smash"}
+
+
+def test_a_question_without_results_names_the_near_misses(engine, video_match):  # noqa: F811
+    rows, table, timeline, note = analyze_tab.on_ask(engine, "when does the bottom player play a clear?",
+                                                     video_match, "player")
+    assert rows == [] and table == [] and not timeline.data
+    assert note.startswith("No stroke matches") and "Close: upper player hits a clear" in note
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_an_empty_question_is_refused_with_the_reason(engine, question):  # noqa: F811
+    # an error instead of outputs: Gradio shows the message and leaves the table and timeline as they were
+    with pytest.raises(gr.Error, match="type a question"):
+        bind(analyze_tab.on_ask, engine)(question, _add(engine), "player")
+
+
+def test_a_result_click_seeks_the_player_and_swaps_the_video_only_when_needed(engine, video_match):  # noqa: F811
+    rows = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
+    video, name, payload = analyze_tab.on_select(engine, rows, None, _select(1))
+    seek = json.loads(payload)
+    assert video.endswith(name) and seek["src"] == name
+    assert seek["t"] == pytest.approx(rows[1]["start_s"] - 0.5)  # a little before the stroke's window
+    same = analyze_tab.on_select(engine, rows, name, _select(2))
+    assert same[0] == gr.skip() and json.loads(same[2])["t"] == pytest.approx(rows[2]["start_s"] - 0.5)
+    # a timeline mark passes "row:time"; the first stroke starts within the lead, so seek to 0
+    assert json.loads(analyze_tab.on_pick(engine, rows, name, "0:1712")[2])["t"] == 0.0
+    assert analyze_tab.on_pick(engine, rows, name, "") == (gr.skip(),) * 3
+    assert analyze_tab.jump(engine, rows, 3, name) == (gr.skip(),) * 3
+    assert analyze_tab.jump(engine, [], 0, name) == (gr.skip(),) * 3
+
+
+def test_a_result_without_a_video_says_so(engine):  # noqa: F811
+    rows = analyze_tab.on_ask(engine, "Find every clear", _add(engine), "player")[0]
+    assert rows
+    with pytest.raises(gr.Error, match="This stroke's match has no video."):
+        analyze_tab.on_select(engine, rows, None, _select(0))
+    with pytest.raises(gr.Error, match="These results have no video."):
+        analyze_tab.on_play_all(engine, rows, None)
+
+
+def test_play_all_steps_through_the_results_in_time_order(engine, video_match):  # noqa: F811
+    rows = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
+    other_set = {**rows[0], "set_no": 2, "start_s": 0.0, "end_s": 0.6}  # not in the video the player shows
+    video, name, payload = analyze_tab.on_play_all(engine, [*reversed(rows), other_set], None)
+    segments = json.loads(payload)["segments"]
+    assert video.endswith(name) and json.loads(payload)["src"] == name
+    assert [s[0] for s in segments] == pytest.approx([max(0.0, r["start_s"] - 0.5) for r in rows])
+    assert [s[1] for s in segments] == pytest.approx([r["end_s"] + 0.2 for r in rows])
+    assert analyze_tab.on_play_all(engine, rows, name)[0] == gr.skip()
+    with pytest.raises(gr.Error, match="Ask a question first"):
+        analyze_tab.on_play_all(engine, [], name)
+
+
+def test_exports_write_the_results(engine, video_match):  # noqa: F811
+    rows = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
+    csv = engine.workspace.root / analyze_tab.on_export_csv(engine, rows)
+    assert csv.is_file() and len(csv.read_text().splitlines()) == 1 + len(rows)
+    mp4 = engine.workspace.root / analyze_tab.on_export_mp4(engine, rows[:2])
+    assert mp4.is_file() and mp4.stat().st_size > 0
+    for export in (analyze_tab.on_export_csv, analyze_tab.on_export_mp4):
+        with pytest.raises(gr.Error, match="No results to export."):
+            export(engine, [])
+
+
+# ---------------------------------------------------------------- Strokes
+
+
+def test_a_match_sets_the_filters_and_lists_every_stroke(engine):  # noqa: F811
+    match_id = _add(engine)
+    *filters, rows, table, count = strokes_tab.on_match(engine, match_id)
+    assert len(filters) == len(strokes_tab.FILTERS) and all(f.value == "all" for f in filters)
+    by_key = dict(zip(strokes_tab.FILTERS, filters))
+    assert by_key["side"].choices == [("all", "all"), ("bottom", "bottom"), ("upper", "upper")]
+    assert all(label.startswith(f"{v}: ") for label, v in by_key["zone"].choices[1:])  # "7: at the net"
+    assert len(rows) == len(table) == 29 and count == "29 strokes"
+    values = ["all"] * len(strokes_tab.FILTERS)
+    values[strokes_tab.FILTERS.index("stroke")] = "clear"
+    values[strokes_tab.FILTERS.index("side")] = "bottom"
+    rows, table, count = strokes_tab.load_rows(engine, match_id, *values)
+    assert rows and all(r["stroke"] == "clear" and r["side"] == "bottom" for r in rows)
+    assert count == f"{len(rows)} strokes" and len(rows) < 29
+    assert strokes_tab.load_rows(engine, None, *values) == ([], [], "0 strokes")
+
+
+def test_a_stroke_click_shows_where_it_is_its_caption_and_clip(engine, video_match):  # noqa: F811
+    rows = strokes_tab.load_rows(engine, video_match)[0]
+    sid, where, caption, clip = strokes_tab.on_select(engine, rows, _select(2))
+    assert sid == rows[2]["id"] and where == "**Set 1, rally 1, stroke 3 — 1.20 s**"
+    assert caption == "upper player hits a clear in the backcourt"
+    assert clip.endswith(".webm") and (engine.workspace.root / clip).is_file()
+    no_video = strokes_tab.load_rows(engine, _add(engine))[0]
+    assert strokes_tab.on_select(engine, no_video, _select(0))[3] is None  # the caption can still be edited
+
+
+def test_a_caption_correction_is_saved_shown_reverted_and_exported(engine):  # noqa: F811
+    match_id = _add(engine)
+    rows = strokes_tab.load_rows(engine, match_id)[0]
+    sid, original = rows[3]["id"], rows[3]["caption"]
+    new = "bottom player hits a high defensive clear from the right backcourt"
+    rows, table, count = strokes_tab.on_save(engine, sid, new, match_id)
+    assert count == "29 strokes"
+    assert next(r["caption"] for r in rows if r["id"] == sid) == new
+    assert next(t[9] for t in table if t[0] == sid) == new + " ✎"  # marked as corrected
+    assert next(r["caption"] for r in engine.strokes(match_id) if r["id"] == sid) == new  # in the index
+    path = engine.workspace.root / strokes_tab.on_export(engine, match_id)
+    assert new in path.read_text()
+    *_, caption = strokes_tab.on_revert(engine, sid, match_id)
+    assert caption == original
+    assert next(r["caption"] for r in engine.strokes(match_id) if r["id"] == sid) == original
+    for handler, args in ((strokes_tab.on_save, (None, new, match_id)), (strokes_tab.on_revert, (None, match_id))):
+        with pytest.raises(gr.Error, match="Click a stroke first."):
+            handler(engine, *args)
+
+
+# ---------------------------------------------------------------- Model
+
+
+def test_the_model_tab_loads_a_model_describes_it_and_captions(engine, tiny_base, index_video):  # noqa: F811
+    assert model_tab.memory_text(engine) == ""
+    with pytest.raises(gr.Error, match="no model is loaded"):
+        bind(model_tab.on_caption, engine)(str(index_video), 7)
+    shutil.copytree(tiny_base, engine.workspace.root / "models" / "tiny")
+    status, memory = model_tab.on_load(engine, "models/tiny", "fp32", "cpu")
+    assert status == engine.describe() and "models/tiny" in status and "fp32 on cpu" in status
+    mib = engine.memory()["weights_mib"]
+    assert mib > 0 and memory == f"Weights: **{mib:.1f} MiB** on cpu"
+    caption = model_tab.on_caption(engine, str(index_video), 7.0)  # gr.Number gives a float
+    assert caption == engine.caption(index_video, [7])[7]
+    with pytest.raises(gr.Error, match="Upload a video first."):
+        model_tab.on_caption(engine, None, 7)
+    with pytest.raises(gr.Error, match="give a model"):
+        bind(model_tab.on_load, engine)("  ", "fp32", "cpu")
+
+
+# ---------------------------------------------------------------- Stats
+
+
+def test_stats_of_the_whole_match_and_of_the_results(engine):  # noqa: F811
+    match_id = _add(engine)
+    placed = [r for r in engine.court_rows(engine.strokes(match_id)) if r.get("hit_m") or r.get("landing_m")]
+    note, counts, court = stats_tab.on_show(engine, stats_tab.SCOPES[0], match_id, None)
+    assert note == f"29 strokes of the whole match; {len(placed)} with court positions." and placed
+    assert sum(sum(bar.y) for bar in counts.data) == 29
+    hits = [t for t in court.data if getattr(t, "mode", None) == "markers" and t.xaxis == "x"]
+    assert len(hits[0].x) == sum(1 for r in placed if r.get("hit_m"))
+
+    results = analyze_tab.on_ask(engine, "Find every clear", match_id, "player")[0]
+    note, counts, _ = stats_tab.on_show(engine, stats_tab.SCOPES[1], match_id, results)
+    assert note.startswith(f"{len(results)} strokes of the current question's results;")
+    assert {bar.x for bar in counts.data} == {("clear",)}
+    assert stats_tab.on_show(engine, stats_tab.SCOPES[1], match_id, None)[0].startswith("0 strokes")
+    assert stats_tab.on_show(engine, stats_tab.SCOPES[0], None, None)[0] == \
+        "0 strokes of the whole match; 0 with court positions."
