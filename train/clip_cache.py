@@ -1,4 +1,5 @@
-"""Stroke clips of rendered (or real) match video held in memory as small uint8 arrays.
+"""Stroke clips of rendered (or real) match video held in memory as small uint8 arrays, and the
+order in which training reads them (`ClipOrder`).
 
 Training a small model on CPU is limited by decoding, not by the model: this cache cuts every
 stroke's window once (one sequential pass per video), samples the model's frames, resizes them
@@ -59,3 +60,23 @@ def cut_set(set_csv: str | Path, video: str | Path, num_frames: int, size: int,
         out[i] = sample_frames(window, num_frames, size)
         kept.append(by_frame[frame])
     return ClipSet(out[: len(kept)], kept)
+
+
+class ClipOrder:
+    """The order in which training reads a clip set: epoch e is the (e+1)-th permutation drawn from
+    a generator seeded with `seed`, cut into n // batch_size batches (the remaining clips wait for
+    the next shuffle), each batch sorted. It follows from the epoch alone, so a resumed run reads
+    the batches the interrupted one would have read."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.batches_per_epoch = max(1, n // batch_size)
+        self._rng, self._drawn, self._order = np.random.default_rng(seed), 0, None
+
+    def epoch(self, e: int) -> list[np.ndarray]:
+        if e + 1 < self._drawn:  # an earlier epoch: draw again from the start
+            self._rng, self._drawn = np.random.default_rng(self.seed), 0
+        while self._drawn <= e:
+            self._order, self._drawn = self._rng.permutation(self.n), self._drawn + 1
+        b = self.batch_size
+        return [np.sort(self._order[i * b:(i + 1) * b]) for i in range(self.batches_per_epoch)]
