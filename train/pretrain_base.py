@@ -120,6 +120,10 @@ class PretrainConfig:
 
 # Options a resumed run may change; any other must be the interrupted run's.
 RESUME_FREE = ("resume", "device", "save_every", "keep_checkpoints")
+OPTION_HELP = {"save_every": "write a phase checkpoint every N steps (and at the phase's end)",
+               "keep_checkpoints": "keep the newest N checkpoints of each phase (0: all); all are removed once "
+                                   "the base is written",
+               "device": "auto (the GPU when there is one), cpu, cuda or cuda:N"}
 
 
 def tokenizer_corpus() -> list[str]:
@@ -514,7 +518,8 @@ def parser() -> argparse.ArgumentParser:
     for name in ("num_frames", "batch_size", "lr_a", "lr_b", "lr_c", "warmup", "steps_a", "steps_b", "steps_c",
                  "minutes_a", "minutes_b", "minutes_c", "caption_share", "negatives", "heads_b", "shift", "eval_every",
                  "eval_limit", "seed", "save_every", "keep_checkpoints", "device"):
-        p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name))
+        p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name),
+                       help=OPTION_HELP.get(name))
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=d.motion,
                    help="grey + frame-difference input channels instead of colour")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out from its "
