@@ -321,7 +321,7 @@ class Loop:
         ckpt.mkdir(parents=True, exist_ok=True)
         self.save_weights(ckpt)
         state = {"step": self.step, "ended": self.ended, "spent_s": self.elapsed(),
-                 "window": {k: self.window[k] for k in ("loss", "steps", "samples")},
+                 "window": {k: self.window[k] for k in ("loss", "steps")},  # the speed restarts with the run
                  "optimizer": self.optimizer.state_dict(), "rng": rng_states(self.rngs), **self.extra_state()}
         tmp = ckpt / (TRAINER_STATE + ".tmp")
         torch.save(state, tmp)
