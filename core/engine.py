@@ -45,13 +45,14 @@ class EngineError(RuntimeError):
 
 @dataclass
 class Answer:
-    """A question's results, as rows the UI shows, with the query engine's own words."""
+    """A question's results as stroke rows (core.query.QueryResult.row), with the query engine's own words."""
 
     question: str
     rows: list[dict] = field(default_factory=list)
     message: str = ""
     near_misses: list[dict] = field(default_factory=list)
     covered_by_fields: bool | None = None
+    notes: list[str] = field(default_factory=list)  # what the answer could not do (core.query.QueryAnswer.notes)
 
 
 class Engine:
@@ -288,24 +289,9 @@ class Engine:
             raise EngineError("a question is at most 300 characters")
         with self._index_lock, self._lock:
             ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
-            results, near_misses = list(ans.results), list(ans.near_misses)
-            ids = [r.stroke_id for r in (*results, *near_misses)]
-            by_id = {s["id"]: s for s in self.index.strokes(ids=ids)} if ids else {}
-        rows = [self._result_row(r, by_id) for r in results]
-        near = [self._result_row(r, by_id) for r in near_misses]
-        return Answer(question, [r for r in rows if r], ans.message or "", [r for r in near if r],
-                      ans.covered_by_fields)
-
-    def _result_row(self, r, by_id: dict) -> dict | None:
-        """A QueryResult as a stroke row of the index, with the result's caption, score and path."""
-        d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
-        stroke = by_id.get(d.get("stroke_id"))
-        if stroke is None:
-            return None
-        row = dict(stroke)
-        row.update(caption=d.get("caption") or row.get("caption"), score=d.get("score"),
-                   source=d.get("path") or "", caption_source=d.get("caption_source"), verified=d.get("verified"))
-        return self._with_times(row)
+            rows = [self._with_times(r.row()) for r in ans.results]
+            near = [self._with_times(r.row()) for r in ans.near_misses]
+        return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes))
 
     # ------------------------------------------------------------ media for the browser
 

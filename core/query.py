@@ -38,7 +38,7 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.fields import FieldParser, Fields
-from core.store import StrokeStore
+from core.store import GEOMETRY, StrokeStore
 from core.tokens import encoder_key
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
 from core.vocab import caption as make_caption
@@ -93,9 +93,25 @@ class QueryResult:
     path: str  # "structured", "semantic", "model", or several joined by "+"
     verified: bool | None = None  # the model's answer agreed (None: not asked)
     video: str | None = None
+    player_name: str | None = None  # the annotated name only
+    stroke_type: str | None = None  # the stroke class its caption states (core.vocab.STROKES)
+    zone: int | None = None
+    hit_m: tuple[float, float] | None = None  # court metres, from the annotations
+    landing_m: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def row(self) -> dict:
+        """The result as a stroke row, in the store's names (core.store.StrokeStore.strokes), for the app."""
+        hit, land = self.hit_m or (None, None), self.landing_m or (None, None)
+        return {"id": self.stroke_id, "match": self.match, "match_id": self.match_id, "set_no": self.set,
+                "rally": self.rally, "ball_round": self.stroke, "frame": self.frame, "time_s": self.time_s,
+                "start_s": self.start_s, "end_s": self.end_s, "side": self.side, "player_name": self.player_name,
+                "stroke": self.stroke_type, "zone": self.zone, "caption": self.caption,
+                "caption_source": self.caption_source, "score": self.score, "source": self.path,
+                "verified": self.verified, "video": self.video, "hit_x": hit[0], "hit_y": hit[1],
+                "land_x": land[0], "land_y": land[1]}
 
 
 class ResultList(Sequence):
@@ -183,13 +199,14 @@ class StrokeArrays:
         rows = index.db.execute(
             "SELECT s.id, s.match_id, s.set_id, s.set_no, s.rally, s.ball_round, s.frame, s.time_s, s.start_s,"
             " s.end_s, s.side, s.player_name, s.stroke, s.zone, s.ann_caption, s.model_caption, c.caption,"
-            " r.score_a_before, r.score_b_before FROM strokes s LEFT JOIN corrections c ON c.key=s.key"
-            " LEFT JOIN rallies r ON r.set_id=s.set_id AND r.rally=s.rally ORDER BY s.id").fetchall()
+            " r.score_a_before, r.score_b_before, s.hit_x, s.hit_y, s.land_x, s.land_y FROM strokes s"
+            " LEFT JOIN corrections c ON c.key=s.key LEFT JOIN rallies r ON r.set_id=s.set_id AND r.rally=s.rally"
+            " ORDER BY s.id").fetchall()
         n = len(rows)
-        cols = list(zip(*rows)) if rows else [()] * 19
+        cols = list(zip(*rows)) if rows else [()] * 23
         for name, col in zip(self.INT_COLS, cols[:7]):
             setattr(self, name, np.asarray(col, dtype=np.int64).reshape(n))
-        for name, col in zip(("time_s", "start_s", "end_s"), cols[7:10]):
+        for name, col in zip(("time_s", "start_s", "end_s", *GEOMETRY), (*cols[7:10], *cols[19:23])):
             setattr(self, name, np.asarray([np.nan if v is None else v for v in col], dtype=np.float64).reshape(n))
         self.names = sorted({v for v in cols[11] if v})
         name_idx = {v: i for i, v in enumerate(self.names)}
@@ -438,6 +455,7 @@ class QueryEngine:
             side = SIDES[a.side[r]] if a.side[r] >= 0 else None
             name = a.names[a.player[r]] if a.player[r] >= 0 else (f"{side} player" if side else None)
             nan = lambda v: None if v != v else round(float(v), 3)  # noqa: E731
+            point = lambda x, y: None if x != x or y != y else (float(x), float(y))  # noqa: E731
             return QueryResult(
                 match=a.match_names[int(a.match_id[r])], match_id=int(a.match_id[r]), set=int(a.set_no[r]),
                 rally=int(a.rally[r]), stroke=int(a.ball_round[r]), stroke_id=int(a.id[r]), frame=int(a.frame[r]),
@@ -445,7 +463,10 @@ class QueryEngine:
                 caption=a.texts[a.text[r]] if a.text[r] >= 0 else None,
                 caption_source=SOURCES[a.source[r]] if a.source[r] >= 0 else None,
                 score=round(float(scores[k]), 4), path=labels[k], verified=verified.get(r),
-                video=a.set_info[int(a.set_id[r])][0])
+                video=a.set_info[int(a.set_id[r])][0], player_name=a.names[a.player[r]] if a.player[r] >= 0 else None,
+                stroke_type=STROKES[a.stroke[r]] if a.stroke[r] >= 0 else None,
+                zone=int(a.zone[r]) if a.zone[r] >= 0 else None, hit_m=point(a.hit_x[r], a.hit_y[r]),
+                landing_m=point(a.land_x[r], a.land_y[r]))
 
         return ResultList(build, int(rows.size))
 
