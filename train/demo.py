@@ -272,7 +272,7 @@ def run(args) -> dict:
     cfg = PretrainConfig(minutes_a=budget * SHARES["phase_a"] / 60, minutes_b=budget * SHARES["phase_b"] / 60,
                          minutes_c=budget * SHARES["phase_c"] / 60, steps_a=args.max_steps, steps_b=args.max_steps,
                          steps_c=args.max_steps, negatives=args.negatives, seed=args.seed,
-                         eval_limit=args.eval_limit_base)
+                         eval_limit=args.eval_limit_base, device="cpu")  # the build's figures are CPU figures
     base = work / "base"
     base_summary = pretrain(train_clips, heldout_clips, base, cfg)
     clock.done("pretrain_base", t)
