@@ -133,11 +133,7 @@ class StrokeProcessor:
         k = max(len(c) for c in chunks)
         if not 1 <= k <= self.max_clips or any(not c for c in chunks):
             raise ValueError(f"each chunk needs 1..{self.max_clips} clips")
-        pixels = torch.zeros(len(chunks), k, self.num_frames, 3, self.image.size, self.image.size)
-        mask = torch.zeros(len(chunks), k, dtype=torch.bool)
-        for i, chunk in enumerate(chunks):
-            pixels[i, : len(chunk)] = self.clips(chunk)
-            mask[i, : len(chunk)] = True
+        pixels, mask = pad_chunks([self.clips(chunk) for chunk in chunks])
         texts = [qa_prompt(len(c), q) for c, q in zip(chunks, questions)]
         return {"pixel_values": pixels, "clip_mask": mask, **self.prompts(texts)}
 
@@ -150,3 +146,14 @@ class StrokeProcessor:
             texts = [t.replace(tok, " ") for t in texts]
         return [" ".join(t.split()) for t in texts]
 
+
+def pad_chunks(chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunks of K_i clips (K_i, ...) -> one batch (B, max K_i, ...) padded with zeros, and the clip
+    mask (B, max K_i) that marks the real clips: what StrokeVLM and StrokeModel.answer take."""
+    k = max(len(c) for c in chunks)
+    padded = chunks[0].new_zeros(len(chunks), k, *chunks[0].shape[1:])
+    mask = torch.zeros(len(chunks), k, dtype=torch.bool, device=chunks[0].device)
+    for i, c in enumerate(chunks):
+        padded[i, : len(c)] = c
+        mask[i, : len(c)] = True
+    return padded, mask

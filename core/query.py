@@ -514,18 +514,14 @@ class QueryEngine:
         indices) per chunk with tokens, number of chunks skipped for want of tokens)."""
         import torch
 
+        from core.processor import pad_chunks
+
         a = self.arrays()
         ready = [(c, t) for c in chunks if (t := self._clip_tokens(a, c)) is not None]
         if not ready:
             return [], len(chunks)
-        k = max(len(c) for c, _ in ready)
-        q, d = ready[0][1].shape[1:]
-        tokens = np.zeros((len(ready), k, q, d), np.float32)
-        mask = np.zeros((len(ready), k), bool)
-        for i, (c, t) in enumerate(ready):
-            tokens[i, :len(c)], mask[i, :len(c)] = t, True
-        answers = self.model.answer(torch.from_numpy(tokens), torch.from_numpy(mask), [question] * len(ready),
-                                    self.settings, batch_size=GROUND_BATCH)
+        tokens, mask = pad_chunks([torch.from_numpy(t) for _, t in ready])
+        answers = self.model.answer(tokens, mask, [question] * len(ready), self.settings, batch_size=GROUND_BATCH)
         return [(c, ans.text, ans.indices) for (c, _), ans in zip(ready, answers)], len(chunks) - len(ready)
 
     def _ground(self, question, a, rows, scores, labels, near, in_scope, ground, covered, notes: list[str]):

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from core.model import StrokeModel
-from core.processor import ImageSpec, StrokeProcessor, clip_tensor
+from core.processor import ImageSpec, StrokeProcessor, clip_tensor, pad_chunks
 from core.prompts import CAPTION_PROMPT, qa_prompt
 from core.video import VideoError, read_clip
 
@@ -205,12 +205,7 @@ class Collator:
         else:
             key, name = ("tokens", "clip_tokens") if "tokens" in samples[0] else ("pixels", "pixel_values")
             clips = [s[key] for s in samples]
-            k = max(c.shape[0] for c in clips)
-            padded = clips[0].new_zeros(len(samples), k, *clips[0].shape[1:])
-            mask = torch.zeros(len(samples), k, dtype=torch.bool)
-            for i, c in enumerate(clips):
-                padded[i, : len(c)] = c
-                mask[i, : len(c)] = True
+            padded, mask = pad_chunks(clips)
             texts = [qa_prompt(len(c), s["question"]) for c, s in zip(clips, samples)]
             batch = {name: padded, "clip_mask": mask, **self.processor.prompts(texts)}
         if self.with_labels:

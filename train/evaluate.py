@@ -29,6 +29,7 @@ from tqdm import tqdm
 from core.config import GenerationSettings
 from core.loader import ModelLoadError, load_model, read_manifest
 from core.model import ModelAnswer, StrokeModel
+from core.processor import pad_chunks
 from core.prompts import parse_answer
 from train import metrics as M
 from train.data import (CaptionDataset, ClipReader, ClipTokens, Collator, DataError, is_chain_of_thought, load_captions,
@@ -120,13 +121,7 @@ def generate_answers(model: StrokeModel, items: list[dict], settings: Generation
     for start in tqdm(range(0, len(items), batch_size), desc="answers", unit="batch", disable=not progress,
                       leave=False):
         batch = items[start:start + batch_size]
-        per_item = [chunk_tokens(tuple(it["image"])) for it in batch]
-        k = max(t.shape[0] for t in per_item)
-        clip_tokens = per_item[0].new_zeros(len(batch), k, *per_item[0].shape[1:])
-        mask = torch.zeros(len(batch), k, dtype=torch.bool)
-        for i, t in enumerate(per_item):
-            clip_tokens[i, : len(t)] = t
-            mask[i, : len(t)] = True
+        clip_tokens, mask = pad_chunks([chunk_tokens(tuple(it["image"])) for it in batch])
         out += model.answer(clip_tokens, mask, [it["question"] for it in batch], settings, batch_size=batch_size)
     return out
 

@@ -62,7 +62,7 @@ from torch import nn
 from core.config import GenerationSettings, ModelSettings
 from core.device import resolve_device
 from core.loader import build_model, save_stroke_embeddings
-from core.processor import ImageSpec
+from core.processor import ImageSpec, pad_chunks
 from core.prompts import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, qa_prompt
 from core.tiny import TinySpec, build_tiny_base, default_corpus
 from core.vocab import SIDES, STROKES, ZONE_PHRASES, caption
@@ -231,13 +231,7 @@ class ChunkSampler:
 
     def clips(self, questions: list[tuple[int, dict]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The chunks' cached tokens (B, K, Q, Dq), padded to the longest, and their clip mask (B, K)."""
-        k = max(len(self.rows[n]) for n, _ in questions)
-        clip_tokens = self.tokens.new_zeros(len(questions), k, *self.tokens.shape[1:])
-        mask = torch.zeros(len(questions), k, dtype=torch.bool, device=self.tokens.device)
-        for i, (n, _) in enumerate(questions):
-            clip_tokens[i, :len(self.rows[n])] = self.tokens[self.rows[n]]
-            mask[i, :len(self.rows[n])] = True
-        return clip_tokens, mask
+        return pad_chunks([self.tokens[self.rows[n]] for n, _ in questions])
 
     def batch(self, questions: list[tuple[int, dict]], processor) -> dict[str, torch.Tensor]:
         """(chunk number, question) pairs -> StrokeVLM inputs from cached tokens, with labels."""

@@ -131,7 +131,7 @@ def bench_queries(sources, embedder, sizes, repeats, tmp: Path) -> None:
 
 
 def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions: int) -> None:
-    from core.video import probe, read_window
+    from core.video import probe
 
     info = probe(video)
     frames_total = info.num_frames
@@ -198,16 +198,11 @@ def bench_model(model, video: Path, csv: Path, tmp: Path, generation, questions:
 def recompute_tokens(model, video: Path, a, chunks: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """The baseline: every chunk's clips read from the video and run through the vision again,
     padded to (chunks, K, Q, D) with their clip mask."""
+    from core.processor import pad_chunks
     from core.video import read_window
 
-    k = max(len(c) for c in chunks)
-    per_chunk = [model.encode(model.processor.clips([read_window(video, int(a.frame[r]), backend="opencv")
-                                                     for r in c])) for c in chunks]
-    tokens = per_chunk[0].new_zeros(len(chunks), k, *per_chunk[0].shape[1:])
-    mask = torch.zeros(len(chunks), k, dtype=torch.bool)
-    for i, t in enumerate(per_chunk):
-        tokens[i, :len(t)], mask[i, :len(t)] = t, True
-    return tokens, mask
+    return pad_chunks([model.encode(model.processor.clips([read_window(video, int(a.frame[r]), backend="opencv")
+                                                          for r in c])) for c in chunks])
 
 
 def tiny_model(tmp: Path):
