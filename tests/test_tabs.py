@@ -1,6 +1,6 @@
 """The tabs' handlers called directly, as Gradio calls them, on a real engine over a small workspace:
 the ShuttleSet set of tests/data (29 strokes, court positions, no video) and a 120-frame synthetic
-video with a reference CSV of seven strokes."""
+video with a reference CSV of seven strokes; the Train tab's runs are processes of a stand-in recipe."""
 from __future__ import annotations
 
 import inspect
@@ -9,10 +9,15 @@ import shutil
 
 import gradio as gr
 import pytest
+import yaml
 from gradio.helpers import special_args
 
-from tests.test_ui_logic import _add, engine  # noqa: F401 - the engine fixture, reused
-from ui import analyze_tab, model_tab, stats_tab, strokes_tab
+from core.config import LoraSettings, ModelSettings
+from core.loader import build_model, save_adapters
+from core.runner import REQUEST_FILE, Runner
+from tests.test_ui_logic import _add, _fake_recipe, _wait, engine  # noqa: F401 - the engine fixture, reused
+from train.config import Stage1Config, Stage2Config, option_defaults
+from ui import analyze_tab, build_app, model_tab, stats_tab, strokes_tab, train_tab
 from ui.common import bind
 
 FPS = 25
@@ -82,6 +87,8 @@ def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_ma
     rows, table, timeline, note = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")
     assert [r["id"] for r in rows] == SMASHES
     assert note == "3 matching strokes."
+    one = analyze_tab.on_ask(engine, "When does the upper player play a clear?", video_match, "player")
+    assert [r["stroke"] for r in one[0]] == ["clear"] and one[3] == "1 matching stroke."
     # set, rally, stroke, time (s), player, type, caption, source
     assert table[0] == [1, 1, 1, 0.4, "upper", "smash", "upper player hits a smash in the backcourt", "structured"]
     assert [row[3] for row in table] == [0.4, 3.2, 4.0]
@@ -244,3 +251,148 @@ def test_stats_of_the_whole_match_and_of_the_results(engine):  # noqa: F811
     assert stats_tab.on_show(engine, stats_tab.SCOPES[1], match_id, None)[0].startswith("0 strokes")
     assert stats_tab.on_show(engine, stats_tab.SCOPES[0], None, None)[0] == \
         "0 strokes of the whole match; 0 with court positions."
+
+
+# ---------------------------------------------------------------- Train
+
+# A stand-in for `python -m train.stageN`: it logs, waits for a "go" file in its run folder (so a
+# test sees it running), writes two metrics rows and saves the workspace's ADAPTERS (else a bare manifest).
+RECIPE = ("import shutil\nprint('training', flush=True)\n"
+          "while not (out / 'go').exists(): time.sleep(0.05)\n"
+          "with open(out / 'metrics.jsonl', 'a') as f:\n"
+          "    f.write(json.dumps({'step': 1, 'epoch': 0.5, 'loss': 3.0}) + '\\n')\n"
+          "    f.write(json.dumps({'step': 2, 'epoch': 1.0, 'loss': 2.0, 'val_cider': 0.1}) + '\\n')\n"
+          "adapters = out.parent.parent / 'ADAPTERS'\n"
+          "if adapters.is_dir(): shutil.copytree(adapters, out / 'final')\n"
+          "else: (out / 'final').mkdir(); (out / 'final' / 'manifest.json').write_text('{}')\n")
+
+
+def _fields(**changes) -> dict:
+    """on_start's inputs as the tab starts them (stage 1, first preset), for a tiny 2-step run."""
+    s1, lora = option_defaults(1), LoraSettings()
+    fields = dict(stage=1, preset=train_tab.PRESETS[0], name="smoke", qparts=["cross_attn"], qr=lora.qformer_r,
+                  qalpha=lora.qformer_alpha, llm_part=train_tab.NO_LLM, llm_r=s1["llm_r"], data="data/d", init=None,
+                  negatives=0, epochs=s1["epochs"], lr=s1["lr"], max_steps=2, base="", tiny=True)
+    return {**fields, **changes}
+
+
+@pytest.fixture
+def trainer(engine, tmp_path):  # noqa: F811
+    """The engine with a training data folder, and runs started by the stand-in recipe."""
+    ws = engine.workspace
+    (ws.data / "d").mkdir(parents=True)
+    (ws.data / "d" / "train.json").write_text("[]")
+    engine.runner = Runner(ws.runs, python=_fake_recipe(tmp_path, RECIPE))
+    yield engine
+    engine.runner.shutdown()  # a run a failed test left waiting
+
+
+def _finish(engine, name: str) -> None:
+    (engine.workspace.runs / name / "go").touch()
+    assert _wait(lambda: engine.runner.status(name).state != "running")
+
+
+def _request(engine, name: str) -> dict:
+    return yaml.safe_load((engine.workspace.runs / name / REQUEST_FILE).read_text())
+
+
+def test_the_stage_sets_its_own_defaults():
+    assert train_tab.on_stage(1) == (Stage1Config.lr, train_tab.NO_LLM)
+    assert train_tab.on_stage("2") == (Stage2Config.lr, Stage2Config.llm_part)  # a radio may give text
+
+
+def test_refused_runs_say_why_and_start_no_process(trainer):
+    start = bind(train_tab.on_start, trainer)
+    with pytest.raises(gr.Error, match="stage 2 starts from a stage-1 run: choose one"):
+        start(**_fields(stage=2, negatives=0.4))
+    with pytest.raises(gr.Error, match="cannot start a stage-1 run: .*epochs must be > 0"):
+        start(**_fields(epochs=0))
+    with pytest.raises(gr.Error, match="Q-Former"):
+        start(**_fields(preset="custom", qparts=[]))
+    with pytest.raises(gr.Error, match="holds no train.json"):
+        start(**_fields(data="uploads"))
+    assert list(trainer.workspace.runs.iterdir()) == [] and trainer.runner.active() is None
+    assert train_tab.on_refresh(trainer)[0] == []
+
+
+def test_a_started_run_is_polled_until_it_finishes_then_listed(trainer):
+    name, timer, note = train_tab.on_start(trainer, **_fields(preset="3 (r=4)"))
+    assert name.startswith("stage1-") and name.endswith("-smoke")
+    assert timer.active is True and note == f"Started **{name}**."
+    request = _request(trainer, name)  # the fields as the recipe reads them
+    assert (request["experiment"], request["max_steps"], request["tiny"], request["base"]) == (3, 2, True, None)
+    assert request["data"] == str(trainer.workspace.data / "d")
+
+    *skipped, timer = train_tab.on_tick(trainer, None)  # no run started yet
+    assert skipped == [gr.skip()] * 6 and timer.active is False
+    assert _wait(lambda: "training" in trainer.runner.log_tail(name))
+    summary, bar, log, _, table, pick, timer = train_tab.on_tick(trainer, name)
+    assert summary.startswith(f"**{name}**: running") and "training" in log
+    assert table == gr.skip() and pick == gr.skip() and timer.active is True  # polling goes on
+    with pytest.raises(gr.Error, match="still going; stop it first"):
+        bind(train_tab.on_start, trainer)(**_fields(name="second"))
+
+    _finish(trainer, name)
+    summary, bar, log, figure, table, pick, timer = train_tab.on_tick(trainer, name)
+    assert summary == f"**{name}**: finished — step 2/2, loss 2, val_cider 0.1"
+    assert "100%" in bar and "finished" in bar
+    assert {t.name for t in figure.data} == {"loss", "val_cider"}
+    started = trainer.runner.status(name).started
+    assert table == [[name, "1", "finished", 2, 2.0, "val_cider 0.1", started]]
+    assert pick.value == name and pick.choices == [(name, name)] and timer.active is False  # polling stops
+
+    rows, run_pick, init = train_tab.on_refresh(trainer)
+    assert rows == table and run_pick.value == name and init.choices == [(name, name)]
+    assert train_tab.on_run_pick(trainer, name) == train_tab.run_view(trainer, trainer.runner.status(name))
+    assert train_tab.on_run_pick(trainer, name)[0] == summary
+    assert train_tab.on_run_pick(trainer, None) == (gr.skip(),) * 3
+
+
+def test_a_running_run_stops(trainer):
+    name = train_tab.on_start(trainer, **_fields())[0]
+    assert train_tab.on_stop(trainer, name) == f"Stopped {name}."
+    assert _wait(lambda: trainer.runner.status(name).state == "stopped")
+    assert train_tab.on_tick(trainer, name)[-1].active is False
+    assert train_tab.on_stop(trainer, name) == "No run is going."
+
+
+def test_a_finished_run_is_used_and_stage_2_starts_from_it(trainer, tiny_base):
+    ws = trainer.workspace
+    shutil.copytree(tiny_base, ws.root / "models" / "tiny")
+    model = build_model(ModelSettings(base=str(ws.root / "models" / "tiny"), num_frames=4,
+                                      lora=LoraSettings.experiment(1)), stage=1)
+    save_adapters(model, ws.root / "ADAPTERS")
+    with pytest.raises(gr.Error, match="Choose a run."):
+        train_tab.on_use(trainer, None)
+    first = train_tab.on_start(trainer, **_fields())[0]
+    with pytest.raises(gr.Error, match="no saved adapters yet"):
+        bind(train_tab.on_use, trainer)(first)
+    _finish(trainer, first)
+    assert train_tab.on_use(trainer, first) == f"Loaded: {trainer.describe()}"
+    assert trainer.source == str(ws.runs / first / "final")
+
+    second = train_tab.on_start(trainer, **_fields(stage=2, init=first, negatives=0.4, llm_part="attn",
+                                                   lr=Stage2Config.lr, tiny=False))[0]
+    request = _request(trainer, second)
+    assert request["init"] == str(ws.runs / first) and request["negative_share"] == 0.4
+    assert request["llm_part"] == "attn" and request["base"] == str(ws.root / "models" / "tiny")  # the loaded base
+    _finish(trainer, second)
+    assert [row[:3] for row in train_tab.on_refresh(trainer)[0]] == [[second, "2", "finished"],
+                                                                     [first, "1", "finished"]]
+
+
+def test_the_train_tab_wires_each_handler_with_its_inputs(engine):  # noqa: F811
+    """Each Train event calls its handler with as many inputs as the handler takes after the engine."""
+    fns = list(build_app(engine).fns.values())
+
+    def calling(handler):
+        return [f for f in fns if getattr(getattr(f.fn, "__wrapped__", None), "func", None) is handler]
+
+    for handler, outputs, events in ((train_tab.on_start, 3, 1), (train_tab.on_tick, 7, 1), (train_tab.on_stop, 1, 1),
+                                     (train_tab.on_refresh, 3, 2), (train_tab.on_run_pick, 3, 1),
+                                     (train_tab.on_use, 1, 1)):
+        assert len(calling(handler)) == events, handler.__name__  # on_refresh: the button and the page load
+        for fn in calling(handler):
+            assert len(fn.inputs) == len(inspect.signature(handler).parameters) - 1 and len(fn.outputs) == outputs
+    stage = [f for f in fns if f.fn is train_tab.on_stage]
+    assert len(stage) == 1 and len(stage[0].inputs) == 1 and len(stage[0].outputs) == 2

@@ -3,16 +3,19 @@ stop it, list every run with its final metrics, and load a run's adapters into t
 from __future__ import annotations
 
 import gradio as gr
+import plotly.graph_objects as go
 
 from core.config import EXPERIMENT_RANKS, LLM_LORA_PARTS, QFORMER_LORA_PARTS, LoraSettings
 from core.engine import Engine
+from core.runner import RunStatus
 from train.config import STAGE_CONFIGS, option_defaults, run_config
-from ui.common import guarded, progress_html
+from ui.common import bind, progress_html
 from ui.figures import loss_figure
 
 RUN_COLUMNS = ["run", "stage", "state", "step", "loss", "metrics", "started"]
 PRESETS = [f"{e} (r={r})" for e, r in EXPERIMENT_RANKS.items()] + ["custom"]
 NO_LLM = "none"
+LOG_LINES = 16  # the log box's height, and the lines of the run's log it shows
 
 
 def stage_defaults(stage: int) -> dict:
@@ -42,7 +45,7 @@ def run_options(stage: int, preset: str, qparts, qr, qalpha, llm_part: str, llm_
     return options
 
 
-def runs_table(statuses) -> list[list]:
+def runs_table(statuses: list[RunStatus]) -> list[list]:
     out = []
     for s in statuses:
         stage = s.name.split("-")[0].replace("stage", "") if s.name.startswith("stage") else ""
@@ -53,8 +56,84 @@ def runs_table(statuses) -> list[list]:
     return out
 
 
+# ---------------------------------------------------------------- handlers: engine + input values -> outputs
+
+
+def run_names(engine: Engine) -> list[str]:
+    """Every run's name, newest first."""
+    return [s.name for s in engine.runner.list_runs()]
+
+
+def on_stage(stage: int) -> tuple[float, str]:
+    """Another stage picked: (learning rate, LLM part) at that stage's defaults."""
+    d = stage_defaults(int(stage))
+    return d["lr"], d["llm_part"]
+
+
+def on_start(engine: Engine, stage: int, preset: str, name: str, qparts: list[str], qr: float | None,
+             qalpha: float | None, llm_part: str, llm_r: float | None, data: str, init: str | None,
+             negatives: float | None, epochs: float | None, lr: float | None, max_steps: float | None,
+             base: str | None, tiny: bool) -> tuple[str, gr.Timer, str]:
+    """Start a run from the tab's fields: (its name, the polling timer switched on, a status line).
+    An empty base trains on the loaded model's base (unless `tiny`)."""
+    base = (base or "").strip() or None
+    if base is None and not tiny and engine.model is not None:
+        base = str(engine.model.settings.base)
+    options = run_options(int(stage), preset, qparts, qr, qalpha, llm_part, llm_r, negatives, epochs, lr,
+                          max_steps, base, tiny)
+    run = engine.start_training(int(stage), data, name or "", options, init_run=init, run_config=run_config)
+    return run, gr.Timer(active=True), f"Started **{run}**."
+
+
+def run_view(engine: Engine, st: RunStatus) -> tuple[str, str, go.Figure]:
+    """(status line, newest log lines, loss figure) of the run whose status is `st`."""
+    return (st.summary(), engine.runner.log_tail(st.name, LOG_LINES),
+            loss_figure(engine.runner.metrics(st.name), title=st.name))
+
+
+def on_tick(engine: Engine, name: str | None) -> tuple:
+    """The timer's poll of the current run: (status, progress bar, log, figure, runs table, run picker,
+    timer); the table and picker change, and the timer stops, once the run is no longer running."""
+    if not name:
+        return (*[gr.skip()] * 6, gr.Timer(active=False))
+    st = engine.runner.status(name)
+    done = st.state != "running"
+    summary, log, figure = run_view(engine, st)
+    table = runs_table(engine.runner.list_runs()) if done else gr.skip()
+    pick = gr.Dropdown(choices=run_names(engine), value=name) if done else gr.skip()
+    return summary, progress_html(st.progress, st.state), log, figure, table, pick, gr.Timer(active=not done)
+
+
+def on_stop(engine: Engine, name: str | None) -> str:
+    """Stop the current run (any running one without a name): what happened."""
+    return engine.runner.stop(name)
+
+
+def on_refresh(engine: Engine) -> tuple[list[list], gr.Dropdown, gr.Dropdown]:
+    """(runs table, run picker set to the newest run, the stage-2 start picker) from the runs folder."""
+    names = run_names(engine)
+    return (runs_table(engine.runner.list_runs()), gr.Dropdown(choices=names, value=names[0] if names else None),
+            gr.Dropdown(choices=names))
+
+
+def on_run_pick(engine: Engine, name: str | None) -> tuple:
+    """A run picked: run_view's outputs, nothing changed without a name."""
+    if not name:
+        return gr.skip(), gr.skip(), gr.skip()
+    return run_view(engine, engine.runner.status(name))
+
+
+def on_use(engine: Engine, name: str | None) -> str:
+    """Load the picked run's adapters as the app's model: what is loaded."""
+    if not name:
+        raise gr.Error("Choose a run.")
+    return f"Loaded: {engine.use_run(name)}"
+
+
+# ---------------------------------------------------------------- layout and events
+
+
 def create_train_tab(engine: Engine, shared) -> None:
-    runner = engine.runner
     default_data = str(engine.workspace.data / "demo") if engine.workspace else ""
     s1, s2, lora = option_defaults(1), option_defaults(2), LoraSettings()
     with gr.Tab("Train", id="train"):
@@ -92,8 +171,8 @@ def create_train_tab(engine: Engine, shared) -> None:
         status = gr.Markdown("No run started.", elem_id="train-status")
         progress = gr.HTML(elem_id="train-progress")
         with gr.Row():
-            log_box = gr.Textbox(label="Log (newest lines)", lines=16, max_lines=16, autoscroll=True,
-                                 elem_id="train-log")
+            log_box = gr.Textbox(label="Log (newest lines)", lines=LOG_LINES, max_lines=LOG_LINES,
+                                 autoscroll=True, elem_id="train-log")
             plot = gr.Plot(label="Loss and metrics", elem_id="train-plot")
         gr.Markdown("### Runs")
         runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="runs-table")
@@ -105,60 +184,13 @@ def create_train_tab(engine: Engine, shared) -> None:
         current = gr.State(None)
         timer = gr.Timer(1.0, active=False)
 
-    def run_names():
-        return [s.name for s in runner.list_runs()]
-
-    def on_stage(stage_v):
-        d = stage_defaults(int(stage_v))
-        return d["lr"], d["llm_part"]
-
-    def on_start(stage_v, preset_v, name_v, qparts_v, qr_v, qalpha_v, llm_v, llm_r_v, data_v, init_v,
-                 negatives_v, epochs_v, lr_v, steps_v, base_v, tiny_v):
-        base_v = (base_v or "").strip() or None
-        if base_v is None and not tiny_v and engine.model is not None:
-            base_v = str(engine.model.settings.base)
-        options = run_options(int(stage_v), preset_v, qparts_v, qr_v, qalpha_v, llm_v, llm_r_v, negatives_v,
-                              epochs_v, lr_v, steps_v, base_v, tiny_v)
-        name = engine.start_training(int(stage_v), data_v, name_v or "", options, init_run=init_v,
-                                     run_config=run_config)
-        return name, gr.Timer(active=True), f"Started **{name}**."
-
-    def on_tick(name):
-        if not name:
-            return (*[gr.skip()] * 6, gr.Timer(active=False))
-        st = runner.status(name)
-        done = st.state != "running"
-        table = runs_table(runner.list_runs()) if done else gr.skip()
-        pick = gr.Dropdown(choices=run_names(), value=name) if done else gr.skip()
-        return (st.summary(), progress_html(st.progress, st.state), runner.log_tail(name, 16),
-                loss_figure(runner.metrics(name), title=name), table, pick, gr.Timer(active=not done))
-
-    def on_stop(name):
-        return runner.stop(name)
-
-    def on_refresh():
-        names = run_names()
-        return runs_table(runner.list_runs()), gr.Dropdown(choices=names, value=names[0] if names else None), \
-            gr.Dropdown(choices=names)
-
-    def on_run_pick(name):
-        if not name:
-            return gr.skip(), gr.skip(), gr.skip()
-        st = runner.status(name)
-        return st.summary(), runner.log_tail(name, 16), loss_figure(runner.metrics(name), title=name)
-
-    def on_use(name):
-        if not name:
-            raise gr.Error("Choose a run.")
-        return f"Loaded: {engine.use_run(name)}"
-
     stage.change(on_stage, stage, [lr, llm_part])
-    start.click(guarded(on_start),
+    start.click(bind(on_start, engine),
                 [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, negatives, epochs, lr,
                  max_steps, base, tiny], [current, timer, status])
-    timer.tick(guarded(on_tick), current, [status, progress, log_box, plot, runs, run_pick, timer])
-    stop.click(guarded(on_stop), current, status)
-    refresh.click(guarded(on_refresh), None, [runs, run_pick, init])
-    run_pick.input(guarded(on_run_pick), run_pick, [status, log_box, plot])
-    use.click(guarded(on_use), run_pick, use_status).then(lambda: engine.describe(), None, shared.model_status)
-    shared.on_load.append((guarded(on_refresh), None, [runs, run_pick, init]))
+    timer.tick(bind(on_tick, engine), current, [status, progress, log_box, plot, runs, run_pick, timer])
+    stop.click(bind(on_stop, engine), current, status)
+    refresh.click(bind(on_refresh, engine), None, [runs, run_pick, init])
+    run_pick.input(bind(on_run_pick, engine), run_pick, [status, log_box, plot])
+    use.click(bind(on_use, engine), run_pick, use_status).then(engine.describe, None, shared.model_status)
+    shared.on_load.append((bind(on_refresh, engine), None, [runs, run_pick, init]))
