@@ -22,7 +22,13 @@ cannot flip a caption. Where a segment has no evidence, match.csv's `downcourt` 
 the match in the bottom half, 1: upper; verified against the positions of all 104 sets) and the
 end-change rules decide. A vote that contradicts `downcourt` is kept and reported as a warning.
 Strokes without a player take their own evidence, else the opposite of the previous stroke of the
-rally (players alternate), else 'bottom' (counted in the report).
+rally (players alternate), else 'bottom' (counted in the report). A `side` column (upper/bottom),
+as in the set files `core.detect` writes, gives each stroke's side directly instead of the vote.
+
+Detected sets (`python -m core.detect`) are ShuttleSet set files with an empty `type` (stroke
+class unknown: stroke None, no caption) and, beside the usual columns, `side`, `confidence`,
+`rally_winner`, `rally_start_frame`, `rally_end_frame` and `player_name`; without a match.csv row
+the players' names come from `player_name`.
 
 Zone (hit zone id as in `core.vocab.ZONE_PHRASES`): the hit point (`hit_x`, `hit_y`) mapped to
 court metres with the match's `Court` and classified by `core.court.zone_of` (depth from the net
@@ -260,6 +266,8 @@ def load_shuttleset_set(path: str | Path, match_csv: str | Path | None = None,
     players = {}
     if match_row:
         players = {"A": match_row.get("winner", "").strip(), "B": match_row.get("loser", "").strip()}
+    elif rows and "player_name" in rows[0]:  # a detected set (core.detect) names its players
+        players = {r["player"]: r["player_name"] for r in rows if r.get("player") in ("A", "B") and r.get("player_name")}
 
     strokes = [_shuttleset_stroke(path, i + 1, r, video, set_no, players, report) for i, r in enumerate(rows)]
     fps = _estimate_fps(path, rows, report)
@@ -269,9 +277,21 @@ def load_shuttleset_set(path: str | Path, match_csv: str | Path | None = None,
         else:
             s.time_s = _seconds(path, i, r.get("time", ""))
     downcourt = _num(match_csv, match_row["_row"], match_row, "downcourt", int) if match_row else None
-    _assign_sides(strokes, set_no, court, downcourt, report)
+    if not rows or any(r.get("side", "") == "" for r in rows):
+        _assign_sides(strokes, set_no, court, downcourt, report)
+    _given_sides(path, strokes, rows)
     _assign_zones(strokes, court, report)
     return StrokeTable(strokes, report, court, fps, players, str(path))
+
+
+def _given_sides(path, strokes: list[Stroke], rows: list[dict]) -> None:
+    """A `side` column (detected sets, core.detect) gives the hitter's half directly."""
+    for i, (s, r) in enumerate(zip(strokes, rows), start=1):
+        v = r.get("side", "").lower()
+        if v in ("upper", "bottom"):
+            s.side = v
+        elif v:
+            raise AnnotationError(path, i, "side", f"expected upper or bottom, got {v!r}")
 
 
 def _label(name: str, lookup, report: ImportReport) -> StrokeLabel | None:
