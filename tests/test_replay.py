@@ -1,8 +1,10 @@
 """Rendered replays: annotations survive the round trip, timing, determinism, the shuttle sits at the
-hit points, and no label leaks into the pixels."""
+hit points, no label leaks into the pixels, H.264 + AAC files whose frames are exact, and the
+rally / cut-away segments."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -11,9 +13,11 @@ import numpy as np
 import pytest
 
 from core.annotations import load_shuttleset_set
+from core.video import iter_windows, read_window
+from tests.conftest import read_index
 from train.render.camera import Camera
 from train.render.shuttle import profile
-from train.replay import LAST_FLIGHT_S, RenderOptions, ReplayError, main, parse_rallies, render_set
+from train.replay import HOLD_S, LAST_FLIGHT_S, SETUP_S, RenderOptions, ReplayError, main, parse_rallies, render_set
 
 SHUTTLESET = Path(__file__).resolve().parents[2] / "shared" / "data" / "shuttleset"
 VIDEO = "Kento_MOMOTA_CHOU_Tien_Chen_Fuzhou_Open_2019_Finals"
@@ -96,23 +100,90 @@ def test_hit_frames_and_video_format(rendered):
     assert len(decord.VideoReader(str(mp4))) == n
 
 
+def _segments(rendered: Path) -> dict:
+    return json.loads(rendered.with_suffix(".segments.json").read_text(encoding="utf-8"))
+
+
 def test_timing_keeps_rally_gaps_and_cuts_pauses(source, rendered):
     src, out = load_shuttleset_set(source).strokes, load_shuttleset_set(rendered).strokes
+    cuts = _segments(rendered)["cutaways"]
     for a, b, ra, rb in zip(src, src[1:], out, out[1:]):
         gap = (rb.frame - ra.frame) / 25
         if a.rally == b.rally:
             assert gap == pytest.approx(b.time_s - a.time_s, abs=0.05)
-        else:
-            assert gap <= LAST_FLIGHT_S + 2.0 + 0.05
+        else:  # the pause is cut, then lengthened to hold the cut-aways and the server's set-up
+            between = [c for c in cuts if ra.frame < c["start_frame"] < rb.frame]
+            resume = max([c["end_frame"] + 1 for c in between], default=0)
+            assert gap <= max(LAST_FLIGHT_S + 2.0, (resume - ra.frame) / 25 + SETUP_S + HOLD_S) + 0.05
 
 
-def test_same_seed_same_pixels_other_seed_other_look(source, rendered, tmp_path):
-    again = render_set(source, tmp_path / "a", seed=5, size=SMALL)
-    other = render_set(source, tmp_path / "b", seed=6, size=SMALL)
-    base = _frames(rendered.with_suffix(".mp4"))
-    assert np.array_equal(base, _frames(again.with_suffix(".mp4")))
-    diff = np.abs(base.astype(int) - _frames(other.with_suffix(".mp4")).astype(int)).mean()
-    assert diff > 8
+def test_segments_file_and_rally_columns(source, rendered):
+    seg = _segments(rendered)
+    assert set(seg) == {"fps", "frames", "size", "audio", "rallies", "cutaways"}
+    assert seg["fps"] == 25 and seg["size"] == list(SMALL) and seg["audio"] is True
+    cap = cv2.VideoCapture(str(rendered.with_suffix(".mp4")))
+    assert seg["frames"] == int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    strokes = load_shuttleset_set(rendered).strokes
+    assert [r["rally"] for r in seg["rallies"]] == sorted({s.rally for s in strokes})
+    assert seg["cutaways"] and {c["kind"] for c in seg["cutaways"]} <= {"replay", "closeup", "crowd", "walkback"}
+    spans = sorted([(r["start_frame"], r["end_frame"]) for r in seg["rallies"]]
+                   + [(c["start_frame"], c["end_frame"]) for c in seg["cutaways"]])
+    assert spans[0][0] == 0 and spans[-1][1] < seg["frames"]
+    assert all(a <= b < c for (a, b), (c, _) in zip(spans, spans[1:]))  # no overlaps
+    by_rally = {r["rally"]: r for r in seg["rallies"]}
+    with rendered.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for s, row in zip(strokes, rows):
+        r = by_rally[s.rally]
+        assert (int(row["rally_start_frame"]), int(row["rally_end_frame"])) == (r["start_frame"], r["end_frame"])
+        assert r["start_frame"] < s.frame <= r["end_frame"]  # every hit is in its rally's live shot
+        assert not any(c["start_frame"] <= s.frame <= c["end_frame"] for c in seg["cutaways"])
+
+
+def test_without_cutaways_or_audio(source, tmp_path):
+    out = render_set(source, tmp_path, seed=5, size=SMALL, cutaways=False, audio=False)
+    seg = _segments(out)
+    assert seg["cutaways"] == [] and seg["audio"] is False
+    strokes = load_shuttleset_set(out).strokes
+    for a, b in zip(strokes, strokes[1:]):
+        if a.rally != b.rally:
+            assert (b.frame - a.frame) / 25 <= LAST_FLIGHT_S + 2.0 + 0.05
+    a, b = seg["rallies"]
+    assert a["start_frame"] == 0 and b["start_frame"] == a["end_frame"] + 1 and b["end_frame"] < seg["frames"]
+    av = pytest.importorskip("av")
+    with av.open(str(out.with_suffix(".mp4"))) as container:
+        assert len(container.streams.video) == 1 and len(container.streams.audio) == 0
+
+
+def test_h264_and_aac_streams(rendered):
+    av = pytest.importorskip("av")
+    seg = _segments(rendered)
+    with av.open(str(rendered.with_suffix(".mp4"))) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and video.codec_context.pix_fmt == "yuv420p"
+        assert (video.width, video.height) == SMALL and video.frames == seg["frames"]
+        assert audio.codec_context.name == "aac" and audio.rate in (44100, 48000)
+        assert float(audio.duration * audio.time_base) == pytest.approx(seg["frames"] / 25, abs=0.05)
+
+
+def test_decoded_frames_are_the_rendered_frames(source, tmp_path):
+    """Frame i of the file is rendered frame i for OpenCV, core.video's readers and decord."""
+    out = render_set(source, tmp_path, seed=7, size=SMALL, options=RenderOptions(stamp=True), audio=False)
+    mp4, n = out.with_suffix(".mp4"), _segments(out)["frames"]
+    frames = _frames(mp4)
+    assert [read_index(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames] == list(range(n))
+    hits = [s.frame for s in load_shuttleset_set(out).strokes]
+    for centre, window in iter_windows(mp4, hits):
+        assert [read_index(f) for f in window] == list(range(centre - 7, centre + 9))
+    for centre in (hits[0], hits[-1], n - 3):
+        window = read_window(mp4, centre)
+        assert [read_index(f) for f in window] == [min(max(i, 0), n - 1) for i in range(centre - 7, centre + 9)]
+    decord = pytest.importorskip("decord")
+    reader = decord.VideoReader(str(mp4))
+    assert len(reader) == n
+    picks = [n - 1, 0, hits[3], n // 2]
+    assert [read_index(reader[i].asnumpy()) for i in picks] == picks
 
 
 def _diff_points(a: np.ndarray, b: np.ndarray, threshold: int = 40) -> np.ndarray:
@@ -123,8 +194,9 @@ def _diff_points(a: np.ndarray, b: np.ndarray, threshold: int = 40) -> np.ndarra
 
 def test_shuttle_is_at_each_hitters_contact_point(source, tmp_path):
     size = (320, 180)
-    with_shuttle = render_set(source, tmp_path / "on", seed=2, size=size)
-    without = render_set(source, tmp_path / "off", seed=2, size=size, options=RenderOptions(shuttle=False))
+    with_shuttle = render_set(source, tmp_path / "on", seed=2, size=size, audio=False)
+    without = render_set(source, tmp_path / "off", seed=2, size=size, options=RenderOptions(shuttle=False),
+                         audio=False)
     table = load_shuttleset_set(with_shuttle)
     cam = Camera(table.court, size)
     on, off = _frames(with_shuttle.with_suffix(".mp4")), _frames(without.with_suffix(".mp4"))
@@ -145,8 +217,9 @@ def test_shuttle_is_at_each_hitters_contact_point(source, tmp_path):
 
 
 def test_shuttle_survives_downscaling(source, tmp_path):
-    on = render_set(source, tmp_path / "on", rallies="2", seed=4)
-    off = render_set(source, tmp_path / "off", rallies="2", seed=4, options=RenderOptions(shuttle=False))
+    on = render_set(source, tmp_path / "on", rallies="2", seed=4, audio=False, cutaways=False)
+    off = render_set(source, tmp_path / "off", rallies="2", seed=4, options=RenderOptions(shuttle=False),
+                     audio=False, cutaways=False)
     strokes = load_shuttleset_set(on).strokes
     a, b = _frames(on.with_suffix(".mp4")), _frames(off.with_suffix(".mp4"))
     for s, nxt in zip(strokes, strokes[1:]):
@@ -164,12 +237,12 @@ def test_no_stroke_label_in_the_pixels(tmp_path):
     fake = _copy_set(tmp_path / "fake", {2, 3}, retype=swap)
     assert load_shuttleset_set(real).strokes[1].stroke != load_shuttleset_set(fake).strokes[1].stroke
     still = RenderOptions(shuttle=False, swing=False)
-    a = render_set(real, tmp_path / "a", seed=9, size=SMALL, options=still)
-    b = render_set(fake, tmp_path / "b", seed=9, size=SMALL, options=still)
+    a = render_set(real, tmp_path / "a", seed=9, size=SMALL, options=still, audio=False)
+    b = render_set(fake, tmp_path / "b", seed=9, size=SMALL, options=still, audio=False)
     assert np.array_equal(_frames(a.with_suffix(".mp4")), _frames(b.with_suffix(".mp4")))
     # with motion on, the renders differ, but only in small areas (racket, shuttle)
-    a = render_set(real, tmp_path / "c", seed=9, size=SMALL)
-    b = render_set(fake, tmp_path / "d", seed=9, size=SMALL)
+    a = render_set(real, tmp_path / "c", seed=9, size=SMALL, audio=False)
+    b = render_set(fake, tmp_path / "d", seed=9, size=SMALL, audio=False)
     fa, fb = _frames(a.with_suffix(".mp4")), _frames(b.with_suffix(".mp4"))
     assert not np.array_equal(fa, fb)
     for s in load_shuttleset_set(a).strokes:
@@ -210,9 +283,11 @@ def test_cli_reports_errors_without_traceback(source, tmp_path, capsys):
 
 def test_cli_renders_selected_rallies(source, tmp_path, capsys):
     assert main(["--set", str(source), "--out", str(tmp_path / "o"), "--rallies", "3",
-                 "--size", "160x90", "--seed", "1", "--max-gap", "1"]) == 0
+                 "--size", "160x90", "--seed", "1", "--max-gap", "1", "--no-audio", "--no-cutaways"]) == 0
     out = load_shuttleset_set(tmp_path / "o" / VIDEO / "set1.csv")
     assert {s.rally for s in out.strokes} == {3}
+    seg = _segments(tmp_path / "o" / VIDEO / "set1.csv")
+    assert seg["audio"] is False and seg["cutaways"] == []
     # a second set of the same match goes beside it; the match's rows are replaced, not repeated
     set2 = tmp_path / "src2" / VIDEO / "set2.csv"
     set2.parent.mkdir(parents=True)
@@ -220,7 +295,7 @@ def test_cli_renders_selected_rallies(source, tmp_path, capsys):
     for name in ("match.csv", "homography.csv"):
         shutil.copy(source.parent.parent / name, set2.parent.parent / name)
     court = load_shuttleset_set(tmp_path / "o" / VIDEO / "set1.csv").court
-    render_set(set2, tmp_path / "o", rallies=[2], seed=8, size=SMALL)  # same match, same camera
+    render_set(set2, tmp_path / "o", rallies=[2], seed=8, size=SMALL, audio=False)  # same match, same camera
     assert load_shuttleset_set(tmp_path / "o" / VIDEO / "set2.csv").court == court
     assert (tmp_path / "o" / VIDEO / "set2.mp4").is_file()
     for name in ("match.csv", "homography.csv"):

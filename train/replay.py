@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import re
@@ -41,9 +42,13 @@ import numpy as np
 
 from core.annotations import AnnotationError, Stroke, load_shuttleset_set, read_rows
 from core.court import COURT_LENGTH, COURT_WIDTH, NET_Y, Court
-from train.render.camera import Camera
+from train.render import cutaways as cutaway_plan
+from train.render.audio import RATE, soundtrack
+from train.render.camera import Camera, reframed
+from train.render.cutaways import Crowd, Cut, zoom_matrix
+from train.render.encode import Writer
 from train.render.players import BACKSWING_S, FOLLOW_S, RECOVER_S, Swing, draw_player, form_of, gait, track
-from train.render.scene import Finish, Scene
+from train.render.scene import MARGIN, Finish, Scene
 from train.render.shuttle import Flight, draw_shadow, draw_shuttle, profile
 from train.render.style import make_style
 
@@ -52,6 +57,9 @@ log = logging.getLogger(__name__)
 SOURCE_SIZE = (1280, 720)  # ShuttleSet pixel coordinates are in the 720p broadcast frame
 LEAD_IN_S = 1.0
 LAST_FLIGHT_S = 1.2  # a rally is over this long after its last hit
+RALLY_END_S = 2.0  # the live shot of a rally ends this long after its last hit (every flight has landed)
+SETUP_S = 0.6  # after the cut-aways, the main camera shows the server this long before the hold
+END_COLUMNS = ("rally_start_frame", "rally_end_frame")
 TAIL_S = 1.0
 MIN_STROKE_GAP_S = 0.16
 MAX_STROKE_GAP_S = 4.0
@@ -72,6 +80,7 @@ class RenderOptions:
 
     shuttle: bool = True
     swing: bool = True
+    stamp: bool = False  # draw each frame's index as 10 binary 8x8 blocks at the top left (tests)
 
 
 @dataclass
@@ -89,18 +98,29 @@ class Shot:
     landing: np.ndarray | None  # (2,) floor point
 
 
+@dataclass
+class Timeline:
+    """Where everything happens in the render, in frames (ranges inclusive)."""
+
+    shots: list[Shot]
+    rallies: list[dict]  # {"rally", "start_frame", "end_frame"}: the live shot of each rally
+    cuts: list[Cut]
+    n_frames: int
+
+
 # ---------------------------------------------------------------- public API
 
 
 def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] | str | None = None,
                seed: int = 0, size: tuple[int, int] = (640, 360), fps: float = 25, max_gap: float = 2.0,
                progress: Callable[[int, int], None] | None = None,
-               options: RenderOptions | None = None) -> Path:
+               options: RenderOptions | None = None, cutaways: bool = True, audio: bool = True) -> Path:
     """Render a ShuttleSet set file (optionally some rallies); returns the rendered set CSV's path.
 
     rallies: None (all), rally numbers, or a string like '1-10' / '1,3,5-7'. progress(done, total)
-    is called every 25 frames. options: test switches (no shuttle / no swings). ReplayError for bad
-    options, an unreadable set file or a match without court corners.
+    is called every 25 frames. options: test switches (no shuttle / no swings). cutaways: broadcast
+    cut-aways between rallies; audio: a sound track. ReplayError for bad options, an unreadable set
+    file or a match without court corners.
     """
     size, fps, max_gap = _check_options(size, fps, max_gap, seed)
     options = options or RenderOptions()
@@ -114,7 +134,7 @@ def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] 
     if not table.fps:
         log.warning("%s: frame rate not found from the time column; assuming 25 fps", set_csv)
 
-    rng_style, rng_scene, rng_finish = (np.random.default_rng([seed, k]) for k in range(3))
+    rng_style, rng_scene, rng_finish, rng_cuts, rng_audio = (np.random.default_rng([seed, k]) for k in range(5))
     style = make_style(rng_style)
     video = set_csv.parent.name
     out_dir = Path(out_dir)
@@ -123,19 +143,23 @@ def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] 
         affine = _camera_affine(size, style.zoom, style.shift)
     court = _transform_court(table.court, affine)
     cam = Camera(court, size)
-    shots = _timeline(pairs, table.court, src_fps, fps, max_gap)
-    n_frames = int(math.ceil((shots[-1].t + LAST_FLIGHT_S + TAIL_S) * fps))
+    timeline = _timeline(pairs, table.court, src_fps, fps, max_gap, rng_cuts if cutaways else None)
 
     folder = out_dir / video
     folder.mkdir(parents=True, exist_ok=True)
     mp4 = folder / f"{set_csv.stem}.mp4"
-    frames = _Frames(shots, cam, style, rng_scene, rng_finish, size, fps, n_frames, options)
-    _write_video(mp4, frames, n_frames, fps, size, progress)
+    frames = _Frames(timeline, cam, style, rng_scene, rng_finish, size, fps, options, seed)
+    sound = None
+    if audio:
+        sound = soundtrack(frames.events(), timeline.n_frames, fps, rng_audio)
+    _write_video(mp4, frames, timeline.n_frames, fps, size, progress, sound)
 
     out_csv = folder / f"{set_csv.stem}.csv"
-    _write_set_csv(out_csv, header, shots, affine, fps)
+    _write_set_csv(out_csv, header, timeline, affine, fps)
+    _write_segments(folder / f"{set_csv.stem}.segments.json", timeline, fps, size, sound is not None)
     _write_match_files(set_csv, out_dir, video, court, affine)
-    log.info("%s: %d strokes, %d frames at %g fps -> %s", set_csv.name, len(shots), n_frames, fps, mp4)
+    log.info("%s: %d strokes, %d frames at %g fps, %d cut-aways -> %s", set_csv.name, len(timeline.shots),
+             timeline.n_frames, fps, len(timeline.cuts), mp4)
     return out_csv
 
 
@@ -252,26 +276,58 @@ def _transform_court(court: Court, affine: np.ndarray) -> Court:
 
 
 def _timeline(pairs: list[tuple[Stroke, dict]], court: Court, src_fps: float, fps: float,
-              max_gap: float) -> list[Shot]:
-    """Render times, hit frames and court-metre positions of the selected strokes."""
+              max_gap: float, rng_cuts: np.random.Generator | None = None) -> Timeline:
+    """Render times, hit frames and court-metre positions of the selected strokes; the live shot of
+    each rally and the cut-aways after it (rng_cuts None: no cut-aways)."""
     shots: list[Shot] = []
+    rallies: list[dict] = []
+    cuts: list[Cut] = []
     t = LEAD_IN_S
     prev_src, prev_rally, prev_frame, prev_hitter = None, None, -1, None
+    rally_start, first_of_rally = 0, 0
     for stroke, row in pairs:
         src_t = stroke.frame / src_fps
+        resume = None
         if prev_src is not None:
             gap = src_t - prev_src
             if stroke.rally == prev_rally:
                 t += float(np.clip(gap, MIN_STROKE_GAP_S, MAX_STROKE_GAP_S))
-            else:  # the pause after a rally, cut to max_gap
+            else:  # the pause after a rally, cut to max_gap, lengthened for the cut-aways
                 pause = gap - LAST_FLIGHT_S
                 t += LAST_FLIGHT_S + float(np.clip(pause if gap > 0 else max_gap, 0.3, max(max_gap, 0.3)))
+                end, new = _close_rally(shots, first_of_rally, fps, rng_cuts)
+                if new:
+                    cuts += new
+                    resume = new[-1].end + 1
+                    t = max(t, resume / fps + SETUP_S + HOLD_S)
         frame = max(int(round(t * fps)), prev_frame + 1)
         t = frame / fps
+        if prev_src is not None and stroke.rally != prev_rally:
+            if resume is None:  # one camera shot: the next rally's starts as the server takes the shuttle
+                end = max(min(end, frame - int(round(HOLD_S * fps)) - 1), prev_frame)
+            rallies.append({"rally": prev_rally, "start_frame": rally_start, "end_frame": end})
+            rally_start = resume if resume is not None else end + 1
+            first_of_rally = len(shots)
         hitter = stroke.player or ("B" if prev_hitter == "A" and prev_rally == stroke.rally else "A")
         shots.append(_place(stroke, row, frame, t, hitter, court))
         prev_src, prev_rally, prev_frame, prev_hitter = src_t, stroke.rally, frame, hitter
-    return shots
+    end, new = _close_rally(shots, first_of_rally, fps, rng_cuts)
+    cuts += new
+    if new:
+        n_frames = new[-1].end + 1 + int(round(TAIL_S / 2 * fps))
+    else:
+        n_frames = int(math.ceil((shots[-1].t + LAST_FLIGHT_S + TAIL_S) * fps))
+    end = min(end, n_frames - 1)
+    rallies.append({"rally": prev_rally, "start_frame": rally_start, "end_frame": end})
+    return Timeline(shots, rallies, cuts, n_frames)
+
+
+def _close_rally(shots: list[Shot], first: int, fps: float, rng_cuts) -> tuple[int, list[Cut]]:
+    """The last frame of the rally ending at shots[-1] and the cut-aways that follow it."""
+    end = int(round((shots[-1].t + RALLY_END_S) * fps))
+    if rng_cuts is None:
+        return end, []
+    return end, cutaway_plan.plan(rng_cuts, shots[first].t, shots[-1].t, fps, end + 1)
 
 
 def _metres(court: Court, xy) -> np.ndarray | None:
@@ -306,49 +362,130 @@ def _place(stroke: Stroke, row: dict, frame: int, t: float, hitter: str, court: 
 
 
 class _Frames:
-    """Everything that moves, precomputed per frame, and the drawing of frame i."""
+    """Everything that moves, precomputed per frame, and the drawing of frame i.
 
-    def __init__(self, shots: list[Shot], cam: Camera, style, rng_scene, rng_finish, size, fps: float,
-                 n_frames: int, options: RenderOptions):
-        self.cam, self.style, self.options, self.fps = cam, style, options, fps
-        self.scene = Scene(cam, style, rng_scene)
-        self.finish = Finish(style, size, n_frames, rng_finish)
-        times = np.arange(n_frames) / fps
+    Every frame shows the world at a live time q[i]: the frame's own time (i / fps), except in a
+    replay, which shows earlier live times slowed down. Each camera shot (the main camera, or a
+    cut-away) has its own camera and pre-drawn scene; a crowd shot is an image of the stands.
+    """
+
+    def __init__(self, timeline: Timeline, cam: Camera, style, rng_scene, rng_finish, size, fps: float,
+                 options: RenderOptions, seed: int = 0):
+        shots, n_frames = timeline.shots, timeline.n_frames
+        self.timeline, self.style, self.options, self.fps, self.size = timeline, style, options, fps, size
         self.n = n_frames
+        base = np.arange(n_frames) / fps
+        q, view, first = base.copy(), np.zeros(n_frames, int), np.zeros(n_frames, int)
+        for k, c in enumerate(timeline.cuts, 1):
+            view[c.start:c.end + 1], first[c.start:c.end + 1] = k, c.start
+            if c.kind == "replay":
+                q[c.start:c.end + 1] = c.src_t0 + np.arange(c.end - c.start + 1) / fps * c.rate
+        for r in timeline.rallies:  # main-camera stretches start at a rally's first frame or after a cut
+            first[r["start_frame"]:r["end_frame"] + 1] = r["start_frame"]
+        self.q, self.view, self.first = q, view, first
         self.players = {}
         for who in ("A", "B"):
-            pos = track(times, _keys(shots, who))
+            keys = _keys(shots, who)
+            pos_live, pos = track(base, keys), track(q, keys)
             if not np.isfinite(pos).all():  # never annotated: stand mid-court on the free half
-                pos[:] = (COURT_WIDTH / 2, 3.0 if _side_of(shots, who) == "upper" else COURT_LENGTH - 3.0)
-            speed, phase = gait(pos, fps)
-            self.players[who] = (pos, speed, phase, _swings(shots, who))
-        self.shuttle = _shuttle_track(shots, times)
-        self.shuttle_px = cam.project_points(np.nan_to_num(self.shuttle))
-        self.shuttle_px[~np.isfinite(self.shuttle[:, 0])] = np.nan
-        floor = self.shuttle.copy()
-        floor[:, 2] = 0
-        self.floor_px = cam.project_points(np.nan_to_num(floor))
-        self.floor_px[(~np.isfinite(self.shuttle[:, 0])) | (self.shuttle[:, 2] < 0.05)] = np.nan
+                spot = (COURT_WIDTH / 2, 3.0 if _side_of(shots, who) == "upper" else COURT_LENGTH - 3.0)
+                pos_live[:], pos[:] = spot, spot
+            speed, phase = gait(pos_live, fps)
+            self.players[who] = (pos, np.interp(q, base, speed), np.interp(q, base, phase), _swings(shots, who),
+                                 pos_live, speed, phase)
+        self.shuttle = _shuttle_track(shots, q)
         self.radius = max(1.0, 2.0 * size[0] / 640)
         self.shadow = tuple(int(c * 0.5) for c in style.court)
-        self.times = times
+        self.views = [(cam, Scene(cam, style, rng_scene), self.radius)]
+        for k, c in enumerate(timeline.cuts, 1):
+            self.views.append(self._cut_view(c, cam, style, np.random.default_rng([seed, 100 + k])))
+        self.shuttle_px = np.full((n_frames, 2), np.nan)
+        self.floor_px = np.full((n_frames, 2), np.nan)
+        floor = self.shuttle.copy()
+        floor[:, 2] = 0
+        for k, (vcam, _, _) in enumerate(self.views):
+            sel = view == k
+            if vcam is None or not sel.any():
+                continue
+            self.shuttle_px[sel] = vcam.project_points(np.nan_to_num(self.shuttle[sel]))
+            self.floor_px[sel] = vcam.project_points(np.nan_to_num(floor[sel]))
+        self.shuttle_px[~np.isfinite(self.shuttle[:, 0])] = np.nan
+        self.floor_px[(~np.isfinite(self.shuttle[:, 0])) | (self.shuttle[:, 2] < 0.05)] = np.nan
+        self.finish = Finish(style, size, n_frames, rng_finish)
+        self.canvas_size = (size[0] + 2 * MARGIN, size[1] + 2 * MARGIN)
+
+    def _cut_view(self, c: Cut, cam: Camera, style, rng: np.random.Generator):
+        """(camera, scene, shuttle radius) of a cut-away; a crowd shot is (None, Crowd, 0)."""
+        if c.kind == "crowd":
+            return None, Crowd(rng, self.size, c.end - c.start + 1), 0.0
+        centre = np.array(c.centre, float)
+        if c.kind == "closeup":  # frame the player where he is during the shot, at chest height
+            centre[:2] = self.players[c.who][0][c.start:c.end + 1].mean(0)
+        px = cam.project(*centre)
+        vcam = reframed(cam, zoom_matrix(px, c.zoom, self.size))
+        return vcam, Scene(vcam, style, rng), self.radius * c.zoom
 
     def __call__(self, i: int) -> np.ndarray:
-        canvas = self.scene.background.copy()
+        vcam, scene, radius = self.views[self.view[i]]
+        if vcam is None:
+            cut = self.timeline.cuts[self.view[i] - 1]
+            return self._stamp(self.finish(scene.frame(i - cut.start, self.canvas_size), i), i)
+        canvas = scene.background.copy()
         if self.options.shuttle:  # the shadow lies on the floor, under the players
-            draw_shadow(canvas, self.floor_px, i, self.radius, self.shadow)
+            draw_shadow(canvas, self.floor_px, i, radius, self.shadow)
         order = sorted(self.players, key=lambda who: self.players[who][0][i][1])  # far (small y) first
         for k, who in enumerate(order):
-            pos, speed, phase, swings = self.players[who]
+            pos, speed, phase, swings = self.players[who][:4]
             x, y = pos[i]
             facing = 1.0 if y < NET_Y else -1.0
-            swing = _swing_at(swings, self.times[i]) if self.options.swing else None
-            draw_player(canvas, self.cam, self.style.players[who], x, y, facing, speed[i], phase[i], swing)
+            swing = _swing_at(swings, self.q[i]) if self.options.swing else None
+            draw_player(canvas, vcam, self.style.players[who], x, y, facing, speed[i], phase[i], swing)
             if k == 0 and y < NET_Y:
-                self.scene.redraw_net(canvas)
+                scene.redraw_net(canvas)
         if self.options.shuttle:
-            draw_shuttle(canvas, self.shuttle_px, i, self.radius)
-        return self.finish(canvas, i)
+            draw_shuttle(canvas, self.shuttle_px, i, radius, self.first[i])
+        return self._stamp(self.finish(canvas, i), i)
+
+    def _stamp(self, frame: np.ndarray, i: int) -> np.ndarray:
+        if self.options.stamp:  # tests: frame i spells i in binary (tests/conftest.py read_index)
+            for b in range(10):
+                frame[:8, b * 8:(b + 1) * 8] = 235 if (i >> b) & 1 else 40
+        return frame
+
+    def events(self) -> dict:
+        """What can be heard, in live time (seconds): see train/render/audio.py."""
+        shots, fps = self.timeline.shots, self.fps
+        hits, landings = [], []
+        for i, s in enumerate(shots):
+            nxt = shots[i + 1] if i + 1 < len(shots) and shots[i + 1].stroke.rally == s.stroke.rally else None
+            prof = profile(s.stroke.stroke)
+            end = nxt.contact if nxt is not None else _landing_point(s)
+            t1 = nxt.t if nxt is not None else s.t + prof.flight_s
+            flight = Flight(s.contact, end, s.t, t1, prof)
+            p0, p1 = flight.at(np.array([s.t, s.t + 0.01]))
+            speed = float(np.linalg.norm(p1 - p0) / 0.01)  # launch speed, m/s
+            hits.append({"t": s.frame / fps, "speed": speed, "x": float(s.contact[0]), "z": float(s.contact[2])})
+            if nxt is None:
+                q = flight.at(np.array([t1 - 0.01, t1]))
+                landings.append({"t": t1, "speed": float(np.linalg.norm(q[1] - q[0]) / 0.01), "x": float(end[0])})
+        steps, squeaks = [], []
+        base = np.arange(self.n) / fps
+        live = self.view == 0
+        for who, (_, _, _, _, pos, speed, phase) in self.players.items():
+            strike = np.nonzero(np.diff(np.floor(phase / np.pi)) > 0)[0] + 1  # a foot comes down
+            steps += [{"t": float(base[k]), "speed": float(speed[k]), "x": float(pos[k, 0])} for k in strike]
+            vel = np.gradient(pos, axis=0) * fps
+            acc = np.linalg.norm(np.gradient(vel, axis=0) * fps, axis=1)
+            peaks = np.nonzero((acc[1:-1] > acc[:-2]) & (acc[1:-1] >= acc[2:]) & (acc[1:-1] > 6.0)
+                               & (speed[1:-1] > 0.8))[0] + 1
+            squeaks += [{"t": float(base[k]), "acc": float(acc[k]), "x": float(pos[k, 0])} for k in peaks if acc[k] < 80]
+        serves = [s.t for i, s in enumerate(shots) if i == 0 or shots[i - 1].stroke.rally != s.stroke.rally]
+        rally_ends = [{"t": land["t"], "strokes": sum(1 for s in shots if s.stroke.rally == r["rally"]),
+                       "serve": serves[k], "next_serve": serves[k + 1] if k + 1 < len(serves) else None}
+                      for k, (r, land) in enumerate(zip(self.timeline.rallies, landings))]
+        replays = [(c.start / fps, (c.end + 1) / fps) for c in self.timeline.cuts if c.kind == "replay"]
+        return {"hits": hits, "landings": landings, "steps": steps, "squeaks": squeaks,
+                "rally_ends": rally_ends, "replays": replays, "duration": self.n / fps, "live": live}
 
 
 def _keys(shots: list[Shot], who: str) -> list[tuple[float, float, float, int]]:
@@ -402,12 +539,16 @@ def _shuttle_track(shots: list[Shot], times: np.ndarray) -> np.ndarray:
             pos[sel] = flight.at(times[sel])
             continue
         # last stroke of a rally: down to the floor, then it lies there until the next rally
-        end = s.landing if s.landing is not None else _fallback_landing(s)
-        flight = Flight(s.contact, (end[0], end[1], 0.0), s.t, s.t + prof.flight_s, prof)
+        flight = Flight(s.contact, _landing_point(s), s.t, s.t + prof.flight_s, prof)
         until = nxt.t - HOLD_S if nxt is not None else times[-1] + 1
         sel = (times >= s.t) & (times < until)
         pos[sel] = flight.at(times[sel])
     return pos
+
+
+def _landing_point(s: Shot) -> tuple[float, float, float]:
+    end = s.landing if s.landing is not None else _fallback_landing(s)
+    return (float(end[0]), float(end[1]), 0.0)
 
 
 def _fallback_landing(s: Shot) -> np.ndarray:
@@ -421,17 +562,16 @@ def _fallback_landing(s: Shot) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise ReplayError(f"{path}: cannot open an mp4 writer")
+def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress, sound=None) -> None:
+    """H.264 (+ AAC when there is sound) through PyAV; the file must hold exactly n frames."""
     try:
-        for i in range(n):
-            writer.write(frames(i))
-            if progress is not None and (i % 25 == 24 or i == n - 1):
-                progress(i + 1, n)
-    finally:
-        writer.release()
+        with Writer(path, size, fps, sound, RATE) as writer:
+            for i in range(n):
+                writer.write(frames(i))
+                if progress is not None and (i % 25 == 24 or i == n - 1):
+                    progress(i + 1, n)
+    except (OSError, ValueError) as err:  # av's errors derive from these
+        raise ReplayError(f"{path}: cannot write the video ({err})") from None
     cap = cv2.VideoCapture(str(path))
     written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
@@ -444,11 +584,14 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _write_set_csv(path: Path, header: list[str], shots: list[Shot], affine: np.ndarray, fps: float) -> None:
+def _write_set_csv(path: Path, header: list[str], timeline: Timeline, affine: np.ndarray, fps: float) -> None:
+    """The source columns with the render's frames, times and pixels, plus each row's rally shot."""
+    header = list(header) + [c for c in END_COLUMNS if c not in header]
+    span = {r["rally"]: r for r in timeline.rallies}
     with path.open("w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         w.writeheader()
-        for s in shots:
+        for s in timeline.shots:
             row = dict(s.row)
             row["frame_num"] = str(s.frame)
             if "time" in row:
@@ -457,7 +600,16 @@ def _write_set_csv(path: Path, header: list[str], shots: list[Shot], affine: np.
                 if row.get(cx) and row.get(cy):
                     x, y = _map_xy(affine, float(row[cx]), float(row[cy]))
                     row[cx], row[cy] = f"{x:.3f}", f"{y:.3f}"
+            r = span[s.stroke.rally]
+            row["rally_start_frame"], row["rally_end_frame"] = str(r["start_frame"]), str(r["end_frame"])
             w.writerow(row)
+
+
+def _write_segments(path: Path, timeline: Timeline, fps: float, size, audio: bool) -> None:
+    """OUT/<video>/setN.segments.json: the live shot of each rally and every cut-away (frames inclusive)."""
+    doc = {"fps": fps, "frames": timeline.n_frames, "size": list(size), "audio": audio,
+           "rallies": timeline.rallies, "cutaways": [c.as_json() for c in timeline.cuts]}
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
 def _write_match_files(set_csv: Path, out_dir: Path, video: str, court: Court, affine: np.ndarray) -> None:
@@ -539,7 +691,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(640, 360), help="frame size WxH (default 640x360)")
     p.add_argument("--fps", type=float, default=25, help="frame rate of the render (default 25)")
     p.add_argument("--max-gap", type=float, default=2.0,
-                   help="longest pause between rallies in seconds (default 2)")
+                   help="longest pause between rallies in seconds, before cut-aways (default 2)")
+    p.add_argument("--cutaways", action=argparse.BooleanOptionalAction, default=True,
+                   help="broadcast cut-aways between rallies: replay, close-up, crowd, walk back (default on)")
+    p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
+                   help="a sound track: hits, landings, steps, crowd, applause, umpire (default on)")
     return p
 
 
@@ -557,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         out = render_set(args.set, args.out, rallies=args.rallies, seed=args.seed, size=args.size,
-                         fps=args.fps, max_gap=args.max_gap, progress=progress)
+                         fps=args.fps, max_gap=args.max_gap, progress=progress, cutaways=args.cutaways,
+                         audio=args.audio)
     except ReplayError as err:
         bar.close()
         parser.exit(2, f"error: {err}\n")

@@ -70,3 +70,13 @@ def _focal(a: np.ndarray, width: int) -> float:
         if np.isfinite(f2) and (0.3 * width) ** 2 < f2 < (30 * width) ** 2:
             return float(np.sqrt(f2))
     return 1.5 * width  # a degenerate view: a plausible broadcast focal length
+
+
+def reframed(cam: Camera, matrix: np.ndarray) -> Camera:
+    """The same camera with an image-plane map applied (a zoom or pan: another framing, as a
+    broadcast's second camera with a longer lens at about the same place)."""
+    out = object.__new__(Camera)
+    out.__dict__.update(cam.__dict__)
+    out.p = np.asarray(matrix, float) @ cam.p
+    out.focal = cam.focal * float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, float)[:2, :2]))))
+    return out

@@ -90,10 +90,11 @@ def draw_shadow(canvas: np.ndarray, floor_px: np.ndarray, i: int, radius: float,
                     cv2.LINE_AA, SHIFT)
 
 
-def draw_shuttle(canvas: np.ndarray, track_px: np.ndarray, i: int, radius: float) -> None:
+def draw_shuttle(canvas: np.ndarray, track_px: np.ndarray, i: int, radius: float, first: int = 0) -> None:
     """The shuttle at frame i: a short motion trail and a bright round head.
 
-    track_px: (n, 2) image pixels of the shuttle per frame, NaN while it is out of play.
+    track_px: (n, 2) image pixels of the shuttle per frame, NaN while it is out of play; first: the
+    first frame of the current camera shot (the trail never reaches across a cut).
     """
     p = track_px[i]
     if not np.isfinite(p[0]):
@@ -104,7 +105,7 @@ def draw_shuttle(canvas: np.ndarray, track_px: np.ndarray, i: int, radius: float
     prev = head
     for back, shade in ((1, 215), (2, 160)):
         j = i - back
-        if j < 0 or not np.isfinite(track_px[j][0]):
+        if j < first or not np.isfinite(track_px[j][0]):
             break
         q = fixed(track_px[j])
         cv2.line(canvas, tuple(prev), tuple(q), (shade, shade, shade), width, cv2.LINE_AA, SHIFT)
