@@ -25,12 +25,58 @@ REF_SPEED = 45.0  # m/s, a hard smash's launch speed; impacts scale against it
 VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 
 
-def soundtrack(events: dict, n_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """Stereo float32 (n_samples, 2), n_samples = round(n_frames / fps * RATE)."""
-    n_out = int(round(n_frames / fps * RATE))
-    n = n_out + (-n_out) % BLOCK  # whole envelope blocks; cut back at the end
-    lv = _levels(rng)
-    court = np.zeros((2, n), np.float32)  # dry sounds on the court, reverbed together
+class Soundtrack:
+    """A render's stereo sound, made in pieces as the video is written: `read(start, stop)` gives
+    samples start..stop-1 as float32 (2, stop - start); `len()` is round(n_frames / fps * RATE).
+
+    The dry court sounds are mixed into one buffer up front; reverb tail and crowd are looped noise
+    under block envelopes (small), so the long arrays are never built more than once.
+    """
+
+    def __init__(self, events: dict, n_frames: int, fps: float, rng: np.random.Generator):
+        self.n = int(round(n_frames / fps * RATE))
+        n = self.n + (-self.n) % BLOCK  # whole envelope blocks
+        lv = self.levels = _levels(rng)
+        self.court = _court(events, n, rng, lv)
+        self.reflections = [(int(rng.uniform(lo, hi) * RATE), g, flip) for lo, hi, g, flip in
+                            ((0.011, 0.02, 0.35, True), (0.025, 0.04, 0.25, False), (0.045, 0.07, 0.18, True))]
+        a = float(np.exp(-6.9 / (lv["rt60"] * RATE / BLOCK)))
+        energy = _blocks(self.court, BLOCK)
+        self.tail_env = (lv["wet"] * np.sqrt(2.0 * signal.lfilter([1 - a], [1, -a], energy, axis=1))).astype(np.float32)
+        self.tail_noise = _loop(rng, (200, 5000), 2.3)
+        self.crowd_env = (_crowd_env(n, events, rng, lv) * (lv["crowd"] * 3)).astype(np.float32)
+        self.crowd_noise = _loop(rng, (150, 3000), 3.7) / 3
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.n)
+        out = self.court[:, start:stop].copy()
+        for d, g, flip in self.reflections:  # early reflections off the arena's walls
+            lo = max(start, d)
+            if lo < stop:
+                src = self.court[:, lo - d:stop - d]
+                out[:, lo - start:] += g * (src[::-1] if flip else src)
+        blocks = np.arange(start, stop) // BLOCK
+        out += self.tail_env[:, blocks] * _looped(self.tail_noise, start, stop)
+        out += self.crowd_env[None, blocks] * _looped(self.crowd_noise, start, stop)
+        return np.tanh(out, out=out)  # a gentle limiter: quiet sounds pass unchanged
+
+    def samples(self) -> np.ndarray:
+        """The whole track, (n, 2) float32 (tests; writing streams it)."""
+        return np.ascontiguousarray(self.read(0, self.n).T)
+
+
+def soundtrack(events: dict, n_frames: int, fps: float, rng: np.random.Generator) -> Soundtrack:
+    """The sound of a render (see Soundtrack); events as `train.replay`'s frames give them."""
+    return Soundtrack(events, n_frames, fps, rng)
+
+
+def _court(events: dict, n: int, rng: np.random.Generator, lv: dict) -> np.ndarray:
+    """Dry stereo bus (2, n) of everything heard on the court: hits, landings, steps, squeaks,
+    applause, umpire."""
+    court = np.zeros((2, n), np.float32)
     for h in events["hits"]:
         _add(court, int(round(h["t"] * RATE)), _impact(h["speed"], rng) * lv["hit"], _pan(h["x"]))
     for land in events["landings"]:
@@ -51,24 +97,19 @@ def soundtrack(events: dict, n_frames: int, fps: float, rng: np.random.Generator
         start = int(round((r["t"] + rng.uniform(0.05, 0.3)) * RATE))
         size = 0.6 + 0.4 * min(r["strokes"] / 15.0, 1.0)
         claps = _applause(rng, size * lv["applause"])
-        court[:, start:start + claps.shape[1]] += claps[:, : max(0, n - start)]
+        if start < n:
+            court[:, start:start + claps.shape[1]] += claps[:, : n - start]
         call = r["t"] + rng.uniform(1.0, 2.0)
         if r["next_serve"] is None or call + 1.2 < r["next_serve"]:
             voice = _umpire(rng, lv["f0"]) * lv["umpire"]
             _add(court, int(round(call * RATE)), voice, 0.0)
-    mix = court + _reverb(court, lv["rt60"], lv["wet"], rng)
-    mix += _crowd(n, events, rng, lv)
-    mix = mix[:, :n_out]
-    peak = float(np.abs(mix).max()) if n else 0.0
-    if peak > 0.98:
-        mix *= 0.98 / peak
-    return np.ascontiguousarray(mix.T.astype(np.float32))
+    return court
 
 
 def _levels(rng: np.random.Generator) -> dict:
     db = lambda lo, hi: float(10 ** (rng.uniform(lo, hi) / 20))  # noqa: E731
     return {"hit": db(-6, -1), "steps": db(-34, -24), "squeak": db(-30, -20), "applause": db(-20, -12),
-            "umpire": db(-20, -12), "crowd": db(-40, -28), "rt60": float(rng.uniform(0.7, 1.6)),
+            "umpire": db(-20, -12), "crowd": db(-44, -32), "rt60": float(rng.uniform(0.7, 1.6)),
             "wet": float(rng.uniform(0.08, 0.25)), "f0": float(rng.uniform(95, 190)),
             "hush": float(rng.uniform(0.35, 0.7))}
 
@@ -95,19 +136,24 @@ def _env(n: int, tau_s: float) -> np.ndarray:
 
 
 def _impact(speed: float, rng: np.random.Generator) -> np.ndarray:
-    """A racket impact: loudness, decay and brightness from the shuttle's launch speed (m/s)."""
-    f = float(np.clip(speed / REF_SPEED, 0.03, 1.3)) * rng.uniform(0.9, 1.1)
+    """A racket impact: loudness, decay and brightness from the shuttle's launch speed (m/s).
+
+    A fast hit is a loud, short, bright crack; a slow touch a quiet, duller tock (its click decays
+    slower and is cut lower, and a body tone stands out more).
+    """
+    f = float(np.clip(speed / REF_SPEED, 0.03, 1.3)) * rng.uniform(0.92, 1.08)
+    hard = min(f, 1.0)
     n = int(0.06 * RATE)
     amp = 0.12 + 0.88 * f ** 0.9
-    click = rng.normal(0, 1, n).astype(np.float32) * _env(n, 0.0006 + 0.0025 * (1 - min(f, 1)))
-    cutoff = min(2500 + 11000 * f, 0.45 * RATE)  # harder hits are brighter
+    click = rng.normal(0, 1, n).astype(np.float32) * _env(n, 0.0005 + 0.003 * (1 - hard))
+    cutoff = min(1500 + 12000 * hard, 0.45 * RATE)
     click = signal.sosfilt(signal.butter(2, cutoff, "low", fs=RATE, output="sos"), click).astype(np.float32)
     click[0] = abs(click[0]) + 1.0  # the onset is the loudest sample
+    click /= max(np.abs(click).max(), 1e-6)
     t = np.arange(n) / RATE
-    ping_f = rng.uniform(1300, 1700) + 900 * min(f, 1)  # strings under more tension ring higher
-    ping = np.sin(2 * np.pi * ping_f * t).astype(np.float32) * _env(n, 0.006 + 0.01 * min(f, 1))
-    thump = np.sin(2 * np.pi * rng.uniform(180, 260) * t).astype(np.float32) * _env(n, 0.012) * min(f, 1)
-    out = click / max(np.abs(click).max(), 1e-6) + 0.45 * ping + 0.35 * thump
+    ping = np.sin(2 * np.pi * (rng.uniform(1300, 1700) + 900 * hard) * t) * _env(n, 0.004 + 0.006 * hard)
+    body = np.sin(2 * np.pi * rng.uniform(350, 500) * t) * _env(n, 0.008)
+    out = click + 0.3 * ping + 0.5 * (1 - hard) * body
     return (amp * out / max(np.abs(out).max(), 1e-6)).astype(np.float32)
 
 
@@ -185,60 +231,41 @@ def _umpire(rng: np.random.Generator, f0: float) -> np.ndarray:
     return (voice / max(np.abs(voice).max(), 1e-6)).astype(np.float32)
 
 
-def _loop(rng: np.random.Generator, n: int, band: tuple[float, float], seconds: float = 3.7) -> np.ndarray:
-    """(2, n) band-limited noise: a few seconds of it per channel, repeated (cheap for long renders)."""
+def _loop(rng: np.random.Generator, band: tuple[float, float], seconds: float) -> np.ndarray:
+    """(2, m) band-limited noise, unit deviation: a few seconds per channel, repeated by `_looped`."""
     m = int(seconds * RATE)
     sos = signal.butter(2, band, "band", fs=RATE, output="sos")
     base = signal.sosfilt(sos, rng.normal(0, 1, (2, m + 2000)).astype(np.float32), axis=1)[:, 2000:]
-    base /= max(float(base.std()), 1e-6)
-    return np.stack([np.resize(np.roll(base[ch], -ch * (m // 3)), n) for ch in range(2)])
+    return (base / max(float(base.std()), 1e-6)).astype(np.float32)
 
 
-def _times_env(x: np.ndarray, env: np.ndarray, hop: int) -> np.ndarray:
-    """x (channels, n) times a block envelope (channels or 1, n / hop), without repeating it out."""
-    c, n = x.shape
-    return (x.reshape(c, n // hop, hop) * env[:, : n // hop, None].astype(np.float32)).reshape(c, n)
+def _looped(loop: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Samples start..stop-1 of the loop repeated forever (the right channel a third of it later)."""
+    m = loop.shape[1]
+    idx = np.arange(start, stop)
+    return np.stack([loop[0, idx % m], loop[1, (idx + m // 3) % m]])
 
 
 def _blocks(x: np.ndarray, hop: int) -> np.ndarray:
-    """Mean square per block of `hop` samples, (channels, ceil(n / hop))."""
-    n = x.shape[1]
-    pad = (-n) % hop
-    return (np.pad(x, ((0, 0), (0, pad))) ** 2).reshape(x.shape[0], -1, hop).mean(2)
+    """Mean square per block of `hop` samples, (channels, n / hop); n a multiple of hop."""
+    c, n = x.shape
+    out = np.empty((c, n // hop), np.float64)
+    step = hop * 4096
+    for lo in range(0, n, step):  # in pieces: no second full-length array
+        part = x[:, lo:lo + step].astype(np.float64)
+        out[:, lo // hop:(lo + part.shape[1]) // hop] = (part ** 2).reshape(c, -1, hop).mean(2)
+    return out
 
 
-def _reverb(bus: np.ndarray, rt60: float, wet: float, rng: np.random.Generator) -> np.ndarray:
-    """The arena: a few early reflections, then a diffuse tail (noise following the decaying energy
-    of what was played, as a room's late reverberation does), rt60 seconds to -60 dB."""
-    n = bus.shape[1]
-    out = np.zeros_like(bus)
-    if n == 0:
-        return out
-    for delay_s, gain in ((rng.uniform(0.011, 0.02), 0.35), (rng.uniform(0.025, 0.04), 0.25),
-                          (rng.uniform(0.045, 0.07), 0.18)):
-        d = int(delay_s * RATE)
-        out[:, d:] += gain * bus[::-1, : n - d] if d % 2 else gain * bus[:, : n - d]
-    energy = _blocks(bus, BLOCK)
-    a = float(np.exp(-6.9 / (rt60 * RATE / BLOCK)))
-    tail = signal.lfilter([1 - a], [1, -a], energy, axis=1)
-    out += _times_env(_loop(rng, n, (200, 5000), 2.3), np.sqrt(tail * 2.0), BLOCK)
-    return (wet * out).astype(np.float32)
-
-
-def _crowd(n: int, events: dict, rng: np.random.Generator, lv: dict) -> np.ndarray:
-    """The crowd bed: murmur, hushed while a rally is played, swelling into a cheer at its end."""
-    if n == 0:
-        return np.zeros((2, 0), np.float32)
-    bed = _loop(rng, n, (150, 3000)) / 3
-    hop = BLOCK
-    m = n // hop + 2
+def _crowd_env(n: int, events: dict, rng: np.random.Generator, lv: dict) -> np.ndarray:
+    """Crowd level per BLOCK: a murmur, hushed while a rally is played, swelling into a cheer at its end."""
+    m = n // BLOCK
     env = 1 + 0.25 * np.convolve(rng.normal(0, 1, m), np.hanning(101) / 50, "same")
-    times = np.arange(m) * hop / RATE
+    times = np.arange(m) * BLOCK / RATE
     for r in events["rally_ends"]:
         serve = r.get("serve")
         if serve is not None:
             env[(times > serve - 1.0) & (times < r["t"])] *= lv["hush"]
         cheer = (times >= r["t"]) & (times < r["t"] + 3.0)
         env[cheer] *= 1 + rng.uniform(0.5, 1.5) * np.exp(-(times[cheer] - r["t"]) / 1.0)
-    env = np.convolve(env, np.hanning(31) / np.hanning(31).sum(), "same")
-    return _times_env(bed, env[None] * (lv["crowd"] * 3), hop)
+    return np.convolve(env, np.hanning(31) / np.hanning(31).sum(), "same")

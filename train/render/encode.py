@@ -15,7 +15,8 @@ import numpy as np
 
 PRESET = "veryfast"
 CRF = 23
-AUDIO_BITRATE = 128_000
+AUDIO_BITRATE = 96_000
+READ_AHEAD = 16_384  # audio samples fetched from the source at a time
 
 
 def frame_rate(fps: float) -> Fraction:
@@ -24,10 +25,13 @@ def frame_rate(fps: float) -> Fraction:
 
 
 class Writer:
-    """mp4 writer: `write(bgr_frame)` per frame, then `close()`; audio (n, channels) float32 or None."""
+    """mp4 writer: `write(bgr_frame)` per frame, then `close()`.
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio: np.ndarray | None = None,
-                 rate: int = 48_000):
+    audio: None (no audio stream), an array (n, channels) of floats in -1..1, or a source with
+    `len()` and `read(start, stop) -> (channels, stop - start)` (read in order as frames are written).
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio=None, rate: int = 48_000):
         self.path, self.size, self.fps = Path(path), size, fps
         self.container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
         rate_q = frame_rate(fps)
@@ -44,8 +48,8 @@ class Writer:
         self.samples = None
         self.rate = rate
         if audio is not None:
-            samples = np.ascontiguousarray(np.clip(audio, -1, 1).astype(np.float32).T)  # (channels, n)
-            layout = "stereo" if samples.shape[0] == 2 else "mono"
+            samples = _ArraySource(audio) if isinstance(audio, np.ndarray) else audio
+            layout = "stereo" if samples.read(0, 1).shape[0] == 2 else "mono"
             aus = self.container.add_stream("aac", rate=rate)
             aus.layout = layout
             aus.bit_rate = AUDIO_BITRATE
@@ -53,6 +57,7 @@ class Writer:
             self.audio, self.samples, self.layout = aus, samples, layout
             self.sent = 0
             self.frame_size = 1024
+            self.buf_start, self.buf = 0, np.zeros((2 if layout == "stereo" else 1, 0), np.float32)
         self.n = 0
 
     def write(self, bgr: np.ndarray) -> None:
@@ -65,10 +70,11 @@ class Writer:
             self._audio_until(int(round(self.n / self.fps * self.rate)))
 
     def _audio_until(self, end: int) -> None:
-        end = min(end, self.samples.shape[1])
-        while self.sent + self.frame_size <= end or (end == self.samples.shape[1] and self.sent < end):
+        total = len(self.samples)
+        end = min(end, total)
+        while self.sent + self.frame_size <= end or (end == total and self.sent < end):
             stop = min(self.sent + self.frame_size, end)
-            chunk = np.ascontiguousarray(self.samples[:, self.sent:stop])
+            chunk = self._samples(self.sent, stop)
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self.layout)
             frame.sample_rate = self.rate
             frame.pts = self.sent
@@ -77,9 +83,17 @@ class Writer:
                 self.container.mux(packet)
             self.sent = stop
 
+    def _samples(self, start: int, stop: int) -> np.ndarray:
+        """Samples start..stop-1, read from the source READ_AHEAD at a time (reads run in order)."""
+        if stop > self.buf_start + self.buf.shape[1]:
+            self.buf_start = start
+            self.buf = np.asarray(self.samples.read(start, max(stop, start + READ_AHEAD)), np.float32)
+        lo = start - self.buf_start
+        return np.ascontiguousarray(self.buf[:, lo:lo + stop - start])
+
     def close(self) -> None:
         if self.audio is not None:
-            self._audio_until(self.samples.shape[1])
+            self._audio_until(len(self.samples))
             for packet in self.audio.encode(None):
                 self.container.mux(packet)
         for packet in self.video.encode(None):
@@ -97,3 +111,17 @@ class Writer:
                 self.container.close()
             except Exception:  # noqa: BLE001 - the original error matters, not the half-written file
                 pass
+
+
+class _ArraySource:
+    """An (n, channels) array as an audio source."""
+
+    def __init__(self, audio: np.ndarray):
+        a = np.asarray(audio, np.float32)
+        self.data = np.clip(a if a.ndim == 2 else a[:, None], -1, 1).T
+
+    def __len__(self) -> int:
+        return self.data.shape[1]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.data[:, start:stop]
