@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BitsAndBytesConfig, InstructBlipForConditionalGeneration
 
@@ -56,6 +57,9 @@ def load_base(settings: ModelSettings) -> tuple[InstructBlipForConditionalGenera
         qformer_tok = _qformer_tokenizer(source)
     except OSError as err:
         raise ModelLoadError(_missing_message(source, err)) from None
+    except SafetensorError as err:
+        raise ModelLoadError(f"{_weights_file(source)}: the base weights cannot be read ({err}); the file is "
+                             "damaged or not a checkpoint") from None
     spec = _image_spec(source)
     if model.config.text_config.model_type != "t5":
         raise ModelLoadError(f"{source}: the language model is {model.config.text_config.model_type!r}; "
@@ -150,6 +154,8 @@ def load_model(adapter_dir: str | Path, base: str | None = None, precision: str 
         load_adapter_state_dict(model.vlm, load_file(str(weights), device=str(model.device)))
     except ValueError as err:
         raise ModelLoadError(f"{weights}: {err}") from None
+    except SafetensorError as err:
+        raise ModelLoadError(f"{weights}: not a readable adapters file ({err}); the file is damaged") from None
     return model
 
 
@@ -175,7 +181,10 @@ def _init_stroke_embeddings(vlm: StrokeVLM, source: str) -> None:
     path = Path(source) / STROKE_EMBEDDINGS
     if not path.is_file():
         return
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except SafetensorError as err:
+        raise ModelLoadError(f"{path}: not a readable embeddings file ({err}); the file is damaged") from None
     with torch.no_grad():
         for name in ("frame_embed", "clip_embed"):
             if name in state:
@@ -192,6 +201,12 @@ def save_stroke_embeddings(vlm: StrokeVLM, base_dir: str | Path) -> Path:
     save_file({"frame_embed": vlm.frame_embed.detach().float().cpu().contiguous(),
                "clip_embed": vlm.clip_embed.detach().float().cpu().contiguous()}, str(path))
     return path
+
+
+def _weights_file(source: str) -> str:
+    """The weights file of a local base folder (for messages), else the base's name."""
+    local = Path(source) / "model.safetensors"
+    return str(local) if local.is_file() else source
 
 
 def _qformer_tokenizer(source: str):

@@ -167,6 +167,23 @@ def test_adapters_of_another_lora_layout_are_refused(tiny_base, tmp_path):
         load_model(run)
 
 
+def test_damaged_weights_name_the_file(tiny_base, tmp_path):
+    import shutil
+
+    run = save_adapters(make(tiny_base, LoraSettings.experiment(1)), tmp_path / "run")
+    good = (run / "adapters.safetensors").read_bytes()
+    for damaged in (b"", b"not weights at all", good[: len(good) // 2]):
+        (run / "adapters.safetensors").write_bytes(damaged)
+        with pytest.raises(ModelLoadError, match=r"adapters\.safetensors: .*damaged"):
+            load_model(run)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: the base weights cannot be read"):
+        build_model(ModelSettings(base=str(base)))
+
+
 def test_missing_base_gives_a_clear_message(tmp_path):
     with pytest.raises(ModelLoadError, match="never downloads"):
         build_model(ModelSettings(base="Salesforce/instructblip-flan-t5-xl-not-cached"))
