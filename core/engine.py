@@ -12,6 +12,7 @@ import csv
 import hashlib
 import logging
 import re
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,7 @@ class Engine:
         dest_dir = self._ws().uploads / safe_name(match_name, "match")
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / safe_name(src.name, "file")
-        dest.write_bytes(src.read_bytes())
+        shutil.copyfile(src, dest)  # streamed in chunks: a large upload never sits in memory whole
         return dest
 
     def _add(self, ann: Path, vid: Path | None, progress: Progress | None) -> int:
