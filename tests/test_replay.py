@@ -194,9 +194,9 @@ def _diff_points(a: np.ndarray, b: np.ndarray, threshold: int = 40) -> np.ndarra
 
 def test_shuttle_is_at_each_hitters_contact_point(source, tmp_path):
     size = (320, 180)
-    with_shuttle = render_set(source, tmp_path / "on", seed=2, size=size, audio=False)
+    with_shuttle = render_set(source, tmp_path / "on", seed=2, size=size, audio=False, cutaways=False)
     without = render_set(source, tmp_path / "off", seed=2, size=size, options=RenderOptions(shuttle=False),
-                         audio=False)
+                         audio=False, cutaways=False)
     table = load_shuttleset_set(with_shuttle)
     cam = Camera(table.court, size)
     on, off = _frames(with_shuttle.with_suffix(".mp4")), _frames(without.with_suffix(".mp4"))

@@ -1,28 +1,37 @@
-"""Annotated rallies -> a rendered broadcast-view replay with exactly known ground truth.
+"""Annotated rallies -> a rendered broadcast of them, with sound, with exactly known ground truth.
 
     python -m train.replay --set SHUTTLESET/<video>/set1.csv --out renders/ --rallies 1-10 --seed 3
 
-Writes `OUT/<video>/setN.mp4` and `OUT/<video>/setN.csv` (the source columns, with the rendered
-video's `frame_num` and `time` and every pixel coordinate mapped into the rendered frame), plus the
-video's rows in `OUT/match.csv` and `OUT/homography.csv` (corners = the court actually drawn), so
-`core.annotations.load_shuttleset_set` reads a render back like a real set.
+Writes `OUT/<video>/setN.mp4` (H.264 yuv420p + AAC, through PyAV; plays in a browser as it is),
+`OUT/<video>/setN.csv` (the source columns, with the rendered video's `frame_num` and `time` and
+every pixel coordinate mapped into the rendered frame, plus `rally_start_frame` and
+`rally_end_frame`: the live shot of the row's rally), `OUT/<video>/setN.segments.json` (fps,
+frame count, size, whether there is sound, each rally's live shot and every cut-away, frame ranges
+inclusive), plus the video's rows in `OUT/match.csv` and `OUT/homography.csv` (corners = the court
+actually drawn), so `core.annotations.load_shuttleset_set` reads a render back like a real set.
 
 Timing: each stroke is hit at its annotated time (frame_num / source fps). Inside a rally the real
-gaps are kept (clipped to MIN_STROKE_GAP_S..MAX_STROKE_GAP_S against annotation slips); a rally is
-taken to end LAST_FLIGHT_S after its last hit, and the pause before the next serve is cut to
-`max_gap`. Hit frames are round(t * fps), strictly increasing, and the shuttle is at the contact
-point on exactly that frame.
+gaps are kept (clipped to MIN_STROKE_GAP_S..MAX_STROKE_GAP_S against annotation slips); a rally's
+live shot ends RALLY_END_S after its last hit, and the pause before the next serve is cut to
+`max_gap`, then lengthened to hold the cut-aways (train/render/cutaways.py: replay, close-up,
+crowd, walk back) and SETUP_S + HOLD_S of the main camera before the serve. Hit frames are
+round(t * fps), strictly increasing, and the shuttle is at the contact point on exactly that frame.
+Replays re-render earlier live times slowed down; their hits are not strokes and make no sound.
+
+Sound (train/render/audio.py): a racket impact starting at sample round(frame / fps * rate) of
+each hit, loud and bright as the shuttle's launch speed in the drawn flight, landings, steps,
+squeaks, crowd, applause and umpire calls; levels from the seed.
 
 Camera: the match's real court corners (homography.csv) scaled to the render size, then a seeded
 zoom and offset; `OUT/homography.csv` states the corners after that. Camera shake moves frames by
-at most MARGIN - 1 pixels around those corners.
+at most MARGIN - 1 pixels around those corners. Cut-aways use other framings of the same camera.
 
-Speed: about 700 frames/s at 640x360 on one CPU core, mp4 encoding included (cv2 drawing on a
-pre-drawn background; per-frame state is precomputed with numpy).
+Frames: frame i has pts i and there are no B-frames, so the i-th decoded frame is the i-th rendered
+one for OpenCV, decord and browsers (tests/test_replay.py checks it with frames that spell their index).
 
-Nothing in the pixels names a stroke: colours, sizes and the scene are per render or per player;
-the stroke type shows only as motion (racket swing form, shuttle arc and speed) and the zone and
-side only as positions, as in real broadcast footage.
+Nothing in the pixels or the sound names a stroke: colours, sizes and the scene are per render or
+per player; the stroke type shows only as motion (racket swing form, shuttle arc and speed) and as
+the impact's loudness, and the zone and side only as positions, as in real broadcast footage.
 """
 from __future__ import annotations
 
