@@ -1,5 +1,5 @@
 """The facade the app calls: the loaded stroke model, the workspace's stroke index, queries,
-caption corrections, exports, media for the browser and training runs.
+caption corrections, stroke edits, exports, media for the browser and training runs.
 
 Every method takes plain values (paths as typed, ids, filters) and returns plain values (rows as
 dicts, paths of written files, text); the UI only converts. Paths a user types are checked by
@@ -21,10 +21,11 @@ import torch
 
 from core.config import GenerationSettings, ModelSettings
 from core.loader import ModelLoadError, build_model, load_model, read_manifest
-from core.indexer import add_match
+from core.indexer import DETECTED_DIR, add_match, detect_set, encode_set
 from core.model import StrokeModel
 from core.runner import ConfigBuilder, RunError, Runner
-from core.store import StrokeStore
+from core.store import IndexStoreError, StrokeStore
+from core.tokens import encoder_key, model_key
 from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights,
                         write_segments)
 from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
@@ -191,19 +192,38 @@ class Engine:
             match_id = self._add(csv_path, video if video.is_file() else None, progress)
         return match_id
 
-    def add_match(self, annotations: str | None, video: str | None = None, progress: Progress | None = None) -> int:
-        """Index one set from paths inside the workspace: annotations (+ video), or a video's hit frames."""
+    def add_match(self, annotations: str | None = None, video: str | None = None, progress: Progress | None = None,
+                  players: tuple[str, str] | str | None = None, first_server: str | None = None) -> int:
+        """Index one set from paths inside the workspace: annotations (+ video), or a video alone, whose
+        strokes are detected first (core.detect): `players` are (the player starting in the bottom
+        half, the one in the upper half), `first_server` 'bottom' or 'upper' when known."""
         ws = self._ws()
         ann = ws.resolve(annotations, what="annotation file") if annotations and str(annotations).strip() else None
         vid = ws.resolve(video, what="video file") if video and str(video).strip() else None
-        if ann is None:
-            raise EngineError("give the annotation CSV of the match (a ShuttleSet set file or a reference CSV)")
+        if ann is None and vid is None:
+            raise EngineError("give the match video (its strokes are detected), its annotation CSV, or both")
         for p in (ann, vid):
             if p is not None and p.stat().st_size > MAX_UPLOAD_BYTES:
                 raise EngineError(f"{p.name} is larger than {MAX_UPLOAD_BYTES / 2**30:.0f} GiB")
         if vid is not None:
             probe(vid)  # a clear VideoError before any indexing
+        if ann is None:
+            ann = self._detect(vid, players, first_server, progress)
         return self._add(ann, vid, progress)
+
+    def _detect(self, video: Path, players, first_server: str | None, progress: Progress | None) -> Path:
+        """The video's detected strokes as a set file under the workspace's detected/ folder."""
+        from core.detect import DetectError
+
+        if isinstance(players, (tuple, list)) and not any(str(p or "").strip() for p in players):
+            players = None  # no names typed
+        players = players or None
+        first_server = first_server if first_server in ("bottom", "upper") else None
+        try:
+            return detect_set(video, self._ws().root / DETECTED_DIR, players=players, first_server=first_server,
+                              progress=progress)
+        except DetectError as err:  # detection cannot read this video: the other way in
+            raise EngineError(f"{err} (or add the match with its annotation CSV)") from None
 
     def save_upload(self, uploaded: str | Path, match_name: str) -> Path:
         """Move a browser upload (Gradio's temp file) into the workspace's uploads/ folder."""
@@ -251,6 +271,84 @@ class Engine:
         with self._index_lock:
             self.index.set_caption(int(stroke_id), text)
             self._query = None
+
+    # ------------------------------------------------------------ stroke edits (kept across re-indexing)
+
+    def add_stroke(self, match_id: int, time_s: float, set_no: int | None = None, side: str | None = None) -> int:
+        """A hit at `time_s` seconds of a set's video (the match's first set with a video): its stroke id."""
+        with self._index_lock:
+            sets = [s for s in self.index.sets(int(match_id)) if set_no is None or s["set_no"] == int(set_no)]
+            sets = [s for s in sets if s.get("video")] or sets
+            if not sets:
+                raise EngineError("this match has no such set")
+            fps = sets[0].get("fps")
+            if not fps:
+                raise EngineError("this set has no video frame rate: a hit is added on a video's frame")
+            frame = int(round(float(time_s) * fps))
+            return self._edited(sets[0]["id"], lambda st: st.add_stroke(sets[0]["id"], frame, side or None))
+
+    def delete_stroke(self, stroke_id: int) -> None:
+        with self._index_lock:
+            self._edited(self._set_of(stroke_id), lambda st: st.delete_stroke(int(stroke_id)))
+
+    def move_stroke(self, stroke_id: int, frames: int) -> int:
+        """Move a hit by `frames` video frames (negative: earlier); its stroke id after the move."""
+        with self._index_lock:
+            return self._edited(self._set_of(stroke_id), lambda st: st.move_stroke(int(stroke_id), int(frames)))
+
+    def set_stroke_side(self, stroke_id: int, side: str) -> int:
+        """Give a hit to the player on `side` ('bottom' or 'upper'); its stroke id."""
+        with self._index_lock:
+            return self._edited(self._set_of(stroke_id), lambda st: st.set_stroke_side(int(stroke_id), side))
+
+    def revert_stroke(self, stroke_id: int) -> int | None:
+        """Drop a stroke's edits (an added hit goes away); its stroke id after, or None."""
+        with self._index_lock:
+            return self._edited(self._set_of(stroke_id), lambda st: st.revert_stroke(int(stroke_id)))
+
+    def _set_of(self, stroke_id: int) -> int:
+        rows = self.index.strokes(ids=[int(stroke_id)])
+        if not rows:
+            raise EngineError(f"no stroke {stroke_id}: reload the strokes")
+        return int(rows[0]["set_id"])
+
+    def _edited(self, set_id: int, edit):
+        """Run a store edit, then caption what it moved or added with the loaded model."""
+        try:
+            out = edit(self.index)
+        except IndexStoreError as err:
+            raise EngineError(str(err)) from None
+        self._recaption(set_id)
+        self._query = None
+        return out
+
+    def _recaption(self, set_id: int) -> None:
+        """Tokens and captions for a set's hits that lack them (a moved or added hit), when the loaded
+        model is the one the set was indexed with: encode_set decodes only the frames not cached.
+        Otherwise such a hit stays uncaptioned until the set is indexed with a model again."""
+        m = self.model
+        row = next((s for s in self.index.sets() if s["id"] == set_id), None)
+        if m is None or row is None or not row.get("video") or not Path(row["video"]).is_file():
+            return
+        if row.get("encoder_key") != encoder_key(m) or row.get("captioner_key") != model_key(m):
+            return
+        with self._lock:
+            encode_set(self.index, set_id, m, captions=True)
+        self.index.set_status(set_id, "complete")
+
+    def stroke_edits(self, match_id: int | None = None) -> list[dict]:
+        with self._index_lock:
+            return self.index.stroke_edits(match_id)
+
+    def export_strokes(self, match_id: int) -> list[Path]:
+        """The match's sets as they are now (stroke edits applied) as set files in core.detect's columns,
+        under exports/strokes-<id>/<match>/: training data for the detector; core.annotations imports them."""
+        out = self._ws().exports / f"strokes-{int(match_id)}"
+        with self._index_lock:
+            sets = self.index.sets(int(match_id))
+            if not sets:
+                raise EngineError("this match has no sets")
+            return [self.index.export_set_csv(s["id"], out) for s in sets]
 
     def export_captions(self, match_id: int | None = None) -> tuple[Path, int]:
         """Corrected (else annotation) captions as a stage-1 train.json under exports/."""

@@ -1,8 +1,11 @@
 """Index a match from the command line: strokes, captions and query tokens into the workspace's store.
 
     python -m core.index VIDEO_OR_NONE --annotations CSV [--db PATH] [--model DIR]
+    python -m core.index VIDEO [--players "A,B"] [--first-server bottom|upper] [--db PATH] [--model DIR]
 
-The store is core.store, the model pass core.indexer, the token cache core.tokens.
+Without --annotations (and --frames) the video's strokes are detected (core.detect) and written
+as a set CSV under the index's folder (DB_DIR/detected/<video stem>/set1.csv), then indexed as any
+annotation file. The store is core.store, the model pass core.indexer, the token cache core.tokens.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import sys
 from pathlib import Path
 
 from core.annotations import AnnotationError
-from core.indexer import add_match
+from core.indexer import DETECTED_DIR, add_match, detect_set
 from core.store import DEFAULT_DB, IndexStoreError, StrokeStore
 from core.video import VideoError
 
@@ -21,14 +24,16 @@ from core.video import VideoError
 class _ProgressBar:
     """A tqdm bar for the command line, made on the first report (when the total is known)."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "stroke") -> None:
         self.bar = None
+        self.unit = unit
 
     def __call__(self, done: int, total: int, what: str) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=total, unit="stroke", desc=what)
+            self.bar = tqdm(total=total, unit=self.unit, desc=what)
+        self.bar.total = total
         self.bar.n = done
         self.bar.refresh()
 
@@ -40,7 +45,10 @@ class _ProgressBar:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.index", description="Index a match: strokes, captions, tokens.")
     p.add_argument("video", help="the match (set) video, or NONE to index the annotations alone")
-    p.add_argument("--annotations", help="ShuttleSet set CSV or the reference per-stroke CSV")
+    p.add_argument("--annotations", help="ShuttleSet set CSV or the reference per-stroke CSV; without it (and "
+                                         "--frames) the video's strokes are detected")
+    p.add_argument("--players", help='detection: "Name A,Name B", the player starting in the bottom half first')
+    p.add_argument("--first-server", choices=("bottom", "upper"), help="detection: the side of the first serve")
     p.add_argument("--frames", help="instead of annotations: a text file of hit frames "
                                     "(one per line or comma separated)")
     p.add_argument("--db", default=str(DEFAULT_DB), help=f"index file (default {DEFAULT_DB})")
@@ -64,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames:
         text = Path(args.frames).read_text()
         frames = [int(x) for x in text.replace(",", " ").split()]
-    if args.annotations is None and frames is None:
-        print("error: give --annotations CSV (or --frames FILE with a video)", file=sys.stderr)
+    detecting = args.annotations is None and frames is None
+    if detecting and video is None:
+        print("error: give the video (its strokes are detected), or --annotations CSV", file=sys.stderr)
+        return 2
+    if not detecting and (args.players or args.first_server):
+        print("error: --players and --first-server are for detection (no --annotations or --frames)",
+              file=sys.stderr)
         return 2
     try:
         model = None
@@ -74,9 +87,23 @@ def main(argv: list[str] | None = None) -> int:
 
             model = load_model(args.model, device=args.device)
         store = StrokeStore(args.db)
+        annotations = args.annotations
+        if detecting:
+            from core.detect import DetectError
+
+            bar = _ProgressBar("frame")
+            try:
+                annotations = detect_set(video, store.path.resolve().parent / DETECTED_DIR, players=args.players,
+                                         first_server=args.first_server, progress=bar)
+            except DetectError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            finally:
+                bar.close()
+            print(f"detected strokes written to {annotations}")
         bar = _ProgressBar()
         try:
-            match_id = add_match(store, args.annotations, video=video, model=model, progress=bar, frames=frames,
+            match_id = add_match(store, annotations, video=video, model=model, progress=bar, frames=frames,
                                  batch_size=args.batch_size)
         finally:
             bar.close()

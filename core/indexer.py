@@ -8,6 +8,9 @@ from those tokens (StrokeModel.caption: the vision never runs twice), then the b
 are committed. An interrupted run leaves whole batches only; the next run skips every stroke
 whose tokens and caption are cached, so indexing resumes where it stopped and a re-index with the
 same model is free.
+
+A video without annotations is detected first (`detect_set`: core.detect's strokes written as a
+ShuttleSet set file beside the index), then indexed as any annotation file.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from core.config import CAPTION_BATCH, GenerationSettings
 from core.store import SetSource, StrokeStore, set_source
 from core.tokens import encoder_key, model_key
 from core.video import Progress, iter_windows, probe
+from core.workspace import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,23 @@ def add_match(store: StrokeStore, annotations: str | Path | None = None, video: 
                    settings=settings, caption_batch=caption_batch)
     store.set_status(set_id, "complete")
     return match_id
+
+
+DETECTED_DIR = "detected"  # beside the index: detected set files, one folder per video
+
+
+def detect_set(video: str | Path, out_root: str | Path, players=None, first_server: str | None = None,
+               progress: Progress | None = None, detector: str | Path | None = None) -> Path:
+    """Detect a video's strokes (core.detect) and write them as a ShuttleSet-style set file,
+    OUT_ROOT/<video stem>/set1.csv (with the detected sides and the players' names, which
+    core.annotations reads). core.detect.DetectError for bad input or a video without strokes."""
+    from core import detect as det  # torch and the detector load only when a video is detected
+
+    players = det.check_players(players)
+    detection = det.detect(video, detector, players=players, first_server=first_server, progress=progress)
+    if not detection.strokes:
+        raise det.DetectError(f"{Path(video).name}: no strokes detected (is a badminton court in view?)")
+    return det.write_set_csv(detection, Path(out_root) / safe_name(Path(video).stem, "match") / "set1.csv", players)
 
 
 def add_source(store: StrokeStore, src: SetSource, video: str | Path | None = None) -> tuple[int, int]:

@@ -10,11 +10,18 @@ Tables (schema version `SCHEMA_VERSION`, in `meta`):
             model caption
   corrections  coaches' corrected captions, keyed by the stroke's natural key
                (match|set|rally|ball_round|frame), so re-indexing never drops them
+  stroke_edits  coaches' stroke edits (schema 3): a hit added, deleted, moved or given the other
+               side, keyed by match name, set and the stroke's frame in the set's source (an added
+               stroke: its own frame), so re-indexing or re-detecting the set never drops them;
+               every write of the set's strokes applies them (`apply_edits`)
   model_captions  caption cache: (video hash, model key, frame) -> caption
   texts     sentence embedding (float32 blob) of every caption text, embedded once (a stroke's
             embedding is that of its caption, with the stroke's description: core.query.semantic_text)
   stroke_captions  view: strokes with their corrected caption and the caption shown
                (corrected > annotation > model)
+
+A stroke's `source_frame` is its frame in the source (NULL for an added one), `edited` says what
+an edit changed ('added', 'moved', 'side', 'moved,side'; NULL when nothing).
 
 Writing a set's strokes is one transaction; the model pass that fills captions and tokens is
 core.indexer's, and the tokens live beside the file (core.tokens).
@@ -22,26 +29,30 @@ core.indexer's, and the tokens live beside the file (core.tokens).
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from core.annotations import AnnotationError, StrokeTable, load_annotations
 from core.tokens import TokenCache, file_hash
+from core.vocab import caption as stroke_caption
 from core.video import WINDOW_AFTER, WINDOW_BEFORE
 from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+SIDES = ("bottom", "upper")
 DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
 GEOMETRY = ("hit_x", "hit_y", "land_x", "land_y")  # court metres (core.court), None where not annotated
 
@@ -64,10 +75,13 @@ CREATE TABLE IF NOT EXISTS strokes(
   time_s REAL, start_s REAL, end_s REAL, side TEXT, player TEXT, player_name TEXT,
   type_zh TEXT, stroke TEXT, zone INTEGER, ann_caption TEXT, model_caption TEXT,
   hit_x REAL, hit_y REAL, land_x REAL, land_y REAL,
-  key TEXT NOT NULL UNIQUE);
+  key TEXT NOT NULL UNIQUE, source_frame INTEGER, edited TEXT);
 CREATE INDEX IF NOT EXISTS strokes_by_set ON strokes(set_id, rally, ball_round);
 CREATE INDEX IF NOT EXISTS strokes_by_match ON strokes(match_id);
 CREATE TABLE IF NOT EXISTS corrections(key TEXT PRIMARY KEY, caption TEXT NOT NULL, updated TEXT);
+CREATE TABLE IF NOT EXISTS stroke_edits(
+  match TEXT NOT NULL, set_no INTEGER NOT NULL, frame INTEGER NOT NULL, action TEXT NOT NULL,
+  new_frame INTEGER, side TEXT, updated TEXT, PRIMARY KEY(match, set_no, frame));
 CREATE TABLE IF NOT EXISTS model_captions(
   video_hash TEXT NOT NULL, model_key TEXT NOT NULL, frame INTEGER NOT NULL, caption TEXT NOT NULL,
   PRIMARY KEY(video_hash, model_key, frame));
@@ -102,6 +116,9 @@ class StrokeRow:
     score_b: int | None = None
     hit_m: tuple[float, float] | None = None  # hit (else player) point in court metres
     landing_m: tuple[float, float] | None = None
+    key: str | None = None  # the natural key (set by write_set from the source row)
+    source_frame: int | None = None  # the frame in the source; None for an added stroke
+    edited: str | None = None  # what an edit changed ('added', 'moved', 'side', 'moved,side')
 
 
 @dataclass
@@ -196,6 +213,8 @@ class StrokeStore:
                     self.db.execute(stmt)
             if has_meta and version < 2:
                 self._add_geometry()
+            if has_meta and version < 3:
+                self._add_edit_columns()
             self.db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES('generation', '0')")
 
@@ -213,6 +232,12 @@ class StrokeStore:
                 "UPDATE strokes SET hit_x=?, hit_y=?, land_x=?, land_y=? WHERE set_id=? AND rally=? AND ball_round=?"
                 " AND frame=?", [(*_geometry(*court_points(table, s)), set_id, s.rally, s.ball_round, s.frame)
                                  for s in table.strokes])
+
+    def _add_edit_columns(self) -> None:
+        """Schema 2 -> 3: strokes know their source frame and what an edit changed (stroke_edits is new)."""
+        self.db.execute("ALTER TABLE strokes ADD COLUMN source_frame INTEGER")
+        self.db.execute("ALTER TABLE strokes ADD COLUMN edited TEXT")
+        self.db.execute("UPDATE strokes SET source_frame=frame")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -255,29 +280,41 @@ class StrokeStore:
                 return match_id, old[0]
             if old:
                 set_id = old[0]
-                db.execute("DELETE FROM strokes WHERE set_id=?", (set_id,))
-                db.execute("DELETE FROM rallies WHERE set_id=?", (set_id,))
                 db.execute("UPDATE sets SET source=?, source_hash=?, video=?, video_hash=?, fps=?, status='annotated', "
-                           "n_strokes=?, updated=? WHERE id=?",
-                           (src.source, src.source_hash, video, vhash, fps, len(src.rows), _now(), set_id))
+                           "updated=? WHERE id=?", (src.source, src.source_hash, video, vhash, fps, _now(), set_id))
             else:
                 set_id = db.execute(
                     "INSERT INTO sets(match_id, set_no, source, source_hash, video, video_hash, fps, status, n_strokes,"
                     " updated) VALUES(?,?,?,?,?,?,?,'annotated',?,?)",
                     (match_id, src.set_no, src.source, src.source_hash, video, vhash, fps, len(src.rows), _now()),
                 ).lastrowid
-            db.executemany(
-                "INSERT INTO strokes(set_id, match_id, set_no, rally, ball_round, frame, time_s, start_s, end_s, side,"
-                " player, player_name, type_zh, stroke, zone, ann_caption, hit_x, hit_y, land_x, land_y, key)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(set_id, match_id, src.set_no, r.rally, r.ball_round, r.frame, t, a, b, r.side, r.player,
-                  r.player_name, r.type_zh, r.stroke, r.zone, r.ann_caption, *_geometry(r.hit_m, r.landing_m), key)
-                 for r, (t, a, b), key in zip(src.rows, (_times(r, fps) for r in src.rows), _keys(src))])
-            db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before,"
-                           " start_s, end_s, n_strokes) VALUES(?,?,?,?,?,?,?,?,?)", _rallies(set_id, src.rows, fps))
-            self._fill_model_captions(set_id)
+            self._write_rows(set_id, match_id, src, fps)
             self._bump()
         return match_id, set_id
+
+    def _write_rows(self, set_id: int, match_id: int, src: SetSource, fps: float | None) -> None:
+        """Replace a set's strokes and rallies with the source's rows, the set's stroke edits applied
+        (inside the caller's transaction). Keys come from the source rows, so corrections follow a
+        moved stroke; a stroke whose key was there before keeps its id."""
+        db = self.db
+        ids = dict(db.execute("SELECT key, id FROM strokes WHERE set_id=?", (set_id,)).fetchall())
+        rows = [replace(r, key=k, source_frame=r.frame) for r, k in zip(src.rows, _keys(src))]
+        rows = apply_edits(rows, self._edits(src.match, src.set_no), src.match, src.set_no, src.players)
+        db.execute("DELETE FROM strokes WHERE set_id=?", (set_id,))
+        db.execute("DELETE FROM rallies WHERE set_id=?", (set_id,))
+        db.execute("UPDATE sets SET n_strokes=? WHERE id=?", (len(rows), set_id))
+        db.executemany(
+            "INSERT INTO strokes(id, set_id, match_id, set_no, rally, ball_round, frame, time_s, start_s, end_s, side,"
+            " player, player_name, type_zh, stroke, zone, ann_caption, hit_x, hit_y, land_x, land_y, key,"
+            " source_frame, edited) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(ids.get(r.key), set_id, match_id, src.set_no, r.rally, r.ball_round, r.frame, t, a, b, r.side, r.player,
+              r.player_name, r.type_zh, r.stroke, r.zone, r.ann_caption, *_geometry(r.hit_m, r.landing_m), r.key,
+              r.source_frame, r.edited)
+             for r, (t, a, b) in sorted(zip(rows, (_times(r, fps) for r in rows)),
+                                        key=lambda x: x[0].key not in ids)])  # kept ids first: new ones come after
+        db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before,"
+                       " start_s, end_s, n_strokes) VALUES(?,?,?,?,?,?,?,?,?)", _rallies(set_id, rows, fps))
+        self._fill_model_captions(set_id)
 
     def video_hash(self, video: str | Path) -> str:
         p = Path(video).resolve()
@@ -418,6 +455,170 @@ class StrokeStore:
         tmp.replace(path)
         return len(items)
 
+    # ------------------------------------------------------------ stroke edits
+
+    def _edits(self, match: str, set_no: int) -> list[dict]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT frame, action, new_frame, side FROM stroke_edits WHERE match=? AND set_no=? ORDER BY frame",
+            (match, set_no))]
+
+    def stroke_edits(self, match_id: int | None = None) -> list[dict]:
+        """The stored stroke edits (of one match): match, set_no, frame (in the source), action, new_frame, side."""
+        q = ("SELECT e.* FROM stroke_edits e" + (" JOIN matches m ON m.name=e.match WHERE m.id=?" if match_id else "")
+             + " ORDER BY e.match, e.set_no, e.frame")
+        return [dict(r) for r in self.db.execute(q, (match_id,) if match_id else ())]
+
+    def _stroke(self, stroke_id: int) -> dict:
+        row = self.db.execute("SELECT s.*, m.name AS match FROM strokes s JOIN matches m ON m.id=s.match_id "
+                              "WHERE s.id=?", (int(stroke_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"no stroke {stroke_id} in {self.path}")
+        return dict(row)
+
+    def add_stroke(self, set_id: int, frame: int, side: str | None = None) -> int:
+        """A hit the source lacks, at `frame` (side None: the other side of the rally's previous hit);
+        its new stroke id. Its rally is the one whose hits surround the frame (else the nearest)."""
+        frame = int(frame)
+        if frame < 0:
+            raise ValueError(f"frame {frame} is before the video's start")
+        _check_side(side)
+        set_row = self._set_row(set_id)
+        if self.db.execute("SELECT 1 FROM strokes WHERE set_id=? AND frame=?", (set_id, frame)).fetchone():
+            raise ValueError(f"set {set_row['set_no']} already has a stroke at frame {frame}")
+        key = (set_row["match"], set_row["set_no"], frame)
+        self._edit(set_id, [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?", key),
+                            ("INSERT INTO stroke_edits VALUES(?,?,?,'add',NULL,?,?)", (*key, side, _now()))], None)
+        row = self.db.execute("SELECT id FROM strokes WHERE set_id=? AND frame=?", (set_id, frame)).fetchone()
+        return int(row[0])
+
+    def delete_stroke(self, stroke_id: int) -> None:
+        """Remove a stroke (an added one is forgotten; a source one is kept out of every later write)."""
+        s = self._stroke(stroke_id)
+        if s["source_frame"] is None:
+            ops = [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=? AND action='add'",
+                    (s["match"], s["set_no"], s["frame"]))]
+        else:
+            ops = [("INSERT OR REPLACE INTO stroke_edits VALUES(?,?,?,'delete',NULL,NULL,?)",
+                    (s["match"], s["set_no"], s["source_frame"], _now()))]
+        self._edit(s["set_id"], ops, None)
+
+    def move_stroke(self, stroke_id: int, frames: int) -> int:
+        """Move a stroke's hit by `frames` (negative: earlier); its stroke id after the move."""
+        s = self._stroke(stroke_id)
+        new = int(s["frame"]) + int(frames)
+        if new < 0:
+            raise ValueError(f"frame {new} is before the video's start")
+        if new != s["frame"] and self.db.execute("SELECT 1 FROM strokes WHERE set_id=? AND frame=?",
+                                                 (s["set_id"], new)).fetchone():
+            raise ValueError(f"set {s['set_no']} already has a stroke at frame {new}")
+        if s["source_frame"] is None:  # an added stroke: it is added at the new frame instead
+            edit = self._edit_row(s["match"], s["set_no"], s["frame"])
+            ops = [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?", (s["match"], s["set_no"], s["frame"])),
+                   ("INSERT INTO stroke_edits VALUES(?,?,?,'add',NULL,?,?)",
+                    (s["match"], s["set_no"], new, edit["side"] if edit else None, _now()))]
+            return self._edit(s["set_id"], ops, _added_key(s["match"], s["set_no"], new))
+        return self._change(s, new_frame=new)
+
+    def set_stroke_side(self, stroke_id: int, side: str) -> int:
+        """Give a stroke's hit to the player on `side` ('bottom' or 'upper'); its stroke id."""
+        _check_side(side, required=True)
+        s = self._stroke(stroke_id)
+        if s["source_frame"] is None:
+            ops = [("UPDATE stroke_edits SET side=?, updated=? WHERE match=? AND set_no=? AND frame=?",
+                    (side, _now(), s["match"], s["set_no"], s["frame"]))]
+            return self._edit(s["set_id"], ops, s["key"])
+        return self._change(s, side=side)
+
+    def revert_stroke(self, stroke_id: int) -> int | None:
+        """Drop a stroke's edits (an added stroke goes away): its stroke id after, or None."""
+        s = self._stroke(stroke_id)
+        frame = s["frame"] if s["source_frame"] is None else s["source_frame"]
+        ops = [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?", (s["match"], s["set_no"], frame))]
+        return self._edit(s["set_id"], ops, None if s["source_frame"] is None else s["key"])
+
+    def _edit_row(self, match: str, set_no: int, frame: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM stroke_edits WHERE match=? AND set_no=? AND frame=?",
+                              (match, set_no, frame)).fetchone()
+        return dict(row) if row else None
+
+    def _change(self, s: dict, new_frame: int | None = None, side: str | None = None) -> int:
+        old = self._edit_row(s["match"], s["set_no"], s["source_frame"]) or {}
+        new_frame = old.get("new_frame") if new_frame is None else new_frame
+        side = old.get("side") if side is None else side
+        if new_frame == s["source_frame"]:
+            new_frame = None
+        ops = [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?",
+                (s["match"], s["set_no"], s["source_frame"]))]
+        if new_frame is not None or side is not None:
+            ops.append(("INSERT INTO stroke_edits VALUES(?,?,?,'change',?,?,?)",
+                        (s["match"], s["set_no"], s["source_frame"], new_frame, side, _now())))
+        return self._edit(s["set_id"], ops, s["key"])
+
+    def _set_row(self, set_id: int) -> dict:
+        row = self.db.execute("SELECT s.*, m.name AS match, m.player_a, m.player_b FROM sets s "
+                              "JOIN matches m ON m.id=s.match_id WHERE s.id=?", (int(set_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"no set {set_id} in {self.path}")
+        return dict(row)
+
+    def _edit(self, set_id: int, ops: list[tuple[str, tuple]], key: str | None) -> int | None:
+        """Store an edit and rewrite the set's strokes from its source with every edit applied, in one
+        transaction; the id of the stroke with natural key `key` afterwards."""
+        set_row = self._set_row(set_id)
+        src = self._source_again(set_row)
+        with self.transaction() as db:
+            for sql, args in ops:
+                db.execute(sql, args)
+            self._write_rows(set_id, set_row["match_id"], src, set_row["fps"])
+            self._bump()
+        if key is None:
+            return None
+        row = self.db.execute("SELECT id FROM strokes WHERE set_id=? AND key=?", (set_id, key)).fetchone()
+        return int(row[0]) if row else None
+
+    def _source_again(self, set_row: dict) -> SetSource:
+        """The set's source as it was indexed: its annotation file again, or its plain hit frames."""
+        if set_row["source"]:
+            try:
+                src = set_source(set_row["source"])
+            except (AnnotationError, OSError) as err:
+                raise IndexStoreError(f"cannot edit set {set_row['set_no']} of {set_row['match']}: its source "
+                                      f"{set_row['source']} cannot be read ({err}); index the match again") from None
+            if src.source_hash != set_row["source_hash"]:
+                raise IndexStoreError(f"{set_row['source']} changed since it was indexed; index the match again")
+            return src
+        frames = {r[0] for r in self.db.execute("SELECT source_frame FROM strokes WHERE set_id=? AND source_frame "
+                                                "IS NOT NULL", (set_row["id"],))}
+        frames |= {e["frame"] for e in self._edits(set_row["match"], set_row["set_no"]) if e["action"] == "delete"}
+        src = set_source(frames=sorted(frames), video=set_row["video"] or set_row["match"])
+        return replace(src, match=set_row["match"], set_no=set_row["set_no"])
+
+    def export_set_csv(self, set_id: int, out_dir: str | Path) -> Path:
+        """The set's strokes as they are now (edits applied) as a set file in the columns core.detect
+        writes (OUT/<match>/set<N>.csv: side and player_name given, so core.annotations imports the
+        same frames, rallies, sides and names): training data for the detector. Rally start/end
+        frames and winners come from the set's source file where it has them; an edited stroke's
+        confidence is 1 (a person placed it), a detected one keeps its own."""
+        set_row = self._set_row(set_id)
+        rows = self.strokes(set_no=set_row["set_no"], match_id=set_row["match_id"])
+        scores = {r["rally"]: (r["score_a"], r["score_b"]) for r in self.db.execute(
+            "SELECT rally, score_a, score_b FROM rallies WHERE set_id=?", (set_id,))}
+        rally_cols, confidence = _source_extras(set_row["source"])
+        path = Path(out_dir) / set_row["match"] / f"set{set_row['set_no']}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fps = set_row["fps"]
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(EXPORT_COLUMNS)
+            for r in rows:
+                t = r["frame"] / fps if fps else (r["time_s"] or 0.0)
+                sa, sb = scores.get(r["rally"], (None, None))
+                conf = 1.0 if r["edited"] else confidence.get(r["source_frame"], "")
+                w.writerow([r["rally"], r["ball_round"], _clock(t), r["frame"], _blank(sa), _blank(sb),
+                            r["player"] or "", 1 if r["ball_round"] == 1 else "", r["type_zh"] or "", r["side"] or "",
+                            conf, *rally_cols.get(r["rally"], ("", "", "")), r["player_name"] or ""])
+        return path
+
     # ------------------------------------------------------------ text embeddings
 
     def text_vectors(self, texts: list[str], embedder) -> np.ndarray:
@@ -476,7 +677,7 @@ def _rallies(set_id: int, rows: list[StrokeRow], fps: float | None) -> list[tupl
     out, before = [], (0, 0)
     for rally in sorted(by):
         group = by[rally]
-        last = group[-1]
+        last = ([r for r in group if r.edited != "added"] or group)[-1]  # an added stroke has no score
         score = (last.score_a, last.score_b)
         times = [t for r in group for t in _times(r, fps)[1:] if t is not None]
         out.append((set_id, rally, score[0], score[1], before[0] if score[0] is not None else None,
@@ -489,3 +690,117 @@ def _rallies(set_id: int, rows: list[StrokeRow], fps: float | None) -> list[tupl
 
 def _geometry(hit: tuple[float, float] | None, landing: tuple[float, float] | None) -> tuple:
     return (*(hit or (None, None)), *(landing or (None, None)))
+
+
+EXPORT_COLUMNS = ("rally", "ball_round", "time", "frame_num", "roundscore_A", "roundscore_B", "player", "server",
+                  "type", "side", "confidence", "rally_winner", "rally_start_frame", "rally_end_frame",
+                  "player_name")  # as core.detect writes them
+
+
+def _source_extras(source: str | None) -> tuple[dict[int, tuple], dict[int, str]]:
+    """From a detected set file: rally -> (winner, start frame, end frame), frame -> confidence."""
+    rallies: dict[int, tuple] = {}
+    confidence: dict[int, str] = {}
+    if not source or not Path(source).is_file():
+        return rallies, confidence
+    with open(source, newline="", encoding="utf-8-sig") as f:
+        for r in csv.DictReader(f):
+            try:
+                rally, frame = int(float(r.get("rally") or 0)), int(float(r.get("frame_num") or 0))
+            except ValueError:
+                continue
+            if r.get("rally_start_frame"):
+                rallies.setdefault(rally, (r.get("rally_winner", ""), r["rally_start_frame"],
+                                           r.get("rally_end_frame", "")))
+            if r.get("confidence"):
+                confidence[frame] = r["confidence"]
+    return rallies, confidence
+
+
+def apply_edits(rows: list[StrokeRow], edits: list[dict], match: str, set_no: int,
+                players: dict | None = None) -> list[StrokeRow]:
+    """A set's source rows with its stroke edits applied: deleted rows dropped, moved ones at their
+    new frame, a changed side handing the hit to the other player (caption follows), added hits in
+    the rally their frame falls in; the strokes of every touched rally renumbered in frame order.
+    Edits whose source frame is not in the rows are ignored (they apply again if it comes back)."""
+    if not edits:
+        return rows
+    players = players or {}
+    by_frame = {e["frame"]: e for e in edits if e["action"] in ("delete", "change")}
+    out, touched = [], set()
+    for r in rows:
+        e = by_frame.get(r.source_frame)
+        if e is None:
+            out.append(r)
+            continue
+        touched.add(r.rally)
+        if e["action"] == "delete":
+            continue
+        what = []
+        if e["new_frame"] is not None and e["new_frame"] != r.frame:
+            r = replace(r, frame=int(e["new_frame"]), time_s=None)
+            what.append("moved")
+        if e["side"] and e["side"] != r.side:
+            r = _with_side(r, e["side"], players)
+            what.append("side")
+        out.append(replace(r, edited=",".join(what) or None))
+    taken = {r.frame for r in out}
+    for e in (e for e in edits if e["action"] == "add" and e["frame"] not in taken):
+        row = _added_row(out, int(e["frame"]), e["side"], match, set_no, players)
+        touched.add(row.rally)
+        out.append(row)
+    for rally in touched:
+        group = sorted((r for r in out if r.rally == rally), key=lambda r: r.frame)
+        for k, r in enumerate(group, start=1):
+            r.ball_round = k
+    return sorted(out, key=lambda r: (r.rally, r.ball_round, r.frame))
+
+
+def _other(side: str) -> str:
+    return "upper" if side == "bottom" else "bottom"
+
+
+def _check_side(side: str | None, required: bool = False) -> None:
+    if (side is not None or required) and side not in SIDES:
+        raise ValueError(f"a side is 'bottom' or 'upper', not {side!r}")
+
+
+def _with_side(r: StrokeRow, side: str, players: dict) -> StrokeRow:
+    """The row with its hit given to the player on `side` (the other player, when the side changes)."""
+    player = {"A": "B", "B": "A"}.get(r.player) if r.player else None
+    ann = stroke_caption(side, r.stroke, r.zone) if r.ann_caption and r.stroke and r.zone is not None else None
+    return replace(r, side=side, player=player, player_name=players.get(player) if player else None,
+                   ann_caption=ann)
+
+
+def _added_row(rows: list[StrokeRow], frame: int, side: str | None, match: str, set_no: int,
+               players: dict) -> StrokeRow:
+    """A hit at `frame` in the rally whose hits surround it (else the nearest rally)."""
+    spans: dict[int, list[int]] = {}
+    for r in rows:
+        spans.setdefault(r.rally, []).append(r.frame)
+    rally = min(spans, key=lambda k: (max(min(spans[k]) - frame, frame - max(spans[k]), 0), k)) if spans else 1
+    before = [r for r in rows if r.rally == rally and r.frame < frame and r.side]
+    prev = max(before, key=lambda r: r.frame) if before else None
+    side = side or (_other(prev.side) if prev else "bottom")
+    same = [r for r in rows if r.rally == rally and r.player and r.side]
+    player = None
+    if same:
+        ref = same[0]
+        player = ref.player if ref.side == side else {"A": "B", "B": "A"}[ref.player]
+    return StrokeRow(rally=rally, ball_round=0, frame=frame, side=side, player=player,
+                     player_name=players.get(player) if player else None, key=_added_key(match, set_no, frame),
+                     source_frame=None, edited="added")
+
+
+def _added_key(match: str, set_no: int, frame: int) -> str:
+    return f"{match}|{set_no}|added|{frame}"
+
+
+def _clock(t: float) -> str:
+    t = int(max(0.0, t))
+    return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}"
+
+
+def _blank(v):
+    return "" if v is None else v

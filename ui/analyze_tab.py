@@ -1,4 +1,4 @@
-"""Analyze tab: pick or add a match, watch it, ask a question, see the strokes on a table and a
+"""Analyze tab: pick or add a match (a video alone: its strokes are detected), watch it, ask a question, see the strokes on a table and a
 timeline, jump to each one, play them all, export them."""
 from __future__ import annotations
 
@@ -45,14 +45,26 @@ def on_refresh(engine: Engine) -> gr.Dropdown:
     return gr.Dropdown(choices=engine.match_choices())
 
 
+FIRST_SERVER = [("not known", ""), ("bottom", "bottom"), ("upper", "upper")]
+
+
 def on_add(engine: Engine, vfile: str | None, cfile: str | None, vpath: str, cpath: str, mname: str,
-           progress: gr.Progress = gr.Progress()) -> tuple[gr.Dropdown, str]:
-    """Index an uploaded (or workspace) match: (the picker set to it, a status line)."""
+           progress: gr.Progress = gr.Progress(), bottom: str = "", upper: str = "",
+           first_server: str = "") -> tuple[gr.Dropdown, str]:
+    """Index an uploaded (or workspace) match: (the picker set to it, a status line). A video without
+    annotations is detected first; `bottom` and `upper` name the players starting at those ends.
+    (Gradio puts its progress tracker at `progress`'s place and the inputs around it.)"""
     vid = engine.save_upload(vfile, mname) if vfile else (vpath or None)
     ann = engine.save_upload(cfile, mname) if cfile else (cpath or None)
+    names = tuple(" ".join(str(n or "").split()) for n in (bottom, upper))
     match_id = engine.add_match(str(ann) if ann else None, str(vid) if vid else None,
-                                progress=progress_callback(progress))
-    return gr.Dropdown(choices=engine.match_choices(), value=match_id), f"Indexed match {match_id}."
+                                progress=progress_callback(progress), players=names if any(names) else None,
+                                first_server=first_server or None)
+    note = f"Indexed match {match_id}."
+    if ann is None and vid is not None:
+        n = next((m["strokes"] for m in engine.matches() if m["id"] == match_id), 0)
+        note = f"Detected {n} strokes; indexed match {match_id}."
+    return gr.Dropdown(choices=engine.match_choices(), value=match_id), note
 
 
 def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple[list[dict], list[list], go.Figure, str]:
@@ -132,8 +144,9 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                                 elem_id="match-pick", value=shared.first_match)
             refresh = gr.Button("↻", scale=0, min_width=40)
         with gr.Accordion("Add a match", open=False):
-            gr.Markdown("A video and its annotation CSV (ShuttleSet set file or reference CSV), or the annotations "
-                        "alone. Upload them, or give paths inside the workspace.")
+            gr.Markdown("A video and its annotation CSV (ShuttleSet set file or reference CSV), the annotations "
+                        "alone, or the video alone: its rallies and strokes are then detected (edit them in the "
+                        "Strokes tab). Upload them, or give paths inside the workspace.")
             with gr.Row():
                 up_video = gr.File(label="Video (mp4)", file_types=[".mp4", ".webm", ".mov", ".mkv", ".avi"])
                 up_csv = gr.File(label="Annotations (csv)", file_types=[".csv"])
@@ -141,7 +154,11 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                 path_video = gr.Textbox(label="…or video path", placeholder="uploads/match/set1.mp4")
                 path_csv = gr.Textbox(label="…or annotation path", placeholder="uploads/match/set1.csv")
                 name = gr.Textbox(label="Match name (for uploads)", value="match")
-            add = gr.Button("Add and index")
+            with gr.Row():
+                bottom = gr.Textbox(label="Player starting at the bottom end (video only)", elem_id="player-bottom")
+                upper = gr.Textbox(label="Player starting at the upper end (video only)", elem_id="player-upper")
+                server = gr.Radio(FIRST_SERVER, value="", label="First server's end", elem_id="first-server")
+            add = gr.Button("Add and index", elem_id="add-match")
             add_status = gr.Markdown(elem_id="add-status")
         with gr.Row():
             with gr.Column(scale=3):
@@ -170,7 +187,8 @@ def create_analyze_tab(engine: Engine, shared) -> None:
     match.change(bind(on_match, engine), match,
                  [shared.match, video, video_name, shared.results, results, timeline, message])
     refresh.click(bind(on_refresh, engine), None, match)
-    add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name], [match, add_status])
+    add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server],
+              [match, add_status])
     ask_args = dict(fn=bind(on_ask, engine), inputs=[question, shared.match, lanes],
                     outputs=[shared.results, results, timeline, message], concurrency_limit=4)
     ask.click(**ask_args)

@@ -1,5 +1,8 @@
-"""Strokes tab: every stroke of the match with its captions, filters, a clip preview, and caption
-corrections (saved to the index, kept across re-indexing, exportable as stage-1 training data)."""
+"""Strokes tab: every stroke of the match with its captions, filters, a clip preview, caption
+corrections (saved to the index, kept across re-indexing, exportable as stage-1 training data) and
+stroke edits: add a hit at the video's time (button or key H), delete one, move one by 1 or 5
+frames, give it to the other player; edits are kept across re-indexing and export as a set CSV
+(training data for the detector)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -9,7 +12,7 @@ from core.vocab import ZONE_PHRASES
 from ui.common import bind, row_index
 
 COLUMNS = ["id", "set", "rally", "stroke", "time (s)", "side", "player", "type", "zone", "caption",
-           "model caption", "annotation caption"]
+           "model caption", "annotation caption", "frame", "edit"]
 FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
 LABELS = {"set_no": "Set", "rally": "Rally", "side": "Side", "player_name": "Player", "stroke": "Stroke type",
           "zone": "Zone"}
@@ -20,7 +23,8 @@ def stroke_table(rows: list[dict]) -> list[list]:
              r.get("side") or "", r.get("player_name") or "", r.get("stroke") or "",
              ZONE_PHRASES.get(r.get("zone"), "") if r.get("zone") is not None else "",
              (r.get("caption") or "") + (" ✎" if r.get("corrected") else ""),
-             r.get("model_caption") or "", r.get("ann_caption") or ""] for r in rows]
+             r.get("model_caption") or "", r.get("ann_caption") or "", r.get("frame"), r.get("edited") or ""]
+            for r in rows]
 
 
 def _choices(values: list, key: str) -> list:
@@ -83,6 +87,102 @@ def on_export(engine: Engine, match_id: int | None) -> str:
     return str(path)
 
 
+# ---------------------------------------------------------------- stroke edits
+
+SIDE_CHOICES = [("alternate", ""), ("bottom", "bottom"), ("upper", "upper")]
+MOVES = ("-5", "-1", "+1", "+5")  # the move buttons' labels: frames
+# The edit player's current time replaces the first input (the hidden time box) before the server runs.
+READ_TIME_JS = """
+(...args) => {
+  const v = document.querySelector('#edit-video video');
+  args[0] = v ? String(v.currentTime) : '';
+  return args;
+}
+"""
+# Key H (outside text fields) presses "Add hit" while the Strokes tab is shown.
+ADD_HIT_KEY_JS = """
+() => {
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'h' && e.key !== 'H') return;
+    const t = e.target;
+    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+    const b = document.querySelector('#add-hit');
+    if (!b || b.offsetParent === null) return;
+    e.preventDefault();
+    b.click();
+  });
+}
+"""
+
+
+def _after_edit(engine: Engine, sid: int | None, note: str, match_id: int | None, values) -> tuple:
+    """load_rows' outputs, the edited stroke's id and a status line."""
+    return (*load_rows(engine, match_id, *values), sid, note)
+
+
+def on_edit_video(engine: Engine, match_id: int | None) -> tuple[str | None, int | None]:
+    """(the match video for the edit player, its set number)."""
+    path, set_no = engine.match_video(match_id)
+    return (str(path) if path else None), set_no
+
+
+def on_add_hit(engine: Engine, t: str | float | None, side: str, match_id: int | None, set_no: int | None,
+               *values: str | int) -> tuple:
+    """Add a hit at the edit player's time `t` (seconds)."""
+    if match_id is None:
+        raise gr.Error("Pick a match first.")
+    if t is None or str(t).strip() == "":
+        raise gr.Error("Play the match video to the hit first: the hit is added at its time.")
+    sid = engine.add_stroke(match_id, float(t), set_no, side or None)
+    row = next((r for r in engine.strokes(match_id) if r["id"] == sid), {})
+    return _after_edit(engine, sid, f"Added a hit at {float(t):.2f} s (frame {row.get('frame')}, rally "
+                                    f"{row.get('rally')}, {row.get('side')} player).", match_id, values)
+
+
+def _need(sid: int | None) -> int:
+    if sid is None:
+        raise gr.Error("Click a stroke first.")
+    return int(sid)
+
+
+def on_move(engine: Engine, label: str, sid: int | None, match_id: int | None, *values: str | int) -> tuple:
+    """Move the picked stroke by the button's frames (its label: -5, -1, +1, +5)."""
+    frames = int(str(label).replace("\u2212", "-").split()[0])
+    new = engine.move_stroke(_need(sid), frames)
+    return _after_edit(engine, new, f"Moved the stroke {frames:+d} frame{'s' if abs(frames) > 1 else ''}.",
+                       match_id, values)
+
+
+def on_flip(engine: Engine, sid: int | None, rows: list[dict], match_id: int | None, *values: str | int) -> tuple:
+    """Give the picked stroke's hit to the other player."""
+    r = next((r for r in rows or [] if r["id"] == _need(sid)), None)
+    if r is None:
+        raise gr.Error("Click a stroke first.")
+    side = "upper" if r.get("side") == "bottom" else "bottom"
+    new = engine.set_stroke_side(sid, side)
+    return _after_edit(engine, new, f"The stroke is now the {side} player's.", match_id, values)
+
+
+def on_delete(engine: Engine, sid: int | None, match_id: int | None, *values: str | int) -> tuple:
+    engine.delete_stroke(_need(sid))
+    return _after_edit(engine, None, "Deleted the stroke.", match_id, values)
+
+
+def on_undo(engine: Engine, sid: int | None, match_id: int | None, *values: str | int) -> tuple:
+    """Drop the picked stroke's edits (an added hit goes away)."""
+    new = engine.revert_stroke(_need(sid))
+    return _after_edit(engine, new, "The stroke's edits are undone.", match_id, values)
+
+
+def on_export_strokes(engine: Engine, match_id: int | None) -> list[str]:
+    """The match's strokes, edits applied, as set CSVs (detector training data)."""
+    if match_id is None:
+        raise gr.Error("Pick a match first.")
+    paths = engine.export_strokes(match_id)
+    gr.Info(f"{len(paths)} set file{'s' if len(paths) > 1 else ''} written.")
+    return [str(p) for p in paths]
+
+
 # ---------------------------------------------------------------- layout and events
 
 
@@ -105,8 +205,32 @@ def create_strokes_tab(engine: Engine, shared) -> None:
                 with gr.Row():
                     export = gr.Button("Export captions as stage-1 training data")
                 exported = gr.File(label="train.json", interactive=False, height=90)
+        with gr.Accordion("Edit strokes (kept when the match is indexed again)", open=True):
+            gr.Markdown("Play the match to a hit and press **Add hit** (or the key H); click a stroke in the "
+                        "table to move it, give it to the other player or delete it.")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    edit_video = gr.Video(label="Match video", elem_id="edit-video", interactive=False,
+                                          autoplay=False)
+                with gr.Column(scale=2):
+                    add_side = gr.Radio(SIDE_CHOICES, value="", label="Hitter of an added hit", elem_id="add-side")
+                    add_hit = gr.Button("Add hit at the video's time (H)", variant="primary", elem_id="add-hit")
+                    with gr.Row():
+                        moves = [gr.Button(m, min_width=50, elem_id=f"move{m.replace('+', 'p').replace('-', 'm')}")
+                                 for m in MOVES]
+                    with gr.Row():
+                        flip = gr.Button("Hit by the other player", elem_id="flip-side")
+                        delete = gr.Button("Delete stroke", variant="stop", elem_id="delete-stroke")
+                        undo = gr.Button("Undo its edits", elem_id="undo-edits")
+                    edit_status = gr.Markdown(elem_id="edit-status")
+                    export_strokes = gr.Button("Export strokes as set CSV (detector training data)",
+                                               elem_id="export-strokes")
+                    exported_strokes = gr.File(label="set CSV", interactive=False, file_count="multiple",
+                                               height=90, elem_id="exported-strokes")
+        edit_time = gr.Textbox(elem_classes="sl-hidden", elem_id="edit-time", show_label=False)
         stroke_id = gr.State(None)
         rows_state = gr.State([])
+        video_set = gr.State(None)
 
     fvals = [filters[k] for k in FILTERS]
     shared.match.change(bind(on_match, engine), shared.match, [*fvals, rows_state, table, count])
@@ -118,3 +242,15 @@ def create_strokes_tab(engine: Engine, shared) -> None:
     save.click(bind(on_save, engine), [stroke_id, caption, shared.match, *fvals], [rows_state, table, count])
     revert.click(bind(on_revert, engine), [stroke_id, shared.match, *fvals], [rows_state, table, count, caption])
     export.click(bind(on_export, engine), shared.match, exported)
+    edited = [rows_state, table, count, stroke_id, edit_status]
+    shared.match.change(bind(on_edit_video, engine), shared.match, [edit_video, video_set])
+    shared.on_load.append((bind(on_edit_video, engine), shared.match, [edit_video, video_set]))
+    add_hit.click(bind(on_add_hit, engine), [edit_time, add_side, shared.match, video_set, *fvals], edited,
+                  js=READ_TIME_JS)
+    for b in moves:
+        b.click(bind(on_move, engine), [b, stroke_id, shared.match, *fvals], edited)
+    flip.click(bind(on_flip, engine), [stroke_id, rows_state, shared.match, *fvals], edited)
+    delete.click(bind(on_delete, engine), [stroke_id, shared.match, *fvals], edited)
+    undo.click(bind(on_undo, engine), [stroke_id, shared.match, *fvals], edited)
+    export_strokes.click(bind(on_export_strokes, engine), shared.match, exported_strokes)
+    shared.app_load_js.append(ADD_HIT_KEY_JS)
