@@ -429,7 +429,7 @@ class _Frames:
             return None, Crowd(rng, self.size, c.end - c.start + 1), 0.0
         centre = np.array(c.centre, float)
         if c.kind == "closeup":  # frame the player where he is during the shot, at chest height
-            centre[:2] = self.players[c.who][0][c.start:c.end + 1].mean(0)
+            centre[:2] = np.median(self.players[c.who][0][c.start:c.end + 1], 0)
         px = cam.project(*centre)
         vcam = reframed(cam, zoom_matrix(px, c.zoom, self.size))
         return vcam, Scene(vcam, style, rng), self.radius * c.zoom
