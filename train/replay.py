@@ -487,7 +487,8 @@ class _Frames:
             acc = np.linalg.norm(np.gradient(vel, axis=0) * fps, axis=1)
             peaks = np.nonzero((acc[1:-1] > acc[:-2]) & (acc[1:-1] >= acc[2:]) & (acc[1:-1] > 6.0)
                                & (speed[1:-1] > 0.8))[0] + 1
-            squeaks += [{"t": float(base[k]), "acc": float(acc[k]), "x": float(pos[k, 0])} for k in peaks if acc[k] < 80]
+            squeaks += [{"t": float(base[k]), "acc": float(acc[k]), "x": float(pos[k, 0]), "who": who}
+                        for k in peaks if acc[k] < 80]
         serves = [s.t for i, s in enumerate(shots) if i == 0 or shots[i - 1].stroke.rally != s.stroke.rally]
         rally_ends = [{"t": land["t"], "strokes": sum(1 for s in shots if s.stroke.rally == r["rally"]),
                        "serve": serves[k], "next_serve": serves[k + 1] if k + 1 < len(serves) else None}

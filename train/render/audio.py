@@ -88,7 +88,7 @@ def _court(events: dict, n: int, rng: np.random.Generator, lv: dict) -> np.ndarr
             _add(court, int(round(s["t"] * RATE)), steps[int(rng.integers(len(steps)))] * level, _pan(s["x"]))
     last = {}
     for s in events["squeaks"]:
-        key = round(s["x"], 0)
+        key = s.get("who", "")  # at most one squeak per player every 0.3 s
         if rng.random() < 0.6 and s["t"] - last.get(key, -9) > 0.3:
             last[key] = s["t"]
             level = lv["squeak"] * min(s["acc"] / 25.0, 1.0)
