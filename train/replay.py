@@ -29,6 +29,10 @@ at most MARGIN - 1 pixels around those corners. Cut-aways use other framings of 
 Frames: frame i has pts i and there are no B-frames, so the i-th decoded frame is the i-th rendered
 one for OpenCV, decord and browsers (tests/test_replay.py checks it with frames that spell their index).
 
+Speed, per CPU core on a busy 2-core machine: about 140 frames/s at 640x360 (H.264 encoding is
+most of it) and about 290 frames/s at 192x108 with sound and cut-aways, 490 without (the sound's
+synthesis and AAC encoding cost about 1/30 of its duration).
+
 Nothing in the pixels or the sound names a stroke: colours, sizes and the scene are per render or
 per player; the stroke type shows only as motion (racket swing form, shuttle arc and speed) and as
 the impact's loudness, and the zone and side only as positions, as in real broadcast footage.
