@@ -103,7 +103,9 @@ def _render_match(job: tuple) -> tuple[list[Path], ClipSet]:
     cv2.setNumThreads(1)
     parts, csvs = [], []
     for set_csv, seed in zip(sets, seeds):
-        rendered = render_set(set_csv, out_dir, rallies=rallies, seed=seed, size=size)
+        # Training reads only the clips at the hit frames: no sound and no cut-aways keep the
+        # render inside the build's budget (the demo match itself is a full broadcast render).
+        rendered = render_set(set_csv, out_dir, rallies=rallies, seed=seed, size=size, cutaways=False, audio=False)
         csvs.append(rendered)
         parts.append(cut_set(rendered, rendered.with_suffix(".mp4"), NUM_FRAMES, CLIP_SIZE))
     return csvs, ClipSet.concat(parts)
