@@ -219,9 +219,10 @@ class Engine:
             players = None  # no names typed
         players = players or None
         first_server = first_server if first_server in ("bottom", "upper") else None
+        step = (lambda done, total, what: progress(done, total, f"detecting strokes ({what})")) if progress else None
         try:
             return detect_set(video, self._ws().root / DETECTED_DIR, players=players, first_server=first_server,
-                              progress=progress)
+                              progress=step)
         except DetectError as err:  # detection cannot read this video: the other way in
             raise EngineError(f"{err} (or add the match with its annotation CSV)") from None
 

@@ -259,3 +259,14 @@ def test_the_shipped_detector_on_a_render_indexes_and_answers(tmp_path, model):
     assert found >= 0.8 * len(truth)
     ans = eng.ask("when does the bottom player hit?", match_id)
     assert ans.rows and all(r["side"] == "bottom" for r in ans.rows)
+
+
+def test_without_a_model_a_video_alone_answers_and_a_moved_hit_stays_uncaptioned(engine, detected):
+    engine.model = None
+    match_id = _add(engine)
+    assert all(r["caption"] is None for r in engine.strokes(match_id))  # no model: no captions yet
+    ans = engine.ask("when does the upper player hit?", match_id)
+    assert {r["frame"] for r in ans.rows} == {24, 70, 98}
+    moved = engine.move_stroke(engine.strokes(match_id)[0]["id"], 1)
+    row = next(r for r in engine.strokes(match_id) if r["id"] == moved)
+    assert (row["frame"], row["model_caption"], row["edited"]) == (13, None, "moved")

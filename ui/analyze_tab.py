@@ -143,7 +143,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
             match = gr.Dropdown(engine.match_choices() if engine.workspace else [], label="Match", scale=4,
                                 elem_id="match-pick", value=shared.first_match)
             refresh = gr.Button("↻", scale=0, min_width=40)
-        with gr.Accordion("Add a match", open=False):
+        with gr.Accordion("Add a match", open=False, elem_id="add-match-form"):
             gr.Markdown("A video and its annotation CSV (ShuttleSet set file or reference CSV), the annotations "
                         "alone, or the video alone: its rallies and strokes are then detected (edit them in the "
                         "Strokes tab). Upload them, or give paths inside the workspace.")
@@ -151,7 +151,8 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                 up_video = gr.File(label="Video (mp4)", file_types=[".mp4", ".webm", ".mov", ".mkv", ".avi"])
                 up_csv = gr.File(label="Annotations (csv)", file_types=[".csv"])
             with gr.Row():
-                path_video = gr.Textbox(label="…or video path", placeholder="uploads/match/set1.mp4")
+                path_video = gr.Textbox(label="…or video path", placeholder="uploads/match/set1.mp4",
+                                        elem_id="add-video-path")
                 path_csv = gr.Textbox(label="…or annotation path", placeholder="uploads/match/set1.csv")
                 name = gr.Textbox(label="Match name (for uploads)", value="match")
             with gr.Row():

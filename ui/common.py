@@ -74,9 +74,11 @@ def row_index(evt: gr.SelectData) -> int:
 
 
 def progress_callback(progress: gr.Progress):
-    """core's (done, total, what) -> Gradio's progress bar."""
+    """core's (done, total, what) -> Gradio's progress bar (strokes while indexing, clips while
+    cutting, frames while detecting or copying a video)."""
     def update(done: int, total: int, what: str = "") -> None:
-        progress((done, max(total, 1)), desc=what or None, unit="strokes")
+        unit = "strokes" if what in ("", "strokes") else "clips" if "clips" in what else "frames"
+        progress((done, max(total, 1)), desc=what or None, unit=unit)
     return update
 
 

@@ -13,6 +13,7 @@ from ui.common import bind, row_index
 
 COLUMNS = ["id", "set", "rally", "stroke", "time (s)", "side", "player", "type", "zone", "caption",
            "model caption", "annotation caption", "frame", "edit"]
+WIDTHS = [50, 40, 48, 56, 64, 70, 120, 70, 110, "22%", "18%", "18%", 64, 70]  # px, or a share of the table
 FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
 LABELS = {"set_no": "Set", "rally": "Rally", "side": "Side", "player_name": "Player", "stroke": "Stroke type",
           "zone": "Zone"}
@@ -192,7 +193,8 @@ def create_strokes_tab(engine: Engine, shared) -> None:
             filters = {k: gr.Dropdown([("all", "all")], value="all", label=LABELS[k], elem_id=f"filter-{k}",
                                       min_width=120) for k in FILTERS}
         count = gr.Markdown(elem_id="stroke-count")
-        table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="stroke-table", max_height=420)
+        table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="stroke-table", max_height=420,
+                             column_widths=WIDTHS)
         with gr.Row():
             with gr.Column(scale=2):
                 clip = gr.Video(label="Clip", elem_id="clip-preview", interactive=False, autoplay=True, loop=True)
