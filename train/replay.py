@@ -55,11 +55,11 @@ import numpy as np
 
 from core.annotations import AnnotationError, Stroke, load_shuttleset_set, read_rows
 from core.court import COURT_LENGTH, COURT_WIDTH, NET_Y, Court
+from core.encode import Writer
 from train.render import cutaways as cutaway_plan
 from train.render.audio import RATE, soundtrack
 from train.render.camera import Camera, reframed
 from train.render.cutaways import Crowd, Cut, zoom_matrix
-from train.render.encode import Writer
 from train.render.players import BACKSWING_S, FOLLOW_S, RECOVER_S, Swing, draw_player, form_of, gait, track
 from train.render.scene import MARGIN, Finish, Scene
 from train.render.shuttle import Flight, draw_shadow, draw_shuttle, profile

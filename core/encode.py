@@ -1,4 +1,6 @@
-"""Writing a render: H.264 video (libx264, yuv420p) and AAC audio in one mp4, through PyAV.
+"""H.264 video (libx264, yuv420p) and AAC audio in one mp4, through PyAV: match renders, and every
+video the app makes for the browser (copies, stroke clips, highlight reels), which browsers play as
+they are. An odd width or height is cut to the even size H.264 needs.
 
 Frame i gets pts i in a 1/fps time base and the encoder runs without B-frames, so the i-th decoded
 frame is the i-th written one for every reader (OpenCV, decord, browsers), and the frame count in
@@ -32,6 +34,7 @@ class Writer:
     """
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float, audio=None, rate: int = 48_000):
+        size = (size[0] - size[0] % 2, size[1] - size[1] % 2)
         self.path, self.size, self.fps = Path(path), size, fps
         self.container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
         rate_q = frame_rate(fps)
@@ -61,7 +64,7 @@ class Writer:
         self.n = 0
 
     def write(self, bgr: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr[: self.size[1], : self.size[0]]), format="bgr24")
         frame.pts = self.n
         for packet in self.video.encode(frame):
             self.container.mux(packet)
