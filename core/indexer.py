@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,16 +54,22 @@ DETECTED_DIR = "detected"  # beside the index: detected set files, one folder pe
 
 def detect_set(video: str | Path, out_root: str | Path, players=None, first_server: str | None = None,
                progress: Progress | None = None, detector: str | Path | None = None) -> Path:
-    """Detect a video's strokes (core.detect) and write them as a ShuttleSet-style set file,
-    OUT_ROOT/<video stem>/set1.csv (with the detected sides and the players' names, which
-    core.annotations reads). core.detect.DetectError for bad input or a video without strokes."""
+    """Detect a video's strokes (core.detect) and write them as a ShuttleSet-style set file (with the
+    detected sides and the players' names, which core.annotations reads): OUT_ROOT/<match>/setN.csv.
+    A video named as ShuttleSet's sets are (`<match>/setN.mp4`, N 1..5) is set N of the match its
+    folder names (so the end change of set 3 applies); any other is set 1 of a match named after
+    the file. core.detect.DetectError for bad input or a video without strokes."""
     from core import detect as det  # torch and the detector load only when a video is detected
 
     players = det.check_players(players)
-    detection = det.detect(video, detector, players=players, first_server=first_server, progress=progress)
+    video = Path(video)
+    m = re.fullmatch(r"set([1-5])", video.stem, re.IGNORECASE)
+    match, set_no = (video.resolve().parent.name, int(m.group(1))) if m else (video.stem, 1)
+    detection = det.detect(video, detector, players=players, first_server=first_server, progress=progress,
+                           set_number=set_no)
     if not detection.strokes:
-        raise det.DetectError(f"{Path(video).name}: no strokes detected (is a badminton court in view?)")
-    return det.write_set_csv(detection, Path(out_root) / safe_name(Path(video).stem, "match") / "set1.csv", players)
+        raise det.DetectError(f"{video.name}: no strokes detected (is a badminton court in view?)")
+    return det.write_set_csv(detection, Path(out_root) / safe_name(match, "match") / f"set{set_no}.csv", players)
 
 
 def add_source(store: StrokeStore, src: SetSource, video: str | Path | None = None) -> tuple[int, int]:

@@ -270,3 +270,13 @@ def test_without_a_model_a_video_alone_answers_and_a_moved_hit_stays_uncaptioned
     moved = engine.move_stroke(engine.strokes(match_id)[0]["id"], 1)
     row = next(r for r in engine.strokes(match_id) if r["id"] == moved)
     assert (row["frame"], row["model_caption"], row["edited"]) == (13, None, "moved")
+
+
+def test_a_video_named_as_a_shuttleset_set_is_that_set_of_its_folders_match(engine, detected, index_video):
+    dest = engine.workspace.uploads / "Final_2024"
+    dest.mkdir()
+    shutil.copy(index_video, dest / "set2.mp4")
+    match_id = engine.add_match(None, "uploads/Final_2024/set2.mp4", players=PLAYERS)
+    assert (engine.workspace.root / "detected" / "Final_2024" / "set2.csv").is_file()
+    assert [(s["set_no"], s["n_strokes"]) for s in engine.index.sets(match_id)] == [(2, 6)]
+    assert next(m["name"] for m in engine.matches() if m["id"] == match_id) == "Final_2024"

@@ -54,6 +54,20 @@ def demo(tmp_path_factory) -> dict:
     return {"match": root / "match", "model": root / "model", "workspace": workspace, "data": data}
 
 
+@pytest.fixture(scope="session")
+def video_only(demo) -> str:
+    """A 2-rally render (H.264 with sound) inside the app's workspace, without its CSV: the app
+    detects its strokes. The workspace-relative path to type into the add-match form."""
+    out = demo["workspace"] / "uploads" / "video-only"
+    _run("-m", "train.replay", "--set", str(SET_CSV), "--out", str(out / "render"), "--rallies", "1-2",
+         "--size", "320x180")
+    video = next((out / "render").rglob("set1.mp4"))
+    dest = out / "rally-video.mp4"
+    video.replace(dest)
+    shutil.rmtree(out / "render")  # the ground truth stays out of the app's reach
+    return str(dest.relative_to(demo["workspace"]))
+
+
 # Module scope: the app and the browser stop when the browser tests end, before other tests
 # fork processes that would inherit the pipes to Playwright's driver.
 @pytest.fixture(scope="module")

@@ -1,19 +1,33 @@
 """The analyst app in Debian's chromium: ask, see, jump, filter, correct, train.
 
 The demo is set 1 of the Momota - Chou excerpt (29 strokes): CHOU Tien Chen (player B, bottom
-half in set 1) plays clears as strokes 4 of rally 1 (hit at 4.24 s) and 11 of rally 5 (19.16 s).
+half in set 1) plays clears as strokes 4 of rally 1 (hit at 4.24 s) and 11 of rally 5 (its time
+depends on the cut-aways the render puts between rallies: read from the render's set CSV).
 """
 from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("playwright")
 
 QUESTION = "when does the bottom player play a clear?"
-CLEARS = ("4.24", "19.16")  # hit times of the two clears, as the results table shows them
+
+
+@pytest.fixture(scope="module")
+def clears(demo) -> list[tuple[str, float]]:
+    """(hit time as the results table shows it, where a seek to it lands) of the bottom player's two
+    clears in the render: the clip window starts 7 frames before the hit, the player 0.5 s earlier."""
+    from core.annotations import load_annotations
+
+    table = load_annotations(next(demo["match"].glob("*/set1.csv")))
+    fps = 25.0  # the render's default
+    hits = [s.frame for s in table.strokes if s.stroke == "clear" and s.side == "bottom"]
+    assert len(hits) == 2, hits
+    return [(str(round(f / fps, 2)), (f - 7) / fps - 0.5) for f in hits]
 
 
 def _tab(page, name: str) -> None:
@@ -33,12 +47,12 @@ def _wait_time(page, low: float, high: float) -> None:
                            f" return t >= {low - 0.05} && t <= {high}; }})()", timeout=90_000)
 
 
-def test_ask_shows_results_and_timeline_and_seeks(page, shot):
+def test_ask_shows_results_and_timeline_and_seeks(page, shot, clears):
     shot(page, "analyze-start")
     _ask(page, QUESTION)
     assert "2 matching strokes" in page.inner_text("#answer-message")
     table = page.inner_text("#results")
-    for t in CLEARS:
+    for t, _ in clears:
         assert t in table
     assert table.count("bottom player hits a clear") == 2
     # the timeline has one mark per result, in the player's lane
@@ -47,9 +61,9 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot):
     assert "CHOU Tien Chen" in page.inner_text("#timeline")
     shot(page, "analyze-results")
 
-    # clicking a row seeks the player to just before that stroke (window start 18.88 s - 0.5 s lead)
+    # clicking a row seeks the player to just before that stroke (window start - 0.5 s lead)
     page.locator("#results").get_by_test_id("cell-1-3").click()
-    _wait_time(page, 18.38, 20.5)
+    _wait_time(page, clears[1][1], clears[1][1] + 2.1)
     # clicking the first timeline mark seeks to the first clear (3.96 s - 0.5 s)
     box = page.locator("#timeline .scatterlayer .point").nth(0).bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -105,6 +119,44 @@ def test_stats_and_model_tabs(page, shot):
     _tab(page, "Model")
     assert "MiB" in page.inner_text("#model-status")
     shot(page, "model")
+
+
+DETECTOR = Path(__file__).resolve().parents[2] / "assets" / "detector" / "detector.json"
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="no shipped detector in assets/detector")
+def test_a_match_from_a_video_alone_is_detected_answers_and_takes_an_added_hit(page, shot, video_only):
+    page.locator("#add-match-form").get_by_text("Add a match").first.click()
+    page.fill("#add-video-path textarea, #add-video-path input", video_only)
+    page.fill("#player-bottom textarea, #player-bottom input", "CHOU Tien Chen")
+    page.fill("#player-upper textarea, #player-upper input", "Kento MOMOTA")
+    page.click("#add-match")
+    page.wait_for_function("document.querySelector('#add-status').innerText.includes('Detected')", timeout=240_000)
+    status = page.inner_text("#add-status")
+    n = int(re.search(r"Detected (\d+) strokes", status).group(1))
+    assert n >= 10, status
+    assert "rally-video" in page.input_value("#match-pick input")
+    _ask(page, "when does the bottom player hit?")
+    message = page.inner_text("#answer-message")
+    found = int(re.search(r"(\d+) matching stroke", message).group(1))
+    assert 0 < found < n, message
+    assert "CHOU Tien Chen" in page.inner_text("#timeline")
+    shot(page, "video-only-answer")
+
+    # Strokes tab: the detected strokes; key H adds a hit at the edit player's time
+    _tab(page, "Strokes")
+    page.wait_for_function(f"document.querySelector('#stroke-count').innerText.includes('{n} strokes')")
+    page.wait_for_function("(() => { const v = document.querySelector('#edit-video video');"
+                           " return v && v.readyState >= 1; })()", timeout=60_000)
+    page.evaluate("document.querySelector('#edit-video video').currentTime = 0.5")
+    page.wait_for_function("Math.abs(document.querySelector('#edit-video video').currentTime - 0.5) < 0.05")
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus outside any text field
+    page.keyboard.press("h")
+    page.wait_for_function("document.querySelector('#edit-status').innerText.includes('Added a hit at 0.50 s')",
+                           timeout=60_000)
+    page.wait_for_function(f"document.querySelector('#stroke-count').innerText.includes('{n + 1} strokes')")
+    assert "added" in page.inner_text("#stroke-table")
+    shot(page, "video-only-added-hit")
 
 
 def _run_end_status(page, seconds: float = 120) -> str:
