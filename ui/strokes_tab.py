@@ -54,6 +54,8 @@ def on_select(engine: Engine, rows: list[dict], evt: gr.SelectData) -> tuple[int
     """A click on a stroke: (its id, where it is, its caption to edit, its clip or None without a video)."""
     r = rows[row_index(evt)]
     where = f"Set {r['set_no']}, rally {r['rally']}, stroke {r['ball_round']} — {r.get('time_s', 0):.2f} s"
+    if r.get("edited"):
+        where += f" (frame {r['frame']}, edited: {r['edited']})"
     try:
         video = str(engine.clip(r))
     except Exception:  # noqa: BLE001 - no video is fine here: the caption can still be edited
