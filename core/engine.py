@@ -396,14 +396,14 @@ class Engine:
     # ------------------------------------------------------------ media for the browser
 
     def playable_video(self, path: str | Path, progress: Progress | None = None) -> Path:
-        """The video itself when browsers play its codec, else a cached VP8/WebM copy under media/."""
+        """The video itself when browsers play its codec, else a cached H.264 copy under media/."""
         path = Path(path)
         codec = fourcc(path)
         if codec in PLAYABLE_FOURCC and path.suffix.lower() in (".mp4", ".webm", ".m4v"):
             return path
         st = path.stat()
         key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime}".encode()).hexdigest()[:16]
-        out = self._ws().media / f"{safe_name(path.stem)}-{key}.webm"
+        out = self._ws().media / f"{safe_name(path.stem)}-{key}.mp4"
         if not out.is_file():
             log.info("making a browser copy of %s (%s is not played by browsers)", path.name, codec)
             transcode(path, out, progress=progress)
@@ -428,9 +428,9 @@ class Engine:
         if not video or not Path(video).is_file():
             raise EngineError("this stroke has no video")
         key = f"{safe_name(Path(video).stem)}-{int(stroke['frame'])}"
-        out = self._ws().media / "clips" / f"{key}.webm"
+        out = self._ws().media / "clips" / f"{key}.mp4"
         if not out.is_file():
-            write_segments(Path(video), [(stroke["start_s"] - CLIP_PAD_S, stroke["end_s"] + CLIP_PAD_S)], out, "VP80")
+            write_segments(Path(video), [(stroke["start_s"] - CLIP_PAD_S, stroke["end_s"] + CLIP_PAD_S)], out)
         return out
 
     # ------------------------------------------------------------ exports
@@ -447,7 +447,7 @@ class Engine:
         return path
 
     def export_highlights(self, rows: list[dict], name: str = "highlights", progress: Progress | None = None) -> Path:
-        """One mp4 of the matched clips in result order (MPEG-4 Part 2: fast to write, plays in desktop players)."""
+        """One H.264 mp4 of the matched clips in result order (plays in browsers and desktop players)."""
         segments = [(Path(r["video"]), r["start_s"] - CLIP_PAD_S, r["end_s"] + CLIP_PAD_S)
                     for r in rows if r.get("video") and Path(r["video"]).is_file()]
         if not segments:

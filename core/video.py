@@ -9,8 +9,8 @@ Two ways to read:
   frames as it goes; memory is bounded by the frames of overlapping windows, however long
   the match. This is what the indexer and the dataset builder use.
 
-Media for the browser (`transcode`, `write_segments`, `read_segment`) re-encode whole files or
-stretches of them with OpenCV.
+Media for the browser (`transcode`, `write_segments`, `write_highlights`) re-encode whole files or
+stretches of them as H.264 mp4 (core.encode), which every browser plays as it is.
 
 Window frame i is always the i-th decoded frame of the file (never a keyframe nearby), so
 variable-frame-rate files are indexed by frame, not by time. Indices before the first frame
@@ -218,74 +218,78 @@ def _scaled_size(w: int, h: int, max_w: int = PREVIEW_MAX_WIDTH) -> tuple[int, i
     return max_w, int(round(h * max_w / w / 2)) * 2
 
 
-def transcode(src: Path, out: Path, fourcc: str = "VP80", progress: Progress | None = None) -> None:
-    """Re-encode a whole video for the browser (same frames and rate, at most PREVIEW_MAX_WIDTH wide)."""
+def transcode(src: Path, out: Path, progress: Progress | None = None) -> None:
+    """Re-encode a whole video for the browser as H.264 (same frames and rate, at most
+    PREVIEW_MAX_WIDTH wide)."""
     info = probe(src)
-    size = _scaled_size(info.width, info.height)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), info.fps, size)
-    if not writer.isOpened():
-        raise VideoError(f"{out}: this OpenCV build cannot write {fourcc} video")
-    cap = cv2.VideoCapture(str(src))
-    n = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
-            n += 1
-            if progress and n % 100 == 0:
-                progress(n, info.num_frames, "making a browser copy of the video")
-    finally:
-        cap.release()
-        writer.release()
-    if n == 0:
-        tmp.unlink(missing_ok=True)
+
+    def frames() -> Iterator[np.ndarray]:
+        cap = cv2.VideoCapture(str(src))
+        try:
+            n = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield frame
+                n += 1
+                if progress and n % 100 == 0:
+                    progress(n, info.num_frames, "making a browser copy of the video")
+        finally:
+            cap.release()
+
+    if not _encode(frames(), out, info.fps, PREVIEW_MAX_WIDTH):
         raise VideoError(f"{src}: no frames could be read")
-    tmp.replace(out)
 
 
-def write_segments(video: Path, segments: list[tuple[float, float]], out: Path, fourcc: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
-    writer = None
-    try:
-        for a, b in segments:
-            for frame in read_segment(video, a, b):
-                if writer is None:
-                    size = _scaled_size(frame.shape[1], frame.shape[0])
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), video_fps(video), size)
-                writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
-    finally:
-        if writer is not None:
-            writer.release()
-    if writer is None:
+def write_segments(video: Path, segments: list[tuple[float, float]], out: Path) -> None:
+    """The stretches (start s, end s) of a video, one after another, as a browser-playable clip."""
+    frames = (frame for a, b in segments for frame in read_segment(video, a, b))
+    if not _encode(frames, out, video_fps(video), PREVIEW_MAX_WIDTH):
         raise VideoError(f"{video.name}: no frames in that stretch")
-    tmp.replace(out)
 
 
 def write_highlights(segments: list[tuple[Path, float, float]], out: Path, progress: Progress | None = None) -> Path:
-    """The (video, start s, end s) stretches one after another in one mp4, at the first clip's size."""
-    writer = None
-    try:
+    """The (video, start s, end s) stretches one after another in one browser-playable mp4, at the
+    first clip's size and frame rate."""
+    def frames() -> Iterator[np.ndarray]:
         for i, (video, a, b) in enumerate(segments):
             if progress:
                 progress(i, len(segments), "cutting clips")
-            for frame in read_segment(video, a, b):
-                if writer is None:
-                    h, w = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), video_fps(video), (w, h))
-                if frame.shape[:2] != (h, w):
-                    frame = cv2.resize(frame, (w, h))
-                writer.write(frame)
-    finally:
-        if writer is not None:
-            writer.release()
-    if writer is None:
+            yield from read_segment(video, a, b)
+
+    if not _encode(frames(), out, video_fps(segments[0][0]) if segments else 25.0):
         raise VideoError("the clips have no frames")
     return out
+
+
+def _encode(frames: Iterable[np.ndarray], out: Path, fps: float, max_width: int | None = None) -> int:
+    """BGR frames -> an H.264 mp4 (core.encode), every frame at the first one's size (at most
+    `max_width` wide), written to a temporary name and renamed; returns the number of frames
+    (0: nothing written)."""
+    from core.encode import Writer  # PyAV loads only when a video is made
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    writer, size, n = None, None, 0
+    try:
+        for frame in frames:
+            if writer is None:
+                h, w = frame.shape[:2]
+                size = _scaled_size(w, h, max_width) if max_width else (w, h)
+                writer = Writer(tmp, size, fps)
+            writer.write(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
+            n += 1
+    except BaseException:
+        if writer is not None:
+            writer.__exit__(*sys.exc_info())
+        tmp.unlink(missing_ok=True)
+        raise
+    if writer is None:
+        return 0
+    writer.close()
+    tmp.replace(out)
+    return n
 
 
 def fourcc(path: Path) -> str:

@@ -187,7 +187,7 @@ def test_a_stroke_click_shows_where_it_is_its_caption_and_clip(engine, video_mat
     sid, where, caption, clip = strokes_tab.on_select(engine, rows, _select(2))
     assert sid == rows[2]["id"] and where == "**Set 1, rally 1, stroke 3 — 1.20 s**"
     assert caption == "upper player hits a clear in the backcourt"
-    assert clip.endswith(".webm") and (engine.workspace.root / clip).is_file()
+    assert clip.endswith(".mp4") and (engine.workspace.root / clip).is_file()
     no_video = strokes_tab.load_rows(engine, _add(engine))[0]
     assert strokes_tab.on_select(engine, no_video, _select(0))[3] is None  # the caption can still be edited
 

@@ -123,3 +123,32 @@ def test_read_clip_returns_every_frame(tmp_path):
 
     path = write_video(tmp_path / "clip.mp4", [index_frame(i) for i in range(16)], fps=30)
     assert indices_of(read_clip(path)) == list(range(16))
+
+
+def test_media_for_the_browser_is_h264_with_the_frames_asked_for(index_video, tmp_path):
+    """Browser copies, stroke clips and highlight reels are H.264 mp4 (every browser plays them),
+    with every frame of what was asked for, in order, at an even size at most PREVIEW_MAX_WIDTH wide."""
+    import av
+
+    from core.video import PREVIEW_MAX_WIDTH, transcode, video_fps, write_highlights, write_segments
+
+    def streams(path):
+        with av.open(str(path)) as f:
+            v = f.streams.video[0]
+            frames = [read_index(fr.to_ndarray(format="rgb24")) for fr in f.decode(v)]
+            return v.codec_context.name, v.width, v.height, frames
+
+    fps = video_fps(index_video)
+    copy = tmp_path / "copy.mp4"
+    transcode(index_video, copy)
+    codec, w, h, frames = streams(copy)
+    assert codec == "h264" and w <= PREVIEW_MAX_WIDTH and w % 2 == 0 == h % 2 and frames == list(range(120))
+    clip = tmp_path / "clip.mp4"
+    write_segments(index_video, [(40 / fps, 49 / fps)], clip)
+    assert streams(clip)[0] == "h264" and streams(clip)[3] == list(range(40, 50))
+    reel = write_highlights([(index_video, 10 / fps, 14 / fps), (index_video, 100 / fps, 102 / fps)],
+                            tmp_path / "reel.mp4")
+    assert streams(reel)[0] == "h264" and streams(reel)[3] == [10, 11, 12, 13, 14, 100, 101, 102]
+    with pytest.raises(VideoError, match="no frames"):
+        write_segments(index_video, [(50.0, 51.0)], tmp_path / "empty.mp4")
+    assert not (tmp_path / "empty.mp4").exists() and not (tmp_path / "empty.part.mp4").exists()
