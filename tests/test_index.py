@@ -117,6 +117,24 @@ def test_failed_write_leaves_no_half_written_rows(tmp_path, monkeypatch):
     assert index.db.execute("SELECT count(*) FROM strokes").fetchone()[0] > 0
 
 
+def test_a_schema_1_index_gets_court_positions_from_its_annotation_files(tmp_path):
+    path = tmp_path / "ws.sqlite"
+    store = StrokeStore(path)
+    add_match(store, SET_FILES[0])
+    placed = store.db.execute("SELECT count(*) FROM strokes WHERE hit_x IS NOT NULL").fetchone()[0]
+    store.close()
+    assert placed > 0
+    with sqlite3.connect(path) as db:  # the same index as the app wrote it before court positions were stored
+        db.execute("DROP VIEW stroke_captions")
+        for col in ("hit_x", "hit_y", "land_x", "land_y", "source_frame", "edited"):  # schema 2 and 3 columns
+            db.execute(f"ALTER TABLE strokes DROP COLUMN {col}")
+        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    store = StrokeStore(path)
+    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert store.db.execute("SELECT count(*) FROM strokes WHERE hit_x IS NOT NULL").fetchone()[0] == placed
+    assert all(r["caption"] for r in store.strokes())  # the view is back
+
+
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "ws.sqlite"
     StrokeStore(path).close()
