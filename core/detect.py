@@ -14,8 +14,9 @@ Pipeline (`detect`):
    threshold, at least `nms_s` apart, inside a rally; a strong onset within `snap_frames` moves
    the hit onto the onset's frame (sound times the impact to a millisecond). Confidence = the
    fused score at the peak (0..1).
-4. Rallies: runs of in-rally frames (at least `min_rally_s` long, with at least one hit);
-   strokes are numbered within each. No stroke is ever reported outside a rally, so none in a
+4. Rallies: runs of in-rally frames (at least `min_rally_s` long, with at least one hit), split
+   where the hits pause longer than `split_gap_s` (two rallies in one camera shot, the boundary
+   halfway); strokes are numbered within each. No stroke is ever reported outside a rally, so none in a
    replay or cutaway.
 5. Side: per rally a two-state Viterbi over the hitters' sides (players alternate; a missed hit
    may break the alternation at a cost), from the model's side probability at each hit.
@@ -60,6 +61,7 @@ DECIDING_SET = 3
 INTERVAL_POINTS = 11
 ALTERNATION_P = 0.92  # a rally's hitters alternate unless a hit was missed
 MIN_FRAMES = 8
+FIRST_FRAMES = 3
 SEQ_WINDOW = 8192  # temporal net applied over windows this long (bounded memory on long files)
 SEQ_OVERLAP = 128  # > the temporal net's reach (62 frames each side)
 CSV_COLUMNS = ("rally", "ball_round", "time", "frame_num", "roundscore_A", "roundscore_B", "player",
@@ -221,10 +223,7 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
     if audio is not None:
         hits = [(_snap(f, audio, cfg, n), c) for f, c in hits]
     strokes, rallies = [], []
-    for a, b in segments:
-        inside = sorted((f, c) for f, c in hits if a <= f <= b)
-        if not inside:
-            continue
+    for a, b, inside in _split(segments, hits, cfg.split_gap_s * fps):
         k = len(rallies) + 1
         pad0, pad1 = (int(round(p * fps)) for p in cfg.rally_pad_s)
         rallies.append(DetectedRally(k, max(0, a + pad0), min(n - 1, b + pad1), None))
@@ -233,6 +232,23 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
     _assign_sides(strokes, scores.upper, first_server)
     _assign_winners_and_players(strokes, rallies, players, set_number)
     return Detection(strokes, rallies, fps, n, audio is not None, players)
+
+
+def _split(segments, hits, gap: float):
+    """(first, last, hits) per rally: the hits of each segment, split where they pause longer than gap."""
+    out = []
+    for a, b in segments:
+        inside = sorted((f, c) for f, c in hits if a <= f <= b)
+        start, group = a, []
+        for i, (f, c) in enumerate(inside):
+            if group and f - group[-1][0] > gap:
+                mid = (group[-1][0] + f) // 2
+                out.append((start, mid, group))
+                start, group = mid + 1, []
+            group.append((f, c))
+        if group:
+            out.append((start, b, group))
+    return out
 
 
 def fuse(hit: np.ndarray, audio: AudioTrack | None, cfg: DetectorConfig) -> np.ndarray:
@@ -257,6 +273,7 @@ def pick_hits(score: np.ndarray, segments, fps: float, cfg: DetectorConfig) -> l
     mask = np.zeros(len(score), bool)
     for a, b in segments:
         mask[a: b + 1] = True
+    mask[:FIRST_FRAMES] = False  # no previous frame, so no motion to judge
     radius = max(1, int(round(cfg.nms_s * fps)))
     cand = np.flatnonzero(mask & (score >= cfg.hit_threshold))
     taken = np.zeros(len(score), bool)

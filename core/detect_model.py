@@ -37,6 +37,7 @@ class DetectorConfig:
     rally_threshold: float = 0.5
     min_rally_s: float = 0.8
     nms_s: float = 0.12
+    split_gap_s: float = 3.1  # hits further apart than this in one live shot belong to two rallies
     rally_pad_s: tuple[float, float] = (0.0, 0.0)  # added to a rally segment's (start, end)
     trained_on: dict = field(default_factory=dict)
 
