@@ -10,8 +10,9 @@ Pipeline (`detect`):
    cutaway, a replay, a crowd shot or a pause).
 2. Sound (`core.detect_audio`): band-limited spectral flux onsets read with PyAV. A file without
    an audio stream, or a silent one, is detected from the picture alone.
-3. Fusion: score = P(hit) + audio_weight * onset term; hits are the score's peaks above the
-   threshold, at least `nms_s` apart, inside a rally; a strong onset within `snap_frames` moves
+3. Fusion (`fuse`): an onset counts where the picture sees a hit within 2 frames, the picture
+   alone counts at a share of its score; hits are the score's peaks above the threshold (without
+   sound: P(hit) above `picture_threshold`), at least `nms_s` apart, inside a rally; a strong onset within `snap_frames` moves
    the hit onto the onset's frame (sound times the impact to a millisecond). Confidence = the
    fused score at the peak (0..1).
 4. Rallies: runs of in-rally frames (at least `min_rally_s` long, with at least one hit), split
@@ -41,13 +42,13 @@ import csv
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from scipy.ndimage import median_filter
+from scipy.ndimage import maximum_filter1d, median_filter
 
 from core.detect_audio import AudioTrack, audio_onsets
 from core.detect_features import FeatureError, fix_times, iter_feature_chunks, open_video
@@ -219,7 +220,7 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
     audio = scores.audio if use_audio else None
     segments = rally_segments(scores.rally, fps, cfg)
     fused = fuse(scores.hit, audio, cfg)
-    hits = pick_hits(fused, segments, fps, cfg)
+    hits = pick_hits(fused, segments, fps, cfg if audio is not None else replace(cfg, hit_threshold=cfg.picture_threshold))
     if audio is not None:
         hits = [(_snap(f, audio, cfg, n), c) for f, c in hits]
     strokes, rallies = [], []
@@ -252,10 +253,17 @@ def _split(segments, hits, gap: float):
 
 
 def fuse(hit: np.ndarray, audio: AudioTrack | None, cfg: DetectorConfig) -> np.ndarray:
-    """Fused per-frame hit score in 0..1."""
+    """Fused per-frame hit score in 0..1.
+
+    "add": P(hit) + w * onset term. "gate": an onset counts where the picture sees a hit nearby
+    (onset term * sqrt of the largest P(hit) within 2 frames), the picture alone at (1 - w) of
+    its score, so a loud landing or a shout without a swing stays below a clean impact."""
     if audio is None or cfg.audio_weight <= 0:
         return hit.copy()
     term = 1.0 / (1.0 + np.exp(-(audio.strength - cfg.audio_z)))
+    if cfg.fusion == "gate":
+        near = maximum_filter1d(hit, size=5, mode="nearest")
+        return np.maximum(term * np.sqrt(near), (1.0 - cfg.audio_weight) * hit)
     return np.clip(hit + cfg.audio_weight * term, 0.0, 1.0)
 
 

@@ -29,9 +29,11 @@ class DetectorConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
     kernel: int = 5
     # post-processing (tuned on validation renders by train.detector)
-    hit_threshold: float = 0.35
-    audio_weight: float = 0.0  # fused score = hit prob + audio_weight * audio term
-    audio_z: float = 4.0  # normalised flux at which the audio term is 0.5
+    hit_threshold: float = 0.35  # on the fused score (with sound)
+    picture_threshold: float = 0.55  # on P(hit) when there is no usable sound
+    fusion: str = "add"  # "add": P(hit) + audio_weight * onset term; "gate": see core.detect.fuse
+    audio_weight: float = 0.0  # "add": weight of the onset term; "gate": 1 - the picture-only share
+    audio_z: float = 4.0  # normalised flux at which the onset term is 0.5
     snap_z: float = 6.0  # an onset this strong within snap frames moves the hit to it
     snap_frames: int = 2
     rally_threshold: float = 0.5

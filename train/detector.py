@@ -32,7 +32,7 @@ from core.annotations import load_shuttleset_set
 from core.detect import Scores, decide
 from core.detect_audio import audio_onsets
 from core.detect_features import fix_times, open_video, read_features
-from core.detect_model import DetectorConfig, DetectorNet, normalise, save_detector
+from core.detect_model import DetectorConfig, DetectorNet, load_detector, normalise, save_detector
 
 log = logging.getLogger(__name__)
 
@@ -223,23 +223,31 @@ def f1(tp: int, n_pred: int, n_true: int) -> float:
 
 
 QUICK_GRID = {"audio_weight": (0.0, 0.35, 0.5), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.7)}
-FULL_GRID = {"audio_weight": (0.0, 0.2, 0.35, 0.5), "audio_z": (4.0, 6.0, 8.0), "nms_s": (0.12, 0.2, 0.26),
-             "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)}
+FULL_GRID = {"fusion": ("add", "gate"), "audio_weight": (0.0, 0.2, 0.35, 0.5), "audio_z": (4.0, 6.0, 8.0),
+             "nms_s": (0.12, 0.2, 0.26), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)}
 
 
 def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID) -> tuple[DetectorConfig, float]:
     """Post-processing settings with the best hit F1 at +-2 on the held-out renders (the audio
     settings only where they have sound)."""
     scored = [(scores_of(net, r), r) for r in val]
-    if not any(s.audio is not None for s, _ in scored):
-        grid = {k: v for k, v in grid.items() if not k.startswith("audio")}
+    has_audio = any(s.audio is not None for s, _ in scored)
+    picture = {"nms_s": grid.get("nms_s", (cfg.nms_s,)), "picture_threshold": grid["hit_threshold"]}
+    cfg, score = _search(scored, cfg, picture, use_audio=False)
+    if has_audio:
+        grid = {**grid, "nms_s": (cfg.nms_s,)}  # one suppression distance for both
+        cfg, score = _search(scored, cfg, grid, use_audio=True)
+    return cfg, score
+
+
+def _search(scored, cfg: DetectorConfig, grid: dict, use_audio: bool) -> tuple[DetectorConfig, float]:
     best = (-1.0, cfg)
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         c = replace(cfg, **dict(zip(keys, values)))
         tp = npred = ntrue = 0
         for s, r in scored:
-            pred = [x.frame for x in decide(s, c).strokes]
+            pred = [x.frame for x in decide(s, c, use_audio=use_audio).strokes]
             tp += len(match_hits(pred, r.hits, 2))
             npred, ntrue = npred + len(pred), ntrue + len(r.hits)
         score = f1(tp, npred, ntrue)
@@ -293,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", nargs="+", required=True, help="validation render folders: other seeds and matches")
     p.add_argument("--out", required=True, help="detector folder to write (detector.pt, detector.json)")
     p.add_argument("--cache", default=None, help="feature cache folder")
+    p.add_argument("--tune-only", action="store_true",
+                   help="keep the weights in --out; only re-tune the post-processing on --heldout")
     for f, v in TrainArgs().__dict__.items():
         p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
     a = p.parse_args(argv)
@@ -308,14 +318,26 @@ def main(argv: list[str] | None = None) -> int:
     overlap = {s.parent.name for s in train_sets} & {s.parent.name for s in val_sets}
     if overlap:
         log.warning("matches both in training and held-out renders: %s", ", ".join(sorted(overlap)))
-    renders = [load_render(s, cache) for s in train_sets]
     val = [load_render(s, cache) for s in val_sets]
+    if a.tune_only:
+        return _retune(out, val, val_sets)
+    renders = [load_render(s, cache) for s in train_sets]
     cfg = DetectorConfig()
     net, cfg, info = train(renders, val, args, cfg)
     cfg.trained_on = {"train": [str(s) for s in train_sets], "heldout": [str(s) for s in val_sets],
                       "frames": int(sum(len(r.maps) for r in renders)), "args": args.__dict__, **info}
     save_detector(net, cfg, out)
     log.info("held-out F1(+-2) %.4f; detector written to %s", info["best_val_f1_2"], out)
+    return 0
+
+
+def _retune(out: Path, val: list[Render], val_sets: list[Path]) -> int:
+    net, cfg = load_detector(out)
+    tuned, val_f1 = tune(net, val, cfg, FULL_GRID)
+    tuned.trained_on = {**cfg.trained_on, "tuned_on": [str(s) for s in val_sets], "tuned_val_f1_2": val_f1}
+    save_detector(net, tuned, out)
+    log.info("re-tuned on %d held-out renders: F1(+-2) %.4f (%s fusion, threshold %.2f)", len(val),
+             val_f1, tuned.fusion, tuned.hit_threshold)
     return 0
 
 
