@@ -9,7 +9,7 @@ import gradio as gr
 
 from core.engine import Engine
 from core.vocab import ZONE_PHRASES
-from ui.common import bind, row_index
+from ui.common import SEEK_JS, VIDEO_ID, bind, row_index, seek_payload
 
 COLUMNS = ["id", "set", "rally", "stroke", "time (s)", "side", "player", "type", "zone", "caption",
            "model caption", "annotation caption", "frame", "edit"]
@@ -118,15 +118,25 @@ ADD_HIT_KEY_JS = """
 """
 
 
+# The same seek as the Analyze tab's player, on the edit player.
+SEEK_EDIT_JS = SEEK_JS.replace(f"#{VIDEO_ID} video", "#edit-video video")
+
+
+def on_seek_edit(engine: Engine, rows: list[dict], video_name: str | None, evt: gr.SelectData) -> str:
+    """A click on a stroke also seeks the edit player to just before it (when it shows that set)."""
+    r = rows[row_index(evt)]
+    return seek_payload(r["start_s"], video_name) if r.get("start_s") is not None else gr.skip()
+
+
 def _after_edit(engine: Engine, sid: int | None, note: str, match_id: int | None, values) -> tuple:
     """load_rows' outputs, the edited stroke's id and a status line."""
     return (*load_rows(engine, match_id, *values), sid, note)
 
 
-def on_edit_video(engine: Engine, match_id: int | None) -> tuple[str | None, int | None]:
-    """(the match video for the edit player, its set number)."""
+def on_edit_video(engine: Engine, match_id: int | None) -> tuple[str | None, int | None, str | None]:
+    """(the match video for the edit player, its set number, its file name)."""
     path, set_no = engine.match_video(match_id)
-    return (str(path) if path else None), set_no
+    return (str(path) if path else None), set_no, (path.name if path else None)
 
 
 def on_add_hit(engine: Engine, t: str | float | None, side: str, match_id: int | None, set_no: int | None,
@@ -232,6 +242,8 @@ def create_strokes_tab(engine: Engine, shared) -> None:
                     exported_strokes = gr.File(label="set CSV", interactive=False, file_count="multiple",
                                                height=90, elem_id="exported-strokes")
         edit_time = gr.Textbox(elem_classes="sl-hidden", elem_id="edit-time", show_label=False)
+        edit_seek = gr.Textbox(elem_classes="sl-hidden", elem_id="edit-seek", show_label=False)
+        edit_video_name = gr.State(None)
         stroke_id = gr.State(None)
         rows_state = gr.State([])
         video_set = gr.State(None)
@@ -247,8 +259,10 @@ def create_strokes_tab(engine: Engine, shared) -> None:
     revert.click(bind(on_revert, engine), [stroke_id, shared.match, *fvals], [rows_state, table, count, caption])
     export.click(bind(on_export, engine), shared.match, exported)
     edited = [rows_state, table, count, stroke_id, edit_status]
-    shared.match.change(bind(on_edit_video, engine), shared.match, [edit_video, video_set])
-    shared.on_load.append((bind(on_edit_video, engine), shared.match, [edit_video, video_set]))
+    shared.match.change(bind(on_edit_video, engine), shared.match, [edit_video, video_set, edit_video_name])
+    shared.on_load.append((bind(on_edit_video, engine), shared.match, [edit_video, video_set, edit_video_name]))
+    table.select(bind(on_seek_edit, engine), [rows_state, edit_video_name], edit_seek) \
+        .then(None, edit_seek, None, js=SEEK_EDIT_JS)
     add_hit.click(bind(on_add_hit, engine), [edit_time, add_side, shared.match, video_set, *fvals], edited,
                   js=READ_TIME_JS)
     for b in moves:
