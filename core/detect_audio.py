@@ -3,7 +3,7 @@
 The track is read with PyAV (any layout: mono, stereo, 5.1 are mixed down), resampled to RATE,
 and turned into a band-limited spectral flux: the half-wave rectified rise of the log magnitude
 spectrum between BAND Hz (where a shuttle impact is loud and footsteps, crowd and voices are not),
-every HOP samples, computed block by block so memory stays bounded on long files. The flux is
+every HOP samples, computed while the track decodes so memory stays bounded on long files. The flux is
 then made robust to level: divided by its running median spread (MAD over WINDOW_S), so a quiet
 phone recording and a loud broadcast give comparable strengths.
 
@@ -39,7 +39,53 @@ class AudioTrack:
     rate: int
 
 
-def _decode_mono(path: Path) -> tuple[list[np.ndarray], int] | None:
+class _Flux:
+    """Streaming band-limited spectral flux: feed mono samples at RATE, get one value per HOP.
+
+    STFT frame k is centred on sample k * HOP (the track starts with N_FFT / 2 zeros); only the
+    samples a frame still needs are kept, so a long track costs one float per 10 ms."""
+
+    def __init__(self):
+        self.buf = np.zeros(N_FFT // 2, np.float32)
+        self.next_frame = 0  # index of the next frame; it starts at buf[0]
+        self.prev = None
+        self.out: list[np.ndarray] = []
+        self.win = get_window("hann", N_FFT).astype(np.float32)
+        freqs = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
+        self.band = (freqs >= BAND[0]) & (freqs <= BAND[1])
+        self.sq, self.n = 0.0, 0
+
+    def feed(self, x: np.ndarray) -> None:
+        self.sq += float(np.dot(x, x))
+        self.n += len(x)
+        self.buf = np.concatenate([self.buf, x])
+        if len(self.buf) >= 64 * 1024:
+            self._run()
+
+    def _run(self) -> None:
+        k = (len(self.buf) - N_FFT) // HOP + 1  # whole frames in the buffer
+        if k <= 0:
+            return
+        idx = np.arange(k)[:, None] * HOP + np.arange(N_FFT)[None, :]
+        spec = np.log1p(1000.0 * np.abs(np.fft.rfft(self.buf[idx] * self.win, axis=1))[:, self.band])
+        d = np.diff(spec, axis=0, prepend=spec[:1] if self.prev is None else self.prev[None])
+        self.out.append(np.maximum(d, 0).mean(axis=1).astype(np.float32))
+        self.prev = spec[-1]
+        self.buf = self.buf[k * HOP:]
+        self.next_frame += k
+
+    def finish(self) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, np.zeros(N_FFT // 2, np.float32)])
+        self._run()
+        return np.concatenate(self.out) if self.out else np.zeros(0, np.float32)
+
+    @property
+    def rms(self) -> float:
+        return float(np.sqrt(self.sq / max(1, self.n)))
+
+
+def _decode_flux(path: Path) -> tuple[_Flux, int] | None:
+    """The track's flux, decoded and resampled to mono RATE as it goes; None without an audio stream."""
     import av  # PyAV; imported here so the rest of core does not need it
 
     try:
@@ -47,6 +93,7 @@ def _decode_mono(path: Path) -> tuple[list[np.ndarray], int] | None:
     except Exception as err:  # noqa: BLE001 - any container error means "no usable audio"
         log.info("%s: no audio read (%s)", path, err)
         return None
+    flux = _Flux()
     with container:
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
@@ -54,37 +101,22 @@ def _decode_mono(path: Path) -> tuple[list[np.ndarray], int] | None:
         stream = streams[0]
         channels = stream.codec_context.channels or 1
         resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        blocks = []
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    blocks.append(out.to_ndarray().reshape(-1).astype(np.float32))
+                    flux.feed(out.to_ndarray().reshape(-1).astype(np.float32))
             for out in resampler.resample(None):
-                blocks.append(out.to_ndarray().reshape(-1).astype(np.float32))
+                flux.feed(out.to_ndarray().reshape(-1).astype(np.float32))
         except Exception as err:  # noqa: BLE001 - a broken audio stream: use what was decoded
             log.warning("%s: audio decoding stopped early (%s)", path, err)
-    return blocks, channels
+    return flux, channels
 
 
 def spectral_flux(samples: np.ndarray) -> np.ndarray:
-    """(N,) mono samples at RATE -> (N // HOP,) band-limited positive log-spectral flux."""
-    n = len(samples) // HOP
-    if n < 2:
-        return np.zeros(max(n, 0), np.float32)
-    pad = np.concatenate([np.zeros(N_FFT // 2, np.float32), samples, np.zeros(N_FFT, np.float32)])
-    win = get_window("hann", N_FFT).astype(np.float32)
-    freqs = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
-    band = (freqs >= BAND[0]) & (freqs <= BAND[1])
-    flux = np.zeros(n, np.float32)
-    prev = None
-    step = 4096  # STFT frames per block: bounded memory
-    for s in range(0, n, step):
-        idx = np.arange(s, min(n, s + step))[:, None] * HOP + np.arange(N_FFT)[None, :]
-        spec = np.log1p(1000.0 * np.abs(np.fft.rfft(pad[idx] * win, axis=1))[:, band])
-        d = np.diff(spec, axis=0, prepend=spec[:1] if prev is None else prev[None])
-        flux[s: s + len(idx)] = np.maximum(d, 0).mean(axis=1)
-        prev = spec[-1]
-    return flux
+    """(N,) mono samples at RATE -> (about N / HOP,) band-limited positive log-spectral flux."""
+    f = _Flux()
+    f.feed(np.asarray(samples, np.float32))
+    return f.finish()
 
 
 def _normalise(flux: np.ndarray) -> np.ndarray:
@@ -99,19 +131,15 @@ def _normalise(flux: np.ndarray) -> np.ndarray:
 
 def audio_onsets(video: str | Path, times: np.ndarray) -> AudioTrack | None:
     """Onset strength at each video frame time (see the module docstring); None without usable sound."""
-    got = _decode_mono(Path(video))
+    got = _decode_flux(Path(video))
     if got is None:
         return None
-    blocks, channels = got
-    if not blocks:
+    flux, channels = got
+    if flux.n < RATE // 10 or flux.rms < SILENCE_RMS:
+        log.info("%s: no sound or a silent track; detection uses the picture alone", video)
         return None
-    samples = np.concatenate(blocks)
-    if len(samples) < RATE // 10 or float(np.sqrt(np.mean(samples ** 2))) < SILENCE_RMS:
-        log.info("%s: the sound track is silent; detection uses the picture alone", video)
-        return None
-    z = _normalise(spectral_flux(samples))
-    del samples
-    t_flux = (np.arange(len(z)) + 0.5) * HOP / RATE
+    z = _normalise(flux.finish())
+    t_flux = np.arange(len(z)) * HOP / RATE
     times = np.asarray(times, dtype=np.float64)
     dt = np.median(np.diff(times)) if len(times) > 1 else 0.04
     lo = np.searchsorted(t_flux, times - dt / 2)
