@@ -486,6 +486,7 @@ class StrokeStore:
         if self.db.execute("SELECT 1 FROM strokes WHERE set_id=? AND frame=?", (set_id, frame)).fetchone():
             raise ValueError(f"set {set_row['set_no']} already has a stroke at frame {frame}")
         key = (set_row["match"], set_row["set_no"], frame)
+        self._check_free(*key, also_deleted=False)
         self._edit(set_id, [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?", key),
                             ("INSERT INTO stroke_edits VALUES(?,?,?,'add',NULL,?,?)", (*key, side, _now()))], None)
         row = self.db.execute("SELECT id FROM strokes WHERE set_id=? AND frame=?", (set_id, frame)).fetchone()
@@ -512,6 +513,8 @@ class StrokeStore:
                                                  (s["set_id"], new)).fetchone():
             raise ValueError(f"set {s['set_no']} already has a stroke at frame {new}")
         if s["source_frame"] is None:  # an added stroke: it is added at the new frame instead
+            if new != s["frame"]:
+                self._check_free(s["match"], s["set_no"], new)
             edit = self._edit_row(s["match"], s["set_no"], s["frame"])
             ops = [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?", (s["match"], s["set_no"], s["frame"])),
                    ("INSERT INTO stroke_edits VALUES(?,?,?,'add',NULL,?,?)",
@@ -535,6 +538,15 @@ class StrokeStore:
         frame = s["frame"] if s["source_frame"] is None else s["source_frame"]
         ops = [("DELETE FROM stroke_edits WHERE match=? AND set_no=? AND frame=?", (s["match"], s["set_no"], frame))]
         return self._edit(s["set_id"], ops, None if s["source_frame"] is None else s["key"])
+
+    def _check_free(self, match: str, set_no: int, frame: int, also_deleted: bool = True) -> None:
+        """ValueError when `frame` is a source frame that another edit holds (a moved stroke's place;
+        a deleted stroke's, unless `also_deleted` is off: adding there brings that stroke back)."""
+        e = self._edit_row(match, set_no, frame)
+        if e and (e["action"] == "change" or (also_deleted and e["action"] == "delete")):
+            what = "moved or changed" if e["action"] == "change" else "deleted"
+            raise ValueError(f"frame {frame} is where a {what} stroke was detected; undo that stroke's edits "
+                             "instead, or pick another frame")
 
     def _edit_row(self, match: str, set_no: int, frame: int) -> dict | None:
         row = self.db.execute("SELECT * FROM stroke_edits WHERE match=? AND set_no=? AND frame=?",

@@ -163,6 +163,16 @@ def test_edits_are_refused_where_they_cannot_apply(engine, detected):
         engine.set_stroke_side(first["id"], "left")
     with pytest.raises(EngineError, match="no stroke"):
         engine.delete_stroke(10**6)
+    moved = engine.move_stroke(first["id"], 1)  # 12 -> 13: frame 12 holds its edit
+    with pytest.raises(ValueError, match="frame 12 is where a moved or changed stroke was detected"):
+        engine.add_stroke(match_id, 12 / 25.0)
+    added = engine.add_stroke(match_id, 50 / 25.0)
+    with pytest.raises(ValueError, match="frame 12 is where"):
+        engine.move_stroke(added, -38)
+    engine.delete_stroke(moved)
+    back = engine.add_stroke(match_id, 12 / 25.0)  # where a deleted stroke was: it comes back
+    row = next(r for r in engine.strokes(match_id) if r["id"] == back)
+    assert (row["frame"], row["edited"], row["source_frame"]) == (12, None, 12)
 
 
 def test_the_exported_set_csv_imports_with_the_edits(engine, detected):
