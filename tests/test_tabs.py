@@ -68,8 +68,13 @@ def test_adding_uploads_moves_them_into_the_workspace(engine, index_video, tmp_p
     assert (saved / "indexed.mp4").is_file() and (saved / "set.csv").is_file()
     assert status == f"Indexed match {picker.value}."
     assert [r["stroke"] for r in engine.strokes(picker.value)] == ["smash"]
-    with pytest.raises(gr.Error, match="annotation CSV"):
+    with pytest.raises(gr.Error, match="give the match video"):
+        bind(analyze_tab.on_add, engine)(None, None, "", "", "nothing")
+    before = engine.matches()
+    # a video alone is detected first; this one shows no court, so nothing is found and nothing added
+    with pytest.raises(gr.Error, match="no strokes detected"):
         bind(analyze_tab.on_add, engine)(str(index_video), None, "", "", "video only")
+    assert engine.matches() == before
 
 
 def test_picking_a_match_loads_its_video_and_clears_the_results(engine, video_match):  # noqa: F811
