@@ -3,7 +3,7 @@
     python -m core.detect VIDEO --out strokes.csv [--players "Name A,Name B"] [--first-server bottom]
 
 Pipeline (`detect`):
-1. Picture: one sequential OpenCV pass at a reduced size (`core.detect_features`: motion maps on
+1. Picture: one sequential decoding pass at a reduced size (`core.detect_features`: motion maps on
    an 18 x 32 grid); the vision model (`core.detect_model`, trained on renders by
    `python -m train.detector`) turns them into per-frame probabilities: a hit on this frame, the
    hitter in the upper half, the frame inside a rally (live play in the main camera view; not a
@@ -17,7 +17,9 @@ Pipeline (`detect`):
    fused score at the peak (0..1).
 4. Rallies: runs of in-rally frames (at least `min_rally_s` long, with at least one hit), split
    where the hits pause longer than `split_gap_s` (two rallies in one camera shot, the boundary
-   halfway); strokes are numbered within each. No stroke is ever reported outside a rally, so none in a
+   halfway). Within each, the hits singles' alternation says are missing (`recover`: between two
+   hits from one side, and the serve before a rally's first hit) are looked for at a lower
+   threshold; strokes are numbered within each. No stroke is ever reported outside a rally, so none in a
    replay or cutaway.
 5. Side: per rally a two-state Viterbi over the hitters' sides (players alternate; a missed hit
    may break the alternation at a cost), from the model's side probability at each hit.
@@ -51,7 +53,7 @@ import torch
 from scipy.ndimage import maximum_filter1d, median_filter
 
 from core.detect_audio import AudioTrack, audio_onsets
-from core.detect_features import FeatureError, fix_times, iter_feature_chunks, open_video
+from core.detect_features import FeatureError, fix_times, iter_feature_chunks, probe
 from core.detect_model import DetectorConfig, DetectorNet, load_detector
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def detect(video, detector: str | Path | None = None, players: tuple[str, str] |
         raise DetectError(f"bad first server {first_server!r}: expected 'bottom' or 'upper'")
     if set_number not in (1, 2, 3, 4, 5):
         raise DetectError(f"bad set number {set_number!r}: expected 1..5")
-    net, cfg = _load(detector)
+    net, cfg = open_detector(detector)
     scores = score_video(video, net, progress=progress, use_audio=use_audio)
     return decide(scores, cfg, players=players, first_server=first_server, set_number=set_number)
 
@@ -148,7 +150,8 @@ def check_players(players) -> tuple[str, str] | None:
     return names[0], names[1]
 
 
-def _load(detector) -> tuple[DetectorNet, DetectorConfig]:
+def open_detector(detector: str | Path | None = None) -> tuple[DetectorNet, DetectorConfig]:
+    """The detector folder (default: the shipped one) as (net, config); DetectError when unusable."""
     folder = Path(detector) if detector is not None else DEFAULT_DETECTOR
     if not (folder / "detector.json").is_file() or not (folder / "detector.pt").is_file():
         raise DetectError(f"{folder}: not a detector folder (needs detector.json and detector.pt; "
@@ -167,8 +170,7 @@ def score_video(video, net: DetectorNet, progress: Progress | None = None, use_a
     """One decode pass -> per-frame probabilities (and the audio onsets when wanted and present)."""
     video = Path(video)
     try:
-        cap, meta = open_video(video)
-        cap.release()
+        meta = probe(video)
     except FeatureError as err:
         raise DetectError(str(err)) from None
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
@@ -178,7 +180,7 @@ def score_video(video, net: DetectorNet, progress: Progress | None = None, use_a
         for maps, t in iter_feature_chunks(video, progress=step):
             embs.append(net.encode_frames(maps))
             times.append(t)
-    except cv2.error as err:
+    except (cv2.error, FeatureError) as err:
         raise DetectError(f"{video}: decoding failed ({err})") from None
     n = sum(len(t) for t in times)
     if n < MIN_FRAMES:
@@ -220,11 +222,14 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
     audio = scores.audio if use_audio else None
     segments = rally_segments(scores.rally, fps, cfg)
     fused = fuse(scores.hit, audio, cfg)
-    hits = pick_hits(fused, segments, fps, cfg if audio is not None else replace(cfg, hit_threshold=cfg.picture_threshold))
+    if audio is None:
+        cfg = replace(cfg, hit_threshold=cfg.picture_threshold, recover_threshold=cfg.picture_recover_threshold)
+    hits = pick_hits(fused, segments, fps, cfg)
     if audio is not None:
         hits = [(_snap(f, audio, cfg, n), c) for f, c in hits]
     strokes, rallies = [], []
     for a, b, inside in _split(segments, hits, cfg.split_gap_s * fps):
+        inside = recover(inside, fused, scores.upper, a, fps, cfg)
         k = len(rallies) + 1
         pad0, pad1 = (int(round(p * fps)) for p in cfg.rally_pad_s)
         rallies.append(DetectedRally(k, max(0, a + pad0), min(n - 1, b + pad1), None))
@@ -290,6 +295,36 @@ def pick_hits(score: np.ndarray, segments, fps: float, cfg: DetectorConfig) -> l
         if not taken[max(0, f - radius): f + radius + 1].any():
             out.append((int(f), float(score[f])))
             taken[f] = True
+    return sorted(out)
+
+
+def recover(hits: list[tuple[int, float]], score: np.ndarray, upper: np.ndarray, start: int, fps: float,
+            cfg: DetectorConfig) -> list[tuple[int, float]]:
+    """A rally's hits plus the ones its alternation says are missing, at a lower threshold.
+
+    Singles players alternate, so two neighbouring hits from the same side have a miss between
+    them, and a rally starts with a serve from the side that did not hit first: the best peak
+    of the score in such a window, from the wanted side, counts from `recover_threshold`."""
+    if cfg.recover_threshold <= 0 or not hits:
+        return hits
+    radius = max(1, int(round(cfg.nms_s * fps)))
+
+    def is_upper(f):
+        return upper[max(0, f - 1): f + 2].mean() >= 0.5
+
+    first = hits[0][0]
+    windows = [(max(start, first - int(round(cfg.serve_reach_s * fps))), first - radius, not is_upper(first))]
+    windows += [(f0 + radius, f1 - radius, not is_upper(f0))
+                for (f0, _), (f1, _) in zip(hits, hits[1:]) if is_upper(f0) == is_upper(f1)]
+    out = list(hits)
+    for lo, hi, want_upper in windows:
+        if hi <= lo:
+            continue
+        side_ok = (upper[lo: hi + 1] >= 0.5) == want_upper
+        cand = np.where(side_ok, score[lo: hi + 1], -1.0)
+        k = int(np.argmax(cand))
+        if cand[k] >= cfg.recover_threshold:
+            out.append((lo + k, float(cand[k])))
     return sorted(out)
 
 

@@ -41,6 +41,9 @@ class DetectorConfig:
     nms_s: float = 0.12
     split_gap_s: float = 3.1  # hits further apart than this in one live shot belong to two rallies
     rally_pad_s: tuple[float, float] = (0.0, 0.0)  # added to a rally segment's (start, end)
+    recover_threshold: float = 0.0  # a hit the alternation says is missing counts from this (0: off)
+    picture_recover_threshold: float = 0.0  # the same without usable sound
+    serve_reach_s: float = 2.0  # how far before a rally's first hit its serve is looked for
     trained_on: dict = field(default_factory=dict)
 
     @classmethod

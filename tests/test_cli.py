@@ -29,6 +29,7 @@ ENTRY_POINTS = {
     "train.demo": "python -m train.demo",
     "train.probe": "python -m train.probe",
     "tests.benchmarks.bench_index_query": "bench_index_query.py",  # its parser sets no prog
+    "tests.benchmarks.bench_detect": "python -m tests.benchmarks.bench_detect",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 

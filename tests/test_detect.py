@@ -188,3 +188,43 @@ def test_cli(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "x.csv").read_text().startswith("rally,ball_round,time,frame_num")
     assert (DEFAULT_DETECTOR / "README.md").is_file()
+
+
+# ---------------------------------------------------------------- decisions and features
+
+
+def test_recover_adds_the_hits_alternation_says_are_missing():
+    from core.detect import recover
+    from core.detect_model import DetectorConfig
+
+    fps, n = 25.0, 400
+    score, upper = np.zeros(n), np.zeros(n)
+    serve, rally = 60, [90, 120, 150, 180]  # upper serves at 60; then bottom, upper, bottom, upper
+    for k, f in enumerate([serve, *rally]):
+        upper[f - 3: f + 4] = 1.0 if k % 2 == 0 else 0.0
+    score[[serve, 120]] = 0.25  # the serve and the third stroke were missed by the threshold
+    score[[90, 150, 180]] = 0.9
+    score[100] = 0.28  # a bump on the wrong side between two bottom hits: not the missing one
+    upper[100] = 0.0
+    hits = [(90, 0.9), (150, 0.9), (180, 0.9)]
+    cfg = DetectorConfig(recover_threshold=0.2, nms_s=0.12, serve_reach_s=2.0)
+    assert [f for f, _ in recover(hits, score, upper, 0, fps, cfg)] == [60, 90, 120, 150, 180]
+    assert recover(hits, score, upper, 0, fps, DetectorConfig(recover_threshold=0.3)) == hits  # below it
+    assert recover(hits, score, upper, 0, fps, DetectorConfig(recover_threshold=0.0)) == hits  # off
+    assert [f for f, _ in recover(hits, score, upper, 80, fps, cfg)] == [90, 120, 150, 180]  # rally starts later
+
+
+def test_work_grey_reads_the_luma_at_full_range(tmp_path):
+    import av
+
+    from core.detect_features import WORK_SIZE, work_grey
+
+    video = _clip(tmp_path / "g.mp4", frames=10, size=(320, 180))
+    with av.open(str(video)) as c:
+        frame = next(iter(c.decode(video=0)))
+        ref = frame.reformat(width=WORK_SIZE[0], height=WORK_SIZE[1], format="gray").to_ndarray().astype(int)
+        grey = work_grey(frame).astype(int)
+        rgb = work_grey(frame.reformat(format="rgb24")).astype(int)  # the conversion path for other formats
+    assert grey.shape == ref.shape == (WORK_SIZE[1], WORK_SIZE[0])
+    assert grey.max() >= 250 and grey.min() <= 5  # white block and black background: full range
+    assert np.abs(grey - ref).mean() < 3 and np.abs(rgb - ref).mean() < 3

@@ -31,7 +31,7 @@ from torch import nn
 from core.annotations import load_shuttleset_set
 from core.detect import Scores, decide
 from core.detect_audio import audio_onsets
-from core.detect_features import fix_times, open_video, read_features
+from core.detect_features import fix_times, probe, read_features
 from core.detect_model import DetectorConfig, DetectorNet, load_detector, normalise, save_detector
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,7 @@ def load_render(set_csv: Path, cache: Path | None = None) -> Render:
         if key is not None:
             key.parent.mkdir(parents=True, exist_ok=True)
             np.savez(key, maps=maps, times=times)
-    cap, meta = open_video(video)
-    cap.release()
+    meta = probe(video)
     table = load_shuttleset_set(set_csv)
     n = len(maps)
     rallies, cutaways = _spans(set_csv, table, n, meta.fps)
@@ -224,7 +223,8 @@ def f1(tp: int, n_pred: int, n_true: int) -> float:
 
 QUICK_GRID = {"audio_weight": (0.0, 0.35, 0.5), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.7)}
 FULL_GRID = {"fusion": ("add", "gate"), "audio_weight": (0.0, 0.2, 0.35, 0.5), "audio_z": (4.0, 6.0, 8.0),
-             "nms_s": (0.12, 0.2, 0.26), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)}
+             "nms_s": (0.12, 0.2, 0.26), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8),
+             "recover_threshold": (0.0, 0.1, 0.2, 0.3)}
 
 
 def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID) -> tuple[DetectorConfig, float]:
@@ -232,7 +232,8 @@ def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID) -
     settings only where they have sound)."""
     scored = [(scores_of(net, r), r) for r in val]
     has_audio = any(s.audio is not None for s, _ in scored)
-    picture = {"nms_s": grid.get("nms_s", (cfg.nms_s,)), "picture_threshold": grid["hit_threshold"]}
+    picture = {"nms_s": grid.get("nms_s", (cfg.nms_s,)), "picture_threshold": grid["hit_threshold"],
+               "picture_recover_threshold": grid.get("recover_threshold", (cfg.picture_recover_threshold,))}
     cfg, score = _search(scored, cfg, picture, use_audio=False)
     if has_audio:
         grid = {**grid, "nms_s": (cfg.nms_s,)}  # one suppression distance for both
