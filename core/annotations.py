@@ -28,7 +28,8 @@ as in the set files `core.detect` writes, gives each stroke's side directly inst
 Detected sets (`python -m core.detect`) are ShuttleSet set files with an empty `type` (stroke
 class unknown: stroke None, no caption) and, beside the usual columns, `side`, `confidence`,
 `rally_winner`, `rally_start_frame`, `rally_end_frame` and `player_name`; without a match.csv row
-the players' names come from `player_name`.
+the players' names come from `player_name`. `confidence` (0..1, the detector's certainty of the
+hit) becomes the stroke's `confidence`; a file without the column (hand annotations) gives None.
 
 Zone (hit zone id as in `core.vocab.ZONE_PHRASES`): the hit point (`hit_x`, `hit_y`) mapped to
 court metres with the match's `Court` and classified by `core.court.zone_of` (depth from the net
@@ -105,6 +106,7 @@ class Stroke:
     score_a: int | None = None  # score after the rally
     score_b: int | None = None
     split: str | None = None  # only from the reference CSV
+    confidence: float | None = None  # a detected hit's certainty (0..1); None for hand annotations
 
     @property
     def caption(self) -> str | None:
@@ -332,7 +334,16 @@ def _shuttleset_stroke(path, i: int, r: dict, video: str, set_no: int, players: 
         backhand=None if "backhand" not in r else bool(backhand),
         score_a=_num(path, i, r, "roundscore_A", int),
         score_b=_num(path, i, r, "roundscore_B", int),
+        confidence=_confidence(path, i, r),
     )
+
+
+def _confidence(path, i: int, r: dict) -> float | None:
+    """A detected set's `confidence` cell (0..1); None where the file has no such column or cell."""
+    c = _num(path, i, r, "confidence")
+    if c is not None and not 0.0 <= c <= 1.0:
+        raise AnnotationError(path, i, "confidence", f"expected 0..1, got {c}")
+    return c
 
 
 def _lookup_video(csv_path: Path, video: str, report: ImportReport) -> dict | None:

@@ -248,8 +248,9 @@ class Engine:
             self._query = None
         return int(match_id)
 
-    def strokes(self, match_id: int | None, **filters) -> list[dict]:
-        """Strokes of a match; filters with None/'' values are ignored; zone and set compare as numbers."""
+    def strokes(self, match_id: int | None, uncertain: bool = False, **filters) -> list[dict]:
+        """Strokes of a match (`uncertain`: only the detections to review); filters with None/'' values
+        are ignored; zone and set compare as numbers."""
         clean = {}
         for k, v in filters.items():
             if v is None or v == "" or v == "all":
@@ -258,7 +259,7 @@ class Engine:
                 raise EngineError(f"unknown filter {k!r}")
             clean[k] = int(v) if k in ("set_no", "rally", "zone") else v
         with self._index_lock:
-            return [self._with_times(r) for r in self.index.strokes(match_id, **clean)]
+            return [self._with_times(r) for r in self.index.strokes(match_id, uncertain=bool(uncertain), **clean)]
 
     def filter_options(self, match_id: int | None) -> dict[str, list]:
         """The values each stroke filter can take in a match."""

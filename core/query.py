@@ -98,6 +98,7 @@ class QueryResult:
     zone: int | None = None
     hit_m: tuple[float, float] | None = None  # court metres, from the annotations
     landing_m: tuple[float, float] | None = None
+    confidence: float | None = None  # a detected hit's certainty (core.store); None for hand annotations
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +112,7 @@ class QueryResult:
                 "stroke": self.stroke_type, "zone": self.zone, "caption": self.caption,
                 "caption_source": self.caption_source, "score": self.score, "source": self.path,
                 "verified": self.verified, "video": self.video, "hit_x": hit[0], "hit_y": hit[1],
-                "land_x": land[0], "land_y": land[1]}
+                "land_x": land[0], "land_y": land[1], "confidence": self.confidence}
 
 
 class ResultList(Sequence):
@@ -199,14 +200,14 @@ class StrokeArrays:
         rows = index.db.execute(
             "SELECT s.id, s.match_id, s.set_id, s.set_no, s.rally, s.ball_round, s.frame, s.time_s, s.start_s,"
             " s.end_s, s.side, s.player_name, s.stroke, s.zone, s.ann_caption, s.model_caption, c.caption,"
-            " r.score_a_before, r.score_b_before, s.hit_x, s.hit_y, s.land_x, s.land_y FROM strokes s"
+            " r.score_a_before, r.score_b_before, s.hit_x, s.hit_y, s.land_x, s.land_y, s.confidence FROM strokes s"
             " LEFT JOIN corrections c ON c.key=s.key LEFT JOIN rallies r ON r.set_id=s.set_id AND r.rally=s.rally"
             " ORDER BY s.id").fetchall()
         n = len(rows)
-        cols = list(zip(*rows)) if rows else [()] * 23
+        cols = list(zip(*rows)) if rows else [()] * 24
         for name, col in zip(self.INT_COLS, cols[:7]):
             setattr(self, name, np.asarray(col, dtype=np.int64).reshape(n))
-        for name, col in zip(("time_s", "start_s", "end_s", *GEOMETRY), (*cols[7:10], *cols[19:23])):
+        for name, col in zip(("time_s", "start_s", "end_s", *GEOMETRY, "confidence"), (*cols[7:10], *cols[19:24])):
             setattr(self, name, np.asarray([np.nan if v is None else v for v in col], dtype=np.float64).reshape(n))
         self.names = sorted({v for v in cols[11] if v})
         name_idx = {v: i for i, v in enumerate(self.names)}
@@ -466,7 +467,7 @@ class QueryEngine:
                 video=a.set_info[int(a.set_id[r])][0], player_name=a.names[a.player[r]] if a.player[r] >= 0 else None,
                 stroke_type=STROKES[a.stroke[r]] if a.stroke[r] >= 0 else None,
                 zone=int(a.zone[r]) if a.zone[r] >= 0 else None, hit_m=point(a.hit_x[r], a.hit_y[r]),
-                landing_m=point(a.land_x[r], a.land_y[r]))
+                landing_m=point(a.land_x[r], a.land_y[r]), confidence=nan(a.confidence[r]))
 
         return ResultList(build, int(rows.size))
 

@@ -7,7 +7,9 @@ Tables (schema version `SCHEMA_VERSION`, in `meta`):
   rallies   score after and before each rally, start/end time
   strokes   times, frames, side, player, type, zone, hit and landing point in court metres
             (read from the annotations once, when the set is written), annotation caption,
-            model caption
+            model caption, confidence (schema 4: a detected hit's certainty, 0..1, from the set
+            file's `confidence` column; NULL for hand annotations; 1 for a stroke an edit added,
+            moved or gave the other side, since a person placed it)
   corrections  coaches' corrected captions, keyed by the stroke's natural key
                (match|set|rally|ball_round|frame), so re-indexing never drops them
   stroke_edits  coaches' stroke edits (schema 3): a hit added, deleted, moved or given the other
@@ -51,8 +53,9 @@ from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SIDES = ("bottom", "upper")
+UNCERTAIN_BELOW = 0.5  # a detected stroke with a lower confidence is shown as uncertain, to review
 DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
 GEOMETRY = ("hit_x", "hit_y", "land_x", "land_y")  # court metres (core.court), None where not annotated
 
@@ -75,7 +78,7 @@ CREATE TABLE IF NOT EXISTS strokes(
   time_s REAL, start_s REAL, end_s REAL, side TEXT, player TEXT, player_name TEXT,
   type_zh TEXT, stroke TEXT, zone INTEGER, ann_caption TEXT, model_caption TEXT,
   hit_x REAL, hit_y REAL, land_x REAL, land_y REAL,
-  key TEXT NOT NULL UNIQUE, source_frame INTEGER, edited TEXT);
+  key TEXT NOT NULL UNIQUE, source_frame INTEGER, edited TEXT, confidence REAL);
 CREATE INDEX IF NOT EXISTS strokes_by_set ON strokes(set_id, rally, ball_round);
 CREATE INDEX IF NOT EXISTS strokes_by_match ON strokes(match_id);
 CREATE TABLE IF NOT EXISTS corrections(key TEXT PRIMARY KEY, caption TEXT NOT NULL, updated TEXT);
@@ -91,6 +94,11 @@ CREATE VIEW IF NOT EXISTS stroke_captions AS
   SELECT s.*, c.caption AS corrected_caption, coalesce(c.caption, s.ann_caption, s.model_caption) AS caption
   FROM strokes s LEFT JOIN corrections c ON c.key = s.key;
 """
+
+
+def is_uncertain(confidence: float | None) -> bool:
+    """A detection to review: its confidence is below UNCERTAIN_BELOW (hand annotations have none)."""
+    return confidence is not None and confidence < UNCERTAIN_BELOW
 
 
 class IndexStoreError(RuntimeError):
@@ -119,6 +127,7 @@ class StrokeRow:
     key: str | None = None  # the natural key (set by write_set from the source row)
     source_frame: int | None = None  # the frame in the source; None for an added stroke
     edited: str | None = None  # what an edit changed ('added', 'moved', 'side', 'moved,side')
+    confidence: float | None = None  # a detected hit's certainty (0..1); None for hand annotations
 
 
 @dataclass
@@ -166,7 +175,8 @@ def _from_table(table: StrokeTable, path: Path) -> SetSource:
     if len(sets) > 1:
         raise AnnotationError(path, None, None, f"strokes of {len(sets)} sets in one file; index one set per file")
     rows = [StrokeRow(s.rally, s.ball_round, s.frame, s.time_s, s.side, s.player, s.player_name, s.type_zh,
-                      s.stroke, s.zone, s.caption, s.score_a, s.score_b, *court_points(table, s))
+                      s.stroke, s.zone, s.caption, s.score_a, s.score_b, *court_points(table, s),
+                      confidence=s.confidence)
             for s in table.strokes]
     first = table.strokes[0]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -215,6 +225,8 @@ class StrokeStore:
                 self._add_geometry()
             if has_meta and version < 3:
                 self._add_edit_columns()
+            if has_meta and version < 4:
+                self._add_confidence()
             self.db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES('generation', '0')")
 
@@ -238,6 +250,22 @@ class StrokeStore:
         self.db.execute("ALTER TABLE strokes ADD COLUMN source_frame INTEGER")
         self.db.execute("ALTER TABLE strokes ADD COLUMN edited TEXT")
         self.db.execute("UPDATE strokes SET source_frame=frame")
+
+    def _add_confidence(self) -> None:
+        """Schema 3 -> 4: each stroke's confidence, read once from its set's file (a detected set's
+        `confidence` column; NULL where the file has none); an edited stroke's is 1, as on a write."""
+        # an index whose version number was set back may have the column already: add it only once
+        if "confidence" not in {r[1] for r in self.db.execute("PRAGMA table_info(strokes)")}:
+            self.db.execute("ALTER TABLE strokes ADD COLUMN confidence REAL")
+        for set_id, source in self.db.execute("SELECT id, source FROM sets WHERE source IS NOT NULL").fetchall():
+            try:
+                table = load_annotations(source)
+            except (AnnotationError, ValueError, OSError) as err:
+                log.warning("no stroke confidences for %s: %s", source, err)
+                continue
+            self.db.executemany("UPDATE strokes SET confidence=? WHERE set_id=? AND source_frame=? AND edited IS NULL",
+                                [(s.confidence, set_id, s.frame) for s in table.strokes if s.confidence is not None])
+        self.db.execute("UPDATE strokes SET confidence=1.0 WHERE edited IS NOT NULL")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -306,10 +334,10 @@ class StrokeStore:
         db.executemany(
             "INSERT INTO strokes(id, set_id, match_id, set_no, rally, ball_round, frame, time_s, start_s, end_s, side,"
             " player, player_name, type_zh, stroke, zone, ann_caption, hit_x, hit_y, land_x, land_y, key,"
-            " source_frame, edited) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " source_frame, edited, confidence) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(ids.get(r.key), set_id, match_id, src.set_no, r.rally, r.ball_round, r.frame, t, a, b, r.side, r.player,
               r.player_name, r.type_zh, r.stroke, r.zone, r.ann_caption, *_geometry(r.hit_m, r.landing_m), r.key,
-              r.source_frame, r.edited)
+              r.source_frame, r.edited, r.confidence)
              for r, (t, a, b) in sorted(zip(rows, (_times(r, fps) for r in rows)),
                                         key=lambda x: x[0].key not in ids)])  # kept ids first: new ones come after
         db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before,"
@@ -399,9 +427,11 @@ class StrokeStore:
 
     STROKE_FILTERS = ("set_no", "rally", "ball_round", "side", "player", "player_name", "stroke", "zone", "frame")
 
-    def strokes(self, match_id: int | None = None, ids: list[int] | None = None, **filters) -> list[dict]:
+    def strokes(self, match_id: int | None = None, ids: list[int] | None = None, uncertain: bool = False,
+                **filters) -> list[dict]:
         """Strokes in match order, each with `caption` (corrected > annotation > model) and `corrected`;
-        `ids` picks stroke ids (e.g. a query's results) instead of reading a whole match."""
+        `ids` picks stroke ids (e.g. a query's results) instead of reading a whole match; `uncertain`
+        keeps only the detections to review (confidence below UNCERTAIN_BELOW)."""
         unknown = set(filters) - set(self.STROKE_FILTERS)
         if unknown:
             raise ValueError(f"unknown filter(s) {sorted(unknown)}; use {', '.join(self.STROKE_FILTERS)}")
@@ -416,6 +446,9 @@ class StrokeStore:
         for k, v in filters.items():
             where.append(f"s.{k}=?")
             args.append(v)
+        if uncertain:
+            where.append("s.confidence < ?")  # NULL (hand annotations) is never uncertain
+            args.append(UNCERTAIN_BELOW)
         q = ("SELECT s.*, m.name AS match, c.caption AS corrected, st.video, st.fps FROM strokes s "
              "JOIN matches m ON m.id=s.match_id JOIN sets st ON st.id=s.set_id LEFT JOIN corrections c ON c.key=s.key"
              + (" WHERE " + " AND ".join(where) if where else "")
@@ -609,13 +642,13 @@ class StrokeStore:
         """The set's strokes as they are now (edits applied) as a set file in the columns core.detect
         writes (OUT/<match>/set<N>.csv: side and player_name given, so core.annotations imports the
         same frames, rallies, sides and names): training data for the detector. Rally start/end
-        frames and winners come from the set's source file where it has them; an edited stroke's
-        confidence is 1 (a person placed it), a detected one keeps its own."""
+        frames and winners come from the set's source file where it has them; the confidence is the
+        stroke's stored one (1 for an edited stroke, empty for hand annotations)."""
         set_row = self._set_row(set_id)
         rows = self.strokes(set_no=set_row["set_no"], match_id=set_row["match_id"])
         scores = {r["rally"]: (r["score_a"], r["score_b"]) for r in self.db.execute(
             "SELECT rally, score_a, score_b FROM rallies WHERE set_id=?", (set_id,))}
-        rally_cols, confidence = _source_extras(set_row["source"])
+        rally_cols = _source_rallies(set_row["source"])
         path = Path(out_dir) / set_row["match"] / f"set{set_row['set_no']}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         fps = set_row["fps"]
@@ -625,10 +658,9 @@ class StrokeStore:
             for r in rows:
                 t = r["frame"] / fps if fps else (r["time_s"] or 0.0)
                 sa, sb = scores.get(r["rally"], (None, None))
-                conf = 1.0 if r["edited"] else confidence.get(r["source_frame"], "")
                 w.writerow([r["rally"], r["ball_round"], _clock(t), r["frame"], _blank(sa), _blank(sb),
                             r["player"] or "", 1 if r["ball_round"] == 1 else "", r["type_zh"] or "", r["side"] or "",
-                            conf, *rally_cols.get(r["rally"], ("", "", "")), r["player_name"] or ""])
+                            _blank(r["confidence"]), *rally_cols.get(r["rally"], ("", "", "")), r["player_name"] or ""])
         return path
 
     # ------------------------------------------------------------ text embeddings
@@ -709,24 +741,21 @@ EXPORT_COLUMNS = ("rally", "ball_round", "time", "frame_num", "roundscore_A", "r
                   "player_name")  # as core.detect writes them
 
 
-def _source_extras(source: str | None) -> tuple[dict[int, tuple], dict[int, str]]:
-    """From a detected set file: rally -> (winner, start frame, end frame), frame -> confidence."""
+def _source_rallies(source: str | None) -> dict[int, tuple]:
+    """From a detected set file: rally -> (winner, start frame, end frame)."""
     rallies: dict[int, tuple] = {}
-    confidence: dict[int, str] = {}
     if not source or not Path(source).is_file():
-        return rallies, confidence
+        return rallies
     with open(source, newline="", encoding="utf-8-sig") as f:
         for r in csv.DictReader(f):
             try:
-                rally, frame = int(float(r.get("rally") or 0)), int(float(r.get("frame_num") or 0))
+                rally = int(float(r.get("rally") or 0))
             except ValueError:
                 continue
             if r.get("rally_start_frame"):
                 rallies.setdefault(rally, (r.get("rally_winner", ""), r["rally_start_frame"],
                                            r.get("rally_end_frame", "")))
-            if r.get("confidence"):
-                confidence[frame] = r["confidence"]
-    return rallies, confidence
+    return rallies
 
 
 def apply_edits(rows: list[StrokeRow], edits: list[dict], match: str, set_no: int,
@@ -734,6 +763,7 @@ def apply_edits(rows: list[StrokeRow], edits: list[dict], match: str, set_no: in
     """A set's source rows with its stroke edits applied: deleted rows dropped, moved ones at their
     new frame, a changed side handing the hit to the other player (caption follows), added hits in
     the rally their frame falls in; the strokes of every touched rally renumbered in frame order.
+    A moved, changed or added stroke's confidence is 1: a person placed it.
     Edits whose source frame is not in the rows are ignored (they apply again if it comes back)."""
     if not edits:
         return rows
@@ -755,7 +785,7 @@ def apply_edits(rows: list[StrokeRow], edits: list[dict], match: str, set_no: in
         if e["side"] and e["side"] != r.side:
             r = _with_side(r, e["side"], players)
             what.append("side")
-        out.append(replace(r, edited=",".join(what) or None))
+        out.append(replace(r, edited=",".join(what) or None, confidence=1.0 if what else r.confidence))
     taken = {r.frame for r in out}
     for e in (e for e in edits if e["action"] == "add" and e["frame"] not in taken):
         row = _added_row(out, int(e["frame"]), e["side"], match, set_no, players)
@@ -802,7 +832,7 @@ def _added_row(rows: list[StrokeRow], frame: int, side: str | None, match: str, 
         player = ref.player if ref.side == side else {"A": "B", "B": "A"}[ref.player]
     return StrokeRow(rally=rally, ball_round=0, frame=frame, side=side, player=player,
                      player_name=players.get(player) if player else None, key=_added_key(match, set_no, frame),
-                     source_frame=None, edited="added")
+                     source_frame=None, edited="added", confidence=1.0)
 
 
 def _added_key(match: str, set_no: int, frame: int) -> str:

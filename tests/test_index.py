@@ -2,6 +2,7 @@
 corrections kept across re-indexing, caption export and the command line."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sqlite3
@@ -14,6 +15,7 @@ import torch
 from core.config import GenerationSettings, LoraSettings, ModelSettings
 from core.index import main as index_main
 from core.indexer import add_match, encode_set
+from core.query import QueryEngine
 from core.store import SCHEMA_VERSION, IndexStoreError, StrokeStore
 from core.tokens import encoder_key, model_key
 from core.video import write_video
@@ -29,6 +31,28 @@ HITS = [(1, 1, 10, 1, "殺球", 9), (1, 2, 20, 0, "挑球", 7), (1, 3, 30, 1, "�
 def write_reference_csv(path: Path, hits=HITS, game: str = "demo") -> Path:
     lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
     lines += [f"{game}_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in hits]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# (rally, hit frame, side, confidence) of a detected set at 25 fps; 0.5 is not below UNCERTAIN_BELOW
+DETECTED = [(1, 100, "bottom", 0.9), (1, 150, "upper", 0.3), (1, 200, "bottom", 0.75), (2, 400, "upper", 0.5),
+            (2, 450, "bottom", 0.12), (2, 500, "upper", 0.66)]
+
+
+def write_detected_csv(path: Path, hits=DETECTED) -> Path:
+    """A set file in the columns core.detect writes (Ann at the bottom is player A, Bo upper is B)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["rally,ball_round,time,frame_num,roundscore_A,roundscore_B,player,server,type,side,confidence,"
+             "rally_winner,rally_start_frame,rally_end_frame,player_name"]
+    rounds: dict[int, int] = {}
+    for rally, frame, side, conf in hits:
+        rounds[rally] = rounds.get(rally, 0) + 1
+        frames = [f for q, f, _, _ in hits if q == rally]
+        letter, name = ("A", "Ann") if side == "bottom" else ("B", "Bo")
+        server = 1 if rounds[rally] == 1 else ""
+        lines.append(f"{rally},{rounds[rally]},0:00:{frame // 25:02d},{frame},,,{letter},{server},,{side},"
+                     f"{conf:.3f},,{min(frames) - 10},{max(frames) + 10},{name}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -126,13 +150,36 @@ def test_a_schema_1_index_gets_court_positions_from_its_annotation_files(tmp_pat
     assert placed > 0
     with sqlite3.connect(path) as db:  # the same index as the app wrote it before court positions were stored
         db.execute("DROP VIEW stroke_captions")
-        for col in ("hit_x", "hit_y", "land_x", "land_y", "source_frame", "edited"):  # schema 2 and 3 columns
+        for col in ("hit_x", "hit_y", "land_x", "land_y", "source_frame", "edited", "confidence"):  # schema 2-4
             db.execute(f"ALTER TABLE strokes DROP COLUMN {col}")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store = StrokeStore(path)
     assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert store.db.execute("SELECT count(*) FROM strokes WHERE hit_x IS NOT NULL").fetchone()[0] == placed
     assert all(r["caption"] for r in store.strokes())  # the view is back
+
+
+def test_a_schema_3_index_gets_confidences_from_its_set_files(tmp_path, ref_csv):
+    path = tmp_path / "ws.sqlite"
+    store = StrokeStore(path)
+    detected = add_match(store, write_detected_csv(tmp_path / "m" / "set1.csv"))
+    annotated = add_match(store, ref_csv)
+    gone = add_match(store, write_detected_csv(tmp_path / "gone" / "set1.csv"))
+    moved = store.move_stroke(store.strokes(detected, frame=100)[0]["id"], 1)
+    before = {r["id"]: r["confidence"] for r in store.strokes()}
+    store.close()
+    (tmp_path / "gone" / "set1.csv").unlink()  # a set file that is no longer there gives no confidences
+    with sqlite3.connect(path) as db:  # the same index as schema 3 left it: no confidence column
+        db.execute("DROP VIEW stroke_captions")
+        db.execute("ALTER TABLE strokes DROP COLUMN confidence")
+        db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    store = StrokeStore(path)
+    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+    after = {r["id"]: r["confidence"] for r in store.strokes(detected)}
+    assert after == {k: v for k, v in before.items() if k in after}
+    assert after[moved] == 1.0 and sorted(after.values()) == [0.12, 0.3, 0.5, 0.66, 0.75, 1.0]
+    assert {r["confidence"] for m in (annotated, gone) for r in store.strokes(m)} == {None}
+    assert all(r["caption"] for r in store.strokes(annotated))  # the view is back
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -245,6 +292,59 @@ def test_corrections_survive_reindexing_and_are_exported(tmp_path, ref_csv):
                     "image_id": "demo_1_80"}
     index.set_caption(again["id"], "")
     assert index.strokes(match_id, frame=80)[0]["caption"] == "bottom player hits a net shot at the net"
+
+
+# ---------------------------------------------------------------- detection confidence
+
+
+def test_a_detected_set_s_confidences_reach_the_store_and_the_query_results(tmp_path):
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, write_detected_csv(tmp_path / "m" / "set1.csv"))
+    rows = index.strokes(match_id)
+    assert [(r["frame"], r["confidence"]) for r in rows] == [(f, c) for _, f, _, c in DETECTED]
+    assert [r["frame"] for r in index.strokes(match_id, uncertain=True)] == [150, 450]
+    results = QueryEngine(index).ask("when does the upper player hit?", paths=("structured",)).results
+    assert {(r.frame, r.confidence) for r in results} == {(150, 0.3), (400, 0.5), (500, 0.66)}
+    assert [r.row()["confidence"] for r in results] == [r.confidence for r in results]
+
+
+def test_hand_annotated_strokes_have_no_confidence_until_edited(tmp_path, ref_csv):
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, ref_csv)
+    add_match(index, SET_FILES[0])
+    assert {r["confidence"] for r in index.strokes()} == {None} and index.strokes(uncertain=True) == []
+    assert {r.confidence for r in QueryEngine(index).ask("smashes", paths=("structured",)).results} == {None}
+    moved = index.move_stroke(index.strokes(match_id, frame=30)[0]["id"], -1)
+    assert [(r["id"], r["confidence"]) for r in index.strokes(match_id) if r["confidence"]] == [(moved, 1.0)]
+    out = index.export_set_csv(index.strokes(match_id)[0]["set_id"], tmp_path / "out")
+    assert {int(r["frame_num"]): r["confidence"] for r in csv.DictReader(out.open(encoding="utf-8"))
+            if r["confidence"]} == {29: "1.0"}
+
+
+def test_an_added_or_edited_detection_reads_1_and_the_export_writes_the_stored_confidences(tmp_path):
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, write_detected_csv(tmp_path / "m" / "set1.csv"))
+    by_frame = {r["frame"]: r for r in index.strokes(match_id)}
+    set_id = by_frame[100]["set_id"]
+    moved = index.move_stroke(by_frame[150]["id"], 2)
+    flipped = index.set_stroke_side(by_frame[450]["id"], "upper")
+    added = index.add_stroke(set_id, 300, "bottom")
+    conf = {r["id"]: r["confidence"] for r in index.strokes(match_id)}
+    assert conf[moved] == conf[flipped] == conf[added] == 1.0
+    assert conf[by_frame[200]["id"]] == 0.75 and index.strokes(match_id, uncertain=True) == []
+    (tmp_path / "m" / "set1.csv").write_text("rally\n")  # the export no longer reads confidences from the source
+    out = index.export_set_csv(set_id, tmp_path / "out")
+    exported = {int(r["frame_num"]): r["confidence"] for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert exported == {100: "0.9", 152: "1.0", 200: "0.75", 300: "1.0", 400: "0.5", 450: "1.0", 500: "0.66"}
+
+
+def test_undoing_an_edit_brings_back_the_detector_s_confidence(tmp_path):
+    index = StrokeStore(tmp_path / "ws.sqlite")
+    match_id = add_match(index, write_detected_csv(tmp_path / "m" / "set1.csv"))
+    moved = index.move_stroke(index.strokes(match_id, frame=150)[0]["id"], 2)
+    assert index.strokes(ids=[moved])[0]["confidence"] == 1.0
+    index.revert_stroke(moved)
+    assert index.strokes(match_id, frame=150)[0]["confidence"] == 0.3
 
 
 # ---------------------------------------------------------------- command line

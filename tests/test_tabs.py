@@ -15,6 +15,7 @@ from gradio.helpers import special_args
 from core.config import LoraSettings, ModelSettings
 from core.loader import build_model, save_adapters
 from core.runner import REQUEST_FILE, Runner
+from tests.test_index import write_detected_csv
 from tests.test_ui_logic import _add, _fake_recipe, _wait, engine  # noqa: F401 - the engine fixture, reused
 from train.config import Stage1Config, Stage2Config, option_defaults
 from ui import analyze_tab, build_app, model_tab, stats_tab, strokes_tab, train_tab
@@ -94,8 +95,9 @@ def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_ma
     assert note == "3 matching strokes."
     one = analyze_tab.on_ask(engine, "When does the upper player play a clear?", video_match, "player")
     assert [r["stroke"] for r in one[0]] == ["clear"] and one[3] == "1 matching stroke."
-    # set, rally, stroke, time (s), player, type, caption, source
-    assert table[0] == [1, 1, 1, 0.4, "upper", "smash", "upper player hits a smash in the backcourt", "structured"]
+    # set, rally, stroke, time (s), player, type, caption, source, confidence (none: hand annotations)
+    assert table[0] == [1, 1, 1, 0.4, "upper", "smash", "upper player hits a smash in the backcourt", "structured",
+                        ""]
     assert [row[3] for row in table] == [0.4, 3.2, 4.0]
     marks = [t for t in timeline.data if t.mode == "markers"]
     assert sorted(int(c[2]) for t in marks for c in t.customdata) == [0, 1, 2]  # one mark per row, by row index
@@ -215,6 +217,36 @@ def test_a_caption_correction_is_saved_shown_reverted_and_exported(engine):  # n
     for handler, args in ((strokes_tab.on_save, (None, new, match_id)), (strokes_tab.on_revert, (None, match_id))):
         with pytest.raises(gr.Error, match="Click a stroke first."):
             handler(engine, *args)
+
+
+def test_the_strokes_tab_shows_confidences_and_lists_the_uncertain_detections_to_review(engine):  # noqa: F811
+    write_detected_csv(engine.workspace.uploads / "det" / "set1.csv")
+    match_id = engine.add_match("uploads/det/set1.csv")
+    *filters, rows, table, count = strokes_tab.on_match(engine, match_id)
+    col = strokes_tab.COLUMNS.index("confidence")
+    assert [t[col] for t in table] == ["0.90", "0.30 ⚠", "0.75", "0.50", "0.12 ⚠", "0.66"]
+    assert count == "6 strokes, 2 uncertain"
+    values = ["all"] * len(strokes_tab.FILTERS)
+    rows, table, count = strokes_tab.load_rows(engine, match_id, *values, True)
+    assert [r["frame"] for r in rows] == [150, 450] and count == "2 strokes, 2 uncertain"
+    assert strokes_tab.on_match(engine, match_id, True)[-3:] == (rows, table, count)  # the box stays ticked
+    sid, where, *_ = strokes_tab.on_select(engine, rows, _select(0))
+    assert where.endswith("(uncertain detection: confidence 0.30)**")
+    # reviewed: the move makes it a person's hit (confidence 1), so it leaves the list
+    rows, table, count, sid, note = strokes_tab.on_move(engine, "+1", sid, match_id, *values, True)
+    assert [r["frame"] for r in rows] == [450] and count == "1 strokes, 1 uncertain"
+    assert len(strokes_tab.load_rows(engine, match_id, *values, False)[0]) == 6
+
+
+def test_answers_carry_confidences_to_the_results_table_and_timeline(engine):  # noqa: F811
+    write_detected_csv(engine.workspace.uploads / "det" / "set1.csv")
+    match_id = engine.add_match("uploads/det/set1.csv")
+    rows, table, timeline, note = analyze_tab.on_ask(engine, "when does the upper player hit?", match_id, "player")
+    assert sorted((r["frame"], r["confidence"]) for r in rows) == [(150, 0.3), (400, 0.5), (500, 0.66)]
+    assert [t[-1] for t in table] == [("0.30 ⚠" if r["frame"] == 150 else f"{r['confidence']:.2f}") for r in rows]
+    hollow = [int(c[2]) for t in timeline.data if t.mode == "markers"
+              for c, sym in zip(t.customdata, t.marker.symbol) if sym == "diamond-open"]
+    assert [rows[i]["frame"] for i in hollow] == [150]
 
 
 # ---------------------------------------------------------------- Model

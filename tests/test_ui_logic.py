@@ -12,8 +12,10 @@ import yaml
 
 from core.engine import Engine, EngineError
 from core.runner import REQUEST_FILE, RunError, Runner, latest_metrics, read_metrics, tail
+from core.store import UNCERTAIN_BELOW, is_uncertain
 from core.workspace import PathNotAllowed, Workspace, is_url, safe_name
 from train.config import Stage1Config, Stage2Config, config_from_file, run_config
+from ui.common import confidence_cell
 from ui.figures import counts_figure, court_figure, loss_figure, timeline_figure
 
 SET_CSV = Path(__file__).parent / "data/shuttleset/Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals/set1.csv"
@@ -252,6 +254,23 @@ def test_timeline_has_a_lane_per_player_and_row_indices():
     assert {t.name for t in timeline_figure(_rows(), "stroke").data} == {"smash", "clear"}
     empty = timeline_figure([])
     assert not empty.data and "No matching strokes" in empty.layout.annotations[0].text
+
+
+def test_timeline_marks_uncertain_detections_hollow_and_names_their_confidence():
+    rows = _rows()
+    rows[0]["confidence"], rows[1]["confidence"] = 0.42, 0.9
+    rows.append({**_rows()[1], "start_s": 8.0, "end_s": 8.6, "time_s": 8.3})  # hand-annotated: no confidence
+    marks = {t.name: t for t in timeline_figure(rows, "stroke").data if t.mode == "markers"}
+    smash, clear = marks["smash"], marks["clear"]
+    assert list(smash.marker.symbol) == ["diamond-open"] and "uncertain (0.42)" in smash.text[0]
+    assert list(clear.marker.symbol) == ["diamond", "diamond"] and "confidence 0.90" in clear.text[0]
+    assert "uncertain" not in clear.text[0] and "confidence" not in clear.text[1]
+    assert smash.marker.opacity[0] < clear.marker.opacity[0] == clear.marker.opacity[1]
+
+
+def test_a_detection_is_uncertain_below_the_threshold_and_the_table_says_so():
+    assert is_uncertain(UNCERTAIN_BELOW - 0.01) and not is_uncertain(UNCERTAIN_BELOW) and not is_uncertain(None)
+    assert [confidence_cell(c) for c in (0.42, 0.9, 1.0, None)] == ["0.42 ⚠", "0.90", "1.00", ""]
 
 
 def test_counts_court_and_loss_figures():

@@ -1,5 +1,5 @@
 """Analyze tab: pick or add a match (a video alone: its strokes are detected), watch it, ask a question, see the strokes on a table and a
-timeline, jump to each one, play them all, export them."""
+timeline (uncertain detections hollow), jump to each one, play them all, export them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from core.engine import Engine
-from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, play_all_payload,
-                       progress_callback, row_index, seek_payload)
+from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, confidence_cell,
+                       play_all_payload, progress_callback, row_index, seek_payload)
 from ui.figures import timeline_figure
 
 EXAMPLES = [
@@ -19,13 +19,13 @@ EXAMPLES = [
     "Find every serve",
     "When does the bottom player lob from the net?",
 ]
-RESULT_COLUMNS = ["set", "rally", "stroke", "time (s)", "player", "type", "caption", "source"]
+RESULT_COLUMNS = ["set", "rally", "stroke", "time (s)", "player", "type", "caption", "source", "confidence"]
 
 
 def result_table(rows: list[dict]) -> list[list]:
     return [[r.get("set_no"), r.get("rally"), r.get("ball_round"), round(float(r.get("time_s") or 0.0), 2),
              r.get("player_name") or r.get("side") or "", r.get("stroke") or "", r.get("caption") or "",
-             r.get("source") or ""] for r in rows]
+             r.get("source") or "", confidence_cell(r.get("confidence"))] for r in rows]
 
 
 # ---------------------------------------------------------------- handlers: engine + input values -> outputs

@@ -1,5 +1,5 @@
-"""What every tab shares: turning engine errors into messages on the page, progress adapters,
-the page's JavaScript (player seeking, "Play all", timeline clicks) and CSS."""
+"""What every tab shares: turning engine errors into messages on the page, how a confidence reads
+in a table, progress adapters, the page's JavaScript (player seeking, "Play all", timeline clicks) and CSS."""
 from __future__ import annotations
 
 import functools
@@ -15,6 +15,7 @@ from core.annotations import AnnotationError
 from core.engine import SEEK_LEAD_S, Engine, EngineError
 from core.loader import ModelLoadError
 from core.runner import RunError
+from core.store import is_uncertain
 from core.video import VideoError
 from core.workspace import PathNotAllowed
 
@@ -71,6 +72,13 @@ def bind(handler: Callable, engine: Engine) -> Callable:
 def row_index(evt: gr.SelectData) -> int:
     """The row of a table cell's select event (its index is [row, column])."""
     return evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+
+
+def confidence_cell(confidence: float | None) -> str:
+    """A confidence as a table shows it: 0.91; 0.42 ⚠ when uncertain; empty for hand annotations."""
+    if confidence is None:
+        return ""
+    return f"{confidence:.2f}" + (" ⚠" if is_uncertain(confidence) else "")
 
 
 def progress_callback(progress: gr.Progress):

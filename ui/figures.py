@@ -1,7 +1,8 @@
 """Plotly figures of the app: the event timeline, the stroke mix, court heatmaps, the loss plot.
 
 Inputs are plain rows (dicts), as the engine gives them:
-    timeline rows: start_s, end_s, lane fields (player, stroke, side), caption, set, rally, ball_round
+    timeline rows: start_s, end_s, lane fields (player, stroke, side), caption, set, rally, ball_round,
+                   confidence (None for hand annotations)
     court rows:    hit_m / landing_m = (x, y) in court metres or None (core.court's frame)
 Every figure stays readable when it has nothing to show (a centred note instead of empty axes).
 """
@@ -13,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.court import BACK_DEPTH, COURT_LENGTH, COURT_WIDTH, NET_Y, SHORT_SERVICE_DIST, SINGLES_INSET
+from core.store import is_uncertain
 
 LANES = ("player", "stroke", "side")
 DOUBLES_LONG_SERVICE = 0.76  # doubles long service line, metres inside each baseline
@@ -41,7 +43,8 @@ def lane_of(row: dict, lanes: str) -> str:
 
 def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float | None = None,
                     title: str | None = None, empty: str = "No matching strokes") -> go.Figure:
-    """One mark per stroke at its time, one lane per player (or stroke type, or side).
+    """One mark per stroke at its time, one lane per player (or stroke type, or side); an uncertain
+    detection's mark is hollow and faded.
 
     Each mark's customdata is [start_s, end_s, row index in `rows`]: the page's click handler
     passes the row index back to the server, which seeks the player as for a table click.
@@ -61,9 +64,12 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
         for r in items:
             fig.add_shape(type="line", x0=r["start_s"], x1=r["end_s"], y0=lane, y1=lane, yref="y",
                           line=dict(color=colour, width=6), opacity=0.35, layer="below")
+        unsure = [is_uncertain(r.get("confidence")) for r in items]
         fig.add_trace(go.Scatter(
             x=[r.get("time_s", r["start_s"]) for r in items], y=[lane] * len(items), mode="markers",
-            marker=dict(size=14, color=colour, symbol="diamond", line=dict(width=1, color="#333")),
+            marker=dict(size=14, color=colour, symbol=["diamond-open" if u else "diamond" for u in unsure],
+                        opacity=[0.55 if u else 1.0 for u in unsure],
+                        line=dict(width=[2 if u else 1 for u in unsure], color="#333")),
             customdata=[[r["start_s"], r.get("end_s", r["start_s"]), r["_row"]] for r in items],
             text=[_hover(r) for r in items], hovertemplate="%{text}<extra></extra>", name=lane))
     xmax = max(duration_s or 0.0, max(r.get("end_s", r["start_s"]) for r in rows) + 1.0)
@@ -74,7 +80,11 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
 
 def _hover(r: dict) -> str:
     where = f"set {r.get('set_no')} · rally {r.get('rally')} · stroke {r.get('ball_round')}"
-    return f"<b>{r.get('caption') or '(no caption)'}</b><br>{where}<br>{r.get('time_s', r['start_s']):.2f} s"
+    text = f"<b>{r.get('caption') or '(no caption)'}</b><br>{where}<br>{r.get('time_s', r['start_s']):.2f} s"
+    c = r.get("confidence")
+    if c is not None:
+        text += f"<br>uncertain ({c:.2f})" if is_uncertain(c) else f"<br>confidence {c:.2f}"
+    return text
 
 
 def counts_figure(rows: list[dict], title: str = "Stroke types per player") -> go.Figure:

@@ -1,20 +1,23 @@
-"""Strokes tab: every stroke of the match with its captions, filters, a clip preview, caption
-corrections (saved to the index, kept across re-indexing, exportable as stage-1 training data) and
-stroke edits: add a hit at the video's time (button or key H), delete one, move one by 1 or 5
-frames, give it to the other player; edits are kept across re-indexing and export as a set CSV
-(training data for the detector)."""
+"""Strokes tab: every stroke of the match with its captions and detection confidence, filters (one
+keeps only the uncertain detections, to review them), a clip preview, caption corrections (saved
+to the index, kept across re-indexing, exportable as stage-1 training data) and stroke edits: add
+a hit at the video's time (button or key H), delete one, move one by 1 or 5 frames, give it to the
+other player; edits are kept across re-indexing and export as a set CSV (training data for the
+detector)."""
 from __future__ import annotations
 
 import gradio as gr
 
 from core.engine import Engine
+from core.store import UNCERTAIN_BELOW, is_uncertain
 from core.vocab import ZONE_PHRASES
-from ui.common import SEEK_JS, VIDEO_ID, bind, row_index, seek_payload
+from ui.common import SEEK_JS, VIDEO_ID, bind, confidence_cell, row_index, seek_payload
 
 COLUMNS = ["id", "set", "rally", "stroke", "time (s)", "side", "player", "type", "zone", "caption",
-           "model caption", "annotation caption", "frame", "edit"]
-WIDTHS = [50, 40, 48, 56, 64, 70, 120, 70, 110, "22%", "18%", "18%", 64, 70]  # px, or a share of the table
+           "model caption", "annotation caption", "confidence", "frame", "edit"]
+WIDTHS = [50, 40, 48, 56, 64, 70, 120, 70, 110, "20%", "17%", "17%", 84, 64, 70]  # px, or a share of the table
 FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
+INPUTS = (*FILTERS, "uncertain")  # the filters' values as handlers receive them: the dropdowns, the checkbox
 LABELS = {"set_no": "Set", "rally": "Rally", "side": "Side", "player_name": "Player", "stroke": "Stroke type",
           "zone": "Zone"}
 
@@ -24,7 +27,8 @@ def stroke_table(rows: list[dict]) -> list[list]:
              r.get("side") or "", r.get("player_name") or "", r.get("stroke") or "",
              ZONE_PHRASES.get(r.get("zone"), "") if r.get("zone") is not None else "",
              (r.get("caption") or "") + (" ✎" if r.get("corrected") else ""),
-             r.get("model_caption") or "", r.get("ann_caption") or "", r.get("frame"), r.get("edited") or ""]
+             r.get("model_caption") or "", r.get("ann_caption") or "", confidence_cell(r.get("confidence")),
+             r.get("frame"), r.get("edited") or ""]
             for r in rows]
 
 
@@ -37,17 +41,20 @@ def _choices(values: list, key: str) -> list:
 # ---------------------------------------------------------------- handlers: engine + input values -> outputs
 
 
-def load_rows(engine: Engine, match_id: int | None, *values: str | int) -> tuple[list[dict], list[list], str]:
-    """(rows, table, count line) of the match's strokes; `values` are the FILTERS' picks, "all" for any."""
-    rows = engine.strokes(match_id, **dict(zip(FILTERS, values))) if match_id is not None else []
-    return rows, stroke_table(rows), f"{len(rows)} strokes"
+def load_rows(engine: Engine, match_id: int | None, *values: str | int | bool) -> tuple[list[dict], list[list], str]:
+    """(rows, table, count line) of the match's strokes; `values` are the INPUTS' picks: the FILTERS'
+    ("all" for any), then whether only uncertain detections are listed (off when left out)."""
+    rows = engine.strokes(match_id, **dict(zip(INPUTS, values))) if match_id is not None else []
+    uncertain = sum(is_uncertain(r.get("confidence")) for r in rows)
+    return rows, stroke_table(rows), f"{len(rows)} strokes" + (f", {uncertain} uncertain" if uncertain else "")
 
 
-def on_match(engine: Engine, match_id: int | None) -> tuple:
-    """A newly picked match: each filter's choices (reset to "all"), then load_rows' outputs."""
+def on_match(engine: Engine, match_id: int | None, uncertain: bool = False) -> tuple:
+    """A newly picked match: each filter's choices (reset to "all"), then load_rows' outputs (the
+    "uncertain only" box stays as it is)."""
     options = engine.filter_options(match_id)
     updates = [gr.Dropdown(choices=_choices(options[k], k), value="all") for k in FILTERS]
-    return (*updates, *load_rows(engine, match_id, *(["all"] * len(FILTERS))))
+    return (*updates, *load_rows(engine, match_id, *(["all"] * len(FILTERS)), uncertain))
 
 
 def on_select(engine: Engine, rows: list[dict], evt: gr.SelectData) -> tuple[int, str, str, str | None]:
@@ -56,6 +63,8 @@ def on_select(engine: Engine, rows: list[dict], evt: gr.SelectData) -> tuple[int
     where = f"Set {r['set_no']}, rally {r['rally']}, stroke {r['ball_round']} — {r.get('time_s', 0):.2f} s"
     if r.get("edited"):
         where += f" (frame {r['frame']}, edited: {r['edited']})"
+    if is_uncertain(r.get("confidence")):
+        where += f" (uncertain detection: confidence {r['confidence']:.2f})"
     try:
         video = str(engine.clip(r))
     except Exception:  # noqa: BLE001 - no video is fine here: the caption can still be edited
@@ -204,6 +213,8 @@ def create_strokes_tab(engine: Engine, shared) -> None:
         with gr.Row():
             filters = {k: gr.Dropdown([("all", "all")], value="all", label=LABELS[k], elem_id=f"filter-{k}",
                                       min_width=120) for k in FILTERS}
+            uncertain = gr.Checkbox(label=f"Uncertain only (confidence below {UNCERTAIN_BELOW})",
+                                    elem_id="filter-uncertain", min_width=120)
         count = gr.Markdown(elem_id="stroke-count")
         table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="stroke-table", max_height=420,
                              column_widths=WIDTHS)
@@ -248,10 +259,11 @@ def create_strokes_tab(engine: Engine, shared) -> None:
         rows_state = gr.State([])
         video_set = gr.State(None)
 
-    fvals = [filters[k] for k in FILTERS]
-    shared.match.change(bind(on_match, engine), shared.match, [*fvals, rows_state, table, count])
+    dropdowns = [filters[k] for k in FILTERS]
+    fvals = [*dropdowns, uncertain]  # INPUTS
+    shared.match.change(bind(on_match, engine), [shared.match, uncertain], [*dropdowns, rows_state, table, count])
     tab.select(bind(load_rows, engine), [shared.match, *fvals], [rows_state, table, count])
-    shared.on_load.append((bind(on_match, engine), shared.match, [*fvals, rows_state, table, count]))
+    shared.on_load.append((bind(on_match, engine), [shared.match, uncertain], [*dropdowns, rows_state, table, count]))
     for f in fvals:
         f.input(bind(load_rows, engine), [shared.match, *fvals], [rows_state, table, count])
     table.select(bind(on_select, engine), rows_state, [stroke_id, picked, caption, clip])
