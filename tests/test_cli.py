@@ -26,6 +26,7 @@ ENTRY_POINTS = {
     "train.stage1": "python -m train.stage1",
     "train.stage2": "python -m train.stage2",
     "train.evaluate": "python -m train.evaluate",
+    "train.caption_loss": "python -m train.caption_loss",
     "train.demo": "python -m train.demo",
     "train.probe": "python -m train.probe",
     "tests.benchmarks.bench_index_query": "bench_index_query.py",  # its parser sets no prog
