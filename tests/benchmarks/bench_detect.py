@@ -4,7 +4,7 @@
 
 Without --video, a broadcast-style render (train.replay, sound and cut-aways) of the first set of a
 ShuttleSet match is made (kept in --work, so a second run reuses it; 1-36 rallies of that set make
-about 10 minutes). Each figure runs in its own process, so its peak memory (max RSS) is its own:
+about 12 minutes at 25 fps). Each figure runs in its own process, so its peak memory (max RSS) is its own:
 
 - decoding alone, PyAV on every core (the fastest plain decode of the file), and OpenCV's reader;
 - detection: one decode pass, motion features, the vision model, the sound track; decisions;
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="a match video (default: a render made in --work)")
     p.add_argument("--data", type=Path, default=SHARED if SHARED.is_dir() else EXCERPT)
     p.add_argument("--size", default="1280x720", help="render size WxH (default 1280x720)")
-    p.add_argument("--rallies", default="1-36", help="rallies of the render (default 1-36: about 10 minutes)")
+    p.add_argument("--rallies", default="1-36", help="rallies of the render (default 1-36: about 12 minutes)")
     p.add_argument("--work", type=Path, default=None, help="folder for the render and the hour-long copy "
                                                              "(default: a temporary folder)")
     p.add_argument("--hour", action="store_true", help="also detect on the file repeated to an hour")
