@@ -8,8 +8,9 @@ Pipeline (`detect`):
    `python -m train.detector`) turns them into per-frame probabilities: a hit on this frame, the
    hitter in the upper half, the frame inside a rally (live play in the main camera view; not a
    cutaway, a replay, a crowd shot or a pause).
-2. Sound (`core.detect_audio`): band-limited spectral flux onsets read with PyAV. A file without
-   an audio stream, or a silent one, is detected from the picture alone.
+2. Sound (`core.detect_audio`): band-limited spectral flux onsets read with PyAV, in a thread
+   beside the picture's pass. A file without an audio stream, or a silent one, is detected from
+   the picture alone.
 3. Fusion (`fuse`): an onset counts where the picture sees a hit within 2 frames, the picture
    alone counts at a share of its score; hits are the score's peaks above the threshold (without
    sound: P(hit) above `picture_threshold`), at least `nms_s` apart, inside a rally; a strong onset within `snap_frames` moves
@@ -44,6 +45,7 @@ import csv
 import logging
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,7 +54,7 @@ import numpy as np
 import torch
 from scipy.ndimage import maximum_filter1d, median_filter
 
-from core.detect_audio import AudioTrack, audio_onsets
+from core.detect_audio import AudioTrack, onsets_at, read_flux
 from core.detect_features import FeatureError, fix_times, iter_feature_chunks, probe
 from core.detect_model import DetectorConfig, DetectorNet, load_detector
 
@@ -176,12 +178,15 @@ def score_video(video, net: DetectorNet, progress: Progress | None = None, use_a
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     embs, times = [], []
     step = (lambda d, t: progress(d, t, "decoding")) if progress else None
-    try:
-        for maps, t in iter_feature_chunks(video, progress=step):
-            embs.append(net.encode_frames(maps))
-            times.append(t)
-    except (cv2.error, FeatureError) as err:
-        raise DetectError(f"{video}: decoding failed ({err})") from None
+    with ThreadPoolExecutor(1) as pool:  # the sound track decodes beside the picture
+        sound = pool.submit(read_flux, video) if use_audio else None
+        try:
+            for maps, t in iter_feature_chunks(video, progress=step):
+                embs.append(net.encode_frames(maps))
+                times.append(t)
+        except (cv2.error, FeatureError) as err:
+            raise DetectError(f"{video}: decoding failed ({err})") from None
+        flux = sound.result() if sound is not None else None
     n = sum(len(t) for t in times)
     if n < MIN_FRAMES:
         raise DetectError(f"{video}: only {n} frames could be decoded; not a video detection can use")
@@ -189,11 +194,7 @@ def score_video(video, net: DetectorNet, progress: Progress | None = None, use_a
     probs = torch.sigmoid(_sequence(net, emb)).numpy()
     times_ = fix_times(np.concatenate(times), meta.fps)
     fps = meta.fps
-    audio = None
-    if use_audio:
-        if progress:
-            progress(n, n, "sound")
-        audio = audio_onsets(video, times_)
+    audio = onsets_at(flux, times_, video) if use_audio else None
     if progress:
         progress(n, n, "done")
     return Scores(probs[0], probs[1], probs[2], times_, fps, audio)

@@ -131,7 +131,17 @@ def _normalise(flux: np.ndarray) -> np.ndarray:
 
 def audio_onsets(video: str | Path, times: np.ndarray) -> AudioTrack | None:
     """Onset strength at each video frame time (see the module docstring); None without usable sound."""
-    got = _decode_flux(Path(video))
+    return onsets_at(read_flux(video), times, video)
+
+
+def read_flux(video: str | Path) -> tuple[_Flux, int] | None:
+    """The sound track's spectral flux and channel count; None without an audio stream. It needs
+    no frame times, so it can run beside the picture's decoding pass."""
+    return _decode_flux(Path(video))
+
+
+def onsets_at(got: tuple[_Flux, int] | None, times: np.ndarray, video: str | Path = "") -> AudioTrack | None:
+    """`read_flux`'s result sampled at the video frame times; None without usable sound."""
     if got is None:
         return None
     flux, channels = got
