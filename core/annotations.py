@@ -103,6 +103,12 @@ class Stroke:
     player_xy: tuple[float, float] | None = None
     opponent_xy: tuple[float, float] | None = None
     backhand: bool | None = None
+    aroundhead: bool | None = None  # hit around the head (ShuttleSet marks it with 1)
+    hit_height: str | None = None  # 'above' | 'below' the net top (ShuttleSet 1 | 2)
+    # the point's outcome, on a rally's last stroke only (ShuttleSet's labels, as written):
+    win_reason: str | None = None  # why the point winner won it, e.g. 落地致勝 (landed winner)
+    lose_reason: str | None = None  # why the loser lost it, e.g. 掛網 (into the net), 出界 (out)
+    getpoint_player: str | None = None  # 'A' | 'B': who won the point
     score_a: int | None = None  # score after the rally
     score_b: int | None = None
     split: str | None = None  # only from the reference CSV
@@ -310,9 +316,7 @@ def _shuttleset_stroke(path, i: int, r: dict, video: str, set_no: int, players: 
                        report: ImportReport) -> Stroke:
     zh = r["type"]
     label = _label(zh, stroke_label, report)
-    player = r["player"] or None
-    if player not in (None, "A", "B"):
-        raise AnnotationError(path, i, "player", f"expected A or B, got {player!r}")
+    player = _letter(path, i, r, "player")
     backhand = _num(path, i, r, "backhand") if "backhand" in r else None
     return Stroke(
         match=video, set=set_no,
@@ -332,10 +336,30 @@ def _shuttleset_stroke(path, i: int, r: dict, video: str, set_no: int, players: 
         opponent_xy=_xy(path, i, r, "opponent_location_x", "opponent_location_y"),
         # ShuttleSet marks backhands with 1 and leaves forehands blank
         backhand=None if "backhand" not in r else bool(backhand),
+        aroundhead=None if "aroundhead" not in r else bool(_num(path, i, r, "aroundhead")),
+        hit_height=_height(path, i, r),
+        win_reason=r.get("win_reason") or None,
+        lose_reason=r.get("lose_reason") or None,
+        getpoint_player=_letter(path, i, r, "getpoint_player"),
         score_a=_num(path, i, r, "roundscore_A", int),
         score_b=_num(path, i, r, "roundscore_B", int),
         confidence=_confidence(path, i, r),
     )
+
+
+def _height(path, i: int, r: dict) -> str | None:
+    """ShuttleSet's hit_height: 1 above the net top, 2 below (smashes are 1, lifts 2)."""
+    h = _num(path, i, r, "hit_height", int)
+    if h not in (None, 1, 2):
+        raise AnnotationError(path, i, "hit_height", f"expected 1 (above the net) or 2 (below), got {h}")
+    return {1: "above", 2: "below"}.get(h)
+
+
+def _letter(path, i: int, r: dict, col: str) -> str | None:
+    v = r.get(col, "") or None
+    if v not in (None, "A", "B"):
+        raise AnnotationError(path, i, col, f"expected A or B, got {v!r}")
+    return v
 
 
 def _confidence(path, i: int, r: dict) -> float | None:

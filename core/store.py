@@ -9,7 +9,10 @@ Tables (schema version `SCHEMA_VERSION`, in `meta`):
             (read from the annotations once, when the set is written), annotation caption,
             model caption, confidence (schema 4: a detected hit's certainty, 0..1, from the set
             file's `confidence` column; NULL for hand annotations; 1 for a stroke an edit added,
-            moved or gave the other side, since a person placed it)
+            moved or gave the other side, since a person placed it); schema 5: backhand,
+            aroundhead, hit_height ('above' / 'below' the net) and, on a rally's last stroke, the
+            point's outcome as annotated (win_reason, lose_reason: ShuttleSet's labels; getpoint:
+            the point winner's letter)
   corrections  coaches' corrected captions, keyed by the stroke's natural key
                (match|set|rally|ball_round|frame), so re-indexing never drops them
   stroke_edits  coaches' stroke edits (schema 3): a hit added, deleted, moved or given the other
@@ -53,11 +56,13 @@ from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SIDES = ("bottom", "upper")
 UNCERTAIN_BELOW = 0.5  # a detected stroke with a lower confidence is shown as uncertain, to review
 DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
 GEOMETRY = ("hit_x", "hit_y", "land_x", "land_y")  # court metres (core.court), None where not annotated
+TECHNIQUE = ("backhand", "aroundhead", "hit_height")  # schema 5, None where not annotated
+OUTCOME = ("win_reason", "lose_reason", "getpoint")  # schema 5: on a rally's last stroke
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,7 +83,8 @@ CREATE TABLE IF NOT EXISTS strokes(
   time_s REAL, start_s REAL, end_s REAL, side TEXT, player TEXT, player_name TEXT,
   type_zh TEXT, stroke TEXT, zone INTEGER, ann_caption TEXT, model_caption TEXT,
   hit_x REAL, hit_y REAL, land_x REAL, land_y REAL,
-  key TEXT NOT NULL UNIQUE, source_frame INTEGER, edited TEXT, confidence REAL);
+  key TEXT NOT NULL UNIQUE, source_frame INTEGER, edited TEXT, confidence REAL,
+  backhand INTEGER, aroundhead INTEGER, hit_height TEXT, win_reason TEXT, lose_reason TEXT, getpoint TEXT);
 CREATE INDEX IF NOT EXISTS strokes_by_set ON strokes(set_id, rally, ball_round);
 CREATE INDEX IF NOT EXISTS strokes_by_match ON strokes(match_id);
 CREATE TABLE IF NOT EXISTS corrections(key TEXT PRIMARY KEY, caption TEXT NOT NULL, updated TEXT);
@@ -128,6 +134,12 @@ class StrokeRow:
     source_frame: int | None = None  # the frame in the source; None for an added stroke
     edited: str | None = None  # what an edit changed ('added', 'moved', 'side', 'moved,side')
     confidence: float | None = None  # a detected hit's certainty (0..1); None for hand annotations
+    backhand: bool | None = None
+    aroundhead: bool | None = None
+    hit_height: str | None = None  # 'above' | 'below' the net top
+    win_reason: str | None = None  # the point's outcome, on a rally's last stroke (ShuttleSet labels)
+    lose_reason: str | None = None
+    getpoint: str | None = None  # 'A' | 'B': who won the point
 
 
 @dataclass
@@ -159,6 +171,12 @@ def set_source(annotations: str | Path | None = None, frames: list[int] | None =
     return SetSource(Path(video).stem, 1, rows, {}, None, None, digest)
 
 
+def _technique(s) -> tuple:
+    """backhand, aroundhead (0/1 or None) and hit height of a Stroke or StrokeRow, as stored."""
+    flag = lambda v: None if v is None else int(bool(v))  # noqa: E731
+    return flag(s.backhand), flag(s.aroundhead), s.hit_height
+
+
 def court_points(table: StrokeTable, stroke) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
     """(hit point, landing point) of an annotated stroke in court metres; the player's position
     stands in for a missing hit point. None where the table has no court corners."""
@@ -176,7 +194,8 @@ def _from_table(table: StrokeTable, path: Path) -> SetSource:
         raise AnnotationError(path, None, None, f"strokes of {len(sets)} sets in one file; index one set per file")
     rows = [StrokeRow(s.rally, s.ball_round, s.frame, s.time_s, s.side, s.player, s.player_name, s.type_zh,
                       s.stroke, s.zone, s.caption, s.score_a, s.score_b, *court_points(table, s),
-                      confidence=s.confidence)
+                      confidence=s.confidence, backhand=s.backhand, aroundhead=s.aroundhead, hit_height=s.hit_height,
+                      win_reason=s.win_reason, lose_reason=s.lose_reason, getpoint=s.getpoint_player)
             for s in table.strokes]
     first = table.strokes[0]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -227,19 +246,31 @@ class StrokeStore:
                 self._add_edit_columns()
             if has_meta and version < 4:
                 self._add_confidence()
+            if has_meta and version < 5:
+                self._add_technique_and_outcome()
             self.db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES('generation', '0')")
 
-    def _add_geometry(self) -> None:
-        """Schema 1 -> 2: court positions of every stroke, read once from the sets' annotation files."""
-        for col in GEOMETRY:
-            self.db.execute(f"ALTER TABLE strokes ADD COLUMN {col} REAL")
+    def _source_tables(self, purpose: str) -> Iterator[tuple[int, StrokeTable]]:
+        """(set id, its annotation table) of every set whose source file can still be read; the
+        others are skipped with a warning naming `purpose` (a migration back-fills from them)."""
         for set_id, source in self.db.execute("SELECT id, source FROM sets WHERE source IS NOT NULL").fetchall():
             try:
-                table = load_annotations(source)
+                yield set_id, load_annotations(source)
             except (AnnotationError, ValueError, OSError) as err:
-                log.warning("no court positions for %s: %s", source, err)
-                continue
+                log.warning("no %s for %s: %s", purpose, source, err)
+
+    def _add_columns(self, columns: dict[str, str]) -> None:
+        # an index whose version number was set back may have a column already: add each only once
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(strokes)")}
+        for col, kind in columns.items():
+            if col not in have:
+                self.db.execute(f"ALTER TABLE strokes ADD COLUMN {col} {kind}")
+
+    def _add_geometry(self) -> None:
+        """Schema 1 -> 2: court positions of every stroke, read once from the sets' annotation files."""
+        self._add_columns({c: "REAL" for c in GEOMETRY})
+        for set_id, table in self._source_tables("court positions"):
             self.db.executemany(
                 "UPDATE strokes SET hit_x=?, hit_y=?, land_x=?, land_y=? WHERE set_id=? AND rally=? AND ball_round=?"
                 " AND frame=?", [(*_geometry(*court_points(table, s)), set_id, s.rally, s.ball_round, s.frame)
@@ -247,25 +278,29 @@ class StrokeStore:
 
     def _add_edit_columns(self) -> None:
         """Schema 2 -> 3: strokes know their source frame and what an edit changed (stroke_edits is new)."""
-        self.db.execute("ALTER TABLE strokes ADD COLUMN source_frame INTEGER")
-        self.db.execute("ALTER TABLE strokes ADD COLUMN edited TEXT")
+        self._add_columns({"source_frame": "INTEGER", "edited": "TEXT"})
         self.db.execute("UPDATE strokes SET source_frame=frame")
 
     def _add_confidence(self) -> None:
         """Schema 3 -> 4: each stroke's confidence, read once from its set's file (a detected set's
         `confidence` column; NULL where the file has none); an edited stroke's is 1, as on a write."""
-        # an index whose version number was set back may have the column already: add it only once
-        if "confidence" not in {r[1] for r in self.db.execute("PRAGMA table_info(strokes)")}:
-            self.db.execute("ALTER TABLE strokes ADD COLUMN confidence REAL")
-        for set_id, source in self.db.execute("SELECT id, source FROM sets WHERE source IS NOT NULL").fetchall():
-            try:
-                table = load_annotations(source)
-            except (AnnotationError, ValueError, OSError) as err:
-                log.warning("no stroke confidences for %s: %s", source, err)
-                continue
+        self._add_columns({"confidence": "REAL"})
+        for set_id, table in self._source_tables("stroke confidences"):
             self.db.executemany("UPDATE strokes SET confidence=? WHERE set_id=? AND source_frame=? AND edited IS NULL",
                                 [(s.confidence, set_id, s.frame) for s in table.strokes if s.confidence is not None])
         self.db.execute("UPDATE strokes SET confidence=1.0 WHERE edited IS NOT NULL")
+
+    def _add_technique_and_outcome(self) -> None:
+        """Schema 4 -> 5: backhand, around-the-head, hit height and the point's outcome of every
+        annotated stroke, read once from its set's file."""
+        self._add_columns({"backhand": "INTEGER", "aroundhead": "INTEGER", "hit_height": "TEXT",
+                           "win_reason": "TEXT", "lose_reason": "TEXT", "getpoint": "TEXT"})
+        for set_id, table in self._source_tables("technique and outcome fields"):
+            self.db.executemany(
+                "UPDATE strokes SET backhand=?, aroundhead=?, hit_height=?, win_reason=?, lose_reason=?, getpoint=?"
+                " WHERE set_id=? AND source_frame=? AND rally=? AND ball_round=?",
+                [(*_technique(s), s.win_reason, s.lose_reason, s.getpoint_player, set_id, s.frame, s.rally,
+                  s.ball_round) for s in table.strokes])
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -334,10 +369,11 @@ class StrokeStore:
         db.executemany(
             "INSERT INTO strokes(id, set_id, match_id, set_no, rally, ball_round, frame, time_s, start_s, end_s, side,"
             " player, player_name, type_zh, stroke, zone, ann_caption, hit_x, hit_y, land_x, land_y, key,"
-            " source_frame, edited, confidence) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " source_frame, edited, confidence, backhand, aroundhead, hit_height, win_reason, lose_reason, getpoint)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(ids.get(r.key), set_id, match_id, src.set_no, r.rally, r.ball_round, r.frame, t, a, b, r.side, r.player,
               r.player_name, r.type_zh, r.stroke, r.zone, r.ann_caption, *_geometry(r.hit_m, r.landing_m), r.key,
-              r.source_frame, r.edited, r.confidence)
+              r.source_frame, r.edited, r.confidence, *_technique(r), r.win_reason, r.lose_reason, r.getpoint)
              for r, (t, a, b) in sorted(zip(rows, (_times(r, fps) for r in rows)),
                                         key=lambda x: x[0].key not in ids)])  # kept ids first: new ones come after
         db.executemany("INSERT INTO rallies(set_id, rally, score_a, score_b, score_a_before, score_b_before,"

@@ -150,7 +150,8 @@ def test_a_schema_1_index_gets_court_positions_from_its_annotation_files(tmp_pat
     assert placed > 0
     with sqlite3.connect(path) as db:  # the same index as the app wrote it before court positions were stored
         db.execute("DROP VIEW stroke_captions")
-        for col in ("hit_x", "hit_y", "land_x", "land_y", "source_frame", "edited", "confidence"):  # schema 2-4
+        for col in ("hit_x", "hit_y", "land_x", "land_y", "source_frame", "edited", "confidence",  # schema 2-4
+                    "backhand", "aroundhead", "hit_height", "win_reason", "lose_reason", "getpoint"):  # schema 5
             db.execute(f"ALTER TABLE strokes DROP COLUMN {col}")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store = StrokeStore(path)
@@ -174,12 +175,42 @@ def test_a_schema_3_index_gets_confidences_from_its_set_files(tmp_path, ref_csv)
         db.execute("ALTER TABLE strokes DROP COLUMN confidence")
         db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
     store = StrokeStore(path)
-    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     after = {r["id"]: r["confidence"] for r in store.strokes(detected)}
     assert after == {k: v for k, v in before.items() if k in after}
     assert after[moved] == 1.0 and sorted(after.values()) == [0.12, 0.3, 0.5, 0.66, 0.75, 1.0]
     assert {r["confidence"] for m in (annotated, gone) for r in store.strokes(m)} == {None}
     assert all(r["caption"] for r in store.strokes(annotated))  # the view is back
+
+
+OUTCOME_COLUMNS = ("backhand", "aroundhead", "hit_height", "win_reason", "lose_reason", "getpoint")
+
+
+def _csv_outcomes(path: Path) -> list[tuple]:
+    """Per row of a ShuttleSet set file, as the store should hold it (a direct read of the CSV)."""
+    flag = lambda v: int(float(v)) if v else (0 if v == "" else None)  # noqa: E731
+    with open(path, encoding="utf-8") as f:
+        return [(int(float(r["rally"])), int(float(r["ball_round"])), flag(r["backhand"]), flag(r["aroundhead"]),
+                 {"1": "above", "2": "below"}.get(r["hit_height"].split(".")[0]), r["win_reason"] or None,
+                 r["lose_reason"] or None, r["getpoint_player"] or None) for r in csv.DictReader(f)]
+
+
+def test_technique_and_outcome_fields_are_stored_as_annotated_and_migrated_into_a_schema_4_index(tmp_path):
+    path = tmp_path / "ws.sqlite"
+    store = StrokeStore(path)
+    add_match(store, SET_FILES[0])
+    query = "SELECT rally, ball_round, " + ", ".join(OUTCOME_COLUMNS) + " FROM strokes ORDER BY rally, ball_round"
+    stored = [tuple(r) for r in store.db.execute(query)]
+    assert sorted(stored) == sorted(_csv_outcomes(SET_FILES[0]))
+    assert {r[-1] for r in stored} - {None} and {r[4] for r in stored} == {"above", "below"}
+    store.close()
+    with sqlite3.connect(path) as db:  # the same index as schema 4 left it
+        db.execute("DROP VIEW stroke_captions")
+        for col in OUTCOME_COLUMNS:
+            db.execute(f"ALTER TABLE strokes DROP COLUMN {col}")
+        db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    store = StrokeStore(path)
+    assert [tuple(r) for r in store.db.execute(query)] == stored
 
 
 def test_newer_schema_is_refused(tmp_path):
