@@ -62,6 +62,7 @@ from core.vocab import ZONE_PHRASES, STROKE_LABELS, UNKNOWN_LABEL, StrokeLabel, 
 log = logging.getLogger(__name__)
 
 STANDARD_FPS = (23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)
+MAX_INT = 2 ** 53  # whole numbers beyond this are not exact in a float cell
 SHUTTLESET_REQUIRED = ("rally", "ball_round", "frame_num", "player", "type")
 REFERENCE_REQUIRED = ("id", "upper", "type")
 REFERENCE_COLUMNS = ("id", "rally", "ball_round", "upper", "type", "backhand", "relabel_hit_area", "split")
@@ -226,6 +227,8 @@ def _num(path, row_no: int, row: dict, col: str, kind=float, required: bool = Fa
     if not np.isfinite(x):
         raise AnnotationError(path, row_no, col, f"not a finite number: {v!r}")
     if kind is int:
+        if abs(x) > MAX_INT:  # the index stores 64-bit integers; no frame, rally or score is near this
+            raise AnnotationError(path, row_no, col, f"number too large: {v!r}")
         if x != int(x):
             raise AnnotationError(path, row_no, col, f"not a whole number: {v!r}")
         return int(x)

@@ -204,6 +204,17 @@ def test_bad_number_names_file_row_and_column(tmp_path):
     assert (err.value.row, err.value.column) == (2, "frame_num")
 
 
+@pytest.mark.parametrize("col, value", [("frame_num", "99999999999999999999999"), ("frame_num", "1e308"),
+                                        ("rally", str(2 ** 63))])
+def test_oversized_whole_numbers_are_refused_by_name(tmp_path, col, value):
+    cells = dict(rally=1, ball_round=1, frame_num=10, player="A", type="發短球")
+    cells[col] = value
+    path = write_set(tmp_path, [row(**cells)])
+    with pytest.raises(AnnotationError, match="number too large") as err:
+        load_shuttleset_set(path)
+    assert (err.value.row, err.value.column) == (1, col)
+
+
 def test_bad_coordinate_is_an_error_not_a_silent_gap(tmp_path):
     path = write_set(tmp_path, [row(rally=1, ball_round=2, frame_num=10, player="A", type="殺球", hit_x="abc", hit_y=3)])
     with pytest.raises(AnnotationError, match=r"row 1, column 'hit_x'"):
