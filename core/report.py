@@ -207,17 +207,18 @@ def _middle(strokes: list[StrokeFacts], lead: str) -> str:
 
 
 def _ending(s: StrokeFacts, out: Outcome, names: dict[str, str]) -> str:
-    """'Kento MOMOTA's lob in the left backcourt went out long'."""
-    text = f"{s.who}'s {_shot(s)}"
-    if out.kind == ERROR:
-        words = ERROR_WORDS.get(out.reason, "lost the point")
-        return text + " " + words + (f" {out.out}" if out.reason == "out" and out.out else "")
-    if out.kind == WINNER:
-        opponent = names.get("B" if s.player == "A" else "A", "the opponent") if s.player else "the opponent"
-        words = WINNER_WORDS.get(out.reason)
-        return text + " " + (words.format(opponent=opponent) if words else "won the point"
-                             + (f" (annotated reason: {out.reason})" if out.reason else ""))
-    return text + " ended the rally"
+    """'Kento MOMOTA's lob in the left backcourt went out long'. A reason that contradicts who won
+    (a few ShuttleSet points) is quoted as annotated."""
+    text = f"{s.who}'s {_shot(s)} "
+    if out.kind is None:
+        return text + "ended the rally"
+    if out.kind == ERROR and out.reason in ERROR_WORDS:
+        return text + ERROR_WORDS[out.reason] + (f" {out.out}" if out.reason == "out" and out.out else "")
+    if out.kind == WINNER and out.reason in WINNER_WORDS:
+        opponent = names["B" if s.player == "A" else "A"]
+        return text + WINNER_WORDS[out.reason].format(opponent=opponent)
+    return text + ("won" if out.kind == WINNER else "lost") + " the point" + (
+        f" (annotated reason: {out.reason})" if out.reason else "")
 
 
 def _score_text(score: tuple[int, int]) -> str:
