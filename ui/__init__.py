@@ -11,6 +11,7 @@ from ui.common import CSS
 from ui.model_tab import create_model_tab
 from ui.stats_tab import create_stats_tab
 from ui.strokes_tab import create_strokes_tab
+from ui.summary_tab import create_summary_tab
 from ui.train_tab import create_train_tab
 
 
@@ -45,6 +46,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             if engine.workspace is not None:
                 create_train_tab(engine, shared)
                 create_stats_tab(engine, shared)
+                create_summary_tab(engine, shared)
         for fn, inputs, outputs in shared.on_load:
             app.load(fn, inputs, outputs)
         for js in shared.app_load_js:
