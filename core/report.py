@@ -1,7 +1,8 @@
 """The match in words: a summary of every rally, a match report and a score-progression chart,
 built from the stroke index alone.
 
-    python -m core.report --db workspace/index.sqlite [--match ID] [--set S] [--rally N] [--format md|json|html] [--out FILE]
+    python -m core.report --db workspace/index.sqlite [--match ID] [--set S] [--rally N]
+                          [--format md|json|html] [--out FILE]
 
 Where the facts come from (every number and name in the text is read from the index's rows):
   - players: the matches table (player_a, player_b), else the strokes' player names, else
@@ -65,7 +66,7 @@ class StrokeFacts:
     stroke: str | None  # product class; None when no source states it
     zone: int | None
     source: str  # 'corrected' | 'annotation' | 'model' | 'none': where the type and zone came from
-    detected: bool  # a detected hit (it has a confidence and no annotated type)
+    detected: bool  # a detected hit (a confidence, no annotated type, not added by an edit)
     landing_m: tuple[float, float] | None
     labels: tuple  # (getpoint, win_reason, lose_reason) as annotated on this stroke
 
@@ -118,7 +119,7 @@ def _stroke_facts(s: dict, names: dict[str, str]) -> StrokeFacts:
     who = names[player] if player else f"the {s['side']} player" if s.get("side") else "a player"
     land = (s["land_x"], s["land_y"]) if s.get("land_x") is not None and s.get("land_y") is not None else None
     return StrokeFacts(int(s["ball_round"]), player, who, s.get("side"), stroke, zone, source,
-                       s.get("confidence") is not None and not s.get("type_zh"), land,
+                       s.get("confidence") is not None and not s.get("type_zh") and s.get("edited") != "added", land,
                        (s.get("getpoint"), s.get("win_reason"), s.get("lose_reason")))
 
 
@@ -371,7 +372,8 @@ def _counts(c: dict) -> str:
 def _scope_md(s: dict, names: dict[str, str]) -> list[str]:
     title = "Whole match" if s["set"] is None else f"Set {s['set']}"
     if s["set"] is None:
-        score = "" if not s["set_scores"] else "; after the last rally of each set: " + ", ".join(f"set {n} {a}-{b}" for n, a, b in s["set_scores"])
+        score = "; after the last rally of each set: " + ", ".join(f"set {n} {a}-{b}" for n, a, b in s["set_scores"])
+        score = score if s["set_scores"] else ""
     else:
         score = f", score after the last one {s['last_score'][0]}-{s['last_score'][1]}" if s["last_score"] else ""
     out = [f"## {title}", "", f"{s['rallies']} rallies{score}.", "", "**Points**", ""]
@@ -415,12 +417,12 @@ def to_json(report: dict) -> str:
     return json.dumps(report, ensure_ascii=False, indent=1)
 
 
-def to_html(report: dict, chart: bool = True) -> str:
+def to_html(report: dict) -> str:
     """A self-contained page: the report's Markdown as preformatted sections and the score chart
     with plotly.js inlined (no network)."""
     body = "".join(f"<section><pre>{html.escape(part)}</pre></section>"
                    for part in to_markdown(report).split("\n## "))
-    plot = score_figure(report).to_html(full_html=False, include_plotlyjs=True) if chart else ""
+    plot = score_figure(report).to_html(full_html=False, include_plotlyjs=True)
     title = html.escape(report["match"]["name"].replace("_", " "))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto} pre{white-space:pre-wrap}</style>"
@@ -439,9 +441,9 @@ def pick_rallies(report: dict, rally: int, set_no: int | None = None) -> list[di
     if not found:
         where = f" of set {set_no}" if set_no is not None else ""
         have = sorted({r["rally"] for r in report["rallies"] if set_no in (None, r["set"])})
-        raise ReportError(f"no rally {rally}{where} in match {report['match']['id']}; its rallies are "
-                          + (", ".join(map(str, have)) if len(have) <= 20 else f"{have[0]}..{have[-1]} ({len(have)} in all)")
-                          if have else "none")
+        listing = (", ".join(map(str, have)) if len(have) <= 20 else f"{have[0]}..{have[-1]} ({len(have)} in all)"
+                   ) if have else "none"
+        raise ReportError(f"no rally {rally}{where} in match {report['match']['id']}; its rallies are {listing}")
     return found
 
 
