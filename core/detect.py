@@ -64,7 +64,6 @@ DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "assets" / "detector"
 SIDES = ("upper", "bottom")
 DECIDING_SET = 3
 INTERVAL_POINTS = 11
-ALTERNATION_P = 0.92  # a rally's hitters alternate unless a hit was missed
 MIN_FRAMES = 8
 FIRST_FRAMES = 3
 SEQ_WINDOW = 8192  # temporal net applied over windows this long (bounded memory on long files)
@@ -236,7 +235,7 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
         rallies.append(DetectedRally(k, max(0, a + pad0), min(n - 1, b + pad1), None))
         for r, (f, c) in enumerate(inside, start=1):
             strokes.append(DetectedStroke(k, r, int(f), float(scores.times[f]), "bottom", None, round(float(c), 4)))
-    _assign_sides(strokes, scores.upper, first_server)
+    _assign_sides(strokes, scores.upper, first_server, cfg)
     _assign_winners_and_players(strokes, rallies, players, set_number)
     return Detection(strokes, rallies, fps, n, audio is not None, players)
 
@@ -335,14 +334,19 @@ def _snap(frame: int, audio: AudioTrack, cfg: DetectorConfig, n: int) -> int:
     return k if audio.strength[k] >= cfg.snap_z else frame
 
 
-def _assign_sides(strokes: list[DetectedStroke], upper: np.ndarray, first_server: str | None) -> None:
-    """Per rally, the most likely side sequence given alternation (two-state Viterbi)."""
+def _assign_sides(strokes: list[DetectedStroke], upper: np.ndarray, first_server: str | None,
+                  cfg: DetectorConfig) -> None:
+    """Per rally, the most likely side sequence given alternation (two-state Viterbi). The
+    picture's side probability is held within side_floor of 0 and 1, so that one confident
+    stroke (a serve whose return follows 0.3 s later) does not outweigh a rally's alternation."""
     by_rally: dict[int, list[DetectedStroke]] = {}
     for s in strokes:
         by_rally.setdefault(s.rally, []).append(s)
-    trans = np.log(np.array([[1 - ALTERNATION_P, ALTERNATION_P], [ALTERNATION_P, 1 - ALTERNATION_P]]))
+    alt = cfg.alternation_p
+    trans = np.log(np.array([[1 - alt, alt], [alt, 1 - alt]]))
+    floor = cfg.side_floor
     for rally, group in by_rally.items():
-        p = np.array([upper[max(0, s.frame - 1): s.frame + 2].mean() for s in group]).clip(1e-4, 1 - 1e-4)
+        p = np.array([upper[max(0, s.frame - 1): s.frame + 2].mean() for s in group]).clip(floor, 1 - floor)
         emit = np.log(np.stack([p, 1 - p], axis=1))  # (n, 2): upper, bottom
         if rally == 1 and first_server in SIDES:
             emit[0] = np.log([0.999, 0.001]) if first_server == "upper" else np.log([0.001, 0.999])

@@ -21,6 +21,7 @@ from torch import nn
 from core.detect_features import CHANNELS, GRID
 
 HEADS = ("hit", "upper", "rally")
+GREY_STD_FLOOR = 0.01  # a flat frame (a fade to black) is not blown up into noise
 
 
 @dataclass
@@ -44,6 +45,8 @@ class DetectorConfig:
     recover_threshold: float = 0.0  # a hit the alternation says is missing counts from this (0: off)
     picture_recover_threshold: float = 0.0  # the same without usable sound
     serve_reach_s: float = 2.0  # how far before a rally's first hit its serve is looked for
+    alternation_p: float = 0.92  # sides: a rally's hitters alternate unless a hit was missed
+    side_floor: float = 1e-4  # sides: P(upper) is held within this of 0 and 1
     trained_on: dict = field(default_factory=dict)
 
     @classmethod
@@ -60,9 +63,14 @@ class DetectorConfig:
 
 
 def normalise(maps: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """float16 motion maps -> the encoder's input scale (log of the differences, grey centred)."""
+    """float16 motion maps -> the encoder's input scale: log of the differences, and the grey map
+    standardised per frame, so that the court's layout counts and not its brightness (a light court
+    under bright lights is still a court)."""
     x = torch.as_tensor(np.asarray(maps, dtype=np.float32))
-    return torch.cat([torch.log1p(40.0 * x[:, :2]), x[:, 2:] - 0.5], dim=1)
+    grey = x[:, 2:]
+    mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+    std = grey.std(dim=(1, 2, 3), keepdim=True)
+    return torch.cat([torch.log1p(40.0 * x[:, :2]), (grey - mean) / (std + GREY_STD_FLOOR)], dim=1)
 
 
 class FrameEncoder(nn.Module):

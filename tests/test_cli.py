@@ -19,6 +19,8 @@ ENTRY_POINTS = {
     "core.query": "python -m core.query",
     "core.detect": "python -m core.detect",
     "train.detector": "python -m train.detector",
+    "train.detector_renders": "python -m train.detector_renders",
+    "core.report": "python -m core.report",
     "train.evaluate_detect": "python -m train.evaluate_detect",
     "train.build_dataset": "python -m train.build_dataset",
     "train.replay": "python -m train.replay",

@@ -214,6 +214,26 @@ def test_recover_adds_the_hits_alternation_says_are_missing():
     assert [f for f, _ in recover(hits, score, upper, 80, fps, cfg)] == [90, 120, 150, 180]  # rally starts later
 
 
+def test_a_confident_serve_side_yields_to_the_rally_s_alternation_within_the_side_floor():
+    from core.detect import Scores, decide
+    from core.detect_model import DetectorConfig
+
+    fps, n = 25.0, 300
+    hit, upper, rally = np.zeros(n), np.full(n, 0.5), np.zeros(n)
+    rally[20:260] = 1.0
+    frames = [40, 47, 80, 110, 140, 170]  # a serve from the bottom returned 0.28 s later
+    for k, f in enumerate(frames):
+        hit[f] = 0.95
+        upper[f - 1: f + 2] = 0.0 if k % 2 == 0 else 1.0
+    upper[39:42] = 0.99  # the serve reads as upper: its return's swing is in the same frames
+    scores = Scores(hit, upper, rally, np.arange(n) / fps, fps, None)
+    base = DetectorConfig(picture_threshold=0.5, nms_s=0.12)
+    sides = lambda cfg: [s.side for s in decide(scores, cfg, use_audio=False).strokes]  # noqa: E731
+    assert sides(base)[0] == "upper"  # unbounded confidence: the serve keeps the wrong side
+    fixed = sides(DetectorConfig(picture_threshold=0.5, nms_s=0.12, side_floor=0.05, alternation_p=0.97))
+    assert fixed == ["bottom", "upper", "bottom", "upper", "bottom", "upper"]
+
+
 def test_work_grey_reads_the_luma_at_full_range(tmp_path):
     import av
 

@@ -8,6 +8,12 @@ ground truth: hit frames and hitter sides (the set CSV read through `core.annota
 spans (`segments.json` rallies, else the CSV's rally_start_frame/rally_end_frame, else first hit
 - 0.5 s .. last hit + 1.2 s); cutaways are outside every rally.
 
+`python -m train.detector_renders` renders the recipe's three lists (training, validation, test).
+Training windows are augmented as broadcasts differ: left-right mirror, motion contrast, grey
+gamma (light and dark courts; the model's input standardises each frame's grey map, so overall
+brightness never counts) and, for half of them, another camera framing (`reframe`: zoom
+0.92-1.15, shift up to 6 %; a match whose court sits higher in the frame is otherwise missed).
+
 `--renders` train the model, `--heldout` (other seeds, other matches) pick the epoch and tune
 the post-processing (hit threshold, audio weight) by hit F1 at +-2 frames; the test renders of
 `train.evaluate_detect` must be neither. Features are cached beside the output
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 HIT_SIGMA = 0.8  # frames: the soft hit target's width
 SIDE_REACH = 2  # frames around a hit that carry the side label
+REFRAME_P = 0.5  # share of training windows seen through another framing
 FALLBACK_LEAD_S, FALLBACK_TAIL_S = 0.5, 1.2
 
 
@@ -88,7 +95,7 @@ def _spans(set_csv: Path, table, n: int, fps: float) -> tuple[list, list]:
     for s, r in zip(table.strokes, rows):
         by_rally.setdefault(s.rally, []).append((s.frame, r))
     spans = []
-    for rally, items in sorted(by_rally.items()):
+    for rally, items in sorted(by_rally.items(), key=lambda kv: min(f for f, _ in kv[1])):  # the video's order
         r0 = items[0][1]
         if r0.get("rally_start_frame") and r0.get("rally_end_frame"):
             spans.append((int(float(r0["rally_start_frame"])), int(float(r0["rally_end_frame"]))))
@@ -99,22 +106,37 @@ def _spans(set_csv: Path, table, n: int, fps: float) -> tuple[list, list]:
     return spans, []
 
 
+UNJUDGEABLE = "unjudgeable"
+
+
 def _winners(table) -> list[str | None]:
-    """Side of each rally's winner: the player whose score rose, on the side they played from."""
+    """Side of each rally's winner, rallies in the video's order: the player whose score rose by
+    one point, on the side they played from; None where the scores do not say (missing, or a
+    rally annotated out of its place in the video, so that the score jumps).
+
+    UNJUDGEABLE where the annotations contradict themselves: the winner must serve the next rally,
+    so a winner whose next serve is drawn from the other half has no winner a video could show;
+    `train.evaluate_detect` counts those apart. (The renders are of one set's first rallies, so
+    no end change falls between two of them.)"""
     out, prev = [], (0, 0)
     by_rally: dict[int, list] = {}
     for s in table.strokes:
         by_rally.setdefault(s.rally, []).append(s)
-    for rally, group in sorted(by_rally.items()):
+    # in the video's order, as the rally spans are (a rally annotated out of place stays there)
+    groups = sorted(by_rally.values(), key=lambda g: min(s.frame for s in g))
+    for k, group in enumerate(groups):
         s0 = group[-1]
         sc = (s0.score_a, s0.score_b)
         winner = None
         if None not in sc:
-            letter = "A" if sc[0] > prev[0] else "B" if sc[1] > prev[1] else None
+            rose = (sc[0] - prev[0], sc[1] - prev[1])
+            letter = {(1, 0): "A", (0, 1): "B"}.get(rose)  # anything else: the scores skip a rally
             sides = {s.player: s.side for s in group if s.player}
             other = {"A": "B", "B": "A"}.get(letter)
             winner = sides.get(letter) or _flip(sides.get(other))
             prev = sc
+            if winner is not None and k + 1 < len(groups) and groups[k + 1][0].side != winner:
+                winner = UNJUDGEABLE
         out.append(winner)
     return out
 
@@ -170,15 +192,29 @@ def _batch(renders, ys, args: TrainArgs, rng) -> tuple[torch.Tensor, torch.Tenso
         k = rng.integers(len(renders))
         n = len(renders[k].maps)
         s = int(rng.integers(0, max(1, n - args.window)))
-        m = normalise(renders[k].maps[s: s + args.window])
+        raw = renders[k].maps[s: s + args.window].astype(np.float32)
+        raw[:, :2] *= float(rng.uniform(0.7, 1.4))  # motion contrast (player vs court colours)
+        raw[:, 2] = raw[:, 2] ** float(rng.uniform(0.6, 1.6))  # gamma: light and dark courts
+        m = normalise(raw)
+        if rng.random() < REFRAME_P:
+            m = reframe(m, rng)
         if rng.random() < 0.5:  # left-right mirror: sides and hits are unchanged
             m = m.flip(-1)
-        m[:, :2] *= float(rng.uniform(0.8, 1.25))  # motion contrast
-        m[:, 2:] += float(rng.uniform(-0.1, 0.1))  # brightness
         xs.append(m)
         ts.append(torch.as_tensor(ys[k][:, s: s + args.window]))
     t = min(len(x) for x in xs)
     return torch.stack([x[:t] for x in xs]), torch.stack([y[:, :t] for y in ts])
+
+
+def reframe(m: torch.Tensor, rng, zoom: tuple[float, float] = (0.92, 1.15), shift: float = 0.06) -> torch.Tensor:
+    """One window's normalised maps (T, C, H, W) seen through another camera: zoomed about the
+    centre and moved by up to `shift` of the frame (broadcast framings differ by match; outside
+    the picture there is no motion and average grey)."""
+    z = float(rng.uniform(*zoom))
+    dx, dy = (float(rng.uniform(-shift, shift)) * 2 for _ in range(2))
+    theta = torch.tensor([[1 / z, 0.0, dx], [0.0, 1 / z, dy]], dtype=m.dtype).expand(len(m), 2, 3)
+    grid = nn.functional.affine_grid(theta, list(m.shape), align_corners=False)
+    return nn.functional.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -225,9 +261,11 @@ QUICK_GRID = {"audio_weight": (0.0, 0.35, 0.5), "hit_threshold": (0.3, 0.4, 0.5,
 FULL_GRID = {"fusion": ("add", "gate"), "audio_weight": (0.0, 0.2, 0.35, 0.5), "audio_z": (4.0, 6.0, 8.0),
              "nms_s": (0.12, 0.2, 0.26), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8),
              "recover_threshold": (0.0, 0.1, 0.2, 0.3)}
+SIDE_GRID = {"side_floor": (1e-4, 0.01, 0.05, 0.1, 0.2, 0.3), "alternation_p": (0.85, 0.92, 0.97)}
 
 
-def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID) -> tuple[DetectorConfig, float]:
+def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID,
+         sides: bool = False) -> tuple[DetectorConfig, float]:
     """Post-processing settings with the best hit F1 at +-2 on the held-out renders (the audio
     settings only where they have sound)."""
     scored = [(scores_of(net, r), r) for r in val]
@@ -238,7 +276,30 @@ def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID) -
     if has_audio:
         grid = {**grid, "nms_s": (cfg.nms_s,)}  # one suppression distance for both
         cfg, score = _search(scored, cfg, grid, use_audio=True)
+    if sides:
+        cfg = _search_sides(scored, cfg, SIDE_GRID, use_audio=has_audio)
     return cfg, score
+
+
+def _search_sides(scored, cfg: DetectorConfig, grid: dict, use_audio: bool) -> DetectorConfig:
+    """The side decoding's settings with the best hitter-side accuracy on the matched hits
+    (the hits themselves do not depend on them)."""
+    best = (-1.0, cfg)
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        c = replace(cfg, **dict(zip(keys, values)))
+        ok = n = 0
+        for s, r in scored:
+            strokes = decide(s, c, use_audio=use_audio).strokes
+            pairs = match_hits([x.frame for x in strokes], r.hits, 2)
+            ok += sum(strokes[i].side == r.sides[j] for i, j in pairs)
+            n += len(pairs)
+        acc = ok / max(1, n)
+        if acc > best[0] + 1e-9:
+            best = (acc, c)
+    log.info("sides: %.4f on matched held-out hits (floor %g, alternation %.2f)", best[0],
+             best[1].side_floor, best[1].alternation_p)
+    return best[1]
 
 
 def _search(scored, cfg: DetectorConfig, grid: dict, use_audio: bool) -> tuple[DetectorConfig, float]:
@@ -291,7 +352,7 @@ def train(renders: list[Render], val: list[Render], args: TrainArgs, cfg: Detect
             best = (val_f1, {k: v.clone() for k, v in net.state_dict().items()}, tuned)
     net.load_state_dict(best[1])
     net.eval()
-    tuned, val_f1 = tune(net, val, cfg, FULL_GRID)  # the chosen epoch, on the full grid
+    tuned, val_f1 = tune(net, val, cfg, FULL_GRID, sides=True)  # the chosen epoch, on the full grids
     log.info("final tuning: held-out F1(+-2) %.4f", val_f1)
     return net, tuned, {"history": history, "best_epoch_val_f1_2": best[0], "best_val_f1_2": val_f1}
 
@@ -325,17 +386,22 @@ def main(argv: list[str] | None = None) -> int:
     renders = [load_render(s, cache) for s in train_sets]
     cfg = DetectorConfig()
     net, cfg, info = train(renders, val, args, cfg)
-    cfg.trained_on = {"train": [str(s) for s in train_sets], "heldout": [str(s) for s in val_sets],
+    cfg.trained_on = {"train": [_name(s) for s in train_sets], "heldout": [_name(s) for s in val_sets],
                       "frames": int(sum(len(r.maps) for r in renders)), "args": args.__dict__, **info}
     save_detector(net, cfg, out)
     log.info("held-out F1(+-2) %.4f; detector written to %s", info["best_val_f1_2"], out)
     return 0
 
 
+def _name(set_csv: Path) -> str:
+    """A render's set file named from its render list: <list>/<video>/setN.csv (no machine path)."""
+    return "/".join(set_csv.parts[-3:])
+
+
 def _retune(out: Path, val: list[Render], val_sets: list[Path]) -> int:
     net, cfg = load_detector(out)
-    tuned, val_f1 = tune(net, val, cfg, FULL_GRID)
-    tuned.trained_on = {**cfg.trained_on, "tuned_on": [str(s) for s in val_sets], "tuned_val_f1_2": val_f1}
+    tuned, val_f1 = tune(net, val, cfg, FULL_GRID, sides=True)
+    tuned.trained_on = {**cfg.trained_on, "tuned_on": [_name(s) for s in val_sets], "tuned_val_f1_2": val_f1}
     save_detector(net, tuned, out)
     log.info("re-tuned on %d held-out renders: F1(+-2) %.4f (%s fusion, threshold %.2f)", len(val),
              val_f1, tuned.fusion, tuned.hit_threshold)

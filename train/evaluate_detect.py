@@ -9,7 +9,10 @@ For every render (`<video>/setN.mp4` + its set CSV and segments.json, see `train
 - rally F1: a detected rally matches a true one when their frame spans have IoU >= 0.5;
 - strokes detected inside cutaways and replays (target 0);
 - rally-winner accuracy over the matched rallies whose winner the detector states (all but the
-  last: the rule "the winner serves next" has no next rally there);
+  last: the rule "the winner serves next" has no next rally there) and the annotations can show:
+  a rally whose scoring player serves the next rally from the other half in the source
+  annotations (no end change between) is counted as unjudgeable, not judged;
+- the same figures per frame size (`by_size`);
 - baselines: audio onsets alone and motion-energy peaks alone (peaks of the band-limited flux /
   of the whole frame's difference energy, 0.12 s apart), each at the threshold that is best on
   these very renders (an optimistic bound for the baselines).
@@ -27,8 +30,9 @@ import torch
 from scipy.ndimage import median_filter
 
 from core.detect import DEFAULT_DETECTOR, Detection, decide, pick_hits
+from core.detect_features import probe
 from core.detect_model import DetectorConfig, load_detector
-from train.detector import Render, f1, find_sets, load_render, match_hits, scores_of
+from train.detector import UNJUDGEABLE, Render, f1, find_sets, load_render, match_hits, scores_of
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +68,12 @@ def detection_counts(det: Detection, r: Render) -> dict:
     pairs = rally_pairs(spans, r.rallies)
     c.update(rally_tp=len(pairs), rally_pred=len(spans), rally_true=len(r.rallies))
     c["in_cutaways"] = sum(any(a <= f <= b for a, b in r.cutaways) for f in frames)
-    judged = [(det.rallies[i].winner, r.winners[j]) for i, j in pairs
+    stated = [(det.rallies[i].winner, r.winners[j]) for i, j in pairs
               if det.rallies[i].winner is not None and j < len(r.winners) and r.winners[j] is not None]
+    judged = [(a, b) for a, b in stated if b != UNJUDGEABLE]
     c["winner_ok"] = sum(a == b for a, b in judged)
     c["winner_n"] = len(judged)
+    c["winner_unjudgeable"] = len(stated) - len(judged)
     return c
 
 
@@ -87,6 +93,7 @@ def summary(c: dict) -> dict:
         s["strokes_in_cutaways"] = c["in_cutaways"]
         s["winner_accuracy"] = round(c["winner_ok"] / max(1, c["winner_n"]), 4)
         s["winners_judged"] = c["winner_n"]
+        s["winners_unjudgeable"] = c["winner_unjudgeable"]
     s["hits_true"], s["hits_detected"] = c["true"], c["pred"]
     return s
 
@@ -115,6 +122,7 @@ def baseline(signals: list[tuple[np.ndarray, Render]], grid: np.ndarray) -> dict
 def evaluate(sets: list[Path], detector: Path, cache: Path | None = None) -> dict:
     net, cfg = load_detector(detector)
     per, rows_a, rows_v, audio_sig, motion_sig = [], [], [], [], []
+    by_size: dict[str, tuple[list, list]] = {}
     for s in sets:
         r = load_render(s, cache)
         sc = scores_of(net, r)
@@ -122,7 +130,11 @@ def evaluate(sets: list[Path], detector: Path, cache: Path | None = None) -> dic
         picture = detection_counts(decide(sc, cfg, use_audio=False), r)
         rows_a.append(with_audio)
         rows_v.append(picture)
-        per.append({"render": str(s), "audio_track": sc.audio is not None,
+        meta = probe(r.video)
+        size = f"{meta.width}x{meta.height}"
+        by_size.setdefault(size, ([], []))[0].append(with_audio)
+        by_size[size][1].append(picture)
+        per.append({"render": str(s), "size": size, "audio_track": sc.audio is not None,
                     "with_audio": summary(with_audio), "picture_only": summary(picture)})
         if sc.audio is not None:
             audio_sig.append((sc.audio.strength, r))
@@ -130,6 +142,8 @@ def evaluate(sets: list[Path], detector: Path, cache: Path | None = None) -> dic
         log.info("%s: %s", s, per[-1]["with_audio"])
     out = {"detector": str(detector), "renders": len(sets), "with_audio": summary(_sum(rows_a)),
            "picture_only": summary(_sum(rows_v)),
+           "by_size": {k: {"renders": len(a), "with_audio": summary(_sum(a)), "picture_only": summary(_sum(v))}
+                       for k, (a, v) in sorted(by_size.items())},
            "baseline_motion_energy_peaks": baseline(motion_sig, np.quantile(
                np.concatenate([m for m, _ in motion_sig]), np.linspace(0.80, 0.995, 40)))}
     if audio_sig:
