@@ -122,6 +122,18 @@ def test_stats_and_model_tabs(page, shot):
     shot(page, "model")
 
 
+def test_summary_tab_reports_the_match_and_a_chart_click_shows_its_rally(page, shot):
+    _tab(page, "Summary")
+    page.wait_for_function("document.querySelector('#summary-report').innerText.includes('Points')", timeout=60_000)
+    report = page.inner_text("#summary-report")
+    assert "Kento MOMOTA" in report and "CHOU Tien Chen" in report
+    page.wait_for_selector("#summary-chart .js-plotly-plot .point")
+    shot(page, "summary")
+    page.locator("#summary-chart .js-plotly-plot .point").first.click(force=True)
+    page.wait_for_function("document.querySelector('#summary-rally-text').innerText.includes('Rally')", timeout=30_000)
+    shot(page, "summary-rally")
+
+
 DETECTOR = Path(__file__).resolve().parents[2] / "assets" / "detector" / "detector.json"
 
 
