@@ -1,8 +1,25 @@
 """A question in plain words -> the stroke fields it asks about.
 
 Fields: side (upper/bottom), player (a name from the annotations), stroke class, zone, set,
-rally, stroke number in the rally (ball_round) and the score before the rally. Values of one
-field are alternatives ("smashes or clears"); different fields must all hold.
+rally, stroke number in the rally (ball_round), the score before the rally, the landing zone, the
+point's outcome, the hand (forehand, backhand, around the head) and the hit height. Values of one
+field are alternatives ("smashes or clears"), except outcomes, which must all hold ("errors into
+the net"); different fields must all hold.
+
+Zones: a coach's zone words cover families of cells (core.vocab.ZONE_FAMILIES): "backcourt",
+"deep", "the back", "in the backcourt" mean the left, centre and right back cells (zones 4, 9,
+3); "the net", "front court", "at the net" the three front cells (2, 7, 1); "left side" /
+"right side" the left (2, 4) or right (1, 3) cells; "right backcourt", "left side of the net",
+"middle" one cell each. Left and right are as the camera sees the court. A zone phrase after
+"into", "to", "towards", "onto" or "land(s/ing) in" is where the shuttle lands (the landing point
+of the stroke, in the receiver's half); otherwise ("from", "in", "at") where it is hit.
+
+Outcomes (core.outcome, on a rally's last stroke): "winner(s)", "won the point" (the hitter won
+the point), "error(s)", "unforced errors", "lost the point" (the hitter lost it; ShuttleSet has no
+forced/unforced label, so every error counts), "into the net" / "in the net" / "hit the net"
+(errors whose shuttle hit the net or did not get over it), "out", "long", "wide" (out errors, by
+the landing point past the baseline or the singles sideline), "rally-ending", "last shot of the
+rally" (every rally's last stroke).
 
 Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
 forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
@@ -20,12 +37,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.vocab import STROKE_LABELS, STROKES, ZONE_PHRASES
+from core.vocab import SIDE_FAMILIES, STROKE_LABELS, STROKES, ZONE_FAMILIES, ZONE_PHRASES
 
 EMBED_THRESHOLD = 0.85
 MAX_QUESTION_CHARS = 300
 MAX_QUESTION_WORDS = 60
 SERVES = ("short serve", "long serve")
+BACK, FRONT = ZONE_FAMILIES[9], ZONE_FAMILIES[7]
 
 # One table of synonyms: phrase -> (field, value or tuple of values). The vocabularies' own
 # names (product, ShuttleSet and reference system names, zone phrases) are added by `lexicon()`.
@@ -57,17 +75,41 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     "high serve": ("stroke", "long serve"), "flick serve": ("stroke", "long serve"),
     "long service": ("stroke", "long serve"), "flick": ("stroke", "long serve"),
     "serve": ("stroke", SERVES), "service": ("stroke", SERVES),
-    # zones (hit zone of the hitter, as in the captions)
-    "backcourt": ("zone", 9), "rear court": ("zone", 9), "rearcourt": ("zone", 9), "deep": ("zone", 9),
-    "back of the court": ("zone", 9), "rear": ("zone", 9), "baseline": ("zone", 9), "the back": ("zone", 9),
-    "back tramlines": ("zone", 9),
+    # zones (hit zone of the hitter; a landing zone after "into", "to", ...): families, see the docstring
+    "backcourt": ("zone", BACK), "rear court": ("zone", BACK), "rearcourt": ("zone", BACK), "deep": ("zone", BACK),
+    "back of the court": ("zone", BACK), "rear": ("zone", BACK), "baseline": ("zone", BACK),
+    "the back": ("zone", BACK), "back tramlines": ("zone", BACK), "in the backcourt": ("zone", BACK),
+    "centre backcourt": ("zone", 9), "center backcourt": ("zone", 9), "middle of the backcourt": ("zone", 9),
+    "left side": ("zone", SIDE_FAMILIES["left"]), "right side": ("zone", SIDE_FAMILIES["right"]),
+    "left side of the court": ("zone", SIDE_FAMILIES["left"]),
+    "right side of the court": ("zone", SIDE_FAMILIES["right"]),
     "right backcourt": ("zone", 3), "back right": ("zone", 3), "right rear court": ("zone", 3),
     "deep right": ("zone", 3), "right back corner": ("zone", 3), "rear right": ("zone", 3),
     "left backcourt": ("zone", 4), "back left": ("zone", 4), "left rear court": ("zone", 4),
     "deep left": ("zone", 4), "left back corner": ("zone", 4), "rear left": ("zone", 4),
-    "at the net": ("zone", 7), "near the net": ("zone", 7), "to the net": ("zone", 7), "by the net": ("zone", 7),
-    "net": ("zone", 7), "front court": ("zone", 7), "frontcourt": ("zone", 7), "forecourt": ("zone", 7),
-    "front of the court": ("zone", 7), "net area": ("zone", 7),
+    "at the net": ("zone", FRONT), "near the net": ("zone", FRONT), "by the net": ("zone", FRONT),
+    "net": ("zone", FRONT), "front court": ("zone", FRONT), "frontcourt": ("zone", FRONT),
+    "forecourt": ("zone", FRONT), "front of the court": ("zone", FRONT), "net area": ("zone", FRONT),
+    "centre of the net": ("zone", 7), "center of the net": ("zone", 7),
+    # the point's outcome (on a rally's last stroke), see the docstring
+    "winner": ("outcome", "winner"), "winning shot": ("outcome", "winner"), "won the point": ("outcome", "winner"),
+    "win the point": ("outcome", "winner"), "point winner": ("outcome", "winner"),
+    "that won the point": ("outcome", "winner"), "won point": ("outcome", "winner"),
+    "error": ("outcome", "error"), "unforced error": ("outcome", "error"), "mistake": ("outcome", "error"),
+    "lost the point": ("outcome", "error"), "that lost the point": ("outcome", "error"),
+    "into the net": ("outcome", ("error", "net")), "in the net": ("outcome", ("error", "net")),
+    "hit the net": ("outcome", ("error", "net")), "net error": ("outcome", ("error", "net")),
+    "out": ("outcome", ("error", "out")), "hit out": ("outcome", ("error", "out")),
+    "out of court": ("outcome", ("error", "out")), "long": ("outcome", ("error", "out", "long")),
+    "wide": ("outcome", ("error", "out", "wide")),
+    "rally-ending": ("outcome", "last"), "rally ending": ("outcome", "last"), "ending shot": ("outcome", "last"),
+    "last shot": ("outcome", "last"), "last stroke": ("outcome", "last"), "final shot": ("outcome", "last"),
+    "last shot of the rally": ("outcome", "last"), "end of the rally": ("outcome", "last"),
+    # technique
+    "backhand": ("hand", "backhand"), "forehand": ("hand", "forehand"), "around the head": ("hand", "aroundhead"),
+    "around-the-head": ("hand", "aroundhead"), "round the head": ("hand", "aroundhead"),
+    "aroundhead": ("hand", "aroundhead"), "above the net": ("height", "above"), "below the net": ("height", "below"),
+    "above net height": ("height", "above"), "below net height": ("height", "below"),
     "right side of the net": ("zone", 1), "right net": ("zone", 1), "front right": ("zone", 1),
     "right front court": ("zone", 1), "right forecourt": ("zone", 1), "net right": ("zone", 1),
     "left side of the net": ("zone", 2), "left net": ("zone", 2), "front left": ("zone", 2),
@@ -112,6 +154,10 @@ class Fields:
     rallies: frozenset = frozenset()
     rounds: frozenset = frozenset()  # ball_round, 1-based stroke number in the rally
     scores: frozenset = frozenset()  # (a, b) before the rally, either order; "deuce"
+    landing_zones: frozenset = frozenset()  # zone of the landing point
+    outcomes: frozenset = frozenset()  # OUTCOME_TAGS, all must hold
+    hands: frozenset = frozenset()  # 'forehand' | 'backhand' | 'aroundhead'
+    heights: frozenset = frozenset()  # 'above' | 'below' the net top
 
     def empty(self) -> bool:
         return not any(getattr(self, f) for f in FIELD_NAMES)
@@ -120,9 +166,13 @@ class Fields:
         return {f: sorted(getattr(self, f), key=str) for f in FIELD_NAMES if getattr(self, f)}
 
 
-FIELD_NAMES = ("sides", "players", "strokes", "zones", "sets", "rallies", "rounds", "scores")
+FIELD_NAMES = ("sides", "players", "strokes", "zones", "sets", "rallies", "rounds", "scores", "landing_zones",
+               "outcomes", "hands", "heights")
 _FIELD_OF = {"side": "sides", "player": "players", "stroke": "strokes", "zone": "zones", "set": "sets",
-             "rally": "rallies", "round": "rounds", "score": "scores"}
+             "rally": "rallies", "round": "rounds", "score": "scores", "landing": "landing_zones",
+             "outcome": "outcomes", "hand": "hands", "height": "heights"}
+OUTCOME_TAGS = ("winner", "error", "net", "out", "long", "wide", "last")
+LANDING_WORDS = {"into", "to", "towards", "toward", "onto"}
 
 
 @dataclass
@@ -146,8 +196,10 @@ def normalise(text: str) -> str:
     return text
 
 
-def lexicon() -> dict[tuple[str, ...], tuple[str, object]]:
-    """Every phrase the parser knows (as token tuples) -> (field, value)."""
+def lexicon(reference: bool = False) -> dict[tuple[str, ...], tuple[str, object]]:
+    """Every phrase the parser knows (as token tuples) -> (field, value). `reference`: zone words
+    name one cell each, as in the reference system's questions (the backcourt and the net families
+    are their centre cells, 9 and 7)."""
     table: dict[str, tuple[str, object]] = {}
     for side in ("upper", "bottom"):
         table[f"{side} player"] = ("side", side)
@@ -156,13 +208,18 @@ def lexicon() -> dict[tuple[str, ...], tuple[str, object]]:
             if name:
                 table.setdefault(normalise(name), ("stroke", lab.stroke))
     for zone, phrase in ZONE_PHRASES.items():
-        table[phrase] = ("zone", zone)
-        table[re.sub(r"^(at|in) ", "", phrase)] = ("zone", zone)
-    table.update({normalise(k): v for k, v in SYNONYMS.items()})
+        cells = zone if reference else ZONE_FAMILIES.get(zone, zone)
+        table[phrase] = ("zone", cells)
+        table[re.sub(r"^(at|in) ", "", phrase)] = ("zone", cells)
+    centre = {v: k for k, v in ZONE_FAMILIES.items()}
+    for k, (fld, val) in SYNONYMS.items():
+        if not (reference and fld == "zone" and val in centre and k in table):
+            table[normalise(k)] = (fld, centre.get(val, val) if reference and fld == "zone" else val)
     return {tuple(TOKEN.findall(k)): v for k, v in table.items()}
 
 
 LEXICON = lexicon()
+REFERENCE_LEXICON = lexicon(reference=True)
 MAX_PHRASE = max(len(k) for k in LEXICON)
 KNOWN_WORDS = {w for k in LEXICON for w in k} | GENERIC | set(COUNTERS)
 
@@ -207,6 +264,15 @@ def name_keys(name: str) -> dict[tuple[str, ...], int]:
     return {k: v for k, v in keys.items() if k}
 
 
+def _lands(tokens: list[str], i: int) -> bool:
+    """Whether a zone phrase starting at token i says where the shuttle lands: "into / to / onto
+    (the) ...", "lands (in the) ..."."""
+    j = i - 1
+    while j >= 0 and tokens[j] in ("the", "a"):
+        j -= 1
+    return j >= 0 and (tokens[j] in LANDING_WORDS or "land" in tokens[max(0, j - 1): j + 1])
+
+
 class FieldParser:
     """Questions -> Fields, for the players of an index (names from the annotations)."""
 
@@ -225,7 +291,9 @@ class FieldParser:
 
     # ------------------------------------------------------------ deterministic part
 
-    def parse(self, question: str) -> Parse:
+    def parse(self, question: str, reference: bool = False) -> Parse:
+        """`reference`: the reference system's phrasing, where every zone phrase names the hit cell
+        its captions use ("lands in the backcourt" asks for zone 9): the stage-2 questions."""
         text = (question or "").strip()
         if not text:
             return Parse(Fields(), [], message="The question is empty: ask about a player, a stroke type, a zone, "
@@ -238,7 +306,7 @@ class FieldParser:
         matched: list[tuple[str, str, object]] = []
         used = [False] * len(tokens)
         self._numbers(tokens, used, values, matched)
-        self._phrases_pass(tokens, used, values, matched)
+        self._phrases_pass(tokens, used, values, matched, reference)
         leftover = [t for t, u in zip(tokens, used) if not u and t not in GENERIC]
         if leftover and self.embedder is not None:
             leftover = self._embedded(tokens, used, values, matched)
@@ -277,17 +345,18 @@ class FieldParser:
             elif counter and prev is not None and not used[i - 1] and number(prev) is not None and not prev.isdigit():
                 self._take(values, matched, used, [i - 1, i], counter, number(prev), f"{prev} {tok}")
 
-    def _phrases_pass(self, tokens, used, values, matched) -> None:
+    def _phrases_pass(self, tokens, used, values, matched, reference: bool = False) -> None:
         """Known phrases, the most content words first (then the longest, then leftmost), never overlapping:
         'the net pops' is a lob ('net pop'), not the zone 'the net' followed by 'pops'."""
         found = []
         for i in range(len(tokens)):
             for n in range(1, min(MAX_PHRASE, len(tokens) - i) + 1):
                 span = tuple(tokens[i:i + n])
+                table = REFERENCE_LEXICON if reference else LEXICON
                 if span in self.players:
                     pairs = [("player", p) for p in sorted(self.players[span])]
-                elif span in LEXICON:
-                    fld, val = LEXICON[span]
+                elif span in table:
+                    fld, val = table[span]
                     pairs = [(fld, v) for v in (val if isinstance(val, tuple) else (val,))]
                 else:
                     continue
@@ -296,7 +365,9 @@ class FieldParser:
         for _, _, i, n, pairs in sorted(found, key=lambda x: x[:3]):
             if any(used[i:i + n]):
                 continue
+            landing = not reference and _lands(tokens, i)
             for fld, val in pairs:
+                fld = "landing" if fld == "zone" and landing else fld
                 self._take(values, matched, used, list(range(i, i + n)), fld, val, " ".join(tokens[i:i + n]))
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Ask the stroke index in plain words: structured, semantic and model-grounded answers.
 
-    python -m core.query --db PATH "when does the bottom player smash into the backcourt?"
+    python -m core.query --db PATH "when does the bottom player smash from the backcourt?"
     python -m core.query --db PATH --evaluate data/badminton/qa_test.json --captions model
 
 Three paths, merged; every result names the path(s) that found it and a score:
@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from core.config import GenerationSettings
-from core.fields import FieldParser, Fields
+from core.court import BACK_DEPTH, COURT_WIDTH, NET_DEPTH, NET_Y
+from core.fields import OUTCOME_TAGS, FieldParser, Fields
+from core.outcome import ERROR, outcome
 from core.store import GEOMETRY, StrokeStore
 from core.tokens import encoder_key
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
@@ -167,6 +169,17 @@ class QueryAnswer:
 _CAPTION_PARSER = FieldParser()
 
 
+def zones_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """core.court.zone_of over arrays of court points (NaN: -1), e.g. every stroke's landing point."""
+    out = np.full(len(x), -1, np.int32)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    depth = np.abs(y[ok] - NET_Y)
+    third = np.clip((x[ok] / (COURT_WIDTH / 3)).astype(int), 0, 2)
+    out[ok] = np.where(depth < NET_DEPTH, np.array([2, 7, 1])[third],
+                       np.where(depth < BACK_DEPTH, 5, np.array([4, 9, 3])[third]))
+    return out
+
+
 @lru_cache(maxsize=65536)
 def caption_fields(text: str) -> tuple[str | None, str | None, int | None]:
     """(side, stroke, zone) that a caption states, None where it states none or several."""
@@ -200,11 +213,12 @@ class StrokeArrays:
         rows = index.db.execute(
             "SELECT s.id, s.match_id, s.set_id, s.set_no, s.rally, s.ball_round, s.frame, s.time_s, s.start_s,"
             " s.end_s, s.side, s.player_name, s.stroke, s.zone, s.ann_caption, s.model_caption, c.caption,"
-            " r.score_a_before, r.score_b_before, s.hit_x, s.hit_y, s.land_x, s.land_y, s.confidence FROM strokes s"
+            " r.score_a_before, r.score_b_before, s.hit_x, s.hit_y, s.land_x, s.land_y, s.confidence, s.player,"
+            " s.backhand, s.aroundhead, s.hit_height, s.win_reason, s.lose_reason, s.getpoint FROM strokes s"
             " LEFT JOIN corrections c ON c.key=s.key LEFT JOIN rallies r ON r.set_id=s.set_id AND r.rally=s.rally"
             " ORDER BY s.id").fetchall()
         n = len(rows)
-        cols = list(zip(*rows)) if rows else [()] * 24
+        cols = list(zip(*rows)) if rows else [()] * 31
         for name, col in zip(self.INT_COLS, cols[:7]):
             setattr(self, name, np.asarray(col, dtype=np.int64).reshape(n))
         for name, col in zip(("time_s", "start_s", "end_s", *GEOMETRY, "confidence"), (*cols[7:10], *cols[19:24])):
@@ -215,6 +229,7 @@ class StrokeArrays:
         self.score_a = np.asarray([-1 if v is None else v for v in cols[17]], dtype=np.int32).reshape(n)
         self.score_b = np.asarray([-1 if v is None else v for v in cols[18]], dtype=np.int32).reshape(n)
         self._effective(cols, n, sources)
+        self._technique_and_outcome(cols, n)
         self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
         sets = index.db.execute("SELECT id, video, video_hash, fps FROM sets")
         self.set_info = {r[0]: (r[1], r[2], r[3]) for r in sets}  # set id -> (video, video hash, fps)
@@ -241,6 +256,28 @@ class StrokeArrays:
             src_idx[k] = src
         self.side, self.stroke, self.zone, self.text, self.source = side, stroke, zone, text_idx, src_idx
         self.texts = list(texts)
+
+    def _technique_and_outcome(self, cols, n: int) -> None:
+        """Landing zone, hand, hit height and the point's outcome (a bit per OUTCOME_TAGS) per stroke."""
+        flag = lambda col: np.asarray([-1 if v is None else int(v) for v in col], np.int8).reshape(n)  # noqa: E731
+        self.backhand, self.aroundhead = flag(cols[25]), flag(cols[26])
+        self.height = np.asarray([{"above": 1, "below": 0}.get(v, -1) for v in cols[27]], np.int8).reshape(n)
+        self.land_zone = zones_of(self.land_x, self.land_y)
+        last = np.zeros(n, bool)
+        if n:
+            order = np.lexsort((self.ball_round, self.rally, self.set_id))
+            key = self.set_id[order] * 100_000 + self.rally[order]
+            last[order[np.r_[key[1:] != key[:-1], True]]] = True
+        bits = np.where(last, 1 << OUTCOME_TAGS.index("last"), 0).astype(np.uint8)
+        for k in np.flatnonzero(last):
+            landing = None if np.isnan(self.land_x[k]) else (float(self.land_x[k]), float(self.land_y[k]))
+            o = outcome(cols[24][k], cols[30][k], cols[28][k], cols[29][k], landing)
+            tags = [o.kind] if o.kind else []
+            tags += ["net"] * (o.kind == ERROR and o.into_the_net) + ["out"] * (o.kind == ERROR and o.reason == "out")
+            tags += [d for d in ("long", "wide") if o.kind == ERROR and o.out and d in o.out]
+            for t in tags:
+                bits[k] |= 1 << OUTCOME_TAGS.index(t)
+        self.outcome = bits
 
     @staticmethod
     def _pick(ann, model_caption, corrected, sources):
@@ -278,6 +315,18 @@ class StrokeArrays:
             m &= np.isin(self.rally, list(f.rallies))
         if f.rounds:
             m &= np.isin(self.ball_round, list(f.rounds))
+        if f.landing_zones:
+            m &= np.isin(self.land_zone, list(f.landing_zones))
+        for tag in f.outcomes:
+            m &= (self.outcome & (1 << OUTCOME_TAGS.index(tag))) != 0
+        if f.hands:
+            hm = np.zeros(len(self), bool)
+            for h in f.hands:
+                hm |= {"backhand": self.backhand == 1, "forehand": self.backhand == 0,
+                       "aroundhead": self.aroundhead == 1}[h]
+            m &= hm
+        if f.heights:
+            m &= np.isin(self.height, [{"above": 1, "below": 0}[h] for h in f.heights])
         if f.scores:
             sm = np.zeros(len(self), bool)
             for sc in f.scores:
@@ -328,17 +377,18 @@ class QueryEngine:
     # ------------------------------------------------------------ asking
 
     def ask(self, question: str, match_id: int | None = None, paths: Iterable[str] = PATHS, limit: int | None = None,
-            scope: Iterable[int] | None = None, ground: str = "candidates") -> QueryAnswer:
+            scope: Iterable[int] | None = None, ground: str = "candidates", reference: bool = False) -> QueryAnswer:
         """Answer a question over the index (one match, or a scope of stroke ids, if given).
 
-        ground: "candidates" (the model checks the rallies of the results) or "all" (every rally in scope)."""
+        ground: "candidates" (the model checks the rallies of the results) or "all" (every rally in scope).
+        reference: read zone words as the reference system's questions do (FieldParser.parse)."""
         t0 = time.perf_counter()
         paths = tuple(paths)
         bad = set(paths) - set(PATHS)
         if bad:
             raise ValueError(f"unknown path(s) {sorted(bad)}; use {PATHS}")
         a = self.arrays()
-        parse = self.parser.parse(question)
+        parse = self.parser.parse(question, reference)
         ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message)
         if parse.message:
             return ans
@@ -601,7 +651,8 @@ def evaluate_questions(engine: QueryEngine, items: list[dict], paths: Iterable[s
             stats[kind]["missing"] += 1
             continue
         gold = {ids[i] for i in (it.get("indices") or [])}
-        got = {res.stroke_id for res in engine.ask(it["question"], paths=paths, scope=ids, ground=ground).results}
+        got = {res.stroke_id for res in engine.ask(it["question"], paths=paths, scope=ids, ground=ground,
+                                                   reference=True).results}
         for s in (stats[kind], stats["all"]):
             s["questions"] += 1
             s["tp"] += len(got & gold)

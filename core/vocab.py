@@ -58,6 +58,11 @@ ZONE_PHRASES: dict[int, str] = {
     9: "in the backcourt",
 }
 REFERENCE_ZONE_PHRASES: dict[int, str] = {**ZONE_PHRASES, 6: "in the middle", 8: "in the middle"}
+# What a coach's zone word covers in questions: "the backcourt" is every back cell (left, centre,
+# right), "the net" every front cell; a caption's "in the backcourt" (zone 9, the centre cell, as
+# the reference system labels it) is inside the family it names.
+ZONE_FAMILIES: dict[int, tuple[int, ...]] = {9: (3, 4, 9), 7: (1, 2, 7)}
+SIDE_FAMILIES: dict[str, tuple[int, ...]] = {"left": (2, 4), "right": (1, 3)}  # as the camera sees the court
 SIDES = ("upper", "bottom")
 
 

@@ -13,7 +13,10 @@ from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, 
 from ui.figures import timeline_figure
 
 EXAMPLES = [
-    "when does the bottom player smash into the backcourt?",
+    "when does the bottom player smash from the backcourt?",
+    "errors hit out",
+    "Kento MOMOTA's errors",
+    "backhand strokes by Kento MOMOTA",
     "Which strokes are net shots?",
     "When does the upper player play a clear?",
     "Find every serve",

@@ -1,0 +1,181 @@
+"""The questions coaches ask, answered exactly: each family against a direct reading of the set
+files' own columns (csv module; sides from the importer, zones from core.court's geometry), on
+the real excerpt and, with SHUTTLE_LENS_ALL_SETS=1, on every ShuttleSet set.
+
+Families: point outcomes (winners, errors, into the net, out, long, wide, rally-ending), technique
+(backhand, forehand, around the head, above / below the net), landing zones against hit zones
+with zone families, and the README's and the app's example questions."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.annotations import load_annotations
+from core.court import COURT_LENGTH, COURT_WIDTH, SINGLES_INSET, zone_of
+from core.indexer import add_match
+from core.query import QueryEngine
+from core.store import StrokeStore
+from ui.analyze_tab import EXAMPLES
+
+DATA = Path(__file__).parent / "data" / "shuttleset"
+SET_FILES = sorted(DATA.glob("*/set*.csv"))
+ALL_SETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "shuttleset"  # beside the repository
+BACK, FRONT = {3, 4, 9}, {1, 2, 7}
+NET_ERRORS, OUT = {"掛網", "未過網"}, "出界"
+
+
+def rows_of(set_files: list[Path]) -> list[dict]:
+    """Every stroke as the CSV states it, with its side (the importer's vote) and its hit and
+    landing zones (the court corners of homography.csv and core.court.zone_of)."""
+    out = []
+    for f in set_files:
+        table = load_annotations(f)
+        with open(f, encoding="utf-8") as fh:
+            raw = list(csv.DictReader(fh))
+        last = {}
+        for r in raw:
+            last[r["rally"]] = max(last.get(r["rally"], 0), int(float(r["ball_round"])))
+        for s, r in zip(table.strokes, raw):
+            land = None
+            if table.court is not None and r["landing_x"] and r["landing_y"]:
+                land = tuple(float(v) for v in table.court.to_court(float(r["landing_x"]), float(r["landing_y"])))
+            out.append({
+                "key": (s.set, s.rally, s.ball_round, s.frame), "side": s.side, "type": r["type"],
+                "name": table.players.get(r["player"]), "player": r["player"], "hit_zone": s.zone,
+                "land_zone": zone_of(*land) if land else None, "land": land,
+                "last": int(float(r["ball_round"])) == last[r["rally"]], "getpoint": r["getpoint_player"],
+                "lose": r["lose_reason"], "backhand": r["backhand"].startswith("1"),
+                "annotated_hand": "backhand" in r, "aroundhead": r["aroundhead"].startswith("1"),
+                "height": {"1": "above", "2": "below"}.get(r["hit_height"].split(".")[0]),
+            })
+    return out
+
+
+def won(r: dict) -> bool:
+    return r["last"] and r["getpoint"] in ("A", "B") and r["getpoint"] == r["player"]
+
+
+def lost(r: dict) -> bool:
+    return r["last"] and r["getpoint"] in ("A", "B") and r["getpoint"] != r["player"]
+
+
+def long_(r: dict) -> bool:
+    return r["land"] is not None and not 0 <= r["land"][1] <= COURT_LENGTH
+
+
+def wide(r: dict) -> bool:
+    return r["land"] is not None and not SINGLES_INSET <= r["land"][0] <= COURT_WIDTH - SINGLES_INSET
+
+
+SMASHES = {"殺球", "點扣"}
+CLEARS = {"長球"}
+DROPS = {"切球", "過渡切球", "過度切球"}  # ShuttleSet spells the passive drop both ways
+
+
+def families(name: str) -> dict:
+    """Question -> the direct filter of the rows it describes, for a player of the set."""
+    return {
+        f"{name}'s winners": lambda r: r["name"] == name and won(r),
+        f"{name}'s errors": lambda r: r["name"] == name and lost(r),
+        f"{name}'s errors into the net": lambda r: r["name"] == name and lost(r) and r["lose"] in NET_ERRORS,
+        "smashes that won the point": lambda r: r["type"] in SMASHES and won(r),
+        "clears hit out": lambda r: r["type"] in CLEARS and lost(r) and r["lose"] == OUT,
+        "errors that went long": lambda r: lost(r) and r["lose"] == OUT and long_(r),
+        "wide errors": lambda r: lost(r) and r["lose"] == OUT and wide(r),
+        "rally-ending smashes": lambda r: r["type"] in SMASHES and r["last"],
+        f"backhand strokes by {name}": lambda r: r["name"] == name and r["backhand"],
+        "forehand drops": lambda r: r["type"] in DROPS and r["annotated_hand"] and not r["backhand"],
+        "around the head smashes": lambda r: r["type"] in SMASHES and r["aroundhead"],
+        f"{name}'s strokes above the net": lambda r: r["name"] == name and r["height"] == "above",
+        "clears below the net": lambda r: r["type"] in CLEARS and r["height"] == "below",
+        "smashes into the backcourt": lambda r: r["type"] in SMASHES and r["land_zone"] in BACK,
+        "smashes from the backcourt": lambda r: r["type"] in SMASHES and r["hit_zone"] in BACK,
+        "drops to the net": lambda r: r["type"] in DROPS and r["land_zone"] in FRONT,
+        "drops that land in the right front court": lambda r: r["type"] in DROPS and r["land_zone"] == 1,
+        "when does the bottom player smash from the backcourt?":
+            lambda r: r["side"] == "bottom" and r["type"] in SMASHES and r["hit_zone"] in BACK,
+        "when does the bottom player smash into the backcourt?":
+            lambda r: r["side"] == "bottom" and r["type"] in SMASHES and r["land_zone"] in BACK,
+    }
+
+
+def check_families(index: StrokeStore, rows: list[dict]) -> int:
+    engine = QueryEngine(index)
+    names = sorted({r["name"] for r in rows if r["name"]})
+    asked = 0
+    for name in names:
+        for question, want in families(name).items():
+            ans = engine.ask(question, paths=("structured",), limit=100_000)
+            assert ans.covered_by_fields, (question, ans.fields, ans.leftover)
+            got = sorted((r.set, r.rally, r.stroke, r.frame) for r in ans.results)
+            assert got == sorted(r["key"] for r in rows if want(r)), question
+            asked += 1
+    return asked
+
+
+@pytest.fixture(scope="module")
+def excerpt(tmp_path_factory):
+    index = StrokeStore(tmp_path_factory.mktemp("coach") / "index.sqlite")
+    for f in SET_FILES:
+        add_match(index, f)
+    return index, rows_of(SET_FILES)
+
+
+def test_every_family_equals_a_direct_filter_of_the_excerpt(excerpt):
+    index, rows = excerpt
+    assert check_families(index, rows) >= 30
+    assert any(won(r) for r in rows) and any(lost(r) and r["lose"] in NET_ERRORS for r in rows)
+    assert any(r["backhand"] for r in rows) and any(r["land_zone"] in BACK for r in rows)
+
+
+def test_landing_and_hit_zones_differ_and_families_cover_their_cells(excerpt):
+    index, rows = excerpt
+    engine = QueryEngine(index)
+    into = {(r.set, r.rally, r.stroke, r.frame) for r in engine.ask("smashes into the backcourt").results}
+    from_ = {(r.set, r.rally, r.stroke, r.frame) for r in engine.ask("smashes from the backcourt").results}
+    assert into != from_  # a smash is hit from the back and lands anywhere but there, mostly
+    centre = {r["key"] for r in rows if r["type"] in SMASHES and r["hit_zone"] == 9}
+    assert centre < from_  # the family holds more than the centre cell
+    fields = engine.ask("when does the bottom player smash into the backcourt?").fields
+    assert fields["landing_zones"] == [3, 4, 9] and "zones" not in fields
+
+
+def test_the_app_s_example_questions_are_understood_and_answered_on_the_demo_set(tmp_path):
+    index = StrokeStore(tmp_path / "demo.sqlite")
+    add_match(index, SET_FILES[0])  # the app's demo is set 1 of the excerpt
+    engine = QueryEngine(index)
+    for question in EXAMPLES:
+        ans = engine.ask(question, paths=("structured",))
+        assert ans.covered_by_fields and ans.results, question
+
+
+def test_reference_phrasing_keeps_one_cell_per_zone_word(excerpt):
+    index, _ = excerpt
+    engine = QueryEngine(index)
+    coach = engine.ask("Which shot lands in the backcourt?").fields
+    reference = engine.ask("Which shot lands in the backcourt?", reference=True).fields
+    assert coach == {"landing_zones": [3, 4, 9]} and reference == {"zones": [9]}
+
+
+@pytest.mark.skipif(not os.environ.get("SHUTTLE_LENS_ALL_SETS") or not ALL_SETS.is_dir(),
+                    reason="set SHUTTLE_LENS_ALL_SETS=1 to check every set of the full ShuttleSet data (minutes)")
+def test_every_family_on_every_real_set(tmp_path):
+    total = 0
+    for f in sorted(ALL_SETS.glob("*/set*.csv")):
+        index = StrokeStore(tmp_path / f"{f.parent.name}_{f.stem}.sqlite")
+        add_match(index, f)
+        total += check_families(index, rows_of([f]))
+        index.close()
+    assert total > 0
+
+
+def test_outcome_tags_need_a_rally_s_last_stroke(excerpt):
+    index, rows = excerpt
+    engine = QueryEngine(index)
+    ends = engine.ask("rally-ending shots", paths=("structured",), limit=100_000).results
+    assert len(ends) == len({(r["key"][0], r["key"][1]) for r in rows})  # one per rally
+    assert all(r.stroke >= 1 for r in ends)
