@@ -21,6 +21,11 @@ forced/unforced label, so every error counts), "into the net" / "in the net" / "
 the landing point past the baseline or the singles sideline), "rally-ending", "last shot of the
 rally" (every rally's last stroke).
 
+Sequences and exclusions split the question: "X's replies to Y's drops" (after "after", "reply
+to", "following": the previous stroke of the same rally; before "followed by", "then": the same),
+"X's strokes except lobs" / "not clears" (stroke classes left out), "rallies of more than 20
+shots" (the strokes of rallies that long); each part is parsed as a question of its own.
+
 Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
 forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
 core.vocab plus `SYNONYMS`) wins at every position. Words left over are either question
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -105,6 +110,9 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     "rally-ending": ("outcome", "last"), "rally ending": ("outcome", "last"), "ending shot": ("outcome", "last"),
     "last shot": ("outcome", "last"), "last stroke": ("outcome", "last"), "final shot": ("outcome", "last"),
     "last shot of the rally": ("outcome", "last"), "end of the rally": ("outcome", "last"),
+    # place in the rally
+    "return of serve": ("round", 2), "serve return": ("round", 2), "service return": ("round", 2),
+    "return of service": ("round", 2), "receive": ("round", 2),
     # technique
     "backhand": ("hand", "backhand"), "forehand": ("hand", "forehand"), "around the head": ("hand", "aroundhead"),
     "around-the-head": ("hand", "aroundhead"), "round the head": ("hand", "aroundhead"),
@@ -158,12 +166,23 @@ class Fields:
     outcomes: frozenset = frozenset()  # OUTCOME_TAGS, all must hold
     hands: frozenset = frozenset()  # 'forehand' | 'backhand' | 'aroundhead'
     heights: frozenset = frozenset()  # 'above' | 'below' the net top
+    not_strokes: frozenset = frozenset()  # "except lobs", "not clears"
+    rally_length: tuple | None = None  # (">" | ">=" | "<" | "<=", n): strokes in the stroke's rally
+    after: "Fields | None" = None  # what the previous stroke of the rally must be ("after a smash")
 
     def empty(self) -> bool:
-        return not any(getattr(self, f) for f in FIELD_NAMES)
+        return not (any(getattr(self, f) for f in FIELD_NAMES) or self.not_strokes or self.rally_length
+                    or self.after is not None)
 
     def as_dict(self) -> dict:
-        return {f: sorted(getattr(self, f), key=str) for f in FIELD_NAMES if getattr(self, f)}
+        out = {f: sorted(getattr(self, f), key=str) for f in FIELD_NAMES if getattr(self, f)}
+        if self.not_strokes:
+            out["not_strokes"] = sorted(self.not_strokes)
+        if self.rally_length:
+            out["rally_length"] = list(self.rally_length)
+        if self.after is not None:
+            out["after"] = self.after.as_dict()
+        return out
 
 
 FIELD_NAMES = ("sides", "players", "strokes", "zones", "sets", "rallies", "rounds", "scores", "landing_zones",
@@ -173,6 +192,14 @@ _FIELD_OF = {"side": "sides", "player": "players", "stroke": "strokes", "zone": 
              "outcome": "outcomes", "hand": "hands", "height": "heights"}
 OUTCOME_TAGS = ("winner", "error", "net", "out", "long", "wide", "last")
 LANDING_WORDS = {"into", "to", "towards", "toward", "onto"}
+# The question split at a sequence or negation word: (pattern, which side is the previous stroke / excluded)
+AFTER = re.compile(r"\b(?:after|following|in reply to|in response to|repl(?:y|ies) to|answers? to|responses? to)\b")
+THEN = re.compile(r"\b(?:followed by|and then|then)\b")
+EXCEPT = re.compile(r"\b(?:except(?: for)?|excluding|other than|but not|apart from|not)\b")
+RALLY_LENGTH = re.compile(r"\b(more than|over|longer than|at least|fewer than|less than|under|shorter than|"
+                          r"at most)\s+(\d{1,3})\s+(?:shots|strokes|hits|shot|stroke)\b")
+LENGTH_OPS = {"more than": ">", "over": ">", "longer than": ">", "at least": ">=", "fewer than": "<",
+              "less than": "<", "under": "<", "shorter than": "<", "at most": "<="}
 
 
 @dataclass
@@ -264,6 +291,14 @@ def name_keys(name: str) -> dict[tuple[str, ...], int]:
     return {k: v for k, v in keys.items() if k}
 
 
+def _joined(main: Parse, fields: Fields, *others: Parse) -> Parse:
+    """One Parse of a split question: the combined fields, every part's leftover and matches."""
+    leftover = main.leftover + [w for o in others for w in o.leftover]
+    matched = main.matched + [x for o in others for x in o.matched]
+    message = main.message or next((o.message for o in others if o.message), None)
+    return Parse(fields, leftover, matched, message)
+
+
 def _lands(tokens: list[str], i: int) -> bool:
     """Whether a zone phrase starting at token i says where the shuttle lands: "into / to / onto
     (the) ...", "lands (in the) ..."."""
@@ -301,6 +336,43 @@ class FieldParser:
         if len(text) > MAX_QUESTION_CHARS or len(text.split()) > MAX_QUESTION_WORDS:
             return Parse(Fields(), [], message=f"The question is too long ({len(text)} characters); keep it under "
                                                f"{MAX_QUESTION_CHARS} characters and {MAX_QUESTION_WORDS} words.")
+        split = self._split(normalise(text), reference)
+        if split is not None:
+            return split
+        return self._parse_part(text, reference)
+
+    def _split(self, text: str, reference: bool) -> Parse | None:
+        """Sequences ("after a smash", "X's replies to Y's drops", "a smash followed by a net kill"),
+        exclusions ("except lobs", "not clears") and rally lengths ("rallies of more than 20 shots"):
+        each part parsed on its own, then joined; None when the question has none of them."""
+        m = RALLY_LENGTH.search(text)
+        if m:
+            rest = self._parse_or_empty(text[: m.start()] + " " + text[m.end():], reference)
+            return _joined(rest, replace(rest.fields, rally_length=(LENGTH_OPS[m.group(1)], int(m.group(2)))))
+        for pattern, previous_first in ((AFTER, False), (THEN, True)):
+            m = pattern.search(text)
+            if m:
+                before, after = text[: m.start()], text[m.end():]
+                cur, prev = (after, before) if previous_first else (before, after)
+                cur_p, prev_p = self._parse_or_empty(cur, reference), self._parse_or_empty(prev, reference)
+                if prev_p.fields.empty():
+                    return None
+                return _joined(cur_p, replace(cur_p.fields, after=prev_p.fields), prev_p)
+        m = EXCEPT.search(text)
+        if m:
+            keep = self._parse_or_empty(text[: m.start()], reference)
+            drop = self._parse_or_empty(text[m.end():], reference)
+            if not drop.fields.strokes:
+                return None
+            leftover = [w for w in drop.leftover] + [f for f in FIELD_NAMES if f != "strokes" and getattr(drop.fields, f)]
+            return _joined(keep, replace(keep.fields, not_strokes=drop.fields.strokes), Parse(Fields(), leftover))
+        return None
+
+    def _parse_or_empty(self, text: str, reference: bool) -> Parse:
+        """A part of a question; a part with no words is no restriction ("not clears": every stroke)."""
+        return self._parse_part(text, reference) if TOKEN.findall(text) else Parse(Fields(), [])
+
+    def _parse_part(self, text: str, reference: bool) -> Parse:
         tokens = [fold(t, self.known) for t in TOKEN.findall(normalise(text))]
         values: dict[str, set] = {f: set() for f in FIELD_NAMES}
         matched: list[tuple[str, str, object]] = []

@@ -264,10 +264,16 @@ class StrokeArrays:
         self.height = np.asarray([{"above": 1, "below": 0}.get(v, -1) for v in cols[27]], np.int8).reshape(n)
         self.land_zone = zones_of(self.land_x, self.land_y)
         last = np.zeros(n, bool)
+        self.prev_row = np.full(n, -1, np.int64)  # the previous stroke of the same rally
+        self.rally_n = np.zeros(n, np.int32)  # strokes in the stroke's rally
         if n:
             order = np.lexsort((self.ball_round, self.rally, self.set_id))
             key = self.set_id[order] * 100_000 + self.rally[order]
             last[order[np.r_[key[1:] != key[:-1], True]]] = True
+            same = np.r_[False, key[1:] == key[:-1]]
+            self.prev_row[order[same]] = order[np.flatnonzero(same) - 1]
+            _, counts = np.unique(key, return_counts=True)
+            self.rally_n[order] = np.repeat(counts, counts)
         bits = np.where(last, 1 << OUTCOME_TAGS.index("last"), 0).astype(np.uint8)
         for k in np.flatnonzero(last):
             landing = None if np.isnan(self.land_x[k]) else (float(self.land_x[k]), float(self.land_y[k]))
@@ -327,6 +333,17 @@ class StrokeArrays:
             m &= hm
         if f.heights:
             m &= np.isin(self.height, [{"above": 1, "below": 0}[h] for h in f.heights])
+        if f.not_strokes:
+            m &= ~np.isin(self.stroke, [STROKES.index(s) for s in f.not_strokes if s in STROKES])
+        if f.rally_length:
+            op, k = f.rally_length
+            m &= {">": self.rally_n > k, ">=": self.rally_n >= k, "<": self.rally_n < k, "<=": self.rally_n <= k}[op]
+        if f.after is not None:
+            before = self.mask(f.after)
+            has = self.prev_row >= 0
+            follows = np.zeros(len(self), bool)
+            follows[has] = before[self.prev_row[has]]
+            m &= follows
         if f.scores:
             sm = np.zeros(len(self), bool)
             for sc in f.scores:

@@ -4,7 +4,8 @@ the real excerpt and, with SHUTTLE_LENS_ALL_SETS=1, on every ShuttleSet set.
 
 Families: point outcomes (winners, errors, into the net, out, long, wide, rally-ending), technique
 (backhand, forehand, around the head, above / below the net), landing zones against hit zones
-with zone families, and the README's and the app's example questions."""
+with zone families, sequences (after, replies to, followed by), exclusions and alternatives,
+rally lengths, the return of serve, and the README's and the app's example questions."""
 from __future__ import annotations
 
 import csv
@@ -39,7 +40,9 @@ def rows_of(set_files: list[Path]) -> list[dict]:
         last = {}
         for r in raw:
             last[r["rally"]] = max(last.get(r["rally"], 0), int(float(r["ball_round"])))
-        for s, r in zip(table.strokes, raw):
+        raw_of = {(int(float(r["rally"])), int(float(r["ball_round"])), int(float(r["frame_num"]))): r for r in raw}
+        for s in table.strokes:  # the importer may order rows otherwise than the file
+            r = raw_of[(s.rally, s.ball_round, s.frame)]
             land = None
             if table.court is not None and r["landing_x"] and r["landing_y"]:
                 land = tuple(float(v) for v in table.court.to_court(float(r["landing_x"]), float(r["landing_y"])))
@@ -71,14 +74,44 @@ def wide(r: dict) -> bool:
     return r["land"] is not None and not SINGLES_INSET <= r["land"][0] <= COURT_WIDTH - SINGLES_INSET
 
 
+def link_rallies(rows: list[dict]) -> list[dict]:
+    """Each row's previous stroke in its rally (`prev`, None for a serve) and its rally's length."""
+    by_key = {(r["key"][0], r["key"][1], r["key"][2]): r for r in rows}
+    length: dict[tuple, int] = {}
+    for r in rows:
+        length[r["key"][:2]] = length.get(r["key"][:2], 0) + 1
+    for r in rows:
+        r["prev"] = by_key.get((r["key"][0], r["key"][1], r["key"][2] - 1))
+        r["rally_len"] = length[r["key"][:2]]
+    return rows
+
+
+def prev_is(r: dict, types: set, name: str | None = None) -> bool:
+    p = r["prev"]
+    return p is not None and p["type"] in types and (name is None or p["name"] == name)
+
+
 SMASHES = {"殺球", "點扣"}
+LOBS = {"挑球", "防守回挑"}
+RUSH = {"撲球"}
+LONG_SERVE = {"發長球"}
 CLEARS = {"長球"}
 DROPS = {"切球", "過渡切球", "過度切球"}  # ShuttleSet spells the passive drop both ways
 
 
-def families(name: str) -> dict:
-    """Question -> the direct filter of the rows it describes, for a player of the set."""
+def families(name: str, other: str) -> dict:
+    """Question -> the direct filter of the rows it describes, for a player of the set (and the other one)."""
     return {
+        f"what does {name} play after a smash": lambda r: r["name"] == name and prev_is(r, SMASHES),
+        f"{name}'s replies to {other}'s drops": lambda r: r["name"] == name and prev_is(r, DROPS, other),
+        "smash followed by a net kill": lambda r: r["type"] in RUSH and prev_is(r, SMASHES),
+        "after a long serve": lambda r: prev_is(r, LONG_SERVE),
+        f"{name}'s strokes except lobs": lambda r: r["name"] == name and r["type"] not in LOBS,
+        "not clears": lambda r: r["type"] not in CLEARS,
+        "rallies of more than 20 shots": lambda r: r["rally_len"] > 20,
+        "rallies of fewer than 5 strokes": lambda r: r["rally_len"] < 5,
+        f"returns of serve by {name}": lambda r: r["name"] == name and r["key"][2] == 2,
+        "smashes or drops": lambda r: r["type"] in SMASHES | DROPS,
         f"{name}'s winners": lambda r: r["name"] == name and won(r),
         f"{name}'s errors": lambda r: r["name"] == name and lost(r),
         f"{name}'s errors into the net": lambda r: r["name"] == name and lost(r) and r["lose"] in NET_ERRORS,
@@ -108,7 +141,8 @@ def check_families(index: StrokeStore, rows: list[dict]) -> int:
     names = sorted({r["name"] for r in rows if r["name"]})
     asked = 0
     for name in names:
-        for question, want in families(name).items():
+        other = next((n for n in names if n != name), name)
+        for question, want in families(name, other).items():
             ans = engine.ask(question, paths=("structured",), limit=100_000)
             assert ans.covered_by_fields, (question, ans.fields, ans.leftover)
             got = sorted((r.set, r.rally, r.stroke, r.frame) for r in ans.results)
@@ -122,7 +156,7 @@ def excerpt(tmp_path_factory):
     index = StrokeStore(tmp_path_factory.mktemp("coach") / "index.sqlite")
     for f in SET_FILES:
         add_match(index, f)
-    return index, rows_of(SET_FILES)
+    return index, link_rallies(rows_of(SET_FILES))
 
 
 def test_every_family_equals_a_direct_filter_of_the_excerpt(excerpt):
@@ -168,7 +202,7 @@ def test_every_family_on_every_real_set(tmp_path):
     for f in sorted(ALL_SETS.glob("*/set*.csv")):
         index = StrokeStore(tmp_path / f"{f.parent.name}_{f.stem}.sqlite")
         add_match(index, f)
-        total += check_families(index, rows_of([f]))
+        total += check_families(index, link_rallies(rows_of([f])))
         index.close()
     assert total > 0
 
