@@ -55,6 +55,8 @@ class Answer:
     near_misses: list[dict] = field(default_factory=list)
     covered_by_fields: bool | None = None
     notes: list[str] = field(default_factory=list)  # what the answer could not do (core.query.QueryAnswer.notes)
+    counts: list[tuple[str, int]] = field(default_factory=list)  # by player or stroke class, when asked
+    count_by: str | None = None
 
 
 class Engine:
@@ -392,7 +394,8 @@ class Engine:
             ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
             rows = [self._with_times(r.row()) for r in ans.results]
             near = [self._with_times(r.row()) for r in ans.near_misses]
-        return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes))
+        return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes),
+                      list(ans.counts), ans.count_by)
 
     # ------------------------------------------------------------ media for the browser
 

@@ -100,6 +100,8 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     "winner": ("outcome", "winner"), "winning shot": ("outcome", "winner"), "won the point": ("outcome", "winner"),
     "win the point": ("outcome", "winner"), "point winner": ("outcome", "winner"),
     "that won the point": ("outcome", "winner"), "won point": ("outcome", "winner"),
+    "win point": ("outcome", "winner"), "win point with": ("outcome", "winner"),
+    "won point with": ("outcome", "winner"), "winning": ("outcome", "winner"),
     "error": ("outcome", "error"), "unforced error": ("outcome", "error"), "mistake": ("outcome", "error"),
     "lost the point": ("outcome", "error"), "that lost the point": ("outcome", "error"),
     "into the net": ("outcome", ("error", "net")), "in the net": ("outcome", ("error", "net")),
@@ -138,6 +140,7 @@ played playing occur occurs occurred occurring happen happens happened happening
 place places make makes made go goes went and or stroke strokes shot shots ball balls clip clips video
 match player players he she his her him they their them lands land landing landed rally rallies
 court please can could would you i we my our use uses used try tries attempt attempts go goes where's when's
+more most fewer less common frequent often favourite favorite usual number count total than
 """.split())
 
 FUNCTION_WORDS = {"the", "a", "an", "at", "in", "to", "of", "by", "on", "into", "from", "for", "with"}

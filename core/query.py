@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections import OrderedDict, defaultdict
@@ -155,18 +156,41 @@ class QueryAnswer:
     total: int = 0  # results before `limit`
     timings_ms: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the answer could not do (e.g. the model path skipped)
+    counts: list[tuple[str, int]] = field(default_factory=list)  # "who hit more ...", "most common ...": by group
+    count_by: str | None = None  # 'player' | 'stroke' | None (only the total is asked: "how many")
 
     def summary(self) -> dict:
         return {"question": self.question, "covered_by_fields": self.covered_by_fields, "fields": self.fields,
                 "leftover": self.leftover, "count": self.total, "returned": len(self.results),
                 "near_misses": len(self.near_misses), "message": self.message, "notes": self.notes,
-                "timings_ms": self.timings_ms}
+                "counts": self.counts, "timings_ms": self.timings_ms}
 
 
 # ---------------------------------------------------------------- arrays
 
 
 _CAPTION_PARSER = FieldParser()
+
+
+BY_PLAYER = re.compile(r"\bwho\b|\beach player\b|\bby player\b")
+BY_STROKE = re.compile(r"\bmost (?:common|frequent|often|used)\b|\bfavou?rite\b|\bwhich (?:stroke|shot)s? (?:does|did)\b")
+
+
+def count_groups(question: str, a: "StrokeArrays", rows: np.ndarray) -> tuple[str | None, list[tuple[str, int]]]:
+    """The answer's strokes counted by player ("who hit more clears") or by stroke class ("X's most
+    common serve"), largest first; (None, []) when the question asks for neither."""
+    text = question.lower()
+    if BY_PLAYER.search(text):
+        codes, labels = a.player[rows], a.names
+        by = "player"
+    elif BY_STROKE.search(text):
+        codes, labels = a.stroke[rows], STROKES
+        by = "stroke"
+    else:
+        return None, []
+    values, counts = np.unique(codes[codes >= 0], return_counts=True)
+    pairs = sorted(((labels[v], int(c)) for v, c in zip(values, counts)), key=lambda p: (-p[1], p[0]))
+    return by, pairs
 
 
 def zones_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -269,10 +293,17 @@ class StrokeArrays:
         if n:
             order = np.lexsort((self.ball_round, self.rally, self.set_id))
             key = self.set_id[order] * 100_000 + self.rally[order]
-            last[order[np.r_[key[1:] != key[:-1], True]]] = True
-            same = np.r_[False, key[1:] == key[:-1]]
-            self.prev_row[order[same]] = order[np.flatnonzero(same) - 1]
-            _, counts = np.unique(key, return_counts=True)
+            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            counts = np.diff(np.r_[starts, n])
+            top = np.repeat(np.maximum.reduceat(self.ball_round[order], starts), counts)
+            last[order] = self.ball_round[order] == top  # a repeated annotation row of the last stroke too
+            # previous stroke: the row before the first of its (rally, stroke number) run, in the same rally
+            rounds = self.ball_round[order]
+            new_run = np.r_[True, (key[1:] != key[:-1]) | (rounds[1:] != rounds[:-1])]
+            run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+            before = run_start - 1
+            ok = (before >= 0) & (key[np.maximum(before, 0)] == key)
+            self.prev_row[order[ok]] = order[before[ok]]
             self.rally_n[order] = np.repeat(counts, counts)
         bits = np.where(last, 1 << OUTCOME_TAGS.index("last"), 0).astype(np.uint8)
         for k in np.flatnonzero(last):
@@ -427,6 +458,7 @@ class QueryEngine:
                                                                  ground, parse.covered, ans.notes)
         t3 = time.perf_counter()
         ans.total = int(rows.size)
+        ans.count_by, ans.counts = count_groups(question, a, rows)
         if limit is not None:
             rows, scores, labels = rows[:limit], scores[:limit], labels[:limit]
         ans.results = self._results(a, rows, scores, labels, verified)

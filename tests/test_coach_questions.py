@@ -207,6 +207,22 @@ def test_every_family_on_every_real_set(tmp_path):
     assert total > 0
 
 
+def test_counting_questions_count_the_strokes_behind_them_by_player_or_stroke(excerpt):
+    index, rows = excerpt
+    engine = QueryEngine(index)
+    names = sorted({r["name"] for r in rows if r["name"]})
+    ans = engine.ask("who hit more clears")
+    want = sorted(((n, sum(r["name"] == n and r["type"] in CLEARS for r in rows)) for n in names), key=lambda p: -p[1])
+    assert ans.count_by == "player" and ans.counts == [p for p in want if p[1]]
+    assert sum(n for _, n in ans.counts) == ans.total
+    ans = engine.ask(f"how many smashes did {names[0]} win points with")
+    assert ans.covered_by_fields and ans.total == sum(r["name"] == names[0] and r["type"] in SMASHES and won(r)
+                                                      for r in rows)
+    ans = engine.ask(f"{names[0]}'s most common serve")
+    assert ans.count_by == "stroke" and ans.counts[0][1] >= ans.counts[-1][1]
+    assert {k for k, _ in ans.counts} <= {"short serve", "long serve"} and sum(n for _, n in ans.counts) == ans.total
+
+
 def test_outcome_tags_need_a_rally_s_last_stroke(excerpt):
     index, rows = excerpt
     engine = QueryEngine(index)

@@ -74,6 +74,8 @@ def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple[
     """A question's (result rows, table, timeline, message); the message counts them or names near misses."""
     ans = engine.ask(q, match_id)
     note = ans.message or f"{len(ans.rows)} matching stroke{'' if len(ans.rows) == 1 else 's'}."
+    if ans.counts:
+        note += f" By {ans.count_by}: " + ", ".join(f"{k} {n}" for k, n in ans.counts) + "."
     if not ans.rows and ans.near_misses:
         note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
     return ans.rows, result_table(ans.rows), timeline_figure(ans.rows, lane_by), note
