@@ -98,15 +98,29 @@ def _names(m: dict, strokes: list[dict]) -> dict[str, str]:
     return {k: m.get(col) or found.get(k) or f"player {k}" for k, col in (("A", "player_a"), ("B", "player_b"))}
 
 
+# longest first: "at the right side of the net" before "at the net"
+_PHRASES = sorted(((p, z) for z, p in ZONE_PHRASES.items()), key=lambda pz: -len(pz[0]))
+
+
+def _caption_zone(text: str) -> int | None:
+    """The cell a caption's zone phrase names (core.vocab.caption writes one); question words such as
+    "in the backcourt" stand for a family of cells, a caption's phrase for one."""
+    return next((z for p, z in _PHRASES if p in text.lower()), None)
+
+
+def _caption(text: str) -> tuple[str | None, int | None]:
+    return caption_fields(text)[1], _caption_zone(text)
+
+
 def _type_and_zone(s: dict) -> tuple[str | None, int | None, str]:
     """(stroke, zone, source): each field from the first caption source that states it."""
     found = []
     if s.get("corrected"):
-        found.append(("corrected", *caption_fields(s["corrected"])[1:]))
+        found.append(("corrected", *_caption(s["corrected"])))
     if s.get("stroke") or s.get("ann_caption"):
         found.append(("annotation", s.get("stroke"), s.get("zone")))
     if s.get("model_caption"):
-        found.append(("model", *caption_fields(s["model_caption"])[1:]))
+        found.append(("model", *_caption(s["model_caption"])))
     stroke = next((f[1] for f in found if f[1] is not None), None)
     zone = next((f[2] for f in found if f[2] is not None), None)
     source = next((f[0] for f in found if f[1] is not None or f[2] is not None), "none")

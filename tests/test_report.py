@@ -178,6 +178,15 @@ def test_detected_strokes_are_named_as_detected_and_nothing_is_invented(tmp_path
     first = report["rallies"][0]
     assert first["winner"] is None and first["score_after"] is None
     assert first["summary"] == "Rally 1 (3 strokes): Ann served; after 1 stroke, Ann's stroke ended the rally."
+    # the model's captions name the types and zones of the strokes they caption, and nothing else
+    set_id = store.sets()[0]["id"]
+    store.write_captions(set_id, "video", "model", [(100, "bottom player hits a short serve in the backcourt"),
+                                                    (200, "bottom player hits a smash in the backcourt")])
+    report = match_report(load_match(store))
+    assert report["source"]["by_caption_source"] == {"model": 2, "none": 4}
+    assert "stroke types and zones from model captions (2)" in report["source"]["text"]
+    assert report["rallies"][0]["summary"] == ("Rally 1 (3 strokes): Ann played a short serve; after 1 stroke, "
+                                               "Ann's smash in the backcourt ended the rally.")
 
 
 # ---------------------------------------------------------------- formats, chart, command line
