@@ -206,8 +206,10 @@ def zones_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=65536)
 def caption_fields(text: str) -> tuple[str | None, str | None, int | None]:
-    """(side, stroke, zone) that a caption states, None where it states none or several."""
-    f = _CAPTION_PARSER.parse(text).fields
+    """(side, stroke, zone) that a caption states, None where it states none or several. Captions
+    name one cell per zone phrase ("in the backcourt" is zone 9), as the reference system's
+    questions do, not the families of a coach's questions."""
+    f = _CAPTION_PARSER.parse(text, reference=True).fields
     one = lambda s: next(iter(s)) if len(s) == 1 else None  # noqa: E731
     return one(f.sides), one(f.strokes), one(f.zones)
 
@@ -315,6 +317,21 @@ class StrokeArrays:
             for t in tags:
                 bits[k] |= 1 << OUTCOME_TAGS.index(t)
         self.outcome = bits
+        # the rally's point winner (a player name index) on every stroke of the rally
+        self.rally_winner = np.full(n, -1, np.int32)
+        names = {v: i for i, v in enumerate(self.names)}
+        letter_name: dict[tuple[int, str], int] = {}
+        for k in range(n):
+            if cols[24][k] in ("A", "B") and cols[11][k] in names:
+                letter_name[(int(self.match_id[k]), cols[24][k])] = names[cols[11][k]]
+        winner_of: dict[tuple[int, int], int] = {}
+        for k in np.flatnonzero(last):
+            w = letter_name.get((int(self.match_id[k]), cols[30][k]), -1)
+            if w >= 0:
+                winner_of[(int(self.set_id[k]), int(self.rally[k]))] = w
+        if winner_of:
+            self.rally_winner = np.asarray([winner_of.get((int(s_), int(r_)), -1)
+                                            for s_, r_ in zip(self.set_id, self.rally)], np.int32).reshape(n)
 
     @staticmethod
     def _pick(ann, model_caption, corrected, sources):
@@ -369,6 +386,11 @@ class StrokeArrays:
         if f.rally_length:
             op, k = f.rally_length
             m &= {">": self.rally_n > k, ">=": self.rally_n >= k, "<": self.rally_n < k, "<=": self.rally_n <= k}[op]
+        for players, want_won in ((f.won_by, True), (f.lost_by, False)):
+            if players:
+                idx = [self.names.index(p) for p in players if p in self.names] or [-2]
+                known = self.rally_winner >= 0
+                m &= known & (np.isin(self.rally_winner, idx) == want_won)
         if f.after is not None:
             before = self.mask(f.after)
             has = self.prev_row >= 0
@@ -380,6 +402,9 @@ class StrokeArrays:
             for sc in f.scores:
                 if sc == "deuce":
                     sm |= (self.score_a == self.score_b) & (self.score_a >= 20)
+                elif sc == "game point":
+                    a_, b_ = self.score_a, self.score_b
+                    sm |= ((a_ >= 20) & (a_ > b_)) | ((b_ >= 20) & (b_ > a_)) | (a_ == 29) | (b_ == 29)
                 else:
                     a, b = sc
                     sm |= ((self.score_a == a) & (self.score_b == b)) | ((self.score_a == b) & (self.score_b == a))

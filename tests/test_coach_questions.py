@@ -5,7 +5,7 @@ the real excerpt and, with SHUTTLE_LENS_ALL_SETS=1, on every ShuttleSet set.
 Families: point outcomes (winners, errors, into the net, out, long, wide, rally-ending), technique
 (backhand, forehand, around the head, above / below the net), landing zones against hit zones
 with zone families, sequences (after, replies to, followed by), exclusions and alternatives,
-rally lengths, the return of serve, and the README's and the app's example questions."""
+rally lengths, rallies won or lost by a player, the return of serve, and the README's and the app's example questions."""
 from __future__ import annotations
 
 import csv
@@ -54,6 +54,7 @@ def rows_of(set_files: list[Path]) -> list[dict]:
                 "lose": r["lose_reason"], "backhand": r["backhand"].startswith("1"),
                 "annotated_hand": "backhand" in r, "aroundhead": r["aroundhead"].startswith("1"),
                 "height": {"1": "above", "2": "below"}.get(r["hit_height"].split(".")[0]),
+                "score": (int(float(r["roundscore_A"])), int(float(r["roundscore_B"]))),
             })
     return out
 
@@ -80,15 +81,31 @@ def link_rallies(rows: list[dict]) -> list[dict]:
     length: dict[tuple, int] = {}
     for r in rows:
         length[r["key"][:2]] = length.get(r["key"][:2], 0) + 1
+    name_of = {r["player"]: r["name"] for r in rows if r["name"]}
+    winner = {r["key"][:2]: name_of.get(r["getpoint"]) for r in rows if r["last"] and r["getpoint"] in ("A", "B")}
+    after: dict[tuple, tuple] = {}  # the score after each rally: its last row's
+    for r in sorted(rows, key=lambda r: r["key"]):
+        after[r["key"][:2]] = r["score"]
+    before, prev_score = {}, {}
+    for (set_no, rally), score in sorted(after.items()):  # the score before = after the previous rally
+        before[(set_no, rally)] = prev_score.get(set_no, (0, 0))
+        prev_score[set_no] = score
     for r in rows:
+        r["score_before"] = before[r["key"][:2]]
         r["prev"] = by_key.get((r["key"][0], r["key"][1], r["key"][2] - 1))
         r["rally_len"] = length[r["key"][:2]]
+        r["rally_winner"] = winner.get(r["key"][:2])
     return rows
 
 
 def prev_is(r: dict, types: set, name: str | None = None) -> bool:
     p = r["prev"]
     return p is not None and p["type"] in types and (name is None or p["name"] == name)
+
+
+def game_point(a: int, b: int) -> bool:
+    """One player a point from the game: 20 or more and ahead, or 29."""
+    return (a >= 20 and a > b) or (b >= 20 and b > a) or 29 in (a, b)
 
 
 SMASHES = {"殺球", "點扣"}
@@ -112,6 +129,9 @@ def families(name: str, other: str) -> dict:
         "rallies of fewer than 5 strokes": lambda r: r["rally_len"] < 5,
         f"returns of serve by {name}": lambda r: r["name"] == name and r["key"][2] == 2,
         "smashes or drops": lambda r: r["type"] in SMASHES | DROPS,
+        f"rallies won by {name}": lambda r: r["rally_winner"] == name,
+        "strokes at game point": lambda r: game_point(*r["score_before"]),
+        f"smashes in points lost by {name}": lambda r: r["type"] in SMASHES and r["rally_winner"] not in (None, name),
         f"{name}'s winners": lambda r: r["name"] == name and won(r),
         f"{name}'s errors": lambda r: r["name"] == name and lost(r),
         f"{name}'s errors into the net": lambda r: r["name"] == name and lost(r) and r["lose"] in NET_ERRORS,
@@ -185,6 +205,14 @@ def test_the_app_s_example_questions_are_understood_and_answered_on_the_demo_set
     for question in EXAMPLES:
         ans = engine.ask(question, paths=("structured",))
         assert ans.covered_by_fields and ans.results, question
+
+
+def test_captions_keep_the_one_cell_their_zone_phrase_names():
+    from core.query import caption_fields
+    from core.vocab import ZONE_PHRASES, caption
+
+    for zone in ZONE_PHRASES:
+        assert caption_fields(caption("bottom", "drop", zone)) == ("bottom", "drop", zone)
 
 
 def test_reference_phrasing_keeps_one_cell_per_zone_word(excerpt):
