@@ -24,7 +24,9 @@ rally" (every rally's last stroke).
 Sequences and exclusions split the question: "X's replies to Y's drops" (after "after", "reply
 to", "following": the previous stroke of the same rally; before "followed by", "then": the same),
 "X's strokes except lobs" / "not clears" (stroke classes left out), "rallies of more than 20
-shots" (the strokes of rallies that long); each part is parsed as a question of its own.
+shots" (the strokes of rallies that long), "rallies won by X" / "points lost by X" (the strokes of
+the rallies X won or lost, by the annotated point winner); each part is parsed as a question of
+its own. "game point": a rally where one player is one point from the game (20+ and ahead, or 29).
 
 Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
 forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
@@ -127,7 +129,7 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     "middle": ("zone", 5), "midcourt": ("zone", 5), "mid-court": ("zone", 5), "mid court": ("zone", 5),
     "middle of the court": ("zone", 5), "centre court": ("zone", 5), "center court": ("zone", 5),
     # score situations (score before the rally)
-    "deuce": ("score", "deuce"),
+    "deuce": ("score", "deuce"), "game point": ("score", "game point"), "set point": ("score", "game point"),
 }
 
 # Question scaffolding: words that ask, not restrict.
@@ -171,11 +173,13 @@ class Fields:
     heights: frozenset = frozenset()  # 'above' | 'below' the net top
     not_strokes: frozenset = frozenset()  # "except lobs", "not clears"
     rally_length: tuple | None = None  # (">" | ">=" | "<" | "<=", n): strokes in the stroke's rally
+    won_by: frozenset = frozenset()  # players who won the stroke's rally ("rallies won by X")
+    lost_by: frozenset = frozenset()  # players who lost it
     after: "Fields | None" = None  # what the previous stroke of the rally must be ("after a smash")
 
     def empty(self) -> bool:
         return not (any(getattr(self, f) for f in FIELD_NAMES) or self.not_strokes or self.rally_length
-                    or self.after is not None)
+                    or self.won_by or self.lost_by or self.after is not None)
 
     def as_dict(self) -> dict:
         out = {f: sorted(getattr(self, f), key=str) for f in FIELD_NAMES if getattr(self, f)}
@@ -183,6 +187,9 @@ class Fields:
             out["not_strokes"] = sorted(self.not_strokes)
         if self.rally_length:
             out["rally_length"] = list(self.rally_length)
+        for name in ("won_by", "lost_by"):
+            if getattr(self, name):
+                out[name] = sorted(getattr(self, name))
         if self.after is not None:
             out["after"] = self.after.as_dict()
         return out
@@ -201,6 +208,7 @@ THEN = re.compile(r"\b(?:followed by|and then|then)\b")
 EXCEPT = re.compile(r"\b(?:except(?: for)?|excluding|other than|but not|apart from|not)\b")
 RALLY_LENGTH = re.compile(r"\b(more than|over|longer than|at least|fewer than|less than|under|shorter than|"
                           r"at most)\s+(\d{1,3})\s+(?:shots|strokes|hits|shot|stroke)\b")
+WON_BY = re.compile(r"\b(?:rallies|rally|points?|games?)\s+(won|lost)\s+by\b")
 LENGTH_OPS = {"more than": ">", "over": ">", "longer than": ">", "at least": ">=", "fewer than": "<",
               "less than": "<", "under": "<", "shorter than": "<", "at most": "<="}
 
@@ -352,6 +360,14 @@ class FieldParser:
         if m:
             rest = self._parse_or_empty(text[: m.start()] + " " + text[m.end():], reference)
             return _joined(rest, replace(rest.fields, rally_length=(LENGTH_OPS[m.group(1)], int(m.group(2)))))
+        m = WON_BY.search(text)
+        if m:
+            rest = self._parse_or_empty(text[: m.start()], reference)
+            who = self._parse_or_empty(text[m.end():], reference)
+            if not who.fields.players:
+                return None
+            key = "won_by" if m.group(1) == "won" else "lost_by"
+            return _joined(rest, replace(rest.fields, **{key: who.fields.players}), Parse(Fields(), who.leftover))
         for pattern, previous_first in ((AFTER, False), (THEN, True)):
             m = pattern.search(text)
             if m:
