@@ -256,6 +256,14 @@ def test_timeline_has_a_lane_per_player_and_row_indices():
     assert not empty.data and "No matching strokes" in empty.layout.annotations[0].text
 
 
+def test_timeline_shades_each_rally_that_holds_several_results():
+    rows = _rows() + [{**_rows()[0], "start_s": 2.0, "end_s": 2.6, "time_s": 2.3, "ball_round": 4}]
+    bands = [s for s in timeline_figure(rows, "player").layout.shapes if s.type == "rect"]
+    assert [(b.x0, b.x1) for b in bands] == [(1.0, 2.6)]  # rally 1 has two results, rally 2 one
+    assert "R1" in [a.text for a in timeline_figure(rows, "player").layout.annotations]
+    assert not [s for s in timeline_figure(_rows(), "player").layout.shapes if s.type == "rect"]
+
+
 def test_timeline_marks_uncertain_detections_hollow_and_names_their_confidence():
     rows = _rows()
     rows[0]["confidence"], rows[1]["confidence"] = 0.42, 0.9

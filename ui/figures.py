@@ -55,6 +55,7 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
                       clickmode="event")
     if not rows:
         return _empty(fig, empty)
+    _rally_bands(fig, rows)
     by_lane: dict[str, list[dict]] = {}
     for i, r in enumerate(rows):
         by_lane.setdefault(lane_of(r, lanes), []).append({**r, "_row": i})
@@ -76,6 +77,22 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
     fig.update_xaxes(title_text="time in the video (s)", range=[0, xmax], showgrid=True, gridcolor="#e5e5e5")
     fig.update_yaxes(type="category", categoryorder="category descending", showgrid=False)
     return fig
+
+
+def _rally_bands(fig: go.Figure, rows: list[dict]) -> None:
+    """A shaded band over each rally that holds several of the results ("rallies of more than 20
+    shots", "rallies won by X": the answer is rallies), labelled with its number."""
+    spans: dict[tuple, list[float]] = {}
+    for r in rows:
+        key = (r.get("set_no"), r.get("rally"))
+        a, b = r["start_s"], r.get("end_s", r["start_s"])
+        lo, hi, n = spans.get(key, [a, b, 0])
+        spans[key] = [min(lo, a), max(hi, b), n + 1]
+    for (set_no, rally), (lo, hi, n) in spans.items():
+        if n >= 2:
+            fig.add_vrect(x0=lo, x1=hi, fillcolor="#9ab8d8", opacity=0.18, line_width=0, layer="below",
+                          annotation_text=f"R{rally}", annotation_position="top left",
+                          annotation_font_size=10)
 
 
 def _hover(r: dict) -> str:
