@@ -76,6 +76,20 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot, clears):
     shot(page, "analyze-seek")
 
 
+def test_a_rally_question_shades_its_rallies_and_a_count_question_counts(page, shot):
+    _ask(page, "rallies of more than 20 shots")
+    assert "24 matching strokes" in page.inner_text("#answer-message")  # rally 5 of the demo set
+    page.wait_for_selector("#timeline .shapelayer path")
+    assert "R5" in page.inner_text("#timeline")
+    shot(page, "analyze-rally")
+    page.fill("#question textarea", "who hit more clears")
+    page.click("#ask")
+    page.wait_for_function("document.querySelector('#answer-message').innerText.includes('By player:')",
+                           timeout=60_000)
+    assert "CHOU Tien Chen" in page.inner_text("#answer-message")
+    shot(page, "analyze-count")
+
+
 def test_play_all_and_exports(page, shot):
     _ask(page, QUESTION)
     page.click("#play-all")
