@@ -370,7 +370,8 @@ def score_figure(report: dict) -> go.Figure:
                 name=names[player], legendgroup=player, showlegend=col == 1, line={"color": colours[player]},
                 hovertemplate=f"{names[player]}: %{{y}}<br>set %{{customdata[0]}}, rally %{{customdata[1]}}"
                               "<extra></extra>"), row=1, col=col)
-        fig.update_xaxes(title_text="rallies", row=1, col=col)
+        # whole rallies only: a tick every rally on a short set, every 5 on a long one
+        fig.update_xaxes(title_text="rallies", row=1, col=col, tick0=1, dtick=1 if len(rallies) <= 12 else 5)
     fig.update_yaxes(title_text="score", row=1, col=1)
     fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, clickmode="event")
     return fig

@@ -212,6 +212,8 @@ def test_the_chart_has_one_point_per_rally_with_its_set_and_rally(excerpt):
             assert [tuple(c) for c in t.customdata] == [(set_no, r) for r in sorted(rallies)]
             assert list(t.y) == [int(float(rallies[r][-1][col])) for r in sorted(rallies)]
     assert next(traces, None) is None
+    axes = [fig.layout[k] for k in fig.layout if k.startswith("xaxis")]
+    assert axes and all(a.dtick in (1, 5) and a.tick0 == 1 for a in axes)  # whole rallies, no 1.2 ticks
 
 
 def test_the_command_writes_each_format_and_refuses_what_is_not_there(excerpt, tmp_path, capsys):
