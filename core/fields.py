@@ -26,7 +26,8 @@ to", "following": the previous stroke of the same rally; before "followed by", "
 "X's strokes except lobs" / "not clears" (stroke classes left out), "rallies of more than 20
 shots" (the strokes of rallies that long), "rallies won by X" / "points lost by X" (the strokes of
 the rallies X won or lost, by the annotated point winner); each part is parsed as a question of
-its own. "game point": a rally where one player is one point from the game (20+ and ahead, or 29).
+its own. "game point": a rally where one player is one point from the game (20+ and ahead, or 29);
+"match point": a game point of a player who has already won a game of the match.
 
 Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
 forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
@@ -130,6 +131,7 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     "middle of the court": ("zone", 5), "centre court": ("zone", 5), "center court": ("zone", 5),
     # score situations (score before the rally)
     "deuce": ("score", "deuce"), "game point": ("score", "game point"), "set point": ("score", "game point"),
+    "match point": ("score", "match point"),
 }
 
 # Question scaffolding: words that ask, not restrict.

@@ -256,6 +256,7 @@ class StrokeArrays:
         self.score_b = np.asarray([-1 if v is None else v for v in cols[18]], dtype=np.int32).reshape(n)
         self._effective(cols, n, sources)
         self._technique_and_outcome(cols, n)
+        self.games_before = self._games_before(index)
         self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
         sets = index.db.execute("SELECT id, video, video_hash, fps FROM sets")
         self.set_info = {r[0]: (r[1], r[2], r[3]) for r in sets}  # set id -> (video, video hash, fps)
@@ -282,6 +283,27 @@ class StrokeArrays:
             src_idx[k] = src
         self.side, self.stroke, self.zone, self.text, self.source = side, stroke, zone, text_idx, src_idx
         self.texts = list(texts)
+
+    def _games_before(self, index: StrokeStore) -> np.ndarray:
+        """(n, 2): games players A and B had won in the match before each stroke's set, from each
+        earlier set's final score (21+ and two ahead, or 30)."""
+        final: dict[tuple[int, int], tuple[int, int]] = {}
+        for match_id, set_no, a, b in index.db.execute(
+                "SELECT s.match_id, s.set_no, r.score_a, r.score_b FROM rallies r JOIN sets s ON s.id=r.set_id"
+                " WHERE r.score_a IS NOT NULL AND r.score_b IS NOT NULL ORDER BY s.match_id, s.set_no, r.rally"):
+            final[(match_id, set_no)] = (a, b)
+        won: dict[tuple[int, int], tuple[int, int]] = {}
+        for (match_id, set_no) in final:
+            a_games = b_games = 0
+            for (m, s_), (a, b) in final.items():
+                if m == match_id and s_ < set_no:
+                    a_games += (a >= 21 and a - b >= 2) or a == 30
+                    b_games += (b >= 21 and b - a >= 2) or b == 30
+            won[(match_id, set_no)] = (a_games, b_games)
+        out = np.zeros((len(self), 2), np.int32)
+        for k, key in enumerate(zip(self.match_id.tolist(), self.set_no.tolist())):
+            out[k] = won.get(key, (0, 0))
+        return out
 
     def _technique_and_outcome(self, cols, n: int) -> None:
         """Landing zone, hand, hit height and the point's outcome (a bit per OUTCOME_TAGS) per stroke."""
@@ -402,9 +424,13 @@ class StrokeArrays:
             for sc in f.scores:
                 if sc == "deuce":
                     sm |= (self.score_a == self.score_b) & (self.score_a >= 20)
-                elif sc == "game point":
+                elif sc in ("game point", "match point"):
                     a_, b_ = self.score_a, self.score_b
-                    sm |= ((a_ >= 20) & (a_ > b_)) | ((b_ >= 20) & (b_ > a_)) | (a_ == 29) | (b_ == 29)
+                    for_a = ((a_ >= 20) & (a_ > b_)) | (a_ == 29)
+                    for_b = ((b_ >= 20) & (b_ > a_)) | (b_ == 29)
+                    if sc == "match point":  # a game point of a player one game from the match
+                        for_a, for_b = for_a & (self.games_before[:, 0] >= 1), for_b & (self.games_before[:, 1] >= 1)
+                    sm |= for_a | for_b
                 else:
                     a, b = sc
                     sm |= ((self.score_a == a) & (self.score_b == b)) | ((self.score_a == b) & (self.score_b == a))

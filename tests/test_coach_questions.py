@@ -90,8 +90,16 @@ def link_rallies(rows: list[dict]) -> list[dict]:
     for (set_no, rally), score in sorted(after.items()):  # the score before = after the previous rally
         before[(set_no, rally)] = prev_score.get(set_no, (0, 0))
         prev_score[set_no] = score
+    final: dict[int, tuple] = {}
+    for (set_no, rally), score in sorted(after.items()):
+        final[set_no] = score
+    def games(set_no: int) -> tuple[int, int]:  # games A and B won before this set
+        done = [final[s] for s in final if s < set_no]
+        return (sum((a >= 21 and a - b >= 2) or a == 30 for a, b in done),
+                sum((b >= 21 and b - a >= 2) or b == 30 for a, b in done))
     for r in rows:
         r["score_before"] = before[r["key"][:2]]
+        r["games_before"] = games(r["key"][0])
         r["prev"] = by_key.get((r["key"][0], r["key"][1], r["key"][2] - 1))
         r["rally_len"] = length[r["key"][:2]]
         r["rally_winner"] = winner.get(r["key"][:2])
@@ -106,6 +114,12 @@ def prev_is(r: dict, types: set, name: str | None = None) -> bool:
 def game_point(a: int, b: int) -> bool:
     """One player a point from the game: 20 or more and ahead, or 29."""
     return (a >= 20 and a > b) or (b >= 20 and b > a) or 29 in (a, b)
+
+
+def match_point(score: tuple[int, int], games: tuple[int, int]) -> bool:
+    """A game point of a player who has already won a game."""
+    a, b = score
+    return ((a >= 20 and a > b) or a == 29) and games[0] >= 1 or ((b >= 20 and b > a) or b == 29) and games[1] >= 1
 
 
 SMASHES = {"殺球", "點扣"}
@@ -131,6 +145,7 @@ def families(name: str, other: str) -> dict:
         "smashes or drops": lambda r: r["type"] in SMASHES | DROPS,
         f"rallies won by {name}": lambda r: r["rally_winner"] == name,
         "strokes at game point": lambda r: game_point(*r["score_before"]),
+        "strokes at match point": lambda r: match_point(r["score_before"], r["games_before"]),
         f"smashes in points lost by {name}": lambda r: r["type"] in SMASHES and r["rally_winner"] not in (None, name),
         f"{name}'s winners": lambda r: r["name"] == name and won(r),
         f"{name}'s errors": lambda r: r["name"] == name and lost(r),
@@ -226,13 +241,17 @@ def test_reference_phrasing_keeps_one_cell_per_zone_word(excerpt):
 @pytest.mark.skipif(not os.environ.get("SHUTTLE_LENS_ALL_SETS") or not ALL_SETS.is_dir(),
                     reason="set SHUTTLE_LENS_ALL_SETS=1 to check every set of the full ShuttleSet data (minutes)")
 def test_every_family_on_every_real_set(tmp_path):
-    total = 0
-    for f in sorted(ALL_SETS.glob("*/set*.csv")):
-        index = StrokeStore(tmp_path / f"{f.parent.name}_{f.stem}.sqlite")
-        add_match(index, f)
-        total += check_families(index, link_rallies(rows_of([f])))
+    total = match_points = 0
+    for match in sorted(p for p in ALL_SETS.iterdir() if p.is_dir()):  # one index per match: its sets together
+        sets = sorted(match.glob("set*.csv"))
+        index = StrokeStore(tmp_path / f"{match.name}.sqlite")
+        for f in sets:
+            add_match(index, f)
+        rows = link_rallies(rows_of(sets))
+        total += check_families(index, rows)
+        match_points += sum(match_point(r["score_before"], r["games_before"]) for r in rows)
         index.close()
-    assert total > 0
+    assert total > 0 and match_points > 0  # the match-point family was not checked on nothing
 
 
 def test_counting_questions_count_the_strokes_behind_them_by_player_or_stroke(excerpt):
