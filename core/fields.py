@@ -27,7 +27,8 @@ to", "following": the previous stroke of the same rally; before "followed by", "
 shots" (the strokes of rallies that long), "rallies won by X" / "points lost by X" (the strokes of
 the rallies X won or lost, by the annotated point winner); each part is parsed as a question of
 its own. "game point": a rally where one player is one point from the game (20+ and ahead, or 29);
-"match point": a game point of a player who has already won a game of the match.
+"match point": a game point of a player who has already won a game of the match. "first
+attacking shot": the first smash or rush (net kill) of each rally, whoever hit it.
 
 Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
 forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
@@ -118,6 +119,8 @@ SYNONYMS: dict[str, tuple[str, object]] = {
     # place in the rally
     "return of serve": ("round", 2), "serve return": ("round", 2), "service return": ("round", 2),
     "return of service": ("round", 2), "receive": ("round", 2),
+    "first attack": ("place", "first attack"), "first attack shot": ("place", "first attack"),
+    "first attack stroke": ("place", "first attack"), "first attacking shot": ("place", "first attack"),
     # technique
     "backhand": ("hand", "backhand"), "forehand": ("hand", "forehand"), "around the head": ("hand", "aroundhead"),
     "around-the-head": ("hand", "aroundhead"), "round the head": ("hand", "aroundhead"),
@@ -173,6 +176,7 @@ class Fields:
     outcomes: frozenset = frozenset()  # OUTCOME_TAGS, all must hold
     hands: frozenset = frozenset()  # 'forehand' | 'backhand' | 'aroundhead'
     heights: frozenset = frozenset()  # 'above' | 'below' the net top
+    places: frozenset = frozenset()  # 'first attack': the rally's first smash or rush
     not_strokes: frozenset = frozenset()  # "except lobs", "not clears"
     rally_length: tuple | None = None  # (">" | ">=" | "<" | "<=", n): strokes in the stroke's rally
     won_by: frozenset = frozenset()  # players who won the stroke's rally ("rallies won by X")
@@ -198,10 +202,11 @@ class Fields:
 
 
 FIELD_NAMES = ("sides", "players", "strokes", "zones", "sets", "rallies", "rounds", "scores", "landing_zones",
-               "outcomes", "hands", "heights")
+               "outcomes", "hands", "heights", "places")
 _FIELD_OF = {"side": "sides", "player": "players", "stroke": "strokes", "zone": "zones", "set": "sets",
              "rally": "rallies", "round": "rounds", "score": "scores", "landing": "landing_zones",
-             "outcome": "outcomes", "hand": "hands", "height": "heights"}
+             "outcome": "outcomes", "hand": "hands", "height": "heights", "place": "places"}
+ATTACKING = ("smash", "rush")  # the stroke classes a rally's "first attacking shot" is one of
 OUTCOME_TAGS = ("winner", "error", "net", "out", "long", "wide", "last")
 LANDING_WORDS = {"into", "to", "towards", "toward", "onto"}
 # The question split at a sequence or negation word: (pattern, which side is the previous stroke / excluded)

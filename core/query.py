@@ -39,7 +39,7 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.court import BACK_DEPTH, COURT_WIDTH, NET_DEPTH, NET_Y
-from core.fields import OUTCOME_TAGS, FieldParser, Fields
+from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields
 from core.outcome import ERROR, outcome
 from core.store import GEOMETRY, StrokeStore
 from core.tokens import encoder_key
@@ -339,6 +339,14 @@ class StrokeArrays:
             for t in tags:
                 bits[k] |= 1 << OUTCOME_TAGS.index(t)
         self.outcome = bits
+        # the first smash or rush of each rally
+        attacking = np.isin(self.stroke, [STROKES.index(c) for c in ATTACKING])
+        self.first_attack = np.zeros(n, bool)
+        if n and attacking.any():
+            rows = np.flatnonzero(attacking)
+            rows = rows[np.lexsort((self.ball_round[rows], self.rally[rows], self.set_id[rows]))]
+            key = self.set_id[rows] * 100_000 + self.rally[rows]
+            self.first_attack[rows[np.r_[True, key[1:] != key[:-1]]]] = True
         # the rally's point winner (a player name index) on every stroke of the rally
         self.rally_winner = np.full(n, -1, np.int32)
         names = {v: i for i, v in enumerate(self.names)}
@@ -403,6 +411,8 @@ class StrokeArrays:
             m &= hm
         if f.heights:
             m &= np.isin(self.height, [{"above": 1, "below": 0}[h] for h in f.heights])
+        if f.places:
+            m &= self.first_attack
         if f.not_strokes:
             m &= ~np.isin(self.stroke, [STROKES.index(s) for s in f.not_strokes if s in STROKES])
         if f.rally_length:

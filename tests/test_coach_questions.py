@@ -97,7 +97,12 @@ def link_rallies(rows: list[dict]) -> list[dict]:
         done = [final[s] for s in final if s < set_no]
         return (sum((a >= 21 and a - b >= 2) or a == 30 for a, b in done),
                 sum((b >= 21 and b - a >= 2) or b == 30 for a, b in done))
+    first_attack: dict[tuple, tuple] = {}
+    for r in sorted(rows, key=lambda r: r["key"]):
+        if r["type"] in SMASHES | RUSH:
+            first_attack.setdefault(r["key"][:2], r["key"])
     for r in rows:
+        r["first_attack"] = first_attack.get(r["key"][:2]) == r["key"]
         r["score_before"] = before[r["key"][:2]]
         r["games_before"] = games(r["key"][0])
         r["prev"] = by_key.get((r["key"][0], r["key"][1], r["key"][2] - 1))
@@ -145,6 +150,7 @@ def families(name: str, other: str) -> dict:
         "smashes or drops": lambda r: r["type"] in SMASHES | DROPS,
         f"rallies won by {name}": lambda r: r["rally_winner"] == name,
         "strokes at game point": lambda r: game_point(*r["score_before"]),
+        f"{name}'s first attacking shot": lambda r: r["name"] == name and r["first_attack"],
         "strokes at match point": lambda r: match_point(r["score_before"], r["games_before"]),
         f"smashes in points lost by {name}": lambda r: r["type"] in SMASHES and r["rally_winner"] not in (None, name),
         f"{name}'s winners": lambda r: r["name"] == name and won(r),
