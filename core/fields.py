@@ -388,10 +388,9 @@ class FieldParser:
         if m:
             keep = self._parse_or_empty(text[: m.start()], reference)
             drop = self._parse_or_empty(text[m.end():], reference)
-            if not drop.fields.strokes:
-                return None
-            leftover = [w for w in drop.leftover] + [f for f in FIELD_NAMES if f != "strokes" and getattr(drop.fields, f)]
-            return _joined(keep, replace(keep.fields, not_strokes=drop.fields.strokes), Parse(Fields(), leftover))
+            if not drop.fields.strokes or any(getattr(drop.fields, f) for f in FIELD_NAMES if f != "strokes"):
+                return None  # only stroke classes can be left out; "except" stays a word not understood
+            return _joined(keep, replace(keep.fields, not_strokes=drop.fields.strokes), drop)
         return None
 
     def _parse_or_empty(self, text: str, reference: bool) -> Parse:
