@@ -300,10 +300,10 @@ class StrokeArrays:
                     a_games += (a >= 21 and a - b >= 2) or a == 30
                     b_games += (b >= 21 and b - a >= 2) or b == 30
             won[(match_id, set_no)] = (a_games, b_games)
-        out = np.zeros((len(self), 2), np.int32)
-        for k, key in enumerate(zip(self.match_id.tolist(), self.set_no.tolist())):
-            out[k] = won.get(key, (0, 0))
-        return out
+        sets = {sid: (m, s_) for sid, m, s_ in index.db.execute("SELECT id, match_id, set_no FROM sets")}
+        ids, inverse = np.unique(self.set_id, return_inverse=True)
+        per_set = np.asarray([won.get(sets.get(int(i)), (0, 0)) for i in ids], np.int32).reshape(len(ids), 2)
+        return per_set[inverse].reshape(len(self), 2)
 
     def _technique_and_outcome(self, cols, n: int) -> None:
         """Landing zone, hand, hit height and the point's outcome (a bit per OUTCOME_TAGS) per stroke."""
@@ -347,21 +347,19 @@ class StrokeArrays:
             rows = rows[np.lexsort((self.ball_round[rows], self.rally[rows], self.set_id[rows]))]
             key = self.set_id[rows] * 100_000 + self.rally[rows]
             self.first_attack[rows[np.r_[True, key[1:] != key[:-1]]]] = True
-        # the rally's point winner (a player name index) on every stroke of the rally
-        self.rally_winner = np.full(n, -1, np.int32)
-        names = {v: i for i, v in enumerate(self.names)}
-        letter_name: dict[tuple[int, str], int] = {}
-        for k in range(n):
-            if cols[24][k] in ("A", "B") and cols[11][k] in names:
-                letter_name[(int(self.match_id[k]), cols[24][k])] = names[cols[11][k]]
-        winner_of: dict[tuple[int, int], int] = {}
-        for k in np.flatnonzero(last):
-            w = letter_name.get((int(self.match_id[k]), cols[30][k]), -1)
-            if w >= 0:
-                winner_of[(int(self.set_id[k]), int(self.rally[k]))] = w
-        if winner_of:
-            self.rally_winner = np.asarray([winner_of.get((int(s_), int(r_)), -1)
-                                            for s_, r_ in zip(self.set_id, self.rally)], np.int32).reshape(n)
+        # the rally's point winner (a player name index) on every stroke of the rally: the name of
+        # the player whose letter (A/B) is the last stroke's point winner, in that match
+        letters = np.asarray([{"A": 0, "B": 1}.get(v, -1) for v in cols[24]], np.int64).reshape(n)
+        getpoint = np.asarray([{"A": 0, "B": 1}.get(v, -1) for v in cols[30]], np.int64).reshape(n)
+        name_of = np.full((int(self.match_id.max(initial=0)) + 1, 2), -1, np.int32)  # (match, letter) -> name
+        named = (letters >= 0) & (self.player >= 0)
+        name_of[self.match_id[named], letters[named]] = self.player[named]
+        ended = last & (getpoint >= 0)
+        rally_key = self.set_id * 100_000 + self.rally
+        keys, inverse = np.unique(rally_key, return_inverse=True)
+        winner = np.full(len(keys), -1, np.int32)
+        winner[inverse[ended]] = name_of[self.match_id[ended], getpoint[ended]]
+        self.rally_winner = winner[inverse].reshape(n)
 
     @staticmethod
     def _pick(ann, model_caption, corrected, sources):
