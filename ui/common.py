@@ -158,27 +158,33 @@ PLAY_ALL_JS = """
 }
 """ % _FIND_VIDEO
 
-# On page load: watch for the timeline's Plotly graph and pass a clicked mark's row index to the
-# hidden #timeline-pick box, whose input event asks the server to seek as for a table click.
-TIMELINE_CLICK_JS = """
+def plot_click_js(plot_id: str, box_id: str, value: str) -> str:
+    """Page-load JS: watch for the Plotly graph inside #plot_id and write `value` (a JS expression
+    of the clicked point `pt`) with a timestamp into the hidden #box_id box, whose input event asks
+    the server to act on the click (the timestamp makes a second click on the same point count)."""
+    return """
 () => {
   const bind = () => {
-    document.querySelectorAll('#timeline .js-plotly-plot').forEach((div) => {
+    document.querySelectorAll('#%(plot)s .js-plotly-plot').forEach((div) => {
       if (div.slBound || typeof div.on !== 'function') return;
       div.slBound = true;
       div.on('plotly_click', (ev) => {
         const pt = ev && ev.points && ev.points[0];
         if (!pt || !pt.customdata) return;
-        const box = document.querySelector('#timeline-pick textarea, #timeline-pick input');
+        const box = document.querySelector('#%(box)s textarea, #%(box)s input');
         if (!box) return;
-        box.value = String(pt.customdata[2]) + ':' + Date.now();
+        box.value = %(value)s + ':' + Date.now();
         box.dispatchEvent(new Event('input', { bubbles: true }));
       });
     });
   };
   setInterval(bind, 400);
 }
-"""
+""" % {"plot": plot_id, "box": box_id, "value": value}
+
+
+# A clicked timeline mark's row index: the server seeks as for a table click.
+TIMELINE_CLICK_JS = plot_click_js("timeline", "timeline-pick", "String(pt.customdata[2])")
 
 CSS = """
 .sl-hidden { display: none !important; }

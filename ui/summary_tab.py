@@ -9,31 +9,13 @@ import plotly.graph_objects as go
 from core.engine import Engine
 from core.report import load_match, match_report, render, score_figure, to_markdown
 from core.workspace import safe_name
-from ui.common import bind, row_index
+from ui.common import bind, plot_click_js, row_index
 
 COLUMNS = ["set", "rally", "score before", "strokes", "point", "summary"]
 EXPORTS = {"Markdown": "md", "HTML": "html"}
 
-# On page load: pass a clicked chart point's (set, rally) to the hidden #summary-pick box.
-CHART_CLICK_JS = """
-() => {
-  const bind = () => {
-    document.querySelectorAll('#summary-chart .js-plotly-plot').forEach((div) => {
-      if (div.slBound || typeof div.on !== 'function') return;
-      div.slBound = true;
-      div.on('plotly_click', (ev) => {
-        const pt = ev && ev.points && ev.points[0];
-        if (!pt || !pt.customdata) return;
-        const box = document.querySelector('#summary-pick textarea, #summary-pick input');
-        if (!box) return;
-        box.value = pt.customdata[0] + ':' + pt.customdata[1] + ':' + Date.now();
-        box.dispatchEvent(new Event('input', { bubbles: true }));
-      });
-    });
-  };
-  setInterval(bind, 400);
-}
-"""
+# A clicked chart point's "set:rally": the server shows that rally's summary.
+CHART_CLICK_JS = plot_click_js("summary-chart", "summary-pick", "pt.customdata[0] + ':' + pt.customdata[1]")
 
 
 def rally_table(report: dict) -> list[list]:
