@@ -98,18 +98,8 @@ def _names(m: dict, strokes: list[dict]) -> dict[str, str]:
     return {k: m.get(col) or found.get(k) or f"player {k}" for k, col in (("A", "player_a"), ("B", "player_b"))}
 
 
-# longest first: "at the right side of the net" before "at the net"
-_PHRASES = sorted(((p, z) for z, p in ZONE_PHRASES.items()), key=lambda pz: -len(pz[0]))
-
-
-def _caption_zone(text: str) -> int | None:
-    """The cell a caption's zone phrase names (core.vocab.caption writes one); question words such as
-    "in the backcourt" stand for a family of cells, a caption's phrase for one."""
-    return next((z for p, z in _PHRASES if p in text.lower()), None)
-
-
 def _caption(text: str) -> tuple[str | None, int | None]:
-    return caption_fields(text)[1], _caption_zone(text)
+    return caption_fields(text)[1:]
 
 
 def _type_and_zone(s: dict) -> tuple[str | None, int | None, str]:
