@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.court import NET_Y, Court, zone_of
+from core.court import NET_Y, Court, zones_of
 from core.vocab import ZONE_PHRASES, STROKE_LABELS, UNKNOWN_LABEL, StrokeLabel, caption, stroke_label
 
 log = logging.getLogger(__name__)
@@ -501,8 +501,8 @@ def _assign_zones(strokes: list[Stroke], court: Court | None, report: ImportRepo
         have = [p is not None for p in pts]
         xy = np.array([p or (0.0, 0.0) for p in pts], dtype=np.float64).reshape(-1, 2)
         metres = court.to_court(xy[:, 0], xy[:, 1]) if len(xy) else np.zeros((0, 2))
-        for s, h, (x, y) in zip(strokes, have, metres):
-            s.zone = zone_of(float(x), float(y)) if h else None
+        for s, h, z in zip(strokes, have, zones_of(metres[:, 0], metres[:, 1]).tolist()):
+            s.zone = z if h else None
     report.rows_without_zone += sum(s.zone is None for s in strokes)
 
 

@@ -60,13 +60,18 @@ def zone_of(x: float, y: float) -> int:
     Depth from the net: < 2.2 m net, 2.2-4.5 m middle, beyond that backcourt; left/right are
     thirds of the court width in the camera's view. Middle depths are one zone (5).
     """
-    depth = abs(y - NET_Y)
-    third = min(max(int(x / (COURT_WIDTH / 3)), 0), 2)  # 0 left, 1 centre, 2 right
-    if depth < NET_DEPTH:
-        return (2, 7, 1)[third]
-    if depth < BACK_DEPTH:
-        return 5
-    return (4, 9, 3)[third]
+    return int(zones_of(np.array([x], float), np.array([y], float))[0])
+
+
+def zones_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """zone_of over arrays of court points (NaN: -1), e.g. every stroke's landing point."""
+    out = np.full(len(x), -1, np.int32)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    depth = np.abs(y[ok] - NET_Y)
+    third = np.clip((x[ok] / (COURT_WIDTH / 3)).astype(int), 0, 2)  # 0 left, 1 centre, 2 right
+    out[ok] = np.where(depth < NET_DEPTH, np.array([2, 7, 1])[third],
+                       np.where(depth < BACK_DEPTH, 5, np.array([4, 9, 3])[third]))
+    return out
 
 
 def _homography(src: list, dst: list) -> np.ndarray:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import GenerationSettings
-from core.court import BACK_DEPTH, COURT_WIDTH, NET_DEPTH, NET_Y
+from core.court import zones_of
 from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields
 from core.outcome import ERROR, outcome
 from core.store import GEOMETRY, StrokeStore
@@ -191,17 +191,6 @@ def count_groups(question: str, a: "StrokeArrays", rows: np.ndarray) -> tuple[st
     values, counts = np.unique(codes[codes >= 0], return_counts=True)
     pairs = sorted(((labels[v], int(c)) for v, c in zip(values, counts)), key=lambda p: (-p[1], p[0]))
     return by, pairs
-
-
-def zones_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """core.court.zone_of over arrays of court points (NaN: -1), e.g. every stroke's landing point."""
-    out = np.full(len(x), -1, np.int32)
-    ok = ~(np.isnan(x) | np.isnan(y))
-    depth = np.abs(y[ok] - NET_Y)
-    third = np.clip((x[ok] / (COURT_WIDTH / 3)).astype(int), 0, 2)
-    out[ok] = np.where(depth < NET_DEPTH, np.array([2, 7, 1])[third],
-                       np.where(depth < BACK_DEPTH, 5, np.array([4, 9, 3])[third]))
-    return out
 
 
 @lru_cache(maxsize=65536)
