@@ -303,21 +303,29 @@ class StrokeArrays:
         last = np.zeros(n, bool)
         self.prev_row = np.full(n, -1, np.int64)  # the previous stroke of the same rally
         self.rally_n = np.zeros(n, np.int32)  # strokes in the stroke's rally
+        self.first_attack = np.zeros(n, bool)  # the first smash or rush of each rally
+        rally_of = np.zeros(n, np.int64)  # a number per rally (set, rally)
         if n:
             order = np.lexsort((self.ball_round, self.rally, self.set_id))
             key = self.set_id[order] * 100_000 + self.rally[order]
-            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            new_rally = np.r_[True, key[1:] != key[:-1]]
+            starts = np.flatnonzero(new_rally)
             counts = np.diff(np.r_[starts, n])
+            rally_of[order] = np.cumsum(new_rally) - 1
             top = np.repeat(np.maximum.reduceat(self.ball_round[order], starts), counts)
             last[order] = self.ball_round[order] == top  # a repeated annotation row of the last stroke too
             # previous stroke: the row before the first of its (rally, stroke number) run, in the same rally
             rounds = self.ball_round[order]
-            new_run = np.r_[True, (key[1:] != key[:-1]) | (rounds[1:] != rounds[:-1])]
+            new_run = new_rally | np.r_[True, rounds[1:] != rounds[:-1]]
             run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
             before = run_start - 1
             ok = (before >= 0) & (key[np.maximum(before, 0)] == key)
             self.prev_row[order[ok]] = order[before[ok]]
             self.rally_n[order] = np.repeat(counts, counts)
+            attacking = order[np.isin(self.stroke[order], [STROKES.index(c) for c in ATTACKING])]
+            if len(attacking):
+                first = np.r_[True, rally_of[attacking][1:] != rally_of[attacking][:-1]]
+                self.first_attack[attacking[first]] = True
         bits = np.where(last, 1 << OUTCOME_TAGS.index("last"), 0).astype(np.uint8)
         for k in np.flatnonzero(last):
             landing = None if np.isnan(self.land_x[k]) else (float(self.land_x[k]), float(self.land_y[k]))
@@ -328,14 +336,6 @@ class StrokeArrays:
             for t in tags:
                 bits[k] |= 1 << OUTCOME_TAGS.index(t)
         self.outcome = bits
-        # the first smash or rush of each rally
-        attacking = np.isin(self.stroke, [STROKES.index(c) for c in ATTACKING])
-        self.first_attack = np.zeros(n, bool)
-        if n and attacking.any():
-            rows = np.flatnonzero(attacking)
-            rows = rows[np.lexsort((self.ball_round[rows], self.rally[rows], self.set_id[rows]))]
-            key = self.set_id[rows] * 100_000 + self.rally[rows]
-            self.first_attack[rows[np.r_[True, key[1:] != key[:-1]]]] = True
         # the rally's point winner (a player name index) on every stroke of the rally: the name of
         # the player whose letter (A/B) is the last stroke's point winner, in that match
         letters = np.asarray([{"A": 0, "B": 1}.get(v, -1) for v in cols[24]], np.int64).reshape(n)
@@ -344,11 +344,9 @@ class StrokeArrays:
         named = (letters >= 0) & (self.player >= 0)
         name_of[self.match_id[named], letters[named]] = self.player[named]
         ended = last & (getpoint >= 0)
-        rally_key = self.set_id * 100_000 + self.rally
-        keys, inverse = np.unique(rally_key, return_inverse=True)
-        winner = np.full(len(keys), -1, np.int32)
-        winner[inverse[ended]] = name_of[self.match_id[ended], getpoint[ended]]
-        self.rally_winner = winner[inverse].reshape(n)
+        winner = np.full(int(rally_of.max(initial=-1)) + 1, -1, np.int32)
+        winner[rally_of[ended]] = name_of[self.match_id[ended], getpoint[ended]]
+        self.rally_winner = winner[rally_of].reshape(n)
 
     @staticmethod
     def _pick(ann, model_caption, corrected, sources):
