@@ -16,7 +16,7 @@ import torch
 from core.annotations import load_annotations
 from core.indexer import add_match
 from core.store import StrokeStore
-from core.query import QueryEngine, evaluate_questions, main as query_main
+from core.query import QueryEngine, ResultList, evaluate_questions, main as query_main
 from core.vocab import STROKE_LABELS, ZONE_FAMILIES
 from train.qa import TEMPLATES, chunk_questions, chunk_rng, fill_template, rally_chunks
 
@@ -180,6 +180,24 @@ def test_structured_questions_on_every_real_set(tmp_path):
         total += asked
         index.close()
     assert total > 0
+
+
+def test_every_result_of_a_long_answer_is_its_stroke(engine, real_index, monkeypatch):
+    """Results are built a block at a time: each one, across block edges, carries its own stroke."""
+    monkeypatch.setattr(ResultList, "BLOCK", 16)
+    answer = engine.ask("the bottom player's strokes")
+    assert len(answer.results) > 3 * 16 and len(answer.results) % 16
+    stored = {r[0]: r[1:] for r in real_index.db.execute(
+        "SELECT id, set_no, rally, ball_round, frame, side, player_name, stroke, zone, round(time_s, 3),"
+        " hit_x, land_y FROM strokes")}
+    seen = set()
+    for r in reversed(answer.results):  # the last block first: blocks build in any order
+        set_no, rally, ball_round, frame, side, player, stroke, zone, time_s, hit_x, land_y = stored[r.stroke_id]
+        assert (r.set, r.rally, r.stroke, r.frame, r.side, r.player_name, r.stroke_type, r.zone, r.time_s) == \
+            (set_no, rally, ball_round, frame, side, player, stroke, zone, time_s)
+        assert (r.hit_m[0] if r.hit_m else None, r.landing_m[1] if r.landing_m else None) == (hit_x, land_y)
+        seen.add(r.stroke_id)
+    assert len(seen) == len(answer.results)
 
 
 def test_reference_templates_of_the_four_kinds_are_exact(real_index, real_strokes):
