@@ -16,11 +16,16 @@ Pipeline (`detect`):
    sound: P(hit) above `picture_threshold`), at least `nms_s` apart, inside a rally; a strong onset within `snap_frames` moves
    the hit onto the onset's frame (sound times the impact to a millisecond). Confidence = the
    fused score at the peak (0..1).
-4. Rallies: runs of in-rally frames (at least `min_rally_s` long, with at least one hit), split
-   where the hits pause longer than `split_gap_s` (two rallies in one camera shot, the boundary
-   halfway). Within each, the hits singles' alternation says are missing (`recover`: between two
-   hits from one side, and the serve before a rally's first hit) are looked for at a lower
-   threshold; strokes are numbered within each. No stroke is ever reported outside a rally, so none in a
+4. Rallies: runs of in-rally frames (at least `min_rally_s` long, with at least one hit), cut at
+   camera cuts (a rally is played in one shot, and a replay often follows it with no pause; a cut
+   is a jump of the grey map's layout, `core.detect_features.layout_change` above `CUT_LEVEL`;
+   no hit is judged on its first frame nor within `cut_guard_s` after it: broadcasts return to
+   the main camera before the serve, and the frames just after a cut to a replay can still read
+   as live play), split where the hits pause longer than `split_gap_s` (two rallies in one
+   camera shot, the boundary halfway). Within each, the
+   hits singles' alternation says are missing (`recover`: between two hits from one side, and
+   the serve before a rally's first hit) are looked for at a lower threshold; strokes are
+   numbered within each. No stroke is ever reported outside a rally, so none in a
    replay or cutaway.
 5. Side: per rally a two-state Viterbi over the hitters' sides (players alternate; a missed hit
    may break the alternation at a cost), from the model's side probability at each hit.
@@ -55,7 +60,7 @@ import torch
 from scipy.ndimage import maximum_filter1d, median_filter
 
 from core.detect_audio import AudioTrack, onsets_at, read_flux
-from core.detect_features import FeatureError, fix_times, iter_feature_chunks, probe
+from core.detect_features import FeatureError, fix_times, iter_feature_chunks, layout_change, probe
 from core.detect_model import DetectorConfig, DetectorNet, load_detector
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,7 @@ MIN_FRAMES = 8
 FIRST_FRAMES = 3
 SEQ_WINDOW = 8192  # temporal net applied over windows this long (bounded memory on long files)
 SEQ_OVERLAP = 128  # > the temporal net's reach (62 frames each side)
+CUT_LEVEL = 0.02  # grey-map layout change of a camera cut (see core.detect_features.layout_change)
 CSV_COLUMNS = ("rally", "ball_round", "time", "frame_num", "roundscore_A", "roundscore_B", "player",
                "server", "type", "side", "confidence", "rally_winner", "rally_start_frame",
                "rally_end_frame", "player_name")
@@ -118,6 +124,7 @@ class Scores:
     times: np.ndarray  # (T,) seconds
     fps: float
     audio: AudioTrack | None
+    change: np.ndarray | None = None  # (T,) grey-map layout change from the frame before (cuts)
 
 
 # ---------------------------------------------------------------- public API
@@ -175,28 +182,35 @@ def score_video(video, net: DetectorNet, progress: Progress | None = None, use_a
     except FeatureError as err:
         raise DetectError(str(err)) from None
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    embs, times = [], []
+    embs, times, change, last = [], [], [], None
     step = (lambda d, t: progress(d, t, "decoding")) if progress else None
     with ThreadPoolExecutor(1) as pool:  # the sound track decodes beside the picture
         sound = pool.submit(read_flux, video) if use_audio else None
         try:
             for maps, t in iter_feature_chunks(video, progress=step):
                 embs.append(net.encode_frames(maps))
+                change.append(layout_change(maps, last))
                 times.append(t)
+                last = maps[-1, 2]
         except (cv2.error, FeatureError) as err:
             raise DetectError(f"{video}: decoding failed ({err})") from None
         flux = sound.result() if sound is not None else None
     n = sum(len(t) for t in times)
     if n < MIN_FRAMES:
         raise DetectError(f"{video}: only {n} frames could be decoded; not a video detection can use")
-    emb = torch.cat(embs)
+    emb, change = torch.cat(embs), np.concatenate(change)
     probs = torch.sigmoid(_sequence(net, emb)).numpy()
     times_ = fix_times(np.concatenate(times), meta.fps)
     fps = meta.fps
     audio = onsets_at(flux, times_, video) if use_audio else None
     if progress:
         progress(n, n, "done")
-    return Scores(probs[0], probs[1], probs[2], times_, fps, audio)
+    return Scores(probs[0], probs[1], probs[2], times_, fps, audio, change)
+
+
+def camera_cuts(change: np.ndarray | None) -> np.ndarray:
+    """Frames that start a new camera shot (see CUT_LEVEL)."""
+    return np.zeros(0, np.int64) if change is None else np.flatnonzero(change > CUT_LEVEL)
 
 
 def _sequence(net: DetectorNet, emb: torch.Tensor) -> torch.Tensor:
@@ -220,8 +234,12 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
            first_server: str | None = None, set_number: int = 1, use_audio: bool = True) -> Detection:
     fps, n = scores.fps, len(scores.hit)
     audio = scores.audio if use_audio else None
-    segments = rally_segments(scores.rally, fps, cfg)
+    cuts = camera_cuts(scores.change)
+    segments = rally_segments(scores.rally, fps, cfg, cuts)
     fused = fuse(scores.hit, audio, cfg)
+    guard = int(round(cfg.cut_guard_s * fps))
+    for c in cuts:
+        fused[c: c + guard + 1] = 0.0
     if audio is None:
         cfg = replace(cfg, hit_threshold=cfg.picture_threshold, recover_threshold=cfg.picture_recover_threshold)
     hits = pick_hits(fused, segments, fps, cfg)
@@ -272,10 +290,14 @@ def fuse(hit: np.ndarray, audio: AudioTrack | None, cfg: DetectorConfig) -> np.n
     return np.clip(hit + cfg.audio_weight * term, 0.0, 1.0)
 
 
-def rally_segments(rally: np.ndarray, fps: float, cfg: DetectorConfig) -> list[tuple[int, int]]:
-    """Runs of in-rally frames, as (first, last) frame pairs."""
+def rally_segments(rally: np.ndarray, fps: float, cfg: DetectorConfig,
+                   cuts: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Runs of in-rally frames, as (first, last) frame pairs, none across a camera cut (a cut's
+    first frame, whose motion compares two shots, belongs to neither side)."""
     size = max(1, int(round(0.3 * fps)) | 1)
     on = median_filter((rally >= cfg.rally_threshold).astype(np.uint8), size=size, mode="nearest") > 0
+    if cuts is not None and len(cuts):
+        on[cuts] = False
     edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
     runs = [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
     return [(a, b) for a, b in runs if (b - a + 1) >= cfg.min_rally_s * fps]

@@ -142,6 +142,15 @@ def iter_feature_chunks(path: str | Path, chunk: int = CHUNK,
         progress(i, max(i, meta.frames))
 
 
+def layout_change(maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """(n,) mean absolute change of each frame's grey map (channel 2) from the frame before (the
+    first from `previous`, a grey map, else 0): within one camera shot the court stays where it is
+    while players move (renders: at most 0.007), a cut to another shot moves it (at least 0.039)."""
+    grey = maps[:, 2].astype(np.float32)
+    before = np.concatenate([(grey[:1] if previous is None else previous[None].astype(np.float32)), grey[:-1]])
+    return np.abs(grey - before).mean(axis=(1, 2))
+
+
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """All of a (short) video's features at once: (T, CHANNELS, *GRID) float16 and times (T,)."""
     parts = list(iter_feature_chunks(path))

@@ -44,6 +44,7 @@ class DetectorConfig:
     rally_pad_s: tuple[float, float] = (0.0, 0.0)  # added to a rally segment's (start, end)
     recover_threshold: float = 0.0  # a hit the alternation says is missing counts from this (0: off)
     picture_recover_threshold: float = 0.0  # the same without usable sound
+    cut_guard_s: float = 0.0  # no hit is judged this soon after a camera cut
     serve_reach_s: float = 2.0  # how far before a rally's first hit its serve is looked for
     alternation_p: float = 0.92  # sides: a rally's hitters alternate unless a hit was missed
     side_floor: float = 1e-4  # sides: P(upper) is held within this of 0 and 1

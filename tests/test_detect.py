@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -232,6 +233,46 @@ def test_a_confident_serve_side_yields_to_the_rally_s_alternation_within_the_sid
     assert sides(base)[0] == "upper"  # unbounded confidence: the serve keeps the wrong side
     fixed = sides(DetectorConfig(picture_threshold=0.5, nms_s=0.12, side_floor=0.05, alternation_p=0.97))
     assert fixed == ["bottom", "upper", "bottom", "upper", "bottom", "upper"]
+
+
+def test_a_camera_cut_ends_a_rally_and_no_hit_is_judged_just_after_it():
+    """Live play cut straight into a replay whose first frames the rally head still reads as live
+    play: the cut ends the rally, its own frame judges no hit, nor do the frames in the guard."""
+    from core.detect import CUT_LEVEL, Scores, decide
+    from core.detect_model import DetectorConfig
+
+    fps, n = 25.0, 400
+    hit, upper, rally, change = np.zeros(n), np.full(n, 0.5), np.zeros(n), np.full(n, 0.002)
+    rally[20:260] = 1.0  # one run of "live" frames: the rally (20..199) and the replay's first 2.4 s
+    for k, f in enumerate(range(40, 200, 30)):
+        hit[f], upper[f] = 0.95, float(k % 2)
+    change[200] = 5 * CUT_LEVEL  # the cut to the replay
+    hit[[200, 206]] = (0.9, 0.64)  # the cut's own frame (two shots compared), a slow swing after it
+    scores = Scores(hit, upper, rally, np.arange(n) / fps, fps, None, change)
+    cfg = DetectorConfig(picture_threshold=0.5, nms_s=0.12, split_gap_s=3.1)
+    rally_one = list(range(40, 200, 30))
+    uncut = decide(replace(scores, change=None), cfg, use_audio=False)
+    assert [s.frame for s in uncut.strokes] == [*rally_one, 200, 206]  # glued on to the rally
+    det = decide(scores, cfg, use_audio=False)
+    assert det.rallies[0].end_frame < 200 and [s.frame for s in det.strokes if s.rally == 1] == rally_one
+    assert [s.frame for s in det.strokes if s.rally == 2] == [206]  # the replay's start, a rally of its own
+    det = decide(scores, replace(cfg, cut_guard_s=0.4), use_audio=False)
+    assert len(det.rallies) == 1 and [s.frame for s in det.strokes] == rally_one
+
+
+def test_layout_change_is_small_within_a_shot_and_large_on_a_cut():
+    from core.detect import CUT_LEVEL
+    from core.detect_features import layout_change
+
+    rng = np.random.default_rng(0)
+    court = rng.uniform(0.2, 0.6, (18, 32))
+    maps = np.zeros((6, 3, 18, 32), np.float16)
+    for t in range(6):
+        maps[t, 2] = court if t < 4 else np.roll(court, 9, axis=1) * 0.7  # a cut at frame 4
+        maps[t, 2, 8:10, 10 + t: 12 + t] += 0.3  # a player moving
+    d = layout_change(maps)
+    assert d[0] == 0 and d[1:4].max() < CUT_LEVEL < d[4] and d[5] < CUT_LEVEL
+    assert layout_change(maps[4:], previous=maps[3, 2])[0] == pytest.approx(d[4], rel=1e-3)
 
 
 def test_work_grey_reads_the_luma_at_full_range(tmp_path):

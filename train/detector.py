@@ -37,7 +37,7 @@ from torch import nn
 from core.annotations import load_shuttleset_set
 from core.detect import Scores, decide
 from core.detect_audio import audio_onsets
-from core.detect_features import fix_times, probe, read_features
+from core.detect_features import fix_times, layout_change, probe, read_features
 from core.detect_model import DetectorConfig, DetectorNet, load_detector, normalise, save_detector
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def scores_of(net: DetectorNet, r: Render, audio: bool = True) -> Scores:
         if r.video not in _AUDIO:  # one decode of the sound track per render
             _AUDIO[r.video] = audio_onsets(r.video, r.times)
         track = _AUDIO[r.video]
-    return Scores(p[0], p[1], p[2], r.times, r.fps, track)
+    return Scores(p[0], p[1], p[2], r.times, r.fps, track, layout_change(r.maps))
 
 
 def match_hits(pred: list[int], truth: np.ndarray, tol: int) -> list[tuple[int, int]]:
@@ -260,7 +260,7 @@ def f1(tp: int, n_pred: int, n_true: int) -> float:
 QUICK_GRID = {"audio_weight": (0.0, 0.35, 0.5), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.7)}
 FULL_GRID = {"fusion": ("add", "gate"), "audio_weight": (0.0, 0.2, 0.35, 0.5), "audio_z": (4.0, 6.0, 8.0),
              "nms_s": (0.12, 0.2, 0.26), "hit_threshold": (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8),
-             "recover_threshold": (0.0, 0.1, 0.2, 0.3)}
+             "recover_threshold": (0.0, 0.1, 0.2, 0.3), "cut_guard_s": (0.0, 0.2, 0.4)}
 SIDE_GRID = {"side_floor": (1e-4, 0.01, 0.05, 0.1, 0.2, 0.3), "alternation_p": (0.85, 0.92, 0.97)}
 
 
@@ -271,10 +271,11 @@ def tune(net, val: list[Render], cfg: DetectorConfig, grid: dict = QUICK_GRID,
     scored = [(scores_of(net, r), r) for r in val]
     has_audio = any(s.audio is not None for s, _ in scored)
     picture = {"nms_s": grid.get("nms_s", (cfg.nms_s,)), "picture_threshold": grid["hit_threshold"],
-               "picture_recover_threshold": grid.get("recover_threshold", (cfg.picture_recover_threshold,))}
+               "picture_recover_threshold": grid.get("recover_threshold", (cfg.picture_recover_threshold,)),
+               "cut_guard_s": grid.get("cut_guard_s", (cfg.cut_guard_s,))}
     cfg, score = _search(scored, cfg, picture, use_audio=False)
     if has_audio:
-        grid = {**grid, "nms_s": (cfg.nms_s,)}  # one suppression distance for both
+        grid = {**grid, "nms_s": (cfg.nms_s,), "cut_guard_s": (cfg.cut_guard_s,)}  # one of each for both
         cfg, score = _search(scored, cfg, grid, use_audio=True)
     if sides:
         cfg = _search_sides(scored, cfg, SIDE_GRID, use_audio=has_audio)
