@@ -21,7 +21,9 @@ Pipeline (`detect`):
    is a jump of the grey map's layout, `core.detect_features.layout_change` above `CUT_LEVEL`;
    no hit is judged on its first frame nor within `cut_guard_s` after it: broadcasts return to
    the main camera before the serve, and the frames just after a cut to a replay can still read
-   as live play), split where the hits pause longer than `split_gap_s` (two rallies in one
+   as live play), never in a shot framed otherwise than the main camera
+   (`core.detect_features.CameraShots`: replays and other cut-aways are filmed from other
+   framings), split where the hits pause longer than `split_gap_s` (two rallies in one
    camera shot, the boundary halfway). Within each, the
    hits singles' alternation says are missing (`recover`: between two hits from one side, and
    the serve before a rally's first hit) are looked for at a lower threshold; strokes are
@@ -60,7 +62,7 @@ import torch
 from scipy.ndimage import maximum_filter1d, median_filter
 
 from core.detect_audio import AudioTrack, onsets_at, read_flux
-from core.detect_features import FeatureError, fix_times, iter_feature_chunks, layout_change, probe
+from core.detect_features import CUT_LEVEL, CameraShots, FeatureError, fix_times, iter_feature_chunks, probe
 from core.detect_model import DetectorConfig, DetectorNet, load_detector
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,6 @@ MIN_FRAMES = 8
 FIRST_FRAMES = 3
 SEQ_WINDOW = 8192  # temporal net applied over windows this long (bounded memory on long files)
 SEQ_OVERLAP = 128  # > the temporal net's reach (62 frames each side)
-CUT_LEVEL = 0.02  # grey-map layout change of a camera cut (see core.detect_features.layout_change)
 CSV_COLUMNS = ("rally", "ball_round", "time", "frame_num", "roundscore_A", "roundscore_B", "player",
                "server", "type", "side", "confidence", "rally_winner", "rally_start_frame",
                "rally_end_frame", "player_name")
@@ -125,6 +126,7 @@ class Scores:
     fps: float
     audio: AudioTrack | None
     change: np.ndarray | None = None  # (T,) grey-map layout change from the frame before (cuts)
+    main: np.ndarray | None = None  # (T,) bool: frame of a main-camera shot (None: all are)
 
 
 # ---------------------------------------------------------------- public API
@@ -182,30 +184,29 @@ def score_video(video, net: DetectorNet, progress: Progress | None = None, use_a
     except FeatureError as err:
         raise DetectError(str(err)) from None
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    embs, times, change, last = [], [], [], None
+    embs, times, shots = [], [], CameraShots()
     step = (lambda d, t: progress(d, t, "decoding")) if progress else None
     with ThreadPoolExecutor(1) as pool:  # the sound track decodes beside the picture
         sound = pool.submit(read_flux, video) if use_audio else None
         try:
             for maps, t in iter_feature_chunks(video, progress=step):
                 embs.append(net.encode_frames(maps))
-                change.append(layout_change(maps, last))
+                shots.add(maps)
                 times.append(t)
-                last = maps[-1, 2]
         except (cv2.error, FeatureError) as err:
             raise DetectError(f"{video}: decoding failed ({err})") from None
         flux = sound.result() if sound is not None else None
     n = sum(len(t) for t in times)
     if n < MIN_FRAMES:
         raise DetectError(f"{video}: only {n} frames could be decoded; not a video detection can use")
-    emb, change = torch.cat(embs), np.concatenate(change)
+    emb = torch.cat(embs)
     probs = torch.sigmoid(_sequence(net, emb)).numpy()
     times_ = fix_times(np.concatenate(times), meta.fps)
     fps = meta.fps
     audio = onsets_at(flux, times_, video) if use_audio else None
     if progress:
         progress(n, n, "done")
-    return Scores(probs[0], probs[1], probs[2], times_, fps, audio, change)
+    return Scores(probs[0], probs[1], probs[2], times_, fps, audio, shots.change, shots.main())
 
 
 def camera_cuts(change: np.ndarray | None) -> np.ndarray:
@@ -235,7 +236,9 @@ def decide(scores: Scores, cfg: DetectorConfig, players: tuple[str, str] | None 
     fps, n = scores.fps, len(scores.hit)
     audio = scores.audio if use_audio else None
     cuts = camera_cuts(scores.change)
-    segments = rally_segments(scores.rally, fps, cfg, cuts)
+    barred = np.zeros(n, bool) if scores.main is None else ~scores.main
+    barred[cuts] = True
+    segments = rally_segments(scores.rally, fps, cfg, barred)
     fused = fuse(scores.hit, audio, cfg)
     guard = int(round(cfg.cut_guard_s * fps))
     for c in cuts:
@@ -291,13 +294,13 @@ def fuse(hit: np.ndarray, audio: AudioTrack | None, cfg: DetectorConfig) -> np.n
 
 
 def rally_segments(rally: np.ndarray, fps: float, cfg: DetectorConfig,
-                   cuts: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """Runs of in-rally frames, as (first, last) frame pairs, none across a camera cut (a cut's
-    first frame, whose motion compares two shots, belongs to neither side)."""
+                   barred: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Runs of in-rally frames, as (first, last) frame pairs, none on a barred frame: a camera
+    cut's first frame (its motion compares two shots) and the frames of cut-away shots."""
     size = max(1, int(round(0.3 * fps)) | 1)
     on = median_filter((rally >= cfg.rally_threshold).astype(np.uint8), size=size, mode="nearest") > 0
-    if cuts is not None and len(cuts):
-        on[cuts] = False
+    if barred is not None:
+        on &= ~barred
     edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
     runs = [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
     return [(a, b) for a, b in runs if (b - a + 1) >= cfg.min_rally_s * fps]

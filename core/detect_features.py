@@ -142,6 +142,9 @@ def iter_feature_chunks(path: str | Path, chunk: int = CHUNK,
         progress(i, max(i, meta.frames))
 
 
+CUT_LEVEL = 0.02  # layout change of a camera cut, and a shot's distance from the main camera's
+
+
 def layout_change(maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """(n,) mean absolute change of each frame's grey map (channel 2) from the frame before (the
     first from `previous`, a grey map, else 0): within one camera shot the court stays where it is
@@ -149,6 +152,63 @@ def layout_change(maps: np.ndarray, previous: np.ndarray | None = None) -> np.nd
     grey = maps[:, 2].astype(np.float32)
     before = np.concatenate([(grey[:1] if previous is None else previous[None].astype(np.float32)), grey[:-1]])
     return np.abs(grey - before).mean(axis=(1, 2))
+
+
+class CameraShots:
+    """Splits a stream of frames into camera shots at cuts, and tells the main camera's shots.
+
+    A broadcast plays every rally from one main camera and shows its cut-aways (replays,
+    close-ups, crowd, players walking back) from other framings, so a shot's mean grey map is
+    its signature: the main camera's shots are those near the signature that covers the most
+    frames (renders: rally shots within 0.0071 of it, cut-aways at least 0.039 from it). Each
+    shot keeps only a running sum, so memory does not grow with the file's length."""
+
+    CANDIDATES = 32  # longest shots tried as the main camera's
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.sums: list[np.ndarray] = []
+        self.counts: list[int] = []
+        self.changes: list[np.ndarray] = []
+        self._last: np.ndarray | None = None
+
+    def add(self, maps: np.ndarray) -> None:
+        """The next chunk of frames' maps, (n, CHANNELS, *GRID)."""
+        if not len(maps):
+            return
+        change = layout_change(maps, self._last)
+        grey = maps[:, 2].astype(np.float32)
+        offset = sum(self.counts)
+        cuts = np.flatnonzero(change > CUT_LEVEL)
+        bounds = [0, *cuts.tolist(), len(maps)]
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if b <= a:
+                continue
+            if k == 0 and self.starts:  # the chunk goes on with the last shot
+                self.sums[-1] += grey[a:b].sum(0)
+                self.counts[-1] += b - a
+                continue
+            self.starts.append(offset + a)
+            self.sums.append(grey[a:b].sum(0))
+            self.counts.append(b - a)
+        self.changes.append(change)
+        self._last = maps[-1, 2]
+
+    @property
+    def change(self) -> np.ndarray:
+        """(T,) layout change of each frame from the one before."""
+        return np.concatenate(self.changes) if self.changes else np.zeros(0, np.float32)
+
+    def main(self) -> np.ndarray:
+        """(T,) True on the frames of the main camera's shots."""
+        counts = np.array(self.counts)
+        if len(counts) <= 1:
+            return np.ones(int(counts.sum()), bool)
+        sig = np.stack(self.sums) / counts[:, None, None]
+        far = lambda i: np.abs(sig - sig[i]).mean(axis=(1, 2)) > CUT_LEVEL  # noqa: E731
+        tried = np.argsort(-counts)[: self.CANDIDATES]
+        best = max(tried, key=lambda i: counts[~far(i)].sum())
+        return np.repeat(~far(best), counts)
 
 
 def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

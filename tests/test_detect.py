@@ -275,6 +275,54 @@ def test_layout_change_is_small_within_a_shot_and_large_on_a_cut():
     assert layout_change(maps[4:], previous=maps[3, 2])[0] == pytest.approx(d[4], rel=1e-3)
 
 
+def test_camera_shots_tell_the_main_camera_from_cut_aways_whatever_the_chunks():
+    """Main-camera shots (players moving on one court view) around a replay from a tighter
+    framing and a crowd shot: only the main camera's frames count, chunked or not."""
+    from core.detect_features import CameraShots
+
+    rng = np.random.default_rng(1)
+    court = rng.uniform(0.2, 0.6, (18, 32))
+    replay = np.kron(court[4:13, 8:24], np.ones((2, 2)))  # the court's middle, enlarged twice
+    crowd = rng.uniform(0.0, 1.0, (18, 32))
+    plan = [(court, 60), (replay, 30), (crowd, 20), (court, 50), (replay, 25), (court, 40)]
+    maps = np.zeros((sum(n for _, n in plan), 3, 18, 32), np.float16)
+    truth, t = [], 0
+    for view, n in plan:
+        for _ in range(n):
+            maps[t, 2] = view
+            maps[t, 2, 10:12, t % 30: t % 30 + 2] += 0.3  # a player moving
+            t += 1
+        truth += [view is court] * n
+    whole = CameraShots()
+    whole.add(maps)
+    assert whole.main().tolist() == truth
+    chunked = CameraShots()
+    for a in range(0, len(maps), 37):
+        chunked.add(maps[a: a + 37])
+    assert chunked.main().tolist() == truth and np.allclose(chunked.change, whole.change)
+    phone = CameraShots()  # one shot, no cuts: all of it is the main camera
+    phone.add(maps[:60])
+    assert phone.main().all()
+
+
+def test_no_rally_and_no_stroke_in_a_shot_off_the_main_camera():
+    from core.detect import CUT_LEVEL, Scores, decide
+    from core.detect_model import DetectorConfig
+
+    fps, n = 25.0, 400
+    hit, upper, rally, change = np.zeros(n), np.full(n, 0.5), np.ones(n), np.full(n, 0.002)
+    for f in (40, 70, 100, 260, 290, 320):
+        hit[f] = 0.95
+    change[[150, 250]] = 5 * CUT_LEVEL
+    main = np.ones(n, bool)
+    main[150:250] = False  # a replay, read as live play, with two swings in it
+    hit[[180, 220]] = 0.9
+    scores = Scores(hit, upper, rally, np.arange(n) / fps, fps, None, change, main)
+    det = decide(scores, DetectorConfig(picture_threshold=0.5, nms_s=0.12), use_audio=False)
+    assert [s.frame for s in det.strokes] == [40, 70, 100, 260, 290, 320]
+    assert [(r.start_frame < 150, r.end_frame < 250) for r in det.rallies] == [(True, True), (False, False)]
+
+
 def test_work_grey_reads_the_luma_at_full_range(tmp_path):
     import av
 

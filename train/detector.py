@@ -37,7 +37,7 @@ from torch import nn
 from core.annotations import load_shuttleset_set
 from core.detect import Scores, decide
 from core.detect_audio import audio_onsets
-from core.detect_features import fix_times, layout_change, probe, read_features
+from core.detect_features import CameraShots, fix_times, probe, read_features
 from core.detect_model import DetectorConfig, DetectorNet, load_detector, normalise, save_detector
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,9 @@ def scores_of(net: DetectorNet, r: Render, audio: bool = True) -> Scores:
         if r.video not in _AUDIO:  # one decode of the sound track per render
             _AUDIO[r.video] = audio_onsets(r.video, r.times)
         track = _AUDIO[r.video]
-    return Scores(p[0], p[1], p[2], r.times, r.fps, track, layout_change(r.maps))
+    shots = CameraShots()
+    shots.add(r.maps)
+    return Scores(p[0], p[1], p[2], r.times, r.fps, track, shots.change, shots.main())
 
 
 def match_hits(pred: list[int], truth: np.ndarray, tol: int) -> list[tuple[int, int]]:
