@@ -13,9 +13,11 @@ actually drawn), so `core.annotations.load_shuttleset_set` reads a render back l
 Timing: each stroke is hit at its annotated time (frame_num / source fps). Inside a rally the real
 gaps are kept (clipped to MIN_STROKE_GAP_S..MAX_STROKE_GAP_S against annotation slips: 1.6 % of
 ShuttleSet's gaps are under 0.28 s, a third of them between serve and return, which would draw
-both players hitting at once and leave the server's side unknowable); a rally's
-live shot ends RALLY_END_S after its last hit, and the pause before the next serve is cut to
-`max_gap`, then lengthened to hold the cut-aways (train/render/cutaways.py: replay, close-up,
+both players hitting at once and leave the server's side unknowable; a return comes at least
+MIN_RETURN_GAP_S after its serve, the shortest serve's flight); a rally's live shot ends
+RALLY_END_S after its last hit, and the pause before the next serve is cut to `max_gap` (at
+least MIN_PAUSE_S: the server fetches the shuttle and takes position), then lengthened to hold
+the cut-aways (train/render/cutaways.py: replay, close-up,
 crowd, walk back) and SETUP_S + HOLD_S of the main camera before the serve. Hit frames are
 round(t * fps), strictly increasing, and the shuttle is at the contact point on exactly that frame.
 Replays re-render earlier live times slowed down; their hits are not strokes and make no sound.
@@ -56,7 +58,7 @@ import cv2
 import numpy as np
 
 from core.annotations import AnnotationError, Stroke, load_shuttleset_set, read_rows
-from core.court import COURT_LENGTH, COURT_WIDTH, NET_Y, Court
+from core.court import COURT_LENGTH, COURT_WIDTH, NET_Y, SHORT_SERVICE_DIST, Court
 from core.encode import Writer
 from train.render import cutaways as cutaway_plan
 from train.render.audio import RATE, soundtrack
@@ -77,6 +79,8 @@ SETUP_S = 0.6  # after the cut-aways, the main camera shows the server this long
 END_COLUMNS = ("rally_start_frame", "rally_end_frame")
 TAIL_S = 1.0
 MIN_STROKE_GAP_S = 0.28  # no singles exchange is faster; ShuttleSet has serve and return 4 frames apart
+MIN_RETURN_GAP_S = 0.5  # a short serve's flight to the receiver
+MIN_PAUSE_S = 3.0  # between two rallies in one camera shot (real broadcasts: 10-25 s)
 MAX_STROKE_GAP_S = 4.0
 HOLD_S = 0.8  # the server shows the shuttle this long before serving
 SERVE_REACH = 0.35  # metres in front of the server, where serves (no hit point) are struck
@@ -127,7 +131,7 @@ class Timeline:
 
 
 def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] | str | None = None,
-               seed: int = 0, size: tuple[int, int] = (640, 360), fps: float = 25, max_gap: float = 2.0,
+               seed: int = 0, size: tuple[int, int] = (640, 360), fps: float = 25, max_gap: float = 4.0,
                progress: Callable[[int, int], None] | None = None,
                options: RenderOptions | None = None, cutaways: bool = True, audio: bool = True) -> Path:
     """Render a ShuttleSet set file (optionally some rallies); returns the rendered set CSV's path.
@@ -306,10 +310,12 @@ def _timeline(pairs: list[tuple[Stroke, dict]], court: Court, src_fps: float, fp
         if prev_src is not None:
             gap = src_t - prev_src
             if stroke.rally == prev_rally:
-                t += float(np.clip(gap, MIN_STROKE_GAP_S, MAX_STROKE_GAP_S))
+                shortest = MIN_RETURN_GAP_S if stroke.ball_round == 2 else MIN_STROKE_GAP_S
+                t += float(np.clip(gap, shortest, MAX_STROKE_GAP_S))
             else:  # the pause after a rally, cut to max_gap, lengthened for the cut-aways
                 pause = gap - LAST_FLIGHT_S
-                t += LAST_FLIGHT_S + float(np.clip(pause if gap > 0 else max_gap, 0.3, max(max_gap, 0.3)))
+                t += LAST_FLIGHT_S + float(np.clip(pause if gap > 0 else max_gap, MIN_PAUSE_S,
+                                                   max(max_gap, MIN_PAUSE_S)))
                 end, new = _close_rally(shots, first_of_rally, fps, rng_cuts)
                 if new:
                     cuts += new
@@ -359,10 +365,21 @@ def _own_half(p: np.ndarray | None, side: str, margin: float = 0.3) -> np.ndarra
     return np.array([x, y])
 
 
+def _in_service_court(p: np.ndarray | None, side: str) -> np.ndarray | None:
+    """A server's or receiver's point moved behind the short service line (annotations put some at the net)."""
+    if p is None:
+        return None
+    reach = SHORT_SERVICE_DIST + SERVE_REACH + 0.15  # the serve is struck behind the line too
+    y = min(p[1], NET_Y - reach) if side == "upper" else max(p[1], NET_Y + reach)
+    return np.array([float(np.clip(p[0], 0.5, COURT_WIDTH - 0.5)), y])
+
+
 def _place(stroke: Stroke, row: dict, frame: int, t: float, hitter: str, court: Court) -> Shot:
     other_side = "bottom" if stroke.side == "upper" else "upper"
     me = _own_half(_metres(court, stroke.player_xy), stroke.side)
     other = _own_half(_metres(court, stroke.opponent_xy), other_side)
+    if stroke.ball_round == 1:  # server and receiver stand in their service courts
+        me, other = _in_service_court(me, stroke.side), _in_service_court(other, other_side)
     hit = _own_half(_metres(court, stroke.hit_xy), stroke.side, 0.15)
     if hit is None:  # serves: struck just in front of the server
         toward_net = 1.0 if stroke.side == "upper" else -1.0
@@ -706,8 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="look of the render: colours, camera, noise (default 0)")
     p.add_argument("--size", type=_size, default=(640, 360), help="frame size WxH (default 640x360)")
     p.add_argument("--fps", type=float, default=25, help="frame rate of the render (default 25)")
-    p.add_argument("--max-gap", type=float, default=2.0,
-                   help="longest pause between rallies in seconds, before cut-aways (default 2)")
+    p.add_argument("--max-gap", type=float, default=4.0,
+                   help="longest pause between rallies in seconds, before cut-aways (default 4; at least 3)")
     p.add_argument("--cutaways", action=argparse.BooleanOptionalAction, default=True,
                    help="broadcast cut-aways between rallies: replay, close-up, crowd, walk back (default on)")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
