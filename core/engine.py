@@ -426,6 +426,15 @@ class Engine:
                 return self.playable_video(s["video"]), int(s["set_no"])
         return None, None
 
+    def video_fps(self, match_id: int | None, set_no: int | None = None) -> float | None:
+        """Frame rate of the set's video that `match_video` plays (None: not known)."""
+        if match_id is None:
+            return None
+        with self._index_lock:
+            sets = [s for s in self.index.sets(match_id) if s.get("video")]
+        chosen = [s for s in sets if set_no is None or s["set_no"] == int(set_no)] or sets
+        return float(chosen[0]["fps"]) if chosen and chosen[0].get("fps") else None
+
     def clip(self, stroke: dict) -> Path:
         """A short browser-playable clip of one stroke (cached under media/clips/)."""
         video = stroke.get("video")

@@ -8,8 +8,9 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from core.engine import Engine
-from ui.common import (PLAY_ALL_JS, SEEK_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, confidence_cell,
-                       play_all_payload, progress_callback, row_index, seek_payload)
+from ui.common import (EXPECTED, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS, SPEED_JS, TIMELINE_CLICK_JS,
+                       VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, row_index,
+                       seek_payload)
 from ui.figures import timeline_figure
 
 EXAMPLES = [
@@ -22,7 +23,10 @@ EXAMPLES = [
     "Find every serve",
     "When does the bottom player lob from the net?",
 ]
-RESULT_COLUMNS = ["set", "rally", "stroke", "time (s)", "player", "type", "caption", "source", "confidence"]
+RESULT_COLUMNS = ["set", "rally", "#", "time s", "player", "type", "caption", "source", "conf."]
+RESULT_WIDTHS = ["6%", "7%", "6%", "9%", "16%", "11%", "29%", "9%", "7%"]
+SPEEDS = ["0.25", "0.5", "1", "1.5", "2"]
+KEYS_HINT = "Keys: space play/pause · ← → , . frame · shift+← → 1 s · J back 1 s · K pause · L play/faster"
 
 
 def result_table(rows: list[dict]) -> list[list]:
@@ -35,12 +39,20 @@ def result_table(rows: list[dict]) -> list[list]:
 
 
 def on_match(engine: Engine, match_id: int | None) -> tuple:
-    """A newly picked match: (match, video, video name, results, table, timeline, message), results cleared."""
+    """A newly picked match: (match, video, video name, frame rate, results, table, timeline,
+    message), results cleared."""
     if match_id is None:
-        return None, None, None, [], [], timeline_figure([]), ""
-    path, _ = engine.match_video(match_id)
-    return (match_id, str(path) if path else None, path.name if path else None, [], [],
-            timeline_figure([]), "" if path else "This match has no video; questions still work.")
+        return None, None, None, "", [], [], timeline_figure([]), ""
+    path, set_no = engine.match_video(match_id)
+    fps = engine.video_fps(match_id, set_no)
+    return (match_id, str(path) if path else None, path.name if path else None, f"{fps:g}" if fps else "",
+            [], [], timeline_figure([]), "" if path else "This match has no video; questions still work.")
+
+
+def _fps_text(engine: Engine, match_id: int | None) -> str:
+    path, set_no = engine.match_video(match_id) if match_id is not None else (None, None)
+    fps = engine.video_fps(match_id, set_no) if path else None
+    return f"{fps:g}" if fps else ""
 
 
 def on_refresh(engine: Engine) -> gr.Dropdown:
@@ -70,10 +82,17 @@ def on_add(engine: Engine, vfile: str | None, cfile: str | None, vpath: str, cpa
     return gr.Dropdown(choices=engine.match_choices(), value=match_id), note
 
 
-def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple[list[dict], list[list], go.Figure, str]:
-    """A question's (result rows, table, timeline, message); the message counts them or names near misses."""
-    ans = engine.ask(q, match_id)
-    note = ans.message or f"{len(ans.rows)} matching stroke{'' if len(ans.rows) == 1 else 's'}."
+def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
+    """A question's (result rows, table, timeline, message); the message quotes the question it
+    answers and counts the strokes or names near misses. A question that cannot be asked keeps
+    the shown results and says why."""
+    try:
+        ans = engine.ask(q, match_id)
+    except EXPECTED as err:
+        why = str(err).strip("'\"")
+        return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)"
+    count = f"{len(ans.rows)} matching stroke{'' if len(ans.rows) == 1 else 's'}."
+    note = f"**“{' '.join(q.split())}”**: " + (ans.message or count)
     if ans.counts:
         note += f" By {ans.count_by}: " + ", ".join(f"{k} {n}" for k, n in ans.counts) + "."
     if not ans.rows and ans.near_misses:
@@ -125,18 +144,18 @@ def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | Non
     return _player(path, current_name, play_all_payload(segs, path.name))
 
 
-def on_export_csv(engine: Engine, rows: list[dict] | None) -> str:
-    """The path of the results as a CSV under exports/."""
+def on_export_csv(engine: Engine, rows: list[dict] | None) -> dict:
+    """The download box, shown, with the results as a CSV under exports/."""
     if not rows:
         raise gr.Error("No results to export.")
-    return str(engine.export_results_csv(rows))
+    return gr.update(value=str(engine.export_results_csv(rows)), visible=True)
 
 
-def on_export_mp4(engine: Engine, rows: list[dict] | None, progress: gr.Progress = gr.Progress()) -> str:
-    """The path of a highlight video of the results under exports/."""
+def on_export_mp4(engine: Engine, rows: list[dict] | None, progress: gr.Progress = gr.Progress()) -> dict:
+    """The download box, shown, with a highlight video of the results under exports/."""
     if not rows:
         raise gr.Error("No results to export.")
-    return str(engine.export_highlights(rows, progress=progress_callback(progress)))
+    return gr.update(value=str(engine.export_highlights(rows, progress=progress_callback(progress))), visible=True)
 
 
 # ---------------------------------------------------------------- layout and events
@@ -166,39 +185,46 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                 server = gr.Radio(FIRST_SERVER, value="", label="First server's end", elem_id="first-server")
             add = gr.Button("Add and index", elem_id="add-match")
             add_status = gr.Markdown(elem_id="add-status")
-        with gr.Row():
-            with gr.Column(scale=3):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, elem_id="watch-col"):  # stays in view while the results scroll
                 video = gr.Video(label="Match video", elem_id=VIDEO_ID, interactive=False, autoplay=False,
                                  value=shared.first_video)
-            with gr.Column(scale=2):
-                question = gr.Textbox(label="Ask the match", placeholder=EXAMPLES[0], lines=2, elem_id="question")
-                gr.Examples(EXAMPLES, inputs=question, label="Example questions")
                 with gr.Row():
-                    ask = gr.Button("Ask", variant="primary", elem_id="ask")
-                    lanes = gr.Radio(["player", "stroke", "side"], value="player", label="Timeline lanes")
+                    speed = gr.Radio(SPEEDS, value="1", label="Speed", elem_id="speed", scale=2)
+                    lanes = gr.Radio(["player", "stroke", "side"], value="player", label="Timeline lanes", scale=2)
+                gr.Markdown(KEYS_HINT, elem_id="player-keys")
+                timeline = gr.Plot(timeline_figure([], empty="Ask a question: its strokes appear here"),
+                                   label="Event timeline (click a mark to play it)", elem_id="timeline")
+            with gr.Column(scale=4):
+                with gr.Row():
+                    question = gr.Textbox(label="Ask the match (Enter asks)", placeholder=EXAMPLES[0], lines=1,
+                                          max_lines=1, elem_id="question", scale=5)
+                    ask = gr.Button("Ask", variant="primary", elem_id="ask", scale=1, min_width=70)
                 message = gr.Markdown(elem_id="answer-message")
-        timeline = gr.Plot(timeline_figure([], empty="Ask a question: its strokes appear here"),
-                           label="Event timeline (click a mark to play it)", elem_id="timeline")
-        results = gr.Dataframe(headers=RESULT_COLUMNS, label="Matching strokes (click a row to play it)",
-                               interactive=False, wrap=True, elem_id="results", max_height=360)
-        with gr.Row():
-            play_all = gr.Button("▶ Play all", elem_id="play-all")
-            export_csv = gr.Button("Export CSV")
-            export_mp4 = gr.Button("Export highlight mp4")
-        download = gr.File(label="Export", interactive=False, elem_id="export-file", height=90)
+                results = gr.Dataframe(headers=RESULT_COLUMNS, label="Matching strokes (click a row to play it)",
+                                       interactive=False, wrap=True, elem_id="results", max_height=330,
+                                       column_widths=RESULT_WIDTHS)
+                with gr.Row():
+                    play_all = gr.Button("▶ Play all", elem_id="play-all")
+                    export_csv = gr.Button("Export CSV")
+                    export_mp4 = gr.Button("Export highlight mp4")
+                download = gr.File(label="Export", interactive=False, elem_id="export-file", height=90, visible=False)
+                gr.Examples(EXAMPLES, inputs=question, label="Example questions")
+        fps = gr.Textbox(elem_classes="sl-hidden", elem_id="video-fps", show_label=False,
+                         value=_fps_text(engine, shared.first_match))
         seek = gr.Textbox(elem_classes="sl-hidden", elem_id="seek-payload", show_label=False)
         pick = gr.Textbox(elem_classes="sl-hidden", elem_id="timeline-pick", show_label=False)
         video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
 
     match.change(bind(on_match, engine), match,
-                 [shared.match, video, video_name, shared.results, results, timeline, message])
+                 [shared.match, video, video_name, fps, shared.results, results, timeline, message])
     refresh.click(bind(on_refresh, engine), None, match)
     add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server],
               [match, add_status])
-    ask_args = dict(fn=bind(on_ask, engine), inputs=[question, shared.match, lanes],
-                    outputs=[shared.results, results, timeline, message], concurrency_limit=4)
-    ask.click(**ask_args)
-    question.submit(**ask_args)
+    # one listener for both triggers: a question asked while one runs waits for it, then replaces it
+    gr.on([ask.click, question.submit], bind(on_ask, engine), [question, shared.match, lanes],
+          [shared.results, results, timeline, message], trigger_mode="always_last", concurrency_limit=4)
+    speed.change(None, speed, None, js=SPEED_JS)
     lanes.change(bind(on_lanes, engine), [shared.results, lanes], timeline)
     results.select(bind(on_select, engine), [shared.results, video_name], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
@@ -208,4 +234,4 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         .then(None, seek, None, js=PLAY_ALL_JS)
     export_csv.click(bind(on_export_csv, engine), shared.results, download)
     export_mp4.click(bind(on_export_mp4, engine), shared.results, download)
-    shared.app_load_js.append(TIMELINE_CLICK_JS)
+    shared.app_load_js += [TIMELINE_CLICK_JS, PLAYER_KEYS_JS, PLAYHEAD_JS]

@@ -186,9 +186,81 @@ def plot_click_js(plot_id: str, box_id: str, value: str) -> str:
 # A clicked timeline mark's row index: the server seeks as for a table click.
 TIMELINE_CLICK_JS = plot_click_js("timeline", "timeline-pick", "String(pt.customdata[2])")
 
+# Page-load JS: the keys of video-analysis tools on the player in view (the Analyze tab's, the
+# Strokes tab's edit player), wherever the focus is but a text field: space play/pause, K pause, L play (again: faster, up to 2x), J back one second,
+# ←/→ or ,/. one frame (the set's frame rate from #video-fps), shift+←/→ one second.
+PLAYER_KEYS_JS = """
+() => {
+  if (window.slKeys) return;
+  window.slKeys = true;
+  const rates = [0.25, 0.5, 1, 1.5, 2];
+  document.addEventListener('keydown', (e) => {
+    const el = e.target;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable)) return;
+    const v = [%(players)s].map((q) => document.querySelector(q)).find((x) => x && x.offsetParent !== null);
+    if (!v) return;
+    const box = document.querySelector('#video-fps textarea, #video-fps input');
+    const frame = 1 / (parseFloat(box && box.value) || 25);
+    const play = () => { const p = v.play(); if (p && p.catch) p.catch(() => {}); };
+    const step = (dt) => { v.pause(); v.currentTime = Math.max(0, Math.min(v.duration || 1e9, v.currentTime + dt)); };
+    const k = e.key;
+    if (k === ' ') { v.paused ? play() : v.pause(); }
+    else if (k === 'k' || k === 'K') { v.pause(); }
+    else if (k === 'l' || k === 'L') {
+      if (v.paused) { play(); } else { v.playbackRate = rates.find((r) => r > v.playbackRate + 1e-6) || 2; }
+    }
+    else if (k === 'j' || k === 'J') { step(-1); }
+    else if (k === 'ArrowRight') { step(e.shiftKey ? 1 : frame); }
+    else if (k === 'ArrowLeft') { step(e.shiftKey ? -1 : -frame); }
+    else if (k === '.') { step(frame); }
+    else if (k === ',') { step(-frame); }
+    else { return; }
+    e.preventDefault();
+  });
+}
+""" % {"players": ", ".join(f"'#{p} video'" for p in (VIDEO_ID, "edit-video"))}
+
+SPEED_JS = """
+(rate) => {
+  const v = document.querySelector('#%s video');
+  if (v) v.playbackRate = parseFloat(rate) || 1;
+}
+""" % VIDEO_ID
+
+# Page-load JS: a vertical line on the event timeline at the player's current time.
+PLAYHEAD_JS = """
+() => {
+  const draw = () => {
+    const v = document.querySelector('#%s video');
+    const div = document.querySelector('#timeline .js-plotly-plot');
+    if (!v || !div || !div._fullLayout || !div._fullLayout.xaxis) return;
+    const L = div._fullLayout, ax = L.xaxis;
+    let line = div.querySelector('.sl-playhead');
+    if (!line) {
+      line = document.createElement('div');
+      line.className = 'sl-playhead';
+      div.style.position = 'relative';
+      div.appendChild(line);
+    }
+    const x = ax.l2p(v.currentTime);
+    const inside = x >= 0 && x <= ax._length;
+    line.style.display = inside ? 'block' : 'none';
+    line.style.left = (L._size.l + x) + 'px';
+    line.style.top = L._size.t + 'px';
+    line.style.height = L._size.h + 'px';
+    line.dataset.t = v.currentTime.toFixed(2);
+  };
+  setInterval(draw, 200);
+}
+""" % VIDEO_ID
+
 CSS = """
 .sl-hidden { display: none !important; }
-#match-video video { max-height: 420px; background: #000; }
+#watch-col { position: sticky; top: 4px; align-self: flex-start; }
+#match-video video { max-height: 300px; background: #000; }  /* the column fits a 768-px screen */
+.sl-playhead { position: absolute; width: 2px; background: #dc2626; pointer-events: none; z-index: 10; }
+#player-keys { font-size: 0.85em; color: #555; }
 #clip-preview video { max-height: 260px; background: #000; }
 .sl-progress { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; }
 .sl-progress > div { height: 100%; background: #2563eb; }

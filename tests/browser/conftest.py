@@ -117,11 +117,11 @@ def browser():
 
 @pytest.fixture
 def page(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1366, "height": 768})  # a coach's laptop
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     pg.goto(app_url)
-    pg.wait_for_selector("#question textarea")
+    pg.wait_for_selector("#question input")
     yield pg
     context.close()
 

@@ -35,11 +35,29 @@ def _tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def _answered(page, question: str) -> None:
+    """Wait until the shown answer is the one to `question` (the message quotes it)."""
+    page.wait_for_function("(q) => document.querySelector('#answer-message').innerText.includes('“' + q + '”')",
+                           arg=question, timeout=60_000)
+
+
 def _ask(page, question: str) -> None:
-    page.fill("#question textarea", question)
+    page.fill("#question input", question)
     page.click("#ask")
-    page.wait_for_function("document.querySelector('#answer-message').innerText.includes('matching')",
-                           timeout=60_000)
+    _answered(page, question)
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 768 and box["x"] + box["width"] <= 1366
+
+
+def _result_rows(page) -> int:
+    return page.evaluate("document.querySelectorAll(\"#results [data-testid^='cell-'][data-testid$='-0']\").length")
+
+
+def _video(page, prop: str) -> float:
+    return page.evaluate(f"document.querySelector('#match-video video').{prop}")
 
 
 def _wait_time(page, low: float, high: float) -> None:
@@ -66,6 +84,7 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot, clears):
     page.locator("#results").get_by_test_id("cell-1-3").click()
     _wait_time(page, clears[1][1], clears[1][1] + 2.1)
     # clicking the first timeline mark seeks to the first clear (3.96 s - 0.5 s)
+    page.locator("#timeline").scroll_into_view_if_needed()
     box = page.locator("#timeline .scatterlayer .point").nth(0).bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)  # as a user does: the mark's label shows, then the click lands on it
@@ -76,16 +95,78 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot, clears):
     shot(page, "analyze-seek")
 
 
+def test_at_a_laptop_size_enter_asks_and_the_answer_shows_beside_the_video(page, shot, clears):
+    page.fill("#question input", QUESTION)
+    page.press("#question input", "Enter")
+    _answered(page, QUESTION)
+    assert "2 matching strokes" in page.inner_text("#answer-message")
+    for part in ("#match-video video", "#answer-message", "#results [data-testid='cell-0-0']", "#ask"):
+        assert _in_view(page, part), part
+    shot(page, "analyze-laptop")
+    # a second question asked while the first runs replaces it: the answer shown is the last one's
+    page.fill("#question input", "Find every serve")
+    page.press("#question input", "Enter")
+    page.fill("#question input", QUESTION)
+    page.press("#question input", "Enter")
+    _answered(page, QUESTION)
+    time.sleep(2)  # nothing older arrives afterwards
+    assert "“" + QUESTION + "”" in page.inner_text("#answer-message")
+    assert _result_rows(page) == 2
+    # an empty question says why and keeps the results
+    page.fill("#question input", " ")
+    page.press("#question input", "Enter")
+    page.wait_for_function("document.querySelector('#answer-message').innerText.includes('unchanged')")
+    assert _result_rows(page) == 2
+
+
+def test_player_keys_step_frames_and_seconds_and_set_the_speed(page, shot):
+    page.wait_for_function("document.querySelector('#match-video video').readyState >= 2", timeout=60_000)
+    page.locator("h1").click()  # the focus off any text field
+    page.keyboard.press("Shift+ArrowRight")
+    page.wait_for_function("Math.abs(document.querySelector('#match-video video').currentTime - 1) < 0.01")
+    page.keyboard.press(".")
+    assert _video(page, "currentTime") == pytest.approx(1.04, abs=0.005)  # one frame at 25 fps
+    page.keyboard.press(",")
+    page.keyboard.press(",")
+    assert _video(page, "currentTime") == pytest.approx(0.96, abs=0.005)
+    page.keyboard.press("l")  # play
+    page.wait_for_function("!document.querySelector('#match-video video').paused")
+    page.keyboard.press("l")  # faster
+    assert _video(page, "playbackRate") == 1.5
+    page.keyboard.press("k")
+    assert page.evaluate("document.querySelector('#match-video video').paused")
+    page.locator("#speed").get_by_text("0.5", exact=True).click()
+    page.wait_for_function("document.querySelector('#match-video video').playbackRate === 0.5")
+    # typing in the question box is not taken for keys
+    t = _video(page, "currentTime")
+    page.fill("#question input", "")
+    page.press("#question input", ".")
+    assert _video(page, "currentTime") == t
+
+
+def test_the_timeline_playhead_follows_the_video(page, shot):
+    _ask(page, QUESTION)
+    page.locator("h1").click()
+    page.keyboard.press(" ")
+    page.wait_for_selector("#timeline .sl-playhead", state="visible", timeout=30_000)
+    first = page.locator("#timeline .sl-playhead").bounding_box()["x"]
+    page.wait_for_function("document.querySelector('#match-video video').currentTime > 2.5", timeout=30_000)
+    time.sleep(0.5)
+    assert page.locator("#timeline .sl-playhead").bounding_box()["x"] > first + 5
+    played = float(page.get_attribute("#timeline .sl-playhead", "data-t"))
+    assert played == pytest.approx(_video(page, "currentTime"), abs=0.6)
+    page.keyboard.press("k")
+    shot(page, "analyze-playhead")
+
+
 def test_a_rally_question_shades_its_rallies_and_a_count_question_counts(page, shot):
     _ask(page, "rallies of more than 20 shots")
     assert "24 matching strokes" in page.inner_text("#answer-message")  # rally 5 of the demo set
     page.wait_for_selector("#timeline .shapelayer path")
     assert "R5" in page.inner_text("#timeline")
     shot(page, "analyze-rally")
-    page.fill("#question textarea", "who hit more clears")
-    page.click("#ask")
-    page.wait_for_function("document.querySelector('#answer-message').innerText.includes('By player:')",
-                           timeout=60_000)
+    _ask(page, "who hit more clears")
+    assert "By player:" in page.inner_text("#answer-message")
     assert "CHOU Tien Chen" in page.inner_text("#answer-message")
     shot(page, "analyze-count")
 
@@ -120,7 +201,7 @@ def test_strokes_filter_and_caption_persists(page, shot, app_url):
     shot(page, "strokes-edited")
 
     page.reload()
-    page.wait_for_selector("#question textarea")
+    page.wait_for_selector("#question input")
     _tab(page, "Strokes")
     page.wait_for_function(f"document.querySelector('#stroke-table').innerText.includes({new!r})")
 
