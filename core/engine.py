@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from core.video import (Progress, VideoError, fourcc, iter_windows, probe, trans
 from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
 
 log = logging.getLogger(__name__)
+
+FOLDER_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")  # a set's video beside its set file
 
 DEFAULT_MODEL_DIR = DEMO_MODEL_DIR
 # Codecs Chromium, Firefox and Safari all play in <video>; anything else gets a browser copy.
@@ -227,6 +230,49 @@ class Engine:
                               progress=step)
         except DetectError as err:  # detection cannot read this video: the other way in
             raise EngineError(f"{err} (or add the match with its annotation CSV)") from None
+
+    def add_shuttleset(self, source: str | Path, progress: Progress | None = None) -> list[int]:
+        """Index every set of a ShuttleSet folder (`match.csv`, `homography.csv`, `<video>/setN.csv`,
+        videos beside their set files as `setN.mp4`), given as a folder inside the workspace or as a
+        zip (a browser upload, unpacked under uploads/): player names come from match.csv, court
+        positions from homography.csv. Returns the indexed matches' ids."""
+        src = Path(source)
+        if src.is_dir():
+            root = self._ws().resolve(src, what="ShuttleSet folder")
+        elif zipfile.is_zipfile(src):
+            root = self._unzip(src)
+        else:
+            raise EngineError(f"{src.name}: not a ShuttleSet folder or a zip of one")
+        tables = sorted(root.rglob("match.csv"), key=lambda p: len(p.parts))
+        base = tables[0].parent if tables else root
+        sets = sorted(base.glob("*/set*.csv")) or sorted(root.rglob("set*.csv"))
+        if not sets:
+            raise EngineError(f"{src.name}: no set files (<match>/set1.csv ...) in it")
+        ids: list[int] = []
+        for set_csv in sets:
+            video = next((v for v in (set_csv.with_suffix(x) for x in FOLDER_VIDEO_SUFFIXES) if v.is_file()), None)
+            match_id = self.add_match(str(set_csv), str(video) if video else None, progress=progress)
+            if match_id not in ids:
+                ids.append(match_id)
+        return ids
+
+    def _unzip(self, archive: Path) -> Path:
+        """A zip's CSV and video files under a new uploads/ folder (no path may leave it)."""
+        with zipfile.ZipFile(archive) as z:
+            members = [m for m in z.infolist() if not m.is_dir()
+                       and Path(m.filename).suffix.lower() in (".csv", *FOLDER_VIDEO_SUFFIXES)]
+            if sum(m.file_size for m in members) > MAX_UPLOAD_BYTES:
+                raise EngineError(f"{archive.name} unpacks to more than {MAX_UPLOAD_BYTES / 2**30:.0f} GiB")
+            dest = self._ws().upload_dir(archive.stem)
+            for m in members:
+                rel = Path(m.filename)
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise EngineError(f"{archive.name}: {m.filename} points outside the folder")
+                out = dest / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(m) as fin, out.open("wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+        return dest
 
     def save_upload(self, uploaded: str | Path, match_name: str) -> Path:
         """Move a browser upload (Gradio's temp file) into the workspace's uploads/ folder."""

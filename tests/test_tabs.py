@@ -43,7 +43,7 @@ def video_match(engine, index_video) -> int:  # noqa: F811
     lines += [f"demo_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in HITS]
     (folder / "demo.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     picker, status = analyze_tab.on_add(engine, None, None, "uploads/v/indexed.mp4", "uploads/v/demo.csv", "m")
-    assert status == f"Indexed match {picker.value}." and picker.value in [v for _, v in picker.choices]
+    assert status == "Added demo (7 strokes)." and picker.value in [v for _, v in picker.choices]
     return picker.value
 
 
@@ -67,7 +67,7 @@ def test_adding_uploads_moves_them_into_the_workspace(engine, index_video, tmp_p
     picker, status = analyze_tab.on_add(engine, str(index_video), str(csv), "", "", "my match")
     saved = engine.workspace.uploads / "my_match"
     assert (saved / "indexed.mp4").is_file() and (saved / "set.csv").is_file()
-    assert status == f"Indexed match {picker.value}."
+    assert status == "Added x (1 stroke)."  # the reference CSV names its match in the ids
     assert [r["stroke"] for r in engine.strokes(picker.value)] == ["smash"]
     with pytest.raises(gr.Error, match="give the match video"):
         bind(analyze_tab.on_add, engine)(None, None, "", "", "nothing")

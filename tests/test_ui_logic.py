@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,53 @@ def test_app_builds_with_the_security_settings(engine):
     assert kw["share"] is False and kw["server_name"] == "127.0.0.1" and kw["max_file_size"] == "2gb"
     assert str(engine.workspace.root) in kw["allowed_paths"]
     assert json.dumps(kw["allowed_paths"])  # plain strings
+
+
+def _shuttleset_zip(path, match: str, sets: tuple[str, ...], extra: dict | None = None):
+    """A zip of a ShuttleSet folder as a coach downloads it: the two tables and one match's sets."""
+    root = SET_CSV.parents[1]
+    with zipfile.ZipFile(path, "w") as z:
+        for name in ("match.csv", "homography.csv"):
+            z.write(root / name, f"shuttleset/{name}")
+        for s in sets:
+            z.write(root / match / s, f"shuttleset/{match}/{s}")
+        for name, text in (extra or {}).items():
+            z.writestr(name, text)
+    return path
+
+
+def test_a_shuttleset_folder_zip_keeps_player_names_and_court_positions(engine, tmp_path):
+    match = SET_CSV.parent.name
+    archive = _shuttleset_zip(tmp_path / "match.zip", match, ("set1.csv", "set2.csv"))
+    ids = engine.add_shuttleset(archive)
+    assert len(ids) == 1  # both sets join one match
+    rows = engine.strokes(ids[0])
+    assert {r["set_no"] for r in rows} == {1, 2}
+    names = {r["player_name"] for r in rows}
+    assert len(names) == 2 and not names & {"A", "B", None}  # match.csv's names, not letters
+    assert sum(r["hit_x"] is not None for r in rows) > 0.9 * len(rows)  # homography.csv's court positions
+    # the same set files without the tables: letters and no positions, as a plain upload gets
+    bare = tmp_path / "bare.zip"
+    with zipfile.ZipFile(bare, "w") as z:
+        z.write(SET_CSV.parents[1] / match / "set1.csv", f"{match}x/set1.csv")
+    plain = engine.strokes(engine.add_shuttleset(bare)[0])
+    assert {r["player_name"] for r in plain} <= {"A", "B", None} and all(r["hit_x"] is None for r in plain)
+
+
+def test_a_bad_folder_zip_is_refused_and_nothing_is_added(engine, tmp_path):
+    before = engine.matches()
+    evil = _shuttleset_zip(tmp_path / "evil.zip", SET_CSV.parent.name, ("set1.csv",),
+                           {"../../outside.csv": "rally\n"})
+    with pytest.raises(EngineError, match="outside the folder"):
+        engine.add_shuttleset(evil)
+    assert not (engine.workspace.root.parent / "outside.csv").exists()
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("notes.txt", "nothing here")
+    with pytest.raises(EngineError, match="no set files"):
+        engine.add_shuttleset(empty)
+    text = tmp_path / "notes.zip"
+    text.write_text("not a zip")
+    with pytest.raises(EngineError, match="not a ShuttleSet folder"):
+        engine.add_shuttleset(text)
+    assert engine.matches() == before

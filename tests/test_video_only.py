@@ -225,12 +225,12 @@ def test_the_tabs_add_a_video_alone_and_edit_its_strokes(engine, detected):
     picker, status = analyze_tab.on_add(engine, None, None, "uploads/m/rally.mp4", "", "m", bottom="Ann Bottom",
                                         upper="Bo Upper", first_server="bottom")
     match_id = picker.value
-    assert status == f"Detected 6 strokes; indexed match {match_id}."
-    # Gradio fills the progress tracker in its place and passes the 8 inputs around it
+    assert status == "Detected 6 strokes; added rally."  # named after its video
+    # Gradio fills the progress tracker in its place and passes the 9 inputs around it
     from gradio.helpers import special_args
 
-    args, progress_index = special_args(bind(analyze_tab.on_add, engine), list(range(8)))[:2]
-    assert progress_index == 5 and args[:5] == [0, 1, 2, 3, 4] and args[6:] == [5, 6, 7]
+    args, progress_index = special_args(bind(analyze_tab.on_add, engine), list(range(9)))[:2]
+    assert progress_index == 5 and args[:5] == [0, 1, 2, 3, 4] and args[6:] == [5, 6, 7, 8]
     values = ["all"] * len(strokes_tab.FILTERS)
     video, set_no, name = strokes_tab.on_edit_video(engine, match_id)
     assert name == Path(video).name

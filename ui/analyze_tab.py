@@ -60,25 +60,37 @@ def on_refresh(engine: Engine) -> gr.Dropdown:
     return gr.Dropdown(choices=engine.match_choices())
 
 
+def _strokes(n: int) -> str:
+    return f"{n} stroke{'' if n == 1 else 's'}"
+
+
 FIRST_SERVER = [("not known", ""), ("bottom", "bottom"), ("upper", "upper")]
 
 
 def on_add(engine: Engine, vfile: str | None, cfile: str | None, vpath: str, cpath: str, mname: str,
            progress: gr.Progress = gr.Progress(), bottom: str = "", upper: str = "",
-           first_server: str = "") -> tuple[gr.Dropdown, str]:
+           first_server: str = "", folder: str | None = None) -> tuple[gr.Dropdown, str]:
     """Index an uploaded (or workspace) match: (the picker set to it, a status line). A video without
-    annotations is detected first; `bottom` and `upper` name the players starting at those ends.
-    (Gradio puts its progress tracker at `progress`'s place and the inputs around it.)"""
+    annotations is detected first; `bottom` and `upper` name the players starting at those ends. A
+    ShuttleSet folder (a zip upload, or a workspace folder in the annotation path) adds all its sets
+    with match.csv's names and homography.csv's court. (Gradio puts its progress tracker at
+    `progress`'s place and the inputs around it.)"""
+    if folder or (cpath and engine.workspace.resolve(cpath, what="annotation path").is_dir()):
+        ids = engine.add_shuttleset(folder or cpath, progress=progress_callback(progress))
+        added = [m for m in engine.matches() if m["id"] in ids]
+        names = "; ".join(f"{m['name'].replace('_', ' ')} ({_strokes(m['strokes'])})" for m in added)
+        return gr.Dropdown(choices=engine.match_choices(), value=ids[0]), f"Added {names}."
     vid = engine.save_upload(vfile, mname) if vfile else (vpath or None)
     ann = engine.save_upload(cfile, mname) if cfile else (cpath or None)
     names = tuple(" ".join(str(n or "").split()) for n in (bottom, upper))
     match_id = engine.add_match(str(ann) if ann else None, str(vid) if vid else None,
                                 progress=progress_callback(progress), players=names if any(names) else None,
                                 first_server=first_server or None)
-    note = f"Indexed match {match_id}."
+    added = next((m for m in engine.matches() if m["id"] == match_id), {"name": "the match", "strokes": 0})
+    label = added["name"].replace("_", " ")
+    note = f"Added {label} ({_strokes(added['strokes'])})."
     if ann is None and vid is not None:
-        n = next((m["strokes"] for m in engine.matches() if m["id"] == match_id), 0)
-        note = f"Detected {n} strokes; indexed match {match_id}."
+        note = f"Detected {_strokes(added['strokes'])}; added {label}."
     return gr.Dropdown(choices=engine.match_choices(), value=match_id), note
 
 
@@ -91,7 +103,7 @@ def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
     except EXPECTED as err:
         why = str(err).strip("'\"")
         return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)"
-    count = f"{len(ans.rows)} matching stroke{'' if len(ans.rows) == 1 else 's'}."
+    count = f"{len(ans.rows)} matching {_strokes(len(ans.rows)).split(' ', 1)[1]}."
     note = f"**“{' '.join(q.split())}”**: " + (ans.message or count)
     if ans.counts:
         note += f" By {ans.count_by}: " + ", ".join(f"{k} {n}" for k, n in ans.counts) + "."
@@ -174,10 +186,13 @@ def create_analyze_tab(engine: Engine, shared) -> None:
             with gr.Row():
                 up_video = gr.File(label="Video (mp4)", file_types=[".mp4", ".webm", ".mov", ".mkv", ".avi"])
                 up_csv = gr.File(label="Annotations (csv)", file_types=[".csv"])
+                up_folder = gr.File(label="…or a ShuttleSet folder as a zip (match.csv, homography.csv, "
+                                    "<match>/set1.csv, videos beside)", file_types=[".zip"], elem_id="add-folder")
             with gr.Row():
                 path_video = gr.Textbox(label="…or video path", placeholder="uploads/match/set1.mp4",
                                         elem_id="add-video-path")
-                path_csv = gr.Textbox(label="…or annotation path", placeholder="uploads/match/set1.csv")
+                path_csv = gr.Textbox(label="…or annotation path (a set CSV or a ShuttleSet folder)",
+                                      placeholder="uploads/match/set1.csv")
                 name = gr.Textbox(label="Match name (for uploads)", value="match")
             with gr.Row():
                 bottom = gr.Textbox(label="Player starting at the bottom end (video only)", elem_id="player-bottom")
@@ -219,7 +234,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
     match.change(bind(on_match, engine), match,
                  [shared.match, video, video_name, fps, shared.results, results, timeline, message])
     refresh.click(bind(on_refresh, engine), None, match)
-    add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server],
+    add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server, up_folder],
               [match, add_status])
     # one listener for both triggers: a question asked while one runs waits for it, then replaces it
     gr.on([ask.click, question.submit], bind(on_ask, engine), [question, shared.match, lanes],

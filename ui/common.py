@@ -235,6 +235,7 @@ PLAYHEAD_JS = """
     const v = document.querySelector('#%s video');
     const div = document.querySelector('#timeline .js-plotly-plot');
     if (!v || !div || !div._fullLayout || !div._fullLayout.xaxis) return;
+    const marks = (div.data || []).some((t) => t.x && t.x.length);
     const L = div._fullLayout, ax = L.xaxis;
     let line = div.querySelector('.sl-playhead');
     if (!line) {
@@ -244,7 +245,7 @@ PLAYHEAD_JS = """
       div.appendChild(line);
     }
     const x = ax.l2p(v.currentTime);
-    const inside = x >= 0 && x <= ax._length;
+    const inside = marks && x >= 0 && x <= ax._length;
     line.style.display = inside ? 'block' : 'none';
     line.style.left = (L._size.l + x) + 'px';
     line.style.top = L._size.t + 'px';

@@ -229,6 +229,31 @@ def test_summary_tab_reports_the_match_and_a_chart_click_shows_its_rally(page, s
     shot(page, "summary-rally")
 
 
+def test_a_shuttleset_folder_zip_adds_its_sets_with_the_players_named(page, shot, tmp_path):
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1] / "data" / "shuttleset"
+    match = "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals"
+    copy = "Denmark_Open_2018_Final_replay"  # a match of its own, the demo match left as it is
+    archive = tmp_path / "denmark.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("match.csv", "homography.csv"):
+            lines = (root / name).read_text(encoding="utf-8").splitlines()
+            z.writestr(name, "\n".join([lines[0]] + [ln.replace(match, copy) for ln in lines[1:] if match in ln]) + "\n")
+        z.write(root / match / "set3.csv", f"{copy}/set3.csv")
+    page.locator("#add-match-form").get_by_text("Add a match").first.click()
+    page.set_input_files("#add-folder input[type=file]", str(archive))
+    page.wait_for_function("document.querySelector('#add-folder').innerText.includes('denmark.zip')")
+    page.click("#add-match")
+    page.wait_for_function("document.querySelector('#add-status').innerText.includes('Added')", timeout=120_000)
+    assert "Added Denmark Open 2018 Final replay (129 strokes)" in page.inner_text("#add-status")
+    assert "Kento MOMOTA vs CHOU Tien Chen" in page.input_value("#match-pick input")  # match.csv's names
+    shot(page, "add-shuttleset-zip")
+    _ask(page, "Kento MOMOTA's smashes")
+    message = page.inner_text("#answer-message")
+    assert "matching stroke" in message and "does not" not in message, message
+
+
 DETECTOR = Path(__file__).resolve().parents[2] / "assets" / "detector" / "detector.json"
 
 
