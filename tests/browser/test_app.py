@@ -178,6 +178,20 @@ def test_play_all_and_exports(page, shot):
     page.get_by_role("button", name="Export CSV").click()
     page.wait_for_selector("#export-file a", timeout=30_000)
     assert ".csv" in page.inner_text("#export-file")
+    page.get_by_role("button", name="Export highlight mp4").click()
+    page.wait_for_function("document.querySelector('#export-file').innerText.includes('.mp4')", timeout=120_000)
+    href = page.get_attribute("#export-file a[href*='.mp4']", "href")
+    # the highlight video plays in the browser as it is (H.264)
+    state = page.evaluate("""(src) => new Promise((done) => {
+        const v = document.createElement('video');
+        v.muted = true;
+        v.onloadeddata = () => done({ready: v.readyState, error: null, seconds: v.duration});
+        v.onerror = () => done({ready: v.readyState, error: v.error && v.error.code});
+        v.src = src;
+        document.body.appendChild(v);
+    })""", href)
+    assert state["error"] is None and state["ready"] >= 2 and state["seconds"] > 1, state
+    shot(page, "analyze-exports")
 
 
 def test_strokes_filter_and_caption_persists(page, shot, app_url):
