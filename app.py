@@ -47,16 +47,12 @@ def build_engine(args: argparse.Namespace) -> Engine:
         engine.load(args.model, args.precision, args.device, trusted=True)
     except (ModelLoadError, ValueError) as err:
         logging.warning("starting without a model: %s", err)
-    if not args.no_demo:
-        def report(done: int, total: int, what: str) -> None:
-            if done == total or done % 50 == 0:
-                logging.info("indexing the demo match: %s %d/%d", what, done, total)
-
-        try:
-            engine.ensure_demo(progress=report)
-        except Exception as err:  # noqa: BLE001 - the app still starts; the page can add matches
-            logging.error("could not index the demo match: %s", err)
     return engine
+
+
+def _report(done: int, total: int, what: str) -> None:
+    if done == total or done % 50 == 0:
+        logging.info("indexing the demo match: %s %d/%d", what, done, total)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     engine = build_engine(args)
     from ui import build_app, launch_kwargs  # gradio is slow to import; only the app needs it
 
-    app = build_app(engine)
+    app = build_app(engine, demo_pending=not args.no_demo)
+    if not args.no_demo:
+        engine.start_demo(progress=_report)  # the page serves meanwhile and shows the progress
     app.queue(default_concurrency_limit=4)
     where = f"http://{args.host}:{args.port}"
     print(f"Shuttle Lens is running at {where} (workspace: {engine.workspace.root})", file=sys.stderr, flush=True)

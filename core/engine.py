@@ -44,6 +44,17 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STROKE_FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
 
 
+@dataclass
+class DemoStatus:
+    """How far the first start's background indexing of the demo match is."""
+
+    running: bool = False
+    done: int = 0
+    total: int = 0
+    what: str = ""
+    error: str | None = None
+
+
 class EngineError(RuntimeError):
     """Something the user asked for that cannot be done; the message says why."""
 
@@ -73,6 +84,7 @@ class Engine:
         self._lock = threading.Lock()  # the model
         self._index_lock = threading.RLock()  # the SQLite index and the query engine
         self.demo_match = Path(demo_match) if demo_match else DEMO_MATCH_DIR
+        self.demo = DemoStatus()
         self.demo_model = Path(demo_model) if demo_model else DEMO_MODEL_DIR
         self.workspace: Workspace | None = None
         self.runner: Runner | None = None
@@ -196,6 +208,29 @@ class Engine:
             log.info("indexing the demo match: %s", csv_path.relative_to(self.demo_match))
             match_id = self._add(csv_path, video if video.is_file() else None, progress)
         return match_id
+
+    def start_demo(self, progress: Progress | None = None) -> threading.Thread:
+        """`ensure_demo` in a background thread, so that the app serves at once; `self.demo` tells
+        how far it is (the page shows it) and why it failed, if it did."""
+        self.demo = DemoStatus(running=True)
+
+        def step(done: int, total: int, what: str = "") -> None:
+            self.demo.done, self.demo.total, self.demo.what = done, total, what
+            if progress:
+                progress(done, total, what)
+
+        def run() -> None:
+            try:
+                self.ensure_demo(progress=step)
+            except Exception as err:  # noqa: BLE001 - reported on the page and in the log; the app goes on
+                log.error("could not index the demo match: %s", err)
+                self.demo.error = str(err)
+            finally:
+                self.demo.running = False
+
+        thread = threading.Thread(target=run, name="demo-index", daemon=True)
+        thread.start()
+        return thread
 
     def add_match(self, annotations: str | None = None, video: str | None = None, progress: Progress | None = None,
                   players: tuple[str, str] | str | None = None, first_server: str | None = None) -> int:

@@ -8,6 +8,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import yaml
 
@@ -433,3 +434,27 @@ def test_a_bad_folder_zip_is_refused_and_nothing_is_added(engine, tmp_path):
     with pytest.raises(EngineError, match="not a ShuttleSet folder"):
         engine.add_shuttleset(text)
     assert engine.matches() == before
+
+
+def test_the_demo_match_is_indexed_in_the_background_and_the_page_follows(tmp_path):
+    from core.engine import DemoStatus
+    from ui import analyze_tab
+
+    eng = Engine(tmp_path / "ws", demo_match=SET_CSV.parents[1])  # a ShuttleSet folder: three sets, no video
+    eng.demo = DemoStatus(running=True, done=12, total=48, what="strokes")
+    note, picker, timer = analyze_tab.on_demo_tick(eng)
+    assert "Preparing the demo match" in note and "25%" in note and picker == gr.skip() and timer == gr.skip()
+    eng.start_demo().join(120)
+    assert not eng.demo.running and eng.demo.error is None
+    (match,) = eng.matches()
+    assert {r["set_no"] for r in eng.strokes(match["id"])} == {1, 2, 3}
+    note, picker, timer = analyze_tab.on_demo_tick(eng)
+    assert note == "" and picker.value == match["id"] and timer.active is False
+    # a demo that cannot be indexed: the reason on the page, the app goes on
+    bad = tmp_path / "bad-demo" / "m"
+    bad.mkdir(parents=True)
+    (bad / "set1.csv").write_text("no,such,columns\n1,2,3\n")
+    broken = Engine(tmp_path / "ws2", demo_match=bad.parent)
+    broken.start_demo().join(60)
+    assert not broken.demo.running and broken.demo.error
+    assert analyze_tab.on_demo_tick(broken)[0].startswith("⚠ The demo match could not be indexed")

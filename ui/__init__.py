@@ -26,9 +26,12 @@ class Shared:
     model_status: gr.Markdown | None = None
     on_load: list = field(default_factory=list)  # (fn, inputs, outputs)
     app_load_js: list = field(default_factory=list)
+    demo_pending: bool = False
 
 
-def build_app(engine: Engine) -> gr.Blocks:
+def build_app(engine: Engine, demo_pending: bool = False) -> gr.Blocks:
+    """The app's page; `demo_pending`: the demo match is about to be indexed in the background
+    (the page then shows its progress and picks it once it is there)."""
     with gr.Blocks(title="Shuttle Lens") as app:
         gr.Markdown("# Shuttle Lens\nAsk a badminton match video in plain words; jump to every stroke that matches.")
         first_match = first_video = None
@@ -37,7 +40,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             first_match = choices[0][1] if choices else None
             path, _ = engine.match_video(first_match)
             first_video = str(path) if path else None
-        shared = Shared(gr.State(first_match), gr.State([]), first_match, first_video)
+        shared = Shared(gr.State(first_match), gr.State([]), first_match, first_video, demo_pending=demo_pending)
         with gr.Tabs():
             if engine.workspace is not None:
                 create_analyze_tab(engine, shared)

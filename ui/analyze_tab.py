@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 
 from core.engine import Engine
 from ui.common import (EXPECTED, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS, SPEED_JS, TIMELINE_CLICK_JS,
-                       VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, row_index,
-                       seek_payload)
+                       VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, progress_html,
+                       row_index, seek_payload)
 from ui.figures import timeline_figure
 
 EXAMPLES = [
@@ -47,6 +47,18 @@ def on_match(engine: Engine, match_id: int | None) -> tuple:
     fps = engine.video_fps(match_id, set_no)
     return (match_id, str(path) if path else None, path.name if path else None, f"{fps:g}" if fps else "",
             [], [], timeline_figure([]), "" if path else "This match has no video; questions still work.")
+
+
+def on_demo_tick(engine: Engine) -> tuple:
+    """While the demo match is indexed in the background: (progress line, picker, timer); once it
+    is done, the picker shows it (which loads its video) and the timer stops."""
+    demo = engine.demo
+    if demo.running:
+        share = demo.done / demo.total if demo.total else None
+        return progress_html(share, f"Preparing the demo match ({demo.what or 'starting'})…"), gr.skip(), gr.skip()
+    choices = engine.match_choices()
+    note = f"⚠ The demo match could not be indexed: {demo.error}" if demo.error else ""
+    return note, gr.Dropdown(choices=choices, value=choices[0][1] if choices else None), gr.Timer(active=False)
 
 
 def _fps_text(engine: Engine, match_id: int | None) -> str:
@@ -179,6 +191,8 @@ def create_analyze_tab(engine: Engine, shared) -> None:
             match = gr.Dropdown(engine.match_choices() if engine.workspace else [], label="Match", scale=4,
                                 elem_id="match-pick", value=shared.first_match)
             refresh = gr.Button("↻", scale=0, min_width=40)
+        demo_status = gr.HTML(elem_id="demo-status")
+        demo_timer = gr.Timer(1.0, active=shared.demo_pending or engine.demo.running)  # until the demo is there
         with gr.Accordion("Add a match", open=False, elem_id="add-match-form"):
             gr.Markdown("A video and its annotation CSV (ShuttleSet set file or reference CSV), the annotations "
                         "alone, or the video alone: its rallies and strokes are then detected (edit them in the "
@@ -234,6 +248,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
     match.change(bind(on_match, engine), match,
                  [shared.match, video, video_name, fps, shared.results, results, timeline, message])
     refresh.click(bind(on_refresh, engine), None, match)
+    demo_timer.tick(bind(on_demo_tick, engine), None, [demo_status, match, demo_timer])
     add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server, up_folder],
               [match, add_status])
     # one listener for both triggers: a question asked while one runs waits for it, then replaces it

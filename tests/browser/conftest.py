@@ -122,6 +122,8 @@ def page(browser, app_url):
     pg.set_default_timeout(30_000)
     pg.goto(app_url)
     pg.wait_for_selector("#question input")
+    # the demo match is indexed in the background on first start: the picker shows it when it is there
+    pg.wait_for_function("document.querySelector('#match-pick input').value.length > 0", timeout=180_000)
     yield pg
     context.close()
 

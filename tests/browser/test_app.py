@@ -120,7 +120,8 @@ def test_at_a_laptop_size_enter_asks_and_the_answer_shows_beside_the_video(page,
 
 
 def test_player_keys_step_frames_and_seconds_and_set_the_speed(page, shot):
-    page.wait_for_function("document.querySelector('#match-video video').readyState >= 2", timeout=60_000)
+    page.wait_for_function("(() => { const v = document.querySelector('#match-video video');"
+                           " return v && v.readyState >= 2; })()", timeout=60_000)
     page.locator("h1").click()  # the focus off any text field
     page.keyboard.press("Shift+ArrowRight")
     page.wait_for_function("Math.abs(document.querySelector('#match-video video').currentTime - 1) < 0.01")
