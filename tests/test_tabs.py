@@ -51,8 +51,10 @@ def test_bound_handlers_keep_what_gradio_reads(engine):  # noqa: F811
     """Gradio names the endpoint after the callback and fills gr.SelectData and gr.Progress parameters itself."""
     select = bind(analyze_tab.on_select, engine)
     assert select.__name__ == "on_select"
-    assert list(inspect.signature(select).parameters) == ["rows", "current_name", "evt"]
+    assert list(inspect.signature(select).parameters) == ["rows", "current_name", "evt", "lead_in", "lead_out", "loop"]
     assert special_args(select)[1:3] == (None, 2)  # (progress index, event data index)
+    args = special_args(select, ["rows", "name", 2.0, 0.5, True], event_data=_select(0))[0]
+    assert args[:2] == ["rows", "name"] and args[3:] == [2.0, 0.5, True]  # the inputs around the event
     assert special_args(bind(analyze_tab.on_add, engine))[1:3] == (5, None)
     assert special_args(bind(strokes_tab.on_select, engine))[1:3] == (None, 1)
 
@@ -134,6 +136,13 @@ def test_a_result_click_seeks_the_player_and_swaps_the_video_only_when_needed(en
     assert json.loads(analyze_tab.on_pick(engine, rows, name, "0:1712")[2])["t"] == 0.0
     assert analyze_tab.on_pick(engine, rows, name, "") == (gr.skip(),) * 3
     assert analyze_tab.jump(engine, rows, 3, name) == (gr.skip(),) * 3
+    # the coach's lead-in, and a looped clip that ends its lead-out after the stroke's window
+    looped = json.loads(analyze_tab.on_select(engine, rows, name, _select(2), 2.0, 1.0, True)[2])
+    assert looped["t"] == pytest.approx(rows[2]["start_s"] - 2.0) and looped["end"] == pytest.approx(rows[2]["end_s"] + 1.0)
+    plain = json.loads(analyze_tab.on_select(engine, rows, name, _select(2), None, None, False)[2])
+    assert plain["t"] == pytest.approx(rows[2]["start_s"] - 0.5) and plain["end"] is None  # blank: the default
+    segs = json.loads(analyze_tab.on_play_all(engine, rows, name, 1.0, 99)[2])["segments"]
+    assert segs[-1] == pytest.approx([rows[2]["start_s"] - 1.0, rows[2]["end_s"] + 10.0])  # at most 10 s
     assert analyze_tab.jump(engine, [], 0, name) == (gr.skip(),) * 3
 
 

@@ -443,13 +443,14 @@ def test_the_demo_match_is_indexed_in_the_background_and_the_page_follows(tmp_pa
     eng = Engine(tmp_path / "ws", demo_match=SET_CSV.parents[1])  # a ShuttleSet folder: three sets, no video
     eng.demo = DemoStatus(running=True, done=12, total=48, what="strokes")
     note, picker, timer = analyze_tab.on_demo_tick(eng)
-    assert "Preparing the demo match" in note and "25%" in note and picker == gr.skip() and timer == gr.skip()
+    assert note.visible and "Preparing the demo match" in note.value and "25%" in note.value
+    assert picker == gr.skip() and timer == gr.skip()
     eng.start_demo().join(120)
     assert not eng.demo.running and eng.demo.error is None
     (match,) = eng.matches()
     assert {r["set_no"] for r in eng.strokes(match["id"])} == {1, 2, 3}
     note, picker, timer = analyze_tab.on_demo_tick(eng)
-    assert note == "" and picker.value == match["id"] and timer.active is False
+    assert not note.visible and picker.value == match["id"] and timer.active is False
     # a demo that cannot be indexed: the reason on the page, the app goes on
     bad = tmp_path / "bad-demo" / "m"
     bad.mkdir(parents=True)
@@ -457,4 +458,4 @@ def test_the_demo_match_is_indexed_in_the_background_and_the_page_follows(tmp_pa
     broken = Engine(tmp_path / "ws2", demo_match=bad.parent)
     broken.start_demo().join(60)
     assert not broken.demo.running and broken.demo.error
-    assert analyze_tab.on_demo_tick(broken)[0].startswith("⚠ The demo match could not be indexed")
+    assert analyze_tab.on_demo_tick(broken)[0].value.startswith("⚠ The demo match could not be indexed")

@@ -7,9 +7,9 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from core.engine import Engine
-from ui.common import (EXPECTED, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS, SPEED_JS, TIMELINE_CLICK_JS,
-                       VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, progress_html,
+from core.engine import SEEK_LEAD_S, Engine
+from ui.common import (EXPECTED, LEAD_OUT_S, MAX_LEAD_S, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS,
+                       SPEED_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, progress_html,
                        row_index, seek_payload)
 from ui.figures import timeline_figure
 
@@ -55,10 +55,11 @@ def on_demo_tick(engine: Engine) -> tuple:
     demo = engine.demo
     if demo.running:
         share = demo.done / demo.total if demo.total else None
-        return progress_html(share, f"Preparing the demo match ({demo.what or 'starting'})…"), gr.skip(), gr.skip()
+        note = progress_html(share, f"Preparing the demo match ({demo.what or 'starting'})…")
+        return gr.HTML(note, visible=True), gr.skip(), gr.skip()
     choices = engine.match_choices()
     note = f"⚠ The demo match could not be indexed: {demo.error}" if demo.error else ""
-    return note, gr.Dropdown(choices=choices, value=choices[0][1] if choices else None), gr.Timer(active=False)
+    return gr.HTML(note, visible=bool(note)), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None), gr.Timer(active=False)
 
 
 def _fps_text(engine: Engine, match_id: int | None) -> str:
@@ -134,28 +135,35 @@ def _player(path: Path, current_name: str | None, payload: str) -> tuple:
     return str(path) if path.name != current_name else gr.skip(), path.name, payload
 
 
-def jump(engine: Engine, rows: list[dict] | None, index: int | None, current_name: str | None) -> tuple:
-    """(video, video name, seek payload) for result `index`; a result in another set's video swaps the player first."""
+def jump(engine: Engine, rows: list[dict] | None, index: int | None, current_name: str | None,
+         lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S, loop: bool = False) -> tuple:
+    """(video, video name, seek payload) for result `index`, `lead_in` s before its window (with
+    `loop`, played again and again to `lead_out` s after it); a result in another set's video
+    swaps the player first."""
     if not rows or index is None or not 0 <= index < len(rows):
         return gr.skip(), gr.skip(), gr.skip()
     r = rows[index]
     path, _ = engine.match_video(r.get("match_id"), r.get("set_no"))
     if path is None:
         raise gr.Error("This stroke's match has no video.")
-    return _player(path, current_name, seek_payload(r["start_s"], path.name))
+    return _player(path, current_name, seek_payload(r["start_s"], path.name, lead_in, r.get("end_s"), lead_out, loop))
 
 
-def on_select(engine: Engine, rows: list[dict] | None, current_name: str | None, evt: gr.SelectData) -> tuple:
+def on_select(engine: Engine, rows: list[dict] | None, current_name: str | None, evt: gr.SelectData,
+              lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S, loop: bool = False) -> tuple:
     """A click on a results table row: jump to it."""
-    return jump(engine, rows, row_index(evt), current_name)
+    return jump(engine, rows, row_index(evt), current_name, lead_in, lead_out, loop)
 
 
-def on_pick(engine: Engine, rows: list[dict] | None, current_name: str | None, value: str | None) -> tuple:
+def on_pick(engine: Engine, rows: list[dict] | None, current_name: str | None, value: str | None,
+            lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S, loop: bool = False) -> tuple:
     """A click on a timeline mark (the page writes "row:time" into the hidden box): jump to it."""
-    return jump(engine, rows, int(str(value).split(":")[0]) if value else None, current_name)
+    row = int(str(value).split(":")[0]) if value else None
+    return jump(engine, rows, row, current_name, lead_in, lead_out, loop)
 
 
-def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | None) -> tuple:
+def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | None,
+                lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S) -> tuple:
     """(video, video name, play-all payload): the results in the first result's set, in time order."""
     if not rows:
         raise gr.Error("Ask a question first: Play all steps through its results.")
@@ -165,7 +173,7 @@ def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | Non
         raise gr.Error("These results have no video.")
     segs = [(r["start_s"], r["end_s"]) for r in rows if r.get("set_no") == set_no]
     segs.sort()
-    return _player(path, current_name, play_all_payload(segs, path.name))
+    return _player(path, current_name, play_all_payload(segs, path.name, lead_in, lead_out))
 
 
 def on_export_csv(engine: Engine, rows: list[dict] | None) -> dict:
@@ -191,7 +199,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
             match = gr.Dropdown(engine.match_choices() if engine.workspace else [], label="Match", scale=4,
                                 elem_id="match-pick", value=shared.first_match)
             refresh = gr.Button("↻", scale=0, min_width=40)
-        demo_status = gr.HTML(elem_id="demo-status")
+        demo_status = gr.HTML(elem_id="demo-status", visible=shared.demo_pending)
         demo_timer = gr.Timer(1.0, active=shared.demo_pending or engine.demo.running)  # until the demo is there
         with gr.Accordion("Add a match", open=False, elem_id="add-match-form"):
             gr.Markdown("A video and its annotation CSV (ShuttleSet set file or reference CSV), the annotations "
@@ -221,6 +229,12 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                 with gr.Row():
                     speed = gr.Radio(SPEEDS, value="1", label="Speed", elem_id="speed", scale=2)
                     lanes = gr.Radio(["player", "stroke", "side"], value="player", label="Timeline lanes", scale=2)
+                with gr.Row():
+                    lead_in = gr.Number(SEEK_LEAD_S, label="Lead-in (s)", minimum=0, maximum=MAX_LEAD_S, step=0.5,
+                                        elem_id="lead-in", min_width=90)
+                    lead_out = gr.Number(LEAD_OUT_S, label="Lead-out (s)", minimum=0, maximum=MAX_LEAD_S, step=0.5,
+                                         elem_id="lead-out", min_width=90)
+                    loop = gr.Checkbox(False, label="Loop the clip", elem_id="loop-clip", min_width=90)
                 gr.Markdown(KEYS_HINT, elem_id="player-keys")
                 timeline = gr.Plot(timeline_figure([], empty="Ask a question: its strokes appear here"),
                                    label="Event timeline (click a mark to play it)", elem_id="timeline")
@@ -256,11 +270,13 @@ def create_analyze_tab(engine: Engine, shared) -> None:
           [shared.results, results, timeline, message], trigger_mode="always_last", concurrency_limit=4)
     speed.change(None, speed, None, js=SPEED_JS)
     lanes.change(bind(on_lanes, engine), [shared.results, lanes], timeline)
-    results.select(bind(on_select, engine), [shared.results, video_name], [video, video_name, seek]) \
+    clip = [lead_in, lead_out, loop]
+    results.select(bind(on_select, engine), [shared.results, video_name, *clip], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    pick.change(bind(on_pick, engine), [shared.results, video_name, pick], [video, video_name, seek]) \
+    pick.change(bind(on_pick, engine), [shared.results, video_name, pick, *clip], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    play_all.click(bind(on_play_all, engine), [shared.results, video_name], [video, video_name, seek]) \
+    play_all.click(bind(on_play_all, engine), [shared.results, video_name, lead_in, lead_out],
+                   [video, video_name, seek]) \
         .then(None, seek, None, js=PLAY_ALL_JS)
     export_csv.click(bind(on_export_csv, engine), shared.results, download)
     export_mp4.click(bind(on_export_mp4, engine), shared.results, download)

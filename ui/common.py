@@ -93,15 +93,33 @@ def progress_callback(progress: gr.Progress):
 _seq = {"n": 0}
 
 
-def seek_payload(start_s: float, video_name: str | None) -> str:
-    """JSON for SEEK_JS: where to seek (a little before the stroke) and which file must be loaded."""
-    _seq["n"] += 1
-    return json.dumps({"t": max(0.0, float(start_s) - SEEK_LEAD_S), "src": video_name or "", "n": _seq["n"]})
+LEAD_OUT_S = 0.2  # "Play all" and a looped clip run on this long after a stroke's window
+MAX_LEAD_S = 10.0
 
 
-def play_all_payload(segments: list[tuple[float, float]], video_name: str | None) -> str:
+def _lead(value, default: float) -> float:
+    """A lead-in / lead-out as typed (None or not a number: the default; clamped to 0..10 s)."""
+    try:
+        return min(max(float(value), 0.0), MAX_LEAD_S)
+    except (TypeError, ValueError):
+        return default
+
+
+def seek_payload(start_s: float, video_name: str | None, lead_in=SEEK_LEAD_S, end_s: float | None = None,
+                 lead_out=LEAD_OUT_S, loop: bool = False) -> str:
+    """JSON for SEEK_JS: where to seek (`lead_in` s before the stroke's window), which file must be
+    loaded, and with `loop`, where the clip ends (`lead_out` s after `end_s`) to start it again."""
     _seq["n"] += 1
-    return json.dumps({"segments": [[max(0.0, a - SEEK_LEAD_S), b + 0.2] for a, b in segments],
+    t = max(0.0, float(start_s) - _lead(lead_in, SEEK_LEAD_S))
+    end = float(end_s) + _lead(lead_out, LEAD_OUT_S) if (loop and end_s is not None) else None
+    return json.dumps({"t": t, "end": end, "src": video_name or "", "n": _seq["n"]})
+
+
+def play_all_payload(segments: list[tuple[float, float]], video_name: str | None, lead_in=SEEK_LEAD_S,
+                     lead_out=LEAD_OUT_S) -> str:
+    _seq["n"] += 1
+    a_s, b_s = _lead(lead_in, SEEK_LEAD_S), _lead(lead_out, LEAD_OUT_S)
+    return json.dumps({"segments": [[max(0.0, a - a_s), b + b_s] for a, b in segments],
                        "src": video_name or "", "n": _seq["n"]})
 
 
@@ -125,6 +143,12 @@ SEEK_JS = """
     const v = slVideo(p.src);
     if (!v) { if (tries++ < 600) setTimeout(go, 100); return; }
     if (window.slStopPlayAll) window.slStopPlayAll();
+    if (window.slStopLoop) window.slStopLoop();
+    if (p.end) {  // loop the clip: back to its start whenever it reaches its end
+      const onTime = () => { if (v.currentTime >= p.end) v.currentTime = p.t; };
+      v.addEventListener('timeupdate', onTime);
+      window.slStopLoop = () => { v.removeEventListener('timeupdate', onTime); window.slStopLoop = null; };
+    }
     v.currentTime = p.t;
     const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
   };
@@ -142,6 +166,7 @@ PLAY_ALL_JS = """
     const v = slVideo(p.src);
     if (!v) { if (tries++ < 600) setTimeout(start, 100); return; }
     if (window.slStopPlayAll) window.slStopPlayAll();
+    if (window.slStopLoop) window.slStopLoop();
     let i = 0;
     const step = () => {
       if (i >= p.segments.length) { v.pause(); stop(); return; }

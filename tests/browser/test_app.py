@@ -145,6 +145,25 @@ def test_player_keys_step_frames_and_seconds_and_set_the_speed(page, shot):
     assert _video(page, "currentTime") == t
 
 
+def test_a_clip_plays_from_the_chosen_lead_in_and_loops(page, shot, clears):
+    _ask(page, QUESTION)
+    page.fill("#lead-in input", "2")
+    page.locator("#loop-clip input").check()
+    page.locator("#results").get_by_test_id("cell-0-3").click()
+    start = clears[0][1] + 0.5 - 2.0  # the window's start, 2 s earlier
+    _wait_time(page, start, start + 1.0)
+    seen = []
+    for _ in range(24):  # 4.8 s: longer than the clip (its window, 2 s before, 0.2 s after)
+        seen.append(_video(page, "currentTime"))
+        time.sleep(0.2)
+    assert max(seen) < start + 2.0 + 1.0 + 0.6  # never far past the clip's end
+    assert any(b < a - 1.0 for a, b in zip(seen, seen[1:]))  # it went back to the start
+    page.locator("#loop-clip input").uncheck()
+    page.fill("#lead-in input", "0.5")
+    page.locator("h1").click()
+    page.keyboard.press("k")
+
+
 def test_the_timeline_playhead_follows_the_video(page, shot):
     _ask(page, QUESTION)
     page.locator("h1").click()
