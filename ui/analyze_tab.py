@@ -44,8 +44,8 @@ def on_match(engine: Engine, match_id: int | None) -> tuple:
     if match_id is None:
         return None, None, None, "", [], [], timeline_figure([]), ""
     path, set_no = engine.match_video(match_id)
-    fps = engine.video_fps(match_id, set_no)
-    return (match_id, str(path) if path else None, path.name if path else None, f"{fps:g}" if fps else "",
+    return (match_id, str(path) if path else None, path.name if path else None,
+            _fps_text(engine, match_id, set_no) if path else "",
             [], [], timeline_figure([]), "" if path else "This match has no video; questions still work.")
 
 
@@ -62,9 +62,9 @@ def on_demo_tick(engine: Engine) -> tuple:
     return gr.HTML(note, visible=bool(note)), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None), gr.Timer(active=False)
 
 
-def _fps_text(engine: Engine, match_id: int | None) -> str:
-    path, set_no = engine.match_video(match_id) if match_id is not None else (None, None)
-    fps = engine.video_fps(match_id, set_no) if path else None
+def _fps_text(engine: Engine, match_id: int | None, set_no: int | None = None) -> str:
+    """The frame rate of the video the player shows, for the frame-step keys ("" when unknown)."""
+    fps = engine.video_fps(match_id, set_no)
     return f"{fps:g}" if fps else ""
 
 
