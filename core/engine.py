@@ -71,6 +71,9 @@ class Answer:
     notes: list[str] = field(default_factory=list)  # what the answer could not do (core.query.QueryAnswer.notes)
     counts: list[tuple[str, int]] = field(default_factory=list)  # by player or stroke class, when asked
     count_by: str | None = None
+    rallies: list[dict] = field(default_factory=list)  # the answer as rallies, when it asks for them (RallyResult.row)
+    ignored: list[str] = field(default_factory=list)  # words no field reads
+    corrected: list[tuple[str, str]] = field(default_factory=list)  # (typed, read as)
 
 
 class Engine:
@@ -475,8 +478,9 @@ class Engine:
             ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
             rows = [self._with_times(r.row()) for r in ans.results]
             near = [self._with_times(r.row()) for r in ans.near_misses]
+            rallies = [self._with_times(r.row()) for r in ans.rallies]
         return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes),
-                      list(ans.counts), ans.count_by)
+                      list(ans.counts), ans.count_by, rallies, list(ans.ignored), list(ans.corrected))
 
     # ------------------------------------------------------------ media for the browser
 
@@ -533,6 +537,8 @@ class Engine:
         path = self._ws().exports / f"{safe_name(name)}.csv"
         cols = ("match", "set_no", "rally", "ball_round", "time_s", "start_s", "end_s", "side", "player_name",
                 "stroke", "zone", "caption", "source")
+        if rows and all(r.get("kind") == "rally" for r in rows):  # an answer that is rallies
+            cols = ("match", "set_no", "rally", "score_before", "shots", "won_by", "ending", "start_s", "end_s")
         with path.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(cols)

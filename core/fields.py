@@ -24,118 +24,67 @@ rally" (every rally's last stroke).
 Sequences and exclusions split the question: "X's replies to Y's drops" (after "after", "reply
 to", "following": the previous stroke of the same rally; before "followed by", "then": the same),
 "X's strokes except lobs" / "not clears" (stroke classes left out), "rallies of more than 20
-shots" (the strokes of rallies that long), "rallies won by X" / "points lost by X" (the strokes of
-the rallies X won or lost, by the annotated point winner); each part is parsed as a question of
-its own. "game point": a rally where one player is one point from the game (20+ and ahead, or 29);
+shots" / "long rallies" (the strokes of rallies that long; the length words are in
+synonyms.toml), "rallies won by X" / "points lost by the bottom player" (the strokes of the
+rallies X, or the player at that end, won or lost, by the annotated point winner); each part is
+parsed as a question of its own. `asks_for_rallies` tells when the answer is those rallies
+rather than strokes. "game point": a rally where one player is one point from the game (20+ and ahead, or 29);
 "match point": a game point of a player who has already won a game of the match. "first
 attacking shot": the first smash or rush (net kill) of each rally, whoever hit it.
 
 Parsing is deterministic first: the question is lower-cased and tokenised, plurals and verb
 forms are folded onto known words, and the longest phrase of `lexicon()` (the vocabularies of
-core.vocab plus `SYNONYMS`) wins at every position. Words left over are either question
+core.vocab plus the synonyms of `synonyms.toml`) wins at every position. Words left over are either question
 scaffolding (`GENERIC`, "when does the ... hit") or content the fields do not cover. Content
 left over is then compared with the vocabulary phrases by the sentence-embedding model; a span
 that is at least `EMBED_THRESHOLD` similar to one phrase takes its field value. Whatever is still
 left over makes the question "not covered by the fields" (the semantic path then has a say).
+Before any of this, an unknown word close to a player's name word or a vocabulary word
+(`SPELLING_CUTOFF`, same first letter) is read as it and reported in `Parse.corrected`; a common
+English word (`english_words`) is only read as a name.
 """
 from __future__ import annotations
 
+import difflib
 import re
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from core.vocab import SIDE_FAMILIES, STROKE_LABELS, STROKES, ZONE_FAMILIES, ZONE_PHRASES
 
 EMBED_THRESHOLD = 0.85
+SPELLING_CUTOFF = 0.8  # difflib's ratio for reading an unknown word as a known one
 MAX_QUESTION_CHARS = 300
 MAX_QUESTION_WORDS = 60
 SERVES = ("short serve", "long serve")
 BACK, FRONT = ZONE_FAMILIES[9], ZONE_FAMILIES[7]
 
-# One table of synonyms: phrase -> (field, value or tuple of values). The vocabularies' own
-# names (product, ShuttleSet and reference system names, zone phrases) are added by `lexicon()`.
-SYNONYMS: dict[str, tuple[str, object]] = {
-    # sides: "far" is the upper half of the broadcast image, "near" the bottom one
-    "upper": ("side", "upper"), "top": ("side", "upper"), "top player": ("side", "upper"),
-    "far player": ("side", "upper"), "far side": ("side", "upper"), "far end": ("side", "upper"),
-    "bottom": ("side", "bottom"), "lower": ("side", "bottom"), "lower player": ("side", "bottom"),
-    "near player": ("side", "bottom"), "near side": ("side", "bottom"), "near end": ("side", "bottom"),
-    # strokes
-    "kill": ("stroke", "smash"), "jump smash": ("stroke", "smash"), "half smash": ("stroke", "smash"),
-    "overhead kill": ("stroke", "smash"), "stick smash": ("stroke", "smash"),
-    "drop shot": ("stroke", "drop"), "cut": ("stroke", "drop"), "slice": ("stroke", "drop"),
-    "slice drop": ("stroke", "drop"), "fast drop": ("stroke", "drop"),
-    "high clear": ("stroke", "clear"), "defensive clear": ("stroke", "clear"), "attacking clear": ("stroke", "clear"),
-    "lift": ("stroke", "lob"), "defensive lob": ("stroke", "lob"), "high lob": ("stroke", "lob"),
-    "hairpin": ("stroke", "net shot"), "hairpin net shot": ("stroke", "net shot"),
-    "spinning net shot": ("stroke", "net shot"), "tumble": ("stroke", "net shot"),
-    "tumbling net shot": ("stroke", "net shot"), "net drop": ("stroke", "net shot"),
-    "net kill": ("stroke", "rush"), "net rush": ("stroke", "rush"), "net smash": ("stroke", "rush"),
-    "block": ("stroke", "return net"), "net block": ("stroke", "return net"),
-    "block to the net": ("stroke", "return net"),
-    "net return": ("stroke", "return net"), "smash return": ("stroke", "return net"),
-    "cross-court net": ("stroke", "cross-court net shot"), "cross net shot": ("stroke", "cross-court net shot"),
-    "cross-court net play": ("stroke", "cross-court net shot"),
-    "cross-court hairpin": ("stroke", "cross-court net shot"),
-    "flat drive": ("stroke", "drive"), "flat exchange": ("stroke", "drive"),
-    "low serve": ("stroke", "short serve"), "short service": ("stroke", "short serve"),
-    "high serve": ("stroke", "long serve"), "flick serve": ("stroke", "long serve"),
-    "long service": ("stroke", "long serve"), "flick": ("stroke", "long serve"),
-    "serve": ("stroke", SERVES), "service": ("stroke", SERVES),
-    # zones (hit zone of the hitter; a landing zone after "into", "to", ...): families, see the docstring
-    "backcourt": ("zone", BACK), "rear court": ("zone", BACK), "rearcourt": ("zone", BACK), "deep": ("zone", BACK),
-    "back of the court": ("zone", BACK), "rear": ("zone", BACK), "baseline": ("zone", BACK),
-    "the back": ("zone", BACK), "back tramlines": ("zone", BACK), "in the backcourt": ("zone", BACK),
-    "centre backcourt": ("zone", 9), "center backcourt": ("zone", 9), "middle of the backcourt": ("zone", 9),
-    "left side": ("zone", SIDE_FAMILIES["left"]), "right side": ("zone", SIDE_FAMILIES["right"]),
-    "left side of the court": ("zone", SIDE_FAMILIES["left"]),
-    "right side of the court": ("zone", SIDE_FAMILIES["right"]),
-    "right backcourt": ("zone", 3), "back right": ("zone", 3), "right rear court": ("zone", 3),
-    "deep right": ("zone", 3), "right back corner": ("zone", 3), "rear right": ("zone", 3),
-    "left backcourt": ("zone", 4), "back left": ("zone", 4), "left rear court": ("zone", 4),
-    "deep left": ("zone", 4), "left back corner": ("zone", 4), "rear left": ("zone", 4),
-    "at the net": ("zone", FRONT), "near the net": ("zone", FRONT), "by the net": ("zone", FRONT),
-    "net": ("zone", FRONT), "front court": ("zone", FRONT), "frontcourt": ("zone", FRONT),
-    "forecourt": ("zone", FRONT), "front of the court": ("zone", FRONT), "net area": ("zone", FRONT),
-    "centre of the net": ("zone", 7), "center of the net": ("zone", 7),
-    # the point's outcome (on a rally's last stroke), see the docstring
-    "winner": ("outcome", "winner"), "winning shot": ("outcome", "winner"), "won the point": ("outcome", "winner"),
-    "win the point": ("outcome", "winner"), "point winner": ("outcome", "winner"),
-    "that won the point": ("outcome", "winner"), "won point": ("outcome", "winner"),
-    "win point": ("outcome", "winner"), "win point with": ("outcome", "winner"),
-    "won point with": ("outcome", "winner"), "winning": ("outcome", "winner"),
-    "error": ("outcome", "error"), "unforced error": ("outcome", "error"), "mistake": ("outcome", "error"),
-    "lost the point": ("outcome", "error"), "that lost the point": ("outcome", "error"),
-    "into the net": ("outcome", ("error", "net")), "in the net": ("outcome", ("error", "net")),
-    "hit the net": ("outcome", ("error", "net")), "net error": ("outcome", ("error", "net")),
-    "out": ("outcome", ("error", "out")), "hit out": ("outcome", ("error", "out")),
-    "out of court": ("outcome", ("error", "out")), "long": ("outcome", ("error", "out", "long")),
-    "wide": ("outcome", ("error", "out", "wide")),
-    "rally-ending": ("outcome", "last"), "rally ending": ("outcome", "last"), "ending shot": ("outcome", "last"),
-    "last shot": ("outcome", "last"), "last stroke": ("outcome", "last"), "final shot": ("outcome", "last"),
-    "last shot of the rally": ("outcome", "last"), "end of the rally": ("outcome", "last"),
-    # place in the rally
-    "return of serve": ("round", 2), "serve return": ("round", 2), "service return": ("round", 2),
-    "return of service": ("round", 2), "receive": ("round", 2),
-    "first attack": ("place", "first attack"), "first attack shot": ("place", "first attack"),
-    "first attack stroke": ("place", "first attack"), "first attacking shot": ("place", "first attack"),
-    # technique
-    "backhand": ("hand", "backhand"), "forehand": ("hand", "forehand"), "around the head": ("hand", "aroundhead"),
-    "around-the-head": ("hand", "aroundhead"), "round the head": ("hand", "aroundhead"),
-    "aroundhead": ("hand", "aroundhead"), "above the net": ("height", "above"), "below the net": ("height", "below"),
-    "above net height": ("height", "above"), "below net height": ("height", "below"),
-    "right side of the net": ("zone", 1), "right net": ("zone", 1), "front right": ("zone", 1),
-    "right front court": ("zone", 1), "right forecourt": ("zone", 1), "net right": ("zone", 1),
-    "left side of the net": ("zone", 2), "left net": ("zone", 2), "front left": ("zone", 2),
-    "left front court": ("zone", 2), "left forecourt": ("zone", 2), "net left": ("zone", 2),
-    "middle": ("zone", 5), "midcourt": ("zone", 5), "mid-court": ("zone", 5), "mid court": ("zone", 5),
-    "middle of the court": ("zone", 5), "centre court": ("zone", 5), "center court": ("zone", 5),
-    # score situations (score before the rally)
-    "deuce": ("score", "deuce"), "game point": ("score", "game point"), "set point": ("score", "game point"),
-    "match point": ("score", "match point"),
-}
+SYNONYM_FILE = Path(__file__).with_name("synonyms.toml")
+ZONE_FAMILY_NAMES = {"backcourt": BACK, "front court": FRONT, "left side": SIDE_FAMILIES["left"],
+                     "right side": SIDE_FAMILIES["right"]}
+
+
+def load_synonyms(path: Path = SYNONYM_FILE) -> tuple[dict[str, tuple[str, object]], dict[str, tuple[str, int]]]:
+    """The synonym tables of the data file: (phrase -> (field, value or tuple of values), rally-length
+    phrase -> (comparison, strokes)). Zone families are named there ("backcourt"), cells are numbers."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    lengths = {k: (op, int(n)) for k, (op, n) in data.pop("rally_length", {}).items()}
+    table: dict[str, tuple[str, object]] = {}
+    for fld, phrases in data.items():
+        if fld not in _FIELD_OF:
+            raise ValueError(f"{path.name}: unknown field [{fld}]")
+        for phrase, val in phrases.items():
+            if fld == "zone" and isinstance(val, str):
+                val = ZONE_FAMILY_NAMES[val]
+            table[phrase] = (fld, tuple(val) if isinstance(val, list) else val)
+    return table, lengths
+
 
 # Question scaffolding: words that ask, not restrict.
 GENERIC = set("""
@@ -179,8 +128,8 @@ class Fields:
     places: frozenset = frozenset()  # 'first attack': the rally's first smash or rush
     not_strokes: frozenset = frozenset()  # "except lobs", "not clears"
     rally_length: tuple | None = None  # (">" | ">=" | "<" | "<=", n): strokes in the stroke's rally
-    won_by: frozenset = frozenset()  # players who won the stroke's rally ("rallies won by X")
-    lost_by: frozenset = frozenset()  # players who lost it
+    won_by: frozenset = frozenset()  # who won the stroke's rally: player names, or 'upper' / 'bottom' (the end)
+    lost_by: frozenset = frozenset()  # who lost it
     after: "Fields | None" = None  # what the previous stroke of the rally must be ("after a smash")
 
     def empty(self) -> bool:
@@ -206,6 +155,7 @@ FIELD_NAMES = ("sides", "players", "strokes", "zones", "sets", "rallies", "round
 _FIELD_OF = {"side": "sides", "player": "players", "stroke": "strokes", "zone": "zones", "set": "sets",
              "rally": "rallies", "round": "rounds", "score": "scores", "landing": "landing_zones",
              "outcome": "outcomes", "hand": "hands", "height": "heights", "place": "places"}
+SYNONYMS, RALLY_LENGTHS = load_synonyms()
 ATTACKING = ("smash", "rush")  # the stroke classes a rally's "first attacking shot" is one of
 OUTCOME_TAGS = ("winner", "error", "net", "out", "long", "wide", "last")
 LANDING_WORDS = {"into", "to", "towards", "toward", "onto"}
@@ -215,7 +165,9 @@ THEN = re.compile(r"\b(?:followed by|and then|then)\b")
 EXCEPT = re.compile(r"\b(?:except(?: for)?|excluding|other than|but not|apart from|not)\b")
 RALLY_LENGTH = re.compile(r"\b(more than|over|longer than|at least|fewer than|less than|under|shorter than|"
                           r"at most)\s+(\d{1,3})\s+(?:shots|strokes|hits|shot|stroke)\b")
-WON_BY = re.compile(r"\b(?:rallies|rally|points?|games?)\s+(won|lost)\s+by\b")
+WON_BY = re.compile(r"\b(?:(?:rallies|rally|points?|games?)\s+(?:of\s+)?)?(won|lost)\s+by\b")
+LENGTH_PHRASE = re.compile(r"\b(" + "|".join(re.escape(k.removesuffix(" rally")) for k in RALLY_LENGTHS)
+                           + r") rall(?:y|ies)\b")
 LENGTH_OPS = {"more than": ">", "over": ">", "longer than": ">", "at least": ">=", "fewer than": "<",
               "less than": "<", "under": "<", "shorter than": "<", "at most": "<="}
 
@@ -226,6 +178,7 @@ class Parse:
     leftover: list[str]  # content words the fields do not cover
     matched: list[tuple[str, str, object]] = field(default_factory=list)  # (words, field, value)
     message: str | None = None  # why the question cannot be answered at all
+    corrected: list[tuple[str, str]] = field(default_factory=list)  # (typed word, what it was read as)
 
     @property
     def covered(self) -> bool:
@@ -267,11 +220,12 @@ LEXICON = lexicon()
 REFERENCE_LEXICON = lexicon(reference=True)
 MAX_PHRASE = max(len(k) for k in LEXICON)
 KNOWN_WORDS = {w for k in LEXICON for w in k} | GENERIC | set(COUNTERS)
+PHRASE_WORDS = {k[0] for k in LEXICON if len(k) == 1}  # one-word phrases are never folded ("netted")
 
 
 def fold(token: str, known: set[str]) -> str:
     """Plural and verb forms onto a known word: smashes -> smash, lobbed -> lob, rallies -> rally."""
-    if token in known and (len(token) <= 3 or not token.endswith(("s", "ed", "ing"))):
+    if token in known and (len(token) <= 3 or token in PHRASE_WORDS or not token.endswith(("s", "ed", "ing"))):
         return token
     candidates = []
     if token.endswith("ies"):
@@ -285,6 +239,19 @@ def fold(token: str, known: set[str]) -> str:
     if token.endswith("ed"):
         candidates += [token[:-2], token[:-1], token[:-3]]
     return next((c for c in candidates if c in known and len(c) >= 3), token)
+
+
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """Common English words (the bundled sentence model's word-piece vocabulary): a question's
+    unknown word that is one of them is a word, not a misspelling of a stroke or zone word."""
+    try:
+        from core.embed import bundled_model_path
+
+        lines = (bundled_model_path() / "vocab.txt").read_text(encoding="utf-8").split()
+    except (OSError, RuntimeError):
+        return frozenset()
+    return frozenset(w for w in lines if w.isalpha() and w.islower() and len(w) >= 4)
 
 
 def name_keys(name: str) -> dict[tuple[str, ...], int]:
@@ -309,12 +276,28 @@ def name_keys(name: str) -> dict[tuple[str, ...], int]:
     return {k: v for k, v in keys.items() if k}
 
 
+STROKE_LEVEL = ("sides", "players", "strokes", "zones", "landing_zones", "outcomes", "hands", "heights", "places",
+               "rounds", "not_strokes")
+RALLY_WORDS = re.compile(r"\b(?:rall(?:y|ies)|points?)\b")
+STROKE_WORDS = re.compile(r"\b(?:strokes?|shots?|hits?)\b")
+
+
+def asks_for_rallies(question: str, fields: Fields) -> bool:
+    """Whether a question's answer is rallies, not strokes: it names rallies or points ("rallies of
+    more than 20 shots", "rallies won by X", "game points", "rally 14") and no stroke field."""
+    if any(getattr(fields, f) for f in STROKE_LEVEL) or fields.after is not None:
+        return False
+    text = RALLY_LENGTH.sub(" ", normalise(question))
+    return bool(RALLY_WORDS.search(text)) and not STROKE_WORDS.search(text)
+
+
 def _joined(main: Parse, fields: Fields, *others: Parse) -> Parse:
     """One Parse of a split question: the combined fields, every part's leftover and matches."""
     leftover = main.leftover + [w for o in others for w in o.leftover]
     matched = main.matched + [x for o in others for x in o.matched]
     message = main.message or next((o.message for o in others if o.message), None)
-    return Parse(fields, leftover, matched, message)
+    corrected = main.corrected + [c for o in others for c in o.corrected]
+    return Parse(fields, leftover, matched, message, corrected)
 
 
 def _lands(tokens: list[str], i: int) -> bool:
@@ -339,6 +322,9 @@ class FieldParser:
         # A word that is one player's surname and another's given name ("Chen") names the first.
         self.players = {k: {n for n, r in v.items() if r == min(v.values())} for k, v in ranked.items()}
         self.known = KNOWN_WORDS | {w for k in self.players for w in k}
+        # words a misspelling may be read as: player name words and the vocabulary's content words
+        self._spellings = sorted(w for w in self.known - GENERIC - FUNCTION_WORDS if len(w) >= 4 and w.isalpha())
+        self._name_words = sorted(k[0] for k in self.players if len(k) == 1 and len(k[0]) >= 4)
         self._phrase_vecs: np.ndarray | None = None
         self._phrases: list[tuple[tuple[str, ...], tuple[str, object]]] = []
 
@@ -365,16 +351,22 @@ class FieldParser:
         each part parsed on its own, then joined; None when the question has none of them."""
         m = RALLY_LENGTH.search(text)
         if m:
-            rest = self._parse_or_empty(text[: m.start()] + " " + text[m.end():], reference)
+            rest = self._parse_rest(text[: m.start()] + " " + text[m.end():], reference)
             return _joined(rest, replace(rest.fields, rally_length=(LENGTH_OPS[m.group(1)], int(m.group(2)))))
+        m = LENGTH_PHRASE.search(text)
+        if m:
+            rest = self._parse_rest(text[: m.start()] + " rallies " + text[m.end():], reference)
+            length = RALLY_LENGTHS[f"{m.group(1)} rally"]
+            return _joined(rest, replace(rest.fields, rally_length=length))
         m = WON_BY.search(text)
         if m:
             rest = self._parse_or_empty(text[: m.start()], reference)
             who = self._parse_or_empty(text[m.end():], reference)
-            if not who.fields.players:
+            if not (who.fields.players or who.fields.sides):
                 return None
             key = "won_by" if m.group(1) == "won" else "lost_by"
-            return _joined(rest, replace(rest.fields, **{key: who.fields.players}), Parse(Fields(), who.leftover))
+            return _joined(rest, replace(rest.fields, **{key: who.fields.players | who.fields.sides}),
+                           Parse(Fields(), who.leftover, corrected=who.corrected))
         for pattern, previous_first in ((AFTER, False), (THEN, True)):
             m = pattern.search(text)
             if m:
@@ -393,12 +385,16 @@ class FieldParser:
             return _joined(keep, replace(keep.fields, not_strokes=drop.fields.strokes), drop)
         return None
 
+    def _parse_rest(self, text: str, reference: bool) -> Parse:
+        """What is left of a question once its rally length is read: split again ("short rallies won by X")."""
+        return self._split(text, reference) or self._parse_or_empty(text, reference)
+
     def _parse_or_empty(self, text: str, reference: bool) -> Parse:
         """A part of a question; a part with no words is no restriction ("not clears": every stroke)."""
         return self._parse_part(text, reference) if TOKEN.findall(text) else Parse(Fields(), [])
 
     def _parse_part(self, text: str, reference: bool) -> Parse:
-        tokens = [fold(t, self.known) for t in TOKEN.findall(normalise(text))]
+        tokens, corrected = self._spelled([fold(t, self.known) for t in TOKEN.findall(normalise(text))])
         values: dict[str, set] = {f: set() for f in FIELD_NAMES}
         matched: list[tuple[str, str, object]] = []
         used = [False] * len(tokens)
@@ -411,7 +407,25 @@ class FieldParser:
             return Parse(Fields(), [], message="The question has no words: ask about a player, a stroke type, "
                                                "a zone, a set or a rally.")
         fields = Fields(**{f: frozenset(v) for f, v in values.items()})
-        return Parse(fields, leftover, matched)
+        return Parse(fields, leftover, matched, corrected=corrected)
+
+    def _spelled(self, tokens: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Unknown words that are a close misspelling of a player's name word or a vocabulary word
+        ("christy", "smahs") replaced by it, with (typed, read as) for each; read as names the player."""
+        out, corrected = list(tokens), []
+        for i, tok in enumerate(tokens):
+            if len(tok) < 4 or tok in self.known or tok in GENERIC or not tok.isalpha():
+                continue
+            # an English word ("sort", "clean") is never read as a vocabulary word, only as a name
+            pool = self._name_words if tok in english_words() else self._spellings
+            forms = (tok, tok[:-1]) if tok.endswith("s") else (tok,)  # "cleers": "clear"
+            close = [w for f in forms for w in difflib.get_close_matches(f, pool, n=3, cutoff=SPELLING_CUTOFF)
+                     if w[0] == tok[0]]
+            if close:
+                out[i] = close[0]
+                players = self.players.get((close[0],))
+                corrected.append((tok, " / ".join(sorted(players)) if players else close[0]))
+        return out, corrected
 
     def _numbers(self, tokens, used, values, matched) -> None:
         """'set 2', 'second game', 'rally 14', '3rd stroke', 'at 11-9', '20 all'."""
@@ -436,6 +450,9 @@ class FieldParser:
             counter = COUNTERS.get(tok)
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             prev = tokens[i - 1] if i > 0 else None
+            if counter == "set" and prev in ("each", "every", "a"):  # "the first rally of each game": all sets
+                used[i] = True
+                continue
             if counter and nxt is not None and not used[i + 1] and number(nxt) is not None \
                     and (nxt.isdigit() or nxt in ("one", "two", "three", "four", "five")):
                 self._take(values, matched, used, [i, i + 1], counter, number(nxt), f"{tok} {nxt}")

@@ -39,7 +39,7 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.court import zones_of
-from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields
+from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies
 from core.outcome import ERROR, outcome
 from core.store import GEOMETRY, StrokeStore
 from core.tokens import encoder_key
@@ -149,6 +149,61 @@ class ResultList(Sequence):
 
 
 @dataclass
+class RallyResult:
+    """A rally of an answer that asks for rallies ("rallies of more than 20 shots", "game points")."""
+
+    match: str
+    match_id: int
+    set: int
+    rally: int
+    start_s: float | None  # its first stroke's window start ... its last one's end
+    end_s: float | None
+    shots: int
+    score: str | None  # before the rally, "A-B" in the annotations' order
+    won_by: str | None  # the annotated point winner
+    ending: str | None  # the last stroke, its hitter and outcome: "X's smash, winner", "Y's net shot, error (net)"
+    last_stroke: str | None = None  # its class
+    video: str | None = None
+
+    def row(self) -> dict:
+        """The rally as a row the app plays and shows (start_s/end_s/time_s like a stroke's)."""
+        what = f"Rally {self.rally}" + (f" at {self.score}" if self.score else "") + f": {self.shots} shots"
+        what += (f", won by {self.won_by}" if self.won_by else "") + (f" ({self.ending})" if self.ending else "")
+        return {"kind": "rally", "match": self.match, "match_id": self.match_id, "set_no": self.set,
+                "rally": self.rally, "start_s": self.start_s, "end_s": self.end_s, "time_s": self.start_s,
+                "shots": self.shots, "score_before": self.score, "won_by": self.won_by, "ending": self.ending,
+                "player_name": self.won_by, "stroke": self.last_stroke,
+                "caption": what + ".", "video": self.video}
+
+
+def rally_results(a: "StrokeArrays", rows: np.ndarray) -> list[RallyResult]:
+    """The rallies of the answer's rows, in the order of their first row."""
+    ids = a.rally_of[rows]
+    _, first = np.unique(ids, return_index=True)
+    out = []
+    for r in sorted(int(ids[k]) for k in first) if rows.size else []:
+        last = int(a.rally_rows[r])
+        bits = int(a.outcome[last])
+        tags = [t for t in OUTCOME_TAGS if bits & (1 << OUTCOME_TAGS.index(t)) and t != "last"]
+        kind = next((t for t in tags if t in ("winner", "error")), None)
+        detail = [t for t in tags if t not in ("winner", "error")]
+        stroke = STROKES[a.stroke[last]] if a.stroke[last] >= 0 else None
+        hitter = a.names[a.player[last]] if a.player[last] >= 0 else None
+        shot = f"{hitter}'s {stroke}" if hitter and stroke else stroke
+        ending = ", ".join(x for x in (shot, kind and kind + (f" ({', '.join(detail)})" if detail else "")) if x)
+        span = [None if v != v else round(float(v), 3) for v in a.rally_span[r]]
+        sa, sb = int(a.score_a[last]), int(a.score_b[last])
+        out.append(RallyResult(
+            match=a.match_names[int(a.match_id[last])], match_id=int(a.match_id[last]), set=int(a.set_no[last]),
+            rally=int(a.rally[last]), start_s=span[0], end_s=span[1], shots=int(a.rally_n[last]),
+            score=f"{sa}-{sb}" if sa >= 0 and sb >= 0 else None,
+            won_by=a.names[a.rally_winner[last]] if a.rally_winner[last] >= 0 else None, ending=ending or None,
+            last_stroke=stroke,
+            video=a.set_info[int(a.set_id[last])][0]))
+    return out
+
+
+@dataclass
 class QueryAnswer:
     question: str
     results: Sequence[QueryResult]
@@ -162,12 +217,16 @@ class QueryAnswer:
     notes: list[str] = field(default_factory=list)  # what the answer could not do (e.g. the model path skipped)
     counts: list[tuple[str, int]] = field(default_factory=list)  # "who hit more ...", "most common ...": by group
     count_by: str | None = None  # 'player' | 'stroke' | None (only the total is asked: "how many")
+    rallies: list[RallyResult] = field(default_factory=list)  # when the question asks for rallies (asks_for_rallies)
+    ignored: list[str] = field(default_factory=list)  # words no field reads (they only rank the results)
+    corrected: list[tuple[str, str]] = field(default_factory=list)  # (typed, read as): "christy" -> a player
 
     def summary(self) -> dict:
         return {"question": self.question, "covered_by_fields": self.covered_by_fields, "fields": self.fields,
                 "leftover": self.leftover, "count": self.total, "returned": len(self.results),
                 "near_misses": len(self.near_misses), "message": self.message, "notes": self.notes,
-                "counts": self.counts, "timings_ms": self.timings_ms}
+                "counts": self.counts, "rallies": len(self.rallies), "ignored": self.ignored,
+                "corrected": self.corrected, "timings_ms": self.timings_ms}
 
 
 # ---------------------------------------------------------------- arrays
@@ -321,6 +380,7 @@ class StrokeArrays:
         self.rally_n = np.zeros(n, np.int32)  # strokes in the stroke's rally
         self.first_attack = np.zeros(n, bool)  # the first smash or rush of each rally
         rally_of = np.zeros(n, np.int64)  # a number per rally (set, rally)
+        self.rally_rows, self.rally_span = np.zeros(0, np.int64), np.zeros((0, 2))
         if n:
             order = np.lexsort((self.ball_round, self.rally, self.set_id))
             key = self.set_id[order] * 100_000 + self.rally[order]
@@ -338,6 +398,9 @@ class StrokeArrays:
             ok = (before >= 0) & (key[np.maximum(before, 0)] == key)
             self.prev_row[order[ok]] = order[before[ok]]
             self.rally_n[order] = np.repeat(counts, counts)
+            self.rally_rows = order[starts + counts - 1]  # each rally's last stroke (its highest number)
+            self.rally_span = np.stack([np.fmin.reduceat(self.start_s[order], starts),
+                                        np.fmax.reduceat(self.end_s[order], starts)], axis=1)
             attacking = order[_among(self.stroke[order], [STROKES.index(c) for c in ATTACKING])]
             if len(attacking):
                 first = np.r_[True, rally_of[attacking][1:] != rally_of[attacking][:-1]]
@@ -363,6 +426,12 @@ class StrokeArrays:
         winner = np.full(int(rally_of.max(initial=-1)) + 1, -1, np.int32)
         winner[rally_of[ended]] = name_of[self.match_id[ended], getpoint[ended]]
         self.rally_winner = winner[rally_of].reshape(n)
+        self.rally_of = rally_of
+        # ... and the end the winner played the rally from: the last hitter's, or the other one
+        sided = ended & (self.side >= 0) & (letters >= 0)
+        winner_side = np.full(len(winner), -1, np.int32)
+        winner_side[rally_of[sided]] = np.where(letters[sided] == getpoint[sided], self.side[sided], 1 - self.side[sided])
+        self.rally_winner_side = winner_side[rally_of].reshape(n)
 
     @staticmethod
     def _pick(ann, model_caption, corrected, sources):
@@ -419,11 +488,14 @@ class StrokeArrays:
         if f.rally_length:
             op, k = f.rally_length
             m &= {">": self.rally_n > k, ">=": self.rally_n >= k, "<": self.rally_n < k, "<=": self.rally_n <= k}[op]
-        for players, want_won in ((f.won_by, True), (f.lost_by, False)):
-            if players:
-                idx = [self.names.index(p) for p in players if p in self.names] or [-2]
-                known = self.rally_winner >= 0
-                m &= known & (_among(self.rally_winner, idx) == want_won)
+        for who, want_won in ((f.won_by, True), (f.lost_by, False)):
+            if who:  # player names, or the ends ('upper', 'bottom') the rally was played from
+                names = [self.names.index(p) for p in who if p in self.names]
+                ends = [SIDES.index(s) for s in who if s in SIDES]
+                won = (_among(self.rally_winner, names) if names else np.zeros(len(self), bool)) \
+                    | (_among(self.rally_winner_side, ends) if ends else np.zeros(len(self), bool))
+                known = (self.rally_winner >= 0) if names else (self.rally_winner_side >= 0)
+                m &= known & (won == want_won)
         if f.after is not None:
             before = self.mask(f.after)
             has = self.prev_row >= 0
@@ -499,7 +571,8 @@ class QueryEngine:
             raise ValueError(f"unknown path(s) {sorted(bad)}; use {PATHS}")
         a = self.arrays()
         parse = self.parser.parse(question, reference)
-        ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message)
+        ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message,
+                          corrected=parse.corrected)
         if parse.message:
             return ans
         in_scope = self._scope(a, match_id, scope)
@@ -521,6 +594,9 @@ class QueryEngine:
         t3 = time.perf_counter()
         ans.total = int(rows.size)
         ans.count_by, ans.counts = count_groups(question, a, rows)
+        ans.ignored = list(parse.leftover) if use_fields else []
+        if asks_for_rallies(question, parse.fields):
+            ans.rallies = rally_results(a, np.sort(rows))[:limit]
         if limit is not None:
             rows, scores, labels = rows[:limit], scores[:limit], labels[:limit]
         ans.results = self._results(a, rows, scores, labels, verified)

@@ -108,6 +108,11 @@ def link_rallies(rows: list[dict]) -> list[dict]:
         r["prev"] = by_key.get((r["key"][0], r["key"][1], r["key"][2] - 1))
         r["rally_len"] = length[r["key"][:2]]
         r["rally_winner"] = winner.get(r["key"][:2])
+    ends = {r["key"][:2]: r for r in rows if r["last"] and r["getpoint"] in ("A", "B")}
+    other = {"upper": "bottom", "bottom": "upper"}
+    for r in rows:  # the end the rally's winner played it from: the last hitter's, or the other one
+        end = ends.get(r["key"][:2])
+        r["winner_side"] = None if end is None else end["side"] if won(end) else other.get(end["side"])
     return rows
 
 
@@ -146,6 +151,12 @@ def families(name: str, other: str) -> dict:
         "not clears": lambda r: r["type"] not in CLEARS,
         "rallies of more than 20 shots": lambda r: r["rally_len"] > 20,
         "rallies of fewer than 5 strokes": lambda r: r["rally_len"] < 5,
+        "long rallies": lambda r: r["rally_len"] >= 15,
+        f"short rallies won by {name}": lambda r: r["rally_len"] <= 4 and r["rally_winner"] == name,
+        "rallies lost by the bottom player": lambda r: r["winner_side"] == "upper",
+        "points won by the upper player": lambda r: r["winner_side"] == "upper",
+        "the first rally of each game": lambda r: r["key"][1] == 1,
+        f"{name} put it in the net": lambda r: r["name"] == name and lost(r) and r["lose"] in NET_ERRORS,
         f"returns of serve by {name}": lambda r: r["name"] == name and r["key"][2] == 2,
         "smashes or drops": lambda r: r["type"] in SMASHES | DROPS,
         f"rallies won by {name}": lambda r: r["rally_winner"] == name,
@@ -192,6 +203,29 @@ def check_families(index: StrokeStore, rows: list[dict]) -> int:
     return asked
 
 
+def check_rallies(index: StrokeStore, rows: list[dict]) -> int:
+    """Questions whose answer is rallies: each rally once, with its length, point winner and score
+    before it as the CSV has them."""
+    engine = QueryEngine(index)
+    by_rally: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_rally.setdefault(r["key"][:2], []).append(r)
+    names = sorted({r["name"] for r in rows if r["name"]})
+    questions = {"rallies of more than 10 shots": lambda k, rs: len(rs) > 10,
+                 "long rallies": lambda k, rs: len(rs) >= 15, "game points": lambda k, rs: game_point(*rs[0]["score_before"])}
+    for name in names:
+        questions[f"rallies won by {name}"] = lambda k, rs, n=name: rs[0]["rally_winner"] == n
+    for question, want in questions.items():
+        ans = engine.ask(question, paths=("structured",), limit=100_000)
+        assert ans.covered_by_fields, question
+        got = [(r.set, r.rally, r.shots, r.won_by, r.score) for r in ans.rallies]
+        expected = [(k[0], k[1], len(rs), rs[0]["rally_winner"], "%d-%d" % rs[0]["score_before"])
+                    for k, rs in sorted(by_rally.items()) if want(k, rs)]
+        assert got == expected, question
+        assert sum(r.shots for r in ans.rallies) == len(ans.results)  # every stroke of those rallies
+    return len(questions)
+
+
 @pytest.fixture(scope="module")
 def excerpt(tmp_path_factory):
     index = StrokeStore(tmp_path_factory.mktemp("coach") / "index.sqlite")
@@ -205,6 +239,42 @@ def test_every_family_equals_a_direct_filter_of_the_excerpt(excerpt):
     assert check_families(index, rows) >= 30
     assert any(won(r) for r in rows) and any(lost(r) and r["lose"] in NET_ERRORS for r in rows)
     assert any(r["backhand"] for r in rows) and any(r["land_zone"] in BACK for r in rows)
+
+
+def test_answers_that_are_rallies_list_each_rally_with_its_facts(excerpt):
+    index, rows = excerpt
+    assert check_rallies(index, rows) >= 5
+    engine = QueryEngine(index)
+    assert not engine.ask("smashes in long rallies").rallies  # a stroke field: the answer is strokes
+    assert not engine.ask("strokes at game point").rallies
+
+
+def test_a_misspelt_name_or_stroke_is_read_as_the_nearest_and_said(excerpt):
+    index, rows = excerpt
+    engine = QueryEngine(index)
+    checked = 0
+    for name in sorted({r["name"] for r in rows if r["name"]}):
+        word = max(name.split(), key=len)
+        if len(word) < 6:  # a short name is too near other words to be read through a typo
+            continue
+        typo = word[:-2] + word[-1] + word[-2]  # the last two letters swapped
+        right, wrong = (engine.ask(f"smashes by {w}", paths=("structured",)) for w in (word, typo))
+        assert wrong.results == right.results and right.results and (typo.lower(), name) in wrong.corrected
+        checked += 1
+    assert checked >= 1
+    misspelt = engine.ask("cleers from the backcort", paths=("structured",))
+    assert misspelt.results == engine.ask("clears from the backcourt", paths=("structured",)).results
+    assert misspelt.corrected == [("cleers", "clear"), ("backcort", "backcourt")]
+    # an English word is never read as a stroke word ("sort" is not "short")
+    assert not engine.ask("sort the smashes", paths=("structured",)).corrected
+
+
+def test_words_no_field_reads_are_named_not_dropped_silently(excerpt):
+    index, _ = excerpt
+    engine = QueryEngine(index)
+    ans = engine.ask("spicy smashes", paths=("structured",))
+    assert ans.ignored == ["spicy"] and ans.results == engine.ask("smashes", paths=("structured",)).results
+    assert engine.ask("smashes", paths=("structured",)).ignored == []
 
 
 def test_landing_and_hit_zones_differ_and_families_cover_their_cells(excerpt):
@@ -254,7 +324,7 @@ def test_every_family_on_every_real_set(tmp_path):
         for f in sets:
             add_match(index, f)
         rows = link_rallies(rows_of(sets))
-        total += check_families(index, rows)
+        total += check_families(index, rows) + check_rallies(index, rows)
         match_points += sum(match_point(r["score_before"], r["games_before"]) for r in rows)
         index.close()
     assert total > 0 and match_points > 0  # the match-point family was not checked on nothing

@@ -81,20 +81,22 @@ def test_adding_uploads_moves_them_into_the_workspace(engine, index_video, tmp_p
 
 
 def test_picking_a_match_loads_its_video_and_clears_the_results(engine, video_match):  # noqa: F811
-    match_id, video, name, fps, state, table, timeline, note = analyze_tab.on_match(engine, video_match)
+    match_id, video, name, fps, state, table, timeline, note, counts = analyze_tab.on_match(engine, video_match)
     assert match_id == video_match and video.endswith(name) and (engine.workspace.media / name).is_file()
     assert fps == "25"  # the frame step of the player's keys
-    assert state == [] and table == [] and not timeline.data and note == ""
+    assert state == [] and table["value"] == [] and not timeline.data and note == "" and not counts["visible"]
     no_video = _add(engine)
     assert analyze_tab.on_match(engine, no_video)[1:4] == (None, None, "")
-    assert analyze_tab.on_match(engine, no_video)[-1] == "This match has no video; questions still work."
+    assert analyze_tab.on_match(engine, no_video)[-2] == "This match has no video; questions still work."
     assert analyze_tab.on_match(engine, None)[:3] == (None, None, None)
     assert no_video in [v for _, v in analyze_tab.on_refresh(engine).choices]
 
 
 def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_match):  # noqa: F811
-    rows, table, timeline, note = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")
-    assert [r["id"] for r in rows] == SMASHES
+    rows, table, timeline, note, counts = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match,
+                                                             "player")
+    table = table["value"]
+    assert [r["id"] for r in rows] == SMASHES and not counts["visible"]
     assert note == "**“Which strokes are smashes?”**: 3 matching strokes."  # the answer names its question
     one = analyze_tab.on_ask(engine, "When does the upper player play a clear?", video_match, "player")
     assert [r["stroke"] for r in one[0]] == ["clear"] and one[3].endswith("”**: 1 matching stroke.")
@@ -110,17 +112,43 @@ def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_ma
     assert {t.name for t in by_stroke.data} == {"smash"}
 
 
+def test_a_question_about_rallies_answers_rallies_that_play_whole(engine, video_match):  # noqa: F811
+    rows, table, timeline, note, _ = analyze_tab.on_ask(engine, "rallies of more than 3 shots", video_match, "player")
+    assert [(r["kind"], r["rally"], r["shots"]) for r in rows] == [("rally", 1, 4)]
+    assert table["headers"] == analyze_tab.RALLY_COLUMNS and table["value"][0][:2] == [1, 1]
+    assert table["label"].startswith("Matching rallies") and note.endswith("”**: 1 matching rally (4 strokes).")
+    first, last = HITS[0][2] / FPS, HITS[3][2] / FPS  # rally 1: its first and last hit
+    assert rows[0]["start_s"] < first and rows[0]["end_s"] > last  # the whole rally, not one stroke
+    looped = json.loads(analyze_tab.on_select(engine, rows, None, _select(0), 0.5, 1.0, True)[2])
+    assert looped["t"] == pytest.approx(max(0.0, rows[0]["start_s"] - 0.5)) and looped["end"] == pytest.approx(rows[0]["end_s"] + 1.0)
+    strokes = analyze_tab.on_ask(engine, "smashes in rallies of more than 3 shots", video_match, "player")
+    assert strokes[1]["headers"] == analyze_tab.RESULT_COLUMNS and [r["ball_round"] for r in strokes[0]] == [1]
+    path = engine.export_results_csv(rows, "rallies")
+    assert path.read_text().splitlines()[0].startswith("match,set_no,rally,score_before,shots,won_by,ending")
+
+
+def test_counting_questions_show_their_counts_as_a_table_and_say_what_was_read(engine):  # noqa: F811
+    match_id = _add(engine)
+    rows, _, _, note, counts = analyze_tab.on_ask(engine, "who hit more clears", match_id, "player")
+    assert counts["visible"] and counts["headers"] == ["player", "strokes"]
+    assert sorted(n for _, n in counts["value"]) == sorted(
+        sum(r["player_name"] == p for r in rows) for p in {r["player_name"] for r in rows})
+    assert sum(n for _, n in counts["value"]) == len(rows) > 0
+    note = analyze_tab.on_ask(engine, "spicy smashes by Momtoa", match_id, "player")[3]
+    assert "Read “momtoa” as Kento MOMOTA." in note and "Ignored: “spicy”." in note
+
+
 def test_a_question_without_results_names_the_near_misses(engine, video_match):  # noqa: F811
-    rows, table, timeline, note = analyze_tab.on_ask(engine, "when does the bottom player play a clear?",
-                                                     video_match, "player")
-    assert rows == [] and table == [] and not timeline.data
+    rows, table, timeline, note, _ = analyze_tab.on_ask(engine, "when does the bottom player play a clear?",
+                                                        video_match, "player")
+    assert rows == [] and table["value"] == [] and not timeline.data
     assert "”**: No stroke matches" in note and "Close: upper player hits a clear" in note
 
 
 @pytest.mark.parametrize("question", ["", "   "])
 def test_an_empty_question_is_refused_with_the_reason_and_the_results_kept(engine, question):  # noqa: F811
     out = bind(analyze_tab.on_ask, engine)(question, _add(engine), "player")
-    assert out[:3] == (gr.skip(),) * 3  # the table, its rows and the timeline stay as they were
+    assert out[:3] == (gr.skip(),) * 3 and out[4] == gr.skip()  # rows, table, timeline and counts stay
     assert out[3].startswith("⚠") and "type a question" in out[3] and "unchanged" in out[3]
 
 
@@ -253,9 +281,9 @@ def test_the_strokes_tab_shows_confidences_and_lists_the_uncertain_detections_to
 def test_answers_carry_confidences_to_the_results_table_and_timeline(engine):  # noqa: F811
     write_detected_csv(engine.workspace.uploads / "det" / "set1.csv")
     match_id = engine.add_match("uploads/det/set1.csv")
-    rows, table, timeline, note = analyze_tab.on_ask(engine, "when does the upper player hit?", match_id, "player")
+    rows, table, timeline, note, _ = analyze_tab.on_ask(engine, "when does the upper player hit?", match_id, "player")
     assert sorted((r["frame"], r["confidence"]) for r in rows) == [(150, 0.3), (400, 0.5), (500, 0.66)]
-    assert [t[-1] for t in table] == [("0.30 ⚠" if r["frame"] == 150 else f"{r['confidence']:.2f}") for r in rows]
+    assert [t[-1] for t in table["value"]] == [("0.30 ⚠" if r["frame"] == 150 else f"{r['confidence']:.2f}") for r in rows]
     hollow = [int(c[2]) for t in timeline.data if t.mode == "markers"
               for c, sym in zip(t.customdata, t.marker.symbol) if sym == "diamond-open"]
     assert [rows[i]["frame"] for i in hollow] == [150]

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from core.engine import SEEK_LEAD_S, Engine
+from core.engine import SEEK_LEAD_S, Answer, Engine
 from ui.common import (EXPECTED, LEAD_OUT_S, MAX_LEAD_S, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS,
                        SPEED_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, progress_html,
                        row_index, seek_payload)
@@ -25,6 +25,8 @@ EXAMPLES = [
 ]
 RESULT_COLUMNS = ["set", "rally", "#", "time s", "player", "type", "caption", "source", "conf."]
 RESULT_WIDTHS = ["6%", "7%", "6%", "9%", "16%", "11%", "29%", "9%", "7%"]
+RALLY_COLUMNS = ["set", "rally", "score", "shots", "won by", "how it ended", "time s"]
+RALLY_WIDTHS = ["6%", "7%", "9%", "8%", "22%", "38%", "10%"]
 SPEEDS = ["0.25", "0.5", "1", "1.5", "2"]
 KEYS_HINT = "Keys: space play/pause · ← → , . frame · shift+← → 1 s · J back 1 s · K pause · L play/faster"
 
@@ -35,18 +37,40 @@ def result_table(rows: list[dict]) -> list[list]:
              r.get("source") or "", confidence_cell(r.get("confidence"))] for r in rows]
 
 
+def rally_table(rows: list[dict]) -> list[list]:
+    return [[r.get("set_no"), r.get("rally"), r.get("score_before") or "", r.get("shots"), r.get("won_by") or "",
+             r.get("ending") or "", round(float(r.get("start_s") or 0.0), 2)] for r in rows]
+
+
+def _table(rows: list[dict], rallies: bool) -> dict:
+    """The results table's update: strokes, or rallies when the answer is rallies."""
+    if rallies:
+        return gr.update(value=rally_table(rows), headers=RALLY_COLUMNS, column_widths=RALLY_WIDTHS,
+                         label="Matching rallies (click a row to play it)")
+    return gr.update(value=result_table(rows), headers=RESULT_COLUMNS, column_widths=RESULT_WIDTHS,
+                     label="Matching strokes (click a row to play it)")
+
+
+def _counts(ans) -> dict:
+    """The counts table ("who hit more clears", "most common serve"), shown only when asked."""
+    if not ans.counts:
+        return gr.update(value=[], visible=False)
+    return gr.update(value=[[k, n] for k, n in ans.counts], headers=[ans.count_by, "strokes"], visible=True)
+
+
 # ---------------------------------------------------------------- handlers: engine + input values -> outputs
 
 
 def on_match(engine: Engine, match_id: int | None) -> tuple:
     """A newly picked match: (match, video, video name, frame rate, results, table, timeline,
-    message), results cleared."""
+    message, counts), results cleared."""
     if match_id is None:
-        return None, None, None, "", [], [], timeline_figure([]), ""
+        return None, None, None, "", [], _table([], False), timeline_figure([]), "", _counts(Answer(""))
     path, set_no = engine.match_video(match_id)
     return (match_id, str(path) if path else None, path.name if path else None,
             _fps_text(engine, match_id, set_no) if path else "",
-            [], [], timeline_figure([]), "" if path else "This match has no video; questions still work.")
+            [], _table([], False), timeline_figure([]), "" if path else "This match has no video; questions still work.",
+            _counts(Answer("")))
 
 
 def on_demo_tick(engine: Engine) -> tuple:
@@ -107,22 +131,35 @@ def on_add(engine: Engine, vfile: str | None, cfile: str | None, vpath: str, cpa
     return gr.Dropdown(choices=engine.match_choices(), value=match_id), note
 
 
+def answer_note(ans: Answer) -> str:
+    """The line above the results: the question, what was found (strokes or rallies), the words read
+    otherwise than typed and the words left out."""
+    if ans.rallies:
+        n = len(ans.rallies)
+        count = f"{n} matching rall{'y' if n == 1 else 'ies'} ({_strokes(len(ans.rows))})."
+    else:
+        count = f"{len(ans.rows)} matching {_strokes(len(ans.rows)).split(' ', 1)[1]}."
+    note = f"**“{ans.question}”**: " + (ans.message or count)
+    if ans.corrected:
+        note += " Read " + ", ".join(f"“{typed}” as {meant}" for typed, meant in ans.corrected) + "."
+    if ans.ignored:
+        note += " Ignored: " + ", ".join(f"“{w}”" for w in ans.ignored) + "."
+    if not ans.rows and ans.near_misses:
+        note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
+    return note
+
+
 def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
-    """A question's (result rows, table, timeline, message); the message quotes the question it
-    answers and counts the strokes or names near misses. A question that cannot be asked keeps
-    the shown results and says why."""
+    """A question's (result rows, table, timeline, message, counts): strokes, or rallies when it asks
+    for them ("rallies won by X"); the message quotes the question it answers. A question that
+    cannot be asked keeps the shown results and says why."""
     try:
         ans = engine.ask(q, match_id)
     except EXPECTED as err:
         why = str(err).strip("'\"")
-        return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)"
-    count = f"{len(ans.rows)} matching {_strokes(len(ans.rows)).split(' ', 1)[1]}."
-    note = f"**“{' '.join(q.split())}”**: " + (ans.message or count)
-    if ans.counts:
-        note += f" By {ans.count_by}: " + ", ".join(f"{k} {n}" for k, n in ans.counts) + "."
-    if not ans.rows and ans.near_misses:
-        note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
-    return ans.rows, result_table(ans.rows), timeline_figure(ans.rows, lane_by), note
+        return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)", gr.skip()
+    rows = ans.rallies or ans.rows
+    return rows, _table(rows, bool(ans.rallies)), timeline_figure(rows, lane_by), answer_note(ans), _counts(ans)
 
 
 def on_lanes(engine: Engine, rows: list[dict] | None, lane_by: str) -> go.Figure:
@@ -244,6 +281,8 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                                           max_lines=1, elem_id="question", scale=5)
                     ask = gr.Button("Ask", variant="primary", elem_id="ask", scale=1, min_width=70)
                 message = gr.Markdown(elem_id="answer-message")
+                counts = gr.Dataframe(headers=["player", "strokes"], label="Counted", interactive=False,
+                                      elem_id="answer-counts", visible=False, max_height=160)
                 results = gr.Dataframe(headers=RESULT_COLUMNS, label="Matching strokes (click a row to play it)",
                                        interactive=False, wrap=True, elem_id="results", max_height=330,
                                        column_widths=RESULT_WIDTHS)
@@ -260,14 +299,14 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
 
     match.change(bind(on_match, engine), match,
-                 [shared.match, video, video_name, fps, shared.results, results, timeline, message])
+                 [shared.match, video, video_name, fps, shared.results, results, timeline, message, counts])
     refresh.click(bind(on_refresh, engine), None, match)
     demo_timer.tick(bind(on_demo_tick, engine), None, [demo_status, match, demo_timer])
     add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server, up_folder],
               [match, add_status])
     # one listener for both triggers: a question asked while one runs waits for it, then replaces it
     gr.on([ask.click, question.submit], bind(on_ask, engine), [question, shared.match, lanes],
-          [shared.results, results, timeline, message], trigger_mode="always_last", concurrency_limit=4)
+          [shared.results, results, timeline, message, counts], trigger_mode="always_last", concurrency_limit=4)
     speed.change(None, speed, None, js=SPEED_JS)
     lanes.change(bind(on_lanes, engine), [shared.results, lanes], timeline)
     clip = [lead_in, lead_out, loop]

@@ -80,14 +80,14 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
 
 
 def _rally_bands(fig: go.Figure, rows: list[dict]) -> None:
-    """A shaded band over each rally that holds several of the results ("rallies of more than 20
-    shots", "rallies won by X": the answer is rallies), labelled with its number."""
+    """A shaded band over each rally that holds several of the results, and over each rally of an
+    answer that is rallies ("rallies of more than 20 shots"), labelled with its number."""
     spans: dict[tuple, list[float]] = {}
     for r in rows:
         key = (r.get("set_no"), r.get("rally"))
         a, b = r["start_s"], r.get("end_s", r["start_s"])
         lo, hi, n = spans.get(key, [a, b, 0])
-        spans[key] = [min(lo, a), max(hi, b), n + 1]
+        spans[key] = [min(lo, a), max(hi, b), n + (2 if r.get("kind") == "rally" else 1)]  # a rally row: its band
     for (set_no, rally), (lo, hi, n) in spans.items():
         if n >= 2:
             fig.add_vrect(x0=lo, x1=hi, fillcolor="#9ab8d8", opacity=0.18, line_width=0, layer="below",
@@ -96,7 +96,8 @@ def _rally_bands(fig: go.Figure, rows: list[dict]) -> None:
 
 
 def _hover(r: dict) -> str:
-    where = f"set {r.get('set_no')} · rally {r.get('rally')} · stroke {r.get('ball_round')}"
+    where = f"set {r.get('set_no')} · rally {r.get('rally')} · " + (
+        f"{r.get('shots')} shots" if r.get("kind") == "rally" else f"stroke {r.get('ball_round')}")
     text = f"<b>{r.get('caption') or '(no caption)'}</b><br>{where}<br>{r.get('time_s', r['start_s']):.2f} s"
     c = r.get("confidence")
     if c is not None:
