@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from core.config import GenerationSettings, ModelSettings
-from core.loader import ModelLoadError, build_model, load_model, read_manifest
+from core.config import GenerationSettings
+from core.loader import ModelLoadError, load_any
 from core.indexer import DETECTED_DIR, add_match, detect_set, encode_set
 from core.model import StrokeModel
 from core.runner import ConfigBuilder, RunError, Runner
@@ -110,13 +110,8 @@ class Engine:
         ws = self.workspace
         if ws is not None and not trusted and not _is_hub_id(model, ws):
             model = str(ws.resolve(model, what="model folder"))
-        is_adapter = (Path(model) / "manifest.json").is_file()
         with self._lock:
-            if is_adapter:
-                read_manifest(model)
-                loaded = load_model(model, precision=precision, device=device)
-            else:
-                loaded = build_model(ModelSettings(base=model, precision=precision, device=device))
+            loaded = load_any(model, precision=precision, device=device)
             self.model, self.source = loaded, model
             self.precision, self.device = precision, device
             self._query = None  # the query engine holds the model
@@ -481,6 +476,16 @@ class Engine:
             rallies = [self._with_times(r.row()) for r in ans.rallies]
         return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes),
                       list(ans.counts), ans.count_by, rallies, list(ans.ignored), list(ans.corrected))
+
+    def rewrite_report(self, report: dict) -> dict:
+        """The report with its rally summaries in the loaded model's words where they keep every fact
+        (core.rewrite)."""
+        from core.rewrite import rewrite_rallies
+
+        if self.model is None:
+            raise EngineError("load a model in the Model tab first: it writes the new wording")
+        with self._lock:
+            return rewrite_rallies(report, self.model.write)
 
     # ------------------------------------------------------------ media for the browser
 

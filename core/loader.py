@@ -159,6 +159,13 @@ def load_model(adapter_dir: str | Path, base: str | None = None, precision: str 
     return model
 
 
+def load_any(model: str | Path, precision: str = "fp32", device: str = "auto") -> StrokeModel:
+    """An adapter folder (with manifest.json), or a bare base checkpoint (a folder or a Hugging Face id)."""
+    if (Path(model) / "manifest.json").is_file():
+        return load_model(model, precision=precision, device=device)
+    return build_model(ModelSettings(base=str(model), precision=precision, device=device))
+
+
 def _manifest_base(adapter_dir: str | Path, base: str) -> str:
     """A relative base in a manifest names a folder beside the adapters (a model shipped with its
     base works from any working directory); otherwise it is a hub id or a path as written."""

@@ -233,5 +233,19 @@ class StrokeModel:
                 out += [ModelAnswer(t, parse_answer(t)) for t in self.processor.decode(ids)]
         return out
 
+    def write(self, prompts: list[str], settings: GenerationSettings | None = None,
+              batch_size: int = ANSWER_BATCH) -> list[str]:
+        """Text from text alone, no video (a rally summary in the language model's own words): the
+        LLM as its base trained it, its LoRA off."""
+        s = settings or GenerationSettings(num_beams=4, max_new_tokens=96, min_new_tokens=1)
+        texts: list[str] = []
+        with self._inference(), without_llm_lora(self.vlm):
+            for start in range(0, len(prompts), batch_size):
+                enc = self._prompts(prompts[start:start + batch_size])
+                ids = self.vlm.llm.generate(**enc, num_beams=s.num_beams, max_new_tokens=s.max_new_tokens,
+                                            min_new_tokens=min(s.min_new_tokens or 1, s.max_new_tokens))
+                texts += self.processor.decode(ids)
+        return texts
+
     def _prompts(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in self.processor.prompts(texts).items()}

@@ -17,8 +17,9 @@ Where the facts come from (every number and name in the text is read from the in
     by one point for exactly one player;
   - zones are hit zones (core.vocab.ZONE_PHRASES); left and right as the camera sees the court.
 
-The text is written from templates; no language model rewrites it (a rewrite could not be checked
-against the table, so there is none).
+The text is written from templates. With `--rewrite MODEL` (or the Summary tab's button) a loaded
+language model rewrites each rally's summary, and core.rewrite keeps a rewrite only when it states
+exactly the template's numbers and names.
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ class RallyFacts:
     outcome: Outcome
     start_s: float | None
     summary: str = ""
+    end_s: float | None = None
 
 
 @dataclass
@@ -143,7 +145,9 @@ def _rally_facts(set_no: int, r: dict, rows: list[dict], names: dict[str, str]) 
         rose = [k for k, a, b in zip("AB", after, before) if a - b == 1]
         winner = rose[0] if len(rose) == 1 and sum(after) - sum(before) == 1 else None
     before = (after[0] - (winner == "A"), after[1] - (winner == "B")) if after and winner else None
-    return RallyFacts(set_no, int(r["rally"]), strokes, after, before, winner, ending, out, r.get("start_s"))
+    ends = [s["end_s"] for s in rows if s.get("end_s") is not None]
+    return RallyFacts(set_no, int(r["rally"]), strokes, after, before, winner, ending, out, r.get("start_s"),
+                      end_s=r.get("end_s") if r.get("end_s") is not None else max(ends, default=None))
 
 
 def load_match(store: StrokeStore, match: int | str | None = None) -> MatchFacts:
@@ -269,7 +273,8 @@ def rally_dict(r: RallyFacts, names: dict[str, str]) -> dict:
                 "stroke_number": e.ball_round, "player": e.player, "hitter": e.who, "stroke": e.stroke,
                 "zone": ZONE_PHRASES.get(e.zone), "kind": r.outcome.kind, "reason": r.outcome.reason,
                 "out": r.outcome.out},
-            "sources": dict(Counter(s.source for s in r.strokes)), "start_s": r.start_s, "summary": r.summary}
+            "sources": dict(Counter(s.source for s in r.strokes)), "start_s": r.start_s, "end_s": r.end_s,
+            "summary": r.summary}
 
 
 # ---------------------------------------------------------------- the match report
@@ -474,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rally", type=int, help="summarise this rally only")
     p.add_argument("--format", choices=FORMATS, default="md")
     p.add_argument("--out", help="write here instead of printing")
+    p.add_argument("--rewrite", metavar="MODEL",
+                   help="rewrite each rally's summary with this model (an adapter folder, a base folder or a "
+                        "Hugging Face id); a rewrite that changes a number or a name is dropped")
     return p
 
 
@@ -486,6 +494,16 @@ def main(argv: list[str] | None = None) -> int:
         store = StrokeStore(args.db)
         report = match_report(load_match(store, args.match))
         store.close()
+        if args.rewrite:
+            from core.loader import ModelLoadError, load_any  # torch and transformers: only when asked
+            from core.rewrite import rewrite_rallies
+
+            try:
+                report = rewrite_rallies(report, load_any(args.rewrite).write)
+            except ModelLoadError as err:
+                raise ReportError(f"--rewrite: {err}") from None
+            print(f"{report['rewritten']} of {len(report['rallies'])} summaries rewritten; the others keep the "
+                  "table's words (their rewrite changed a fact)", file=sys.stderr)
         text = (render_rallies(pick_rallies(report, args.rally, args.set_no), args.format)
                 if args.rally is not None else render(report, args.format))
     except (ReportError, IndexStoreError) as err:

@@ -27,6 +27,11 @@ class Shared:
     on_load: list = field(default_factory=list)  # (fn, inputs, outputs)
     app_load_js: list = field(default_factory=list)
     demo_pending: bool = False
+    # the Analyze tab's player, for other tabs that play a moment there ("Play this rally")
+    tabs: gr.Tabs | None = None
+    video: gr.Video | None = None
+    video_name: gr.State | None = None
+    seek: gr.Textbox | None = None
 
 
 def build_app(engine: Engine, demo_pending: bool = False) -> gr.Blocks:
@@ -41,7 +46,7 @@ def build_app(engine: Engine, demo_pending: bool = False) -> gr.Blocks:
             path, _ = engine.match_video(first_match)
             first_video = str(path) if path else None
         shared = Shared(gr.State(first_match), gr.State([]), first_match, first_video, demo_pending=demo_pending)
-        with gr.Tabs():
+        with gr.Tabs() as shared.tabs:
             if engine.workspace is not None:
                 create_analyze_tab(engine, shared)
                 create_strokes_tab(engine, shared)

@@ -297,6 +297,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         seek = gr.Textbox(elem_classes="sl-hidden", elem_id="seek-payload", show_label=False)
         pick = gr.Textbox(elem_classes="sl-hidden", elem_id="timeline-pick", show_label=False)
         video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
+        shared.video, shared.video_name, shared.seek = video, video_name, seek
 
     match.change(bind(on_match, engine), match,
                  [shared.match, video, video_name, fps, shared.results, results, timeline, message, counts])

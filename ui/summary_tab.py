@@ -1,15 +1,15 @@
 """Summary tab: the current match in words (core.report): the match report, a sentence per rally,
-the score-progression chart (a click on a point shows its rally) and export as Markdown or HTML
-under the workspace's exports/."""
+the score-progression chart (a click on a point shows its rally, which plays in the Analyze tab's
+player) and export as Markdown or HTML under the workspace's exports/."""
 from __future__ import annotations
 
 import gradio as gr
 import plotly.graph_objects as go
 
-from core.engine import Engine
+from core.engine import SEEK_LEAD_S, Engine
 from core.report import load_match, match_report, render, score_figure, to_markdown
 from core.workspace import safe_name
-from ui.common import bind, plot_click_js, row_index
+from ui.common import LEAD_OUT_S, SEEK_JS, bind, plot_click_js, row_index, seek_payload
 
 COLUMNS = ["set", "rally", "score before", "strokes", "point", "summary"]
 EXPORTS = {"Markdown": "md", "HTML": "html"}
@@ -67,6 +67,32 @@ def on_select(engine: Engine, report: dict | None, evt: gr.SelectData) -> tuple[
     return on_pick(engine, report, f"{r['set']}:{r['rally']}")
 
 
+def on_watch(engine: Engine, report: dict | None, value: str | None, current_name: str | None) -> tuple:
+    """(the Analyze tab, its video, video name, seek payload): the picked rally played there, looped
+    from its first stroke to its last."""
+    if not report or not value:
+        raise gr.Error("Pick a rally first (click a point of the chart or a row).")
+    set_no, rally = (int(v) for v in str(value).split(":")[:2])
+    r = next((r for r in report["rallies"] if (r["set"], r["rally"]) == (set_no, rally)), None)
+    path, _ = engine.match_video(report["match"]["id"], set_no)
+    if r is None or path is None or r["start_s"] is None:
+        raise gr.Error(f"Set {set_no} of this match has no video to play.")
+    payload = seek_payload(r["start_s"], path.name, SEEK_LEAD_S, r["end_s"], LEAD_OUT_S, loop=r["end_s"] is not None)
+    return gr.Tabs(selected="analyze"), str(path) if path.name != current_name else gr.skip(), path.name, payload
+
+
+def on_rewrite(engine: Engine, report: dict | None, value: str | None) -> tuple:
+    """(report, rally table, picked rally's summary, note): the summaries in the loaded model's
+    words, each kept only when it states the table's facts."""
+    if not report:
+        raise gr.Error("Pick a match first.")
+    new = engine.rewrite_report(report)
+    n = len(new["rallies"])
+    note = (f"{new['rewritten']} of {n} rally summaries rewritten by the model; "
+            f"{n - new['rewritten']} keep the table's words (their rewrite changed a number or a name).")
+    return new, rally_table(new), on_rally(engine, new, value), note
+
+
 def on_export(engine: Engine, report: dict | None, kind: str) -> str:
     """The path of the report as Markdown or HTML under the workspace's exports/."""
     if not report:
@@ -86,8 +112,13 @@ def create_summary_tab(engine: Engine, shared) -> None:
         with gr.Row():
             rally = gr.Dropdown([], label="Rally", elem_id="summary-rally", scale=1)
             rally_text = gr.Markdown(elem_id="summary-rally-text")
+            watch = gr.Button("▶ Play this rally", elem_id="summary-watch", scale=0, min_width=150)
         rallies = gr.Dataframe(headers=COLUMNS, label="Rallies (click one)", interactive=False, wrap=True,
                                elem_id="summary-rallies", max_height=360)
+        with gr.Row():
+            rewrite = gr.Button("Rewrite the summaries with the loaded model", elem_id="summary-rewrite", scale=0,
+                                min_width=300)
+            rewrite_note = gr.Markdown(elem_id="summary-rewrite-note")
         report_md = gr.Markdown(elem_id="summary-report")
         with gr.Row():
             kind = gr.Radio(list(EXPORTS), value="Markdown", label="Export as", elem_id="summary-format")
@@ -101,4 +132,9 @@ def create_summary_tab(engine: Engine, shared) -> None:
     pick.change(bind(on_pick, engine), [report, pick], [rally, rally_text])
     rallies.select(bind(on_select, engine), report, [rally, rally_text])
     export.click(bind(on_export, engine), [report, kind], download)
+    rewrite.click(bind(on_rewrite, engine), [report, rally], [report, rallies, rally_text, rewrite_note])
+    if shared.video is not None:  # the Analyze tab's player
+        watch.click(bind(on_watch, engine), [report, rally, shared.video_name],
+                    [shared.tabs, shared.video, shared.video_name, shared.seek]) \
+            .then(None, shared.seek, None, js=SEEK_JS)
     shared.app_load_js.append(CHART_CLICK_JS)

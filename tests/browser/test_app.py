@@ -263,6 +263,21 @@ def test_summary_tab_reports_the_match_and_a_chart_click_shows_its_rally(page, s
     shot(page, "summary-rally")
 
 
+def test_a_summary_rally_plays_in_the_analyze_player_and_rally_questions_list_rallies(page, shot):
+    _tab(page, "Summary")
+    page.wait_for_selector("#summary-chart .js-plotly-plot .point")
+    page.locator("#summary-chart .js-plotly-plot .point").nth(1).click(force=True)
+    page.wait_for_function("document.querySelector('#summary-rally-text').innerText.includes('Rally 5')", timeout=30_000)
+    page.click("#summary-watch")
+    page.wait_for_selector("#match-video video", state="visible")  # the Analyze tab, its player
+    _ask(page, "rally 5")  # an answer that is rallies: one row, the rally's start in its last column
+    assert "1 matching rally" in page.inner_text("#answer-message")
+    assert "how it ended" in page.inner_text("#results")
+    start = float(page.inner_text("#results [data-testid='cell-0-6']"))
+    _wait_time(page, start - 0.5, start + 60)  # playing from the rally's start
+    shot(page, "analyze-rally")
+
+
 def test_a_shuttleset_folder_zip_adds_its_sets_with_the_players_named(page, shot, tmp_path):
     import zipfile
 
