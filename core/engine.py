@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -27,7 +28,7 @@ from core.model import StrokeModel
 from core.runner import ConfigBuilder, RunError, Runner
 from core.store import IndexStoreError, StrokeStore
 from core.tokens import encoder_key, model_key
-from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights,
+from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights, write_video,
                         write_segments)
 from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
 
@@ -40,6 +41,8 @@ DEFAULT_MODEL_DIR = DEMO_MODEL_DIR
 PLAYABLE_FOURCC = {"avc1", "h264", "H264", "vp09", "vp08", "VP90", "VP80", "av01"}
 CLIP_PAD_S = 0.4  # context around a stroke's 16-frame window in previews and highlights
 SEEK_LEAD_S = 0.5  # the player starts this long before the stroke's window
+FINETUNE_STEPS = 40  # a coach's fine-tune of the captioner: minutes on a laptop CPU
+FINETUNE_LR = 1e-4
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STROKE_FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
 
@@ -123,11 +126,14 @@ class Engine:
             return "No model loaded."
         m = self.model
         lora = m.settings.lora
+        does = {2: "captions strokes and answers questions about them"}.get(
+            m.stage, "captions strokes" if lora.qformer_parts else "an untrained base (its captions mean little)")
         parts = [f"Q-Former {'+'.join(lora.qformer_parts)} r={lora.qformer_r}" if lora.qformer_parts else "",
-                 f"LLM {lora.llm_part} r={lora.llm_r}" if lora.llm_part else ""]
-        return (f"{self.source} — base {m.settings.base}, stage {m.stage}, "
-                f"LoRA: {', '.join(p for p in parts if p) or 'none'}; {m.settings.precision} on {m.device}; "
-                f"{m.memory_bytes() / 2**20:.1f} MiB of weights")
+                 f"language model {lora.llm_part} r={lora.llm_r}" if lora.llm_part else ""]
+        return (f"**{Path(self.source).name or self.source}** {does}; {m.settings.precision} on {m.device}, "
+                f"{m.memory_bytes() / 2**20:.1f} MiB of weights.  \n"
+                f"Details: {self.source}, base {m.settings.base}, stage {m.stage}, "
+                f"{m.settings.num_frames} frames per stroke, fine-tuned parts: {', '.join(p for p in parts if p) or 'none'}.")
 
     def memory(self) -> dict:
         """What the loaded model takes: weights in this process, and the accelerator's allocation."""
@@ -594,6 +600,87 @@ class Engine:
             options["init"] = str(runner.run_dir(init_run))
         options.update(data=str(data_dir), out=str(ws.new_run_dir(stage, run_name)))
         return runner.start(stage, options, run_config).name
+
+    def caption_data(self, match_id: int, progress: Progress | None = None) -> tuple[Path, dict]:
+        """A stage-1 data folder of the match (workspace/data/<match>-captions): every stroke with a
+        corrected (else annotated) caption, its clip cut from the set's video (frames hit-7 .. hit+8,
+        as train.build_dataset cuts them). (folder, counts: corrected, annotated, clips)."""
+        ws = self._ws()
+        with self._index_lock:
+            match = next((m for m in self.index.matches() if m["id"] == int(match_id)), None)
+            if match is None:
+                raise EngineError(f"no match {match_id}: pick one in the Analyze tab")
+            videos = {s["id"]: s.get("video") for s in self.index.sets(int(match_id))}
+            strokes = [s for s in self.index.strokes(int(match_id)) if s["corrected"] or s["ann_caption"]]
+        by_set: dict[int, list[dict]] = {}
+        for s in strokes:
+            if videos.get(s["set_id"]) and Path(videos[s["set_id"]]).is_file():
+                by_set.setdefault(s["set_id"], []).append(s)
+        if not by_set:
+            raise EngineError("this match has no stroke with a corrected or annotated caption and a video: "
+                              "correct a few captions in the Strokes tab first")
+        out = ws.data / f"{safe_name(match['name'])}-captions"
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        items, total = [], sum(len(v) for v in by_set.values())
+        counts = {"corrected": 0, "annotated": 0, "clips": 0}
+        for set_id, group in by_set.items():
+            at = {}
+            for s in group:
+                at.setdefault(int(s["frame"]), []).append(s)
+            video = Path(videos[set_id])
+            fps = probe(video).fps
+            for frame, frames in iter_windows(video, sorted(at)):
+                for s in at.pop(frame):
+                    sid = f"{safe_name(match['name'])}_{s['set_no']}_{s['frame']}"
+                    write_video(tmp / "clips" / f"{sid}.mp4", frames, fps)
+                    items.append({"caption": s["corrected"] or s["ann_caption"], "image": f"clips/{sid}.mp4",
+                                  "image_id": sid})
+                    counts["corrected" if s["corrected"] else "annotated"] += 1
+                    if progress:
+                        progress(len(items), total, "clips")
+        if not items:
+            raise EngineError("no clip could be cut: the strokes' frames are outside the video")
+        counts["clips"] = len(items)
+        (tmp / "train.json").write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
+        (tmp / "val.json").write_text("[]", encoding="utf-8")  # a coach's few strokes: nothing held out
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)
+        return out, counts
+
+    def start_finetune(self, match_id: int, steps: int = FINETUNE_STEPS, run_name: str = "",
+                       run_config=None, progress: Progress | None = None) -> tuple[str, dict]:
+        """Fine-tune the loaded model's captioner on the match's corrected (else annotated) captions:
+        the clips are cut from the match's video, the run starts from the model's own adapters
+        (its base, frame count and Q-Former LoRA; stage 1). (run name, caption_data's counts)."""
+        if self.model is None or self.source is None:
+            raise EngineError("load a model in the Model tab first: fine-tuning starts from it")
+        steps = int(steps or FINETUNE_STEPS)
+        if not 1 <= steps <= 10_000:
+            raise EngineError(f"steps must be between 1 and 10,000, not {steps}")
+        data, counts = self.caption_data(match_id, progress)
+        start = ({"init": self.source} if (Path(self.source) / "manifest.json").is_file()
+                 else {"base": self.source, "experiment": 4})
+        options = {**start, "max_steps": steps, "schedule_steps": steps, "warmup_steps": min(10, steps // 5),
+                   "lr": FINETUNE_LR, "batch_size": min(8, counts["clips"]), "grad_accum": 1, "epochs": 1000,
+                   "save_every": steps, "log_every": 1, "num_workers": 0, "threads": 1, "cache_clips": True}
+        return self.start_training(1, str(data), run_name, options, run_config=run_config), counts
+
+    def recaption_match(self, match_id: int, progress: Progress | None = None) -> int:
+        """Caption every stroke of the match anew with the loaded model (tokens too: a fine-tuned
+        Q-Former gives new ones); the number of strokes captioned."""
+        m = self.model
+        if m is None:
+            raise EngineError("load a model first")
+        done = 0
+        with self._index_lock:
+            sets = [s for s in self.index.sets(int(match_id)) if s.get("video") and Path(s["video"]).is_file()]
+            for s in sets:
+                with self._lock:
+                    done += encode_set(self.index, s["id"], m, progress=progress, captions=True)["captioned"]
+                self.index.set_status(s["id"], "complete")
+            self._query = None
+        return done
 
     def _runner(self) -> Runner:
         if self.runner is None:

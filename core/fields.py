@@ -291,6 +291,85 @@ def asks_for_rallies(question: str, fields: Fields) -> bool:
     return bool(RALLY_WORDS.search(text)) and not STROKE_WORDS.search(text)
 
 
+OUTCOME_WORDS = {"net": "into the net", "out": "hit out", "long": "that went long", "wide": "that went wide"}
+FAMILY_WORDS = {frozenset(BACK): "the backcourt", frozenset(FRONT): "the front court",
+                frozenset(SIDE_FAMILIES["left"]): "the left side", frozenset(SIDE_FAMILIES["right"]): "the right side"}
+
+
+def _zones(cells) -> str:
+    cells = frozenset(int(c) for c in cells)
+    if cells in FAMILY_WORDS:
+        return FAMILY_WORDS[cells]
+    return " or ".join(re.sub(r"^(at|in) ", "", ZONE_PHRASES.get(c, f"zone {c}")) for c in sorted(cells))
+
+
+def _plural(stroke: str) -> str:
+    return stroke + ("es" if stroke.endswith(("sh", "ch")) else "s")
+
+
+def describe(fields: dict) -> str:
+    """What a question's fields (Fields.as_dict) ask for, in a coach's words: "smashes by the
+    bottom player hit from the backcourt, in set 2"."""
+    strokes = " or ".join(_plural(s) for s in fields.get("strokes", []))
+    outcomes = set(fields.get("outcomes", []))
+    if "winner" in outcomes:
+        words = f"{strokes} that won the point" if strokes else "winners"
+    elif "error" in outcomes and outcomes & {"net", "out", "long", "wide"}:
+        words = strokes or "errors"  # the detail below says how the point was lost
+    elif "error" in outcomes:
+        words = f"{strokes} that lost the point" if strokes else "errors"
+    else:
+        words = strokes or "strokes"
+    if "last" in outcomes:
+        words = "rally-ending " + words
+    detail = [d for d in ("long", "wide") if d in outcomes] or (["out"] if "out" in outcomes else [])
+    words += "".join(f" {OUTCOME_WORDS[d]}" for d in ["net"] * ("net" in outcomes) + detail)
+    hands = [{"aroundhead": "around-the-head"}.get(h, h) for h in fields.get("hands", [])]
+    if hands:
+        words = " or ".join(hands) + " " + words
+    parts = [words.strip()]
+    if fields.get("not_strokes"):
+        parts.append("except " + " and ".join(_plural(s) for s in fields["not_strokes"]))
+    who = list(fields.get("players", [])) + [f"the {s} player" for s in fields.get("sides", [])]
+    if who:
+        parts.append("by " + " or ".join(who))
+    if fields.get("zones"):
+        parts.append("hit from " + _zones(fields["zones"]))
+    if fields.get("landing_zones"):
+        parts.append("landing in " + _zones(fields["landing_zones"]))
+    if fields.get("heights"):
+        parts.append(" or ".join(f"{h} the net" for h in fields["heights"]))
+    if fields.get("places"):
+        parts.append("as the rally's first attacking shot")
+    if fields.get("rounds"):
+        rounds = list(fields["rounds"])
+        parts.append({(1,): "as the serve", (2,): "as the return of serve"}.get(
+            tuple(rounds), "as stroke " + " or ".join(map(str, rounds)) + " of the rally"))
+    if fields.get("after"):
+        parts.append("after " + describe(fields["after"]))
+    where = []
+    if fields.get("sets"):
+        where.append("set " + " or ".join(map(str, fields["sets"])))
+    if fields.get("rallies"):
+        where.append("rally " + " or ".join(map(str, fields["rallies"])))
+    if fields.get("rally_length"):
+        op, n = fields["rally_length"]
+        where.append(f"rallies of {dict(LENGTH_WORDS)[op]} {n} shots")
+    for key, verb in (("won_by", "won"), ("lost_by", "lost")):
+        if fields.get(key):
+            names = [f"the {w} player" if w in SIDES_WORDS else w for w in fields[key]]
+            where.append(f"rallies {verb} by " + " or ".join(names))
+    if where:
+        parts.append("in " + ", ".join(where))
+    if fields.get("scores"):
+        parts.append("at " + " or ".join(s if isinstance(s, str) else "-".join(map(str, s)) for s in fields["scores"]))
+    return " ".join(parts)
+
+
+LENGTH_WORDS = ((">", "more than"), (">=", "at least"), ("<", "fewer than"), ("<=", "at most"))
+SIDES_WORDS = ("upper", "bottom")
+
+
 def _joined(main: Parse, fields: Fields, *others: Parse) -> Parse:
     """One Parse of a split question: the combined fields, every part's leftover and matches."""
     leftover = main.leftover + [w for o in others for w in o.leftover]

@@ -132,15 +132,21 @@ def read_manifest(adapter_dir: str | Path) -> dict:
 
 
 def load_model(adapter_dir: str | Path, base: str | None = None, precision: str = "fp32",
-               device: str = "auto") -> StrokeModel:
+               device: str = "auto", stage1: bool = False) -> StrokeModel:
     """Rebuild a saved model: its base (or `base`, which must have the same architecture),
-    its LoRA layout, then its weights."""
+    its LoRA layout, then its weights. `stage1`: the model's stroke captioner only, its LLM LoRA
+    left out (a stage-2 model captions as its stage 1 does): what fine-tuning captions starts from."""
     manifest = read_manifest(adapter_dir)
+    lora = dict(manifest["lora"])
+    stage = manifest.get("stage", 0)
+    if stage1:
+        lora.update(llm_part=None, train_qformer=True)
+        stage = min(stage, 1)
     settings = ModelSettings(base=base or _manifest_base(adapter_dir, manifest["base_model"]),
                              num_frames=manifest["num_frames"],
                              max_clips=manifest["max_clips"], precision=precision, device=device,
-                             lora=LoraSettings(**manifest["lora"]))
-    model = build_model(settings, stage=manifest.get("stage", 0))
+                             lora=LoraSettings(**lora))
+    model = build_model(settings, stage=stage)
     found = base_signature(model.vlm.base.config)
     diff = [f"{k}: adapters {manifest['base_signature'].get(k)} vs base {v}"
             for k, v in found.items() if manifest["base_signature"].get(k) != v]
@@ -151,7 +157,10 @@ def load_model(adapter_dir: str | Path, base: str | None = None, precision: str 
     if not weights.is_file():
         raise ModelLoadError(f"{adapter_dir}: {ADAPTERS} is missing")
     try:
-        load_adapter_state_dict(model.vlm, load_file(str(weights), device=str(model.device)))
+        state = load_file(str(weights), device=str(model.device))
+        if stage1:
+            state = {k: v for k, v in state.items() if not k.startswith("llm.")}
+        load_adapter_state_dict(model.vlm, state)
     except ValueError as err:
         raise ModelLoadError(f"{weights}: {err}") from None
     except SafetensorError as err:

@@ -39,7 +39,7 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.court import zones_of
-from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies
+from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies, describe
 from core.outcome import ERROR, outcome
 from core.store import GEOMETRY, StrokeStore
 from core.tokens import encoder_key
@@ -602,8 +602,8 @@ class QueryEngine:
         ans.results = self._results(a, rows, scores, labels, verified)
         ans.near_misses = list(self._results(a, *near, verified))
         if not ans.results and ans.message is None:
-            what = ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in ans.fields.items()) or "the question"
-            ans.message = f"No stroke matches {what}." + (" The event does not occur." if parse.covered else "")
+            ans.message = (f"No {describe(ans.fields)}." if ans.fields else "No stroke matches the question.") + (
+                " The event does not occur." if parse.covered else "")
         ans.timings_ms = {"parse": round((t1 - t0) * 1e3, 2), "search": round((t2 - t1) * 1e3, 2),
                           "merge_ground": round((t3 - t2) * 1e3, 2),
                           "total": round((time.perf_counter() - t0) * 1e3, 2)}

@@ -87,6 +87,8 @@ class RunStatus:
             bits.append(f"(exit code {self.returncode})")
         bits.append(f"step {self.step}" + (f"/{self.total_steps}" if self.total_steps else ""))
         bits += [f"{k} {_fmt(v)}" for k, v in self.last.items()]
+        if self.state == "finished" and set(self.last) <= {"loss"}:
+            bits.append("not evaluated (no validation samples)")
         return " — ".join([bits[0], ", ".join(bits[1:])]) if len(bits) > 1 else bits[0]
 
 
@@ -118,8 +120,8 @@ def latest_metrics(rows: list[dict]) -> dict:
     last: dict = {}
     for row in rows:
         for k, v in row.items():
-            if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool):
-                last[k] = v
+            if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                last[k] = v  # (NaN, a metric not computed, is left out)
     return last
 
 
@@ -238,10 +240,10 @@ class Runner:
         else:
             state = "finished" if code == 0 else "failed"
         steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), (int, float))]
-        total = next((int(r[k]) for r in reversed(rows) for k in ("total_steps", "max_steps")
-                      if isinstance(r.get(k), (int, float)) and r[k]), None)
         request = info.get("request") or {}
-        total = total or request.get("max_steps") or None
+        # the steps the run stops at: its max_steps when it has one (the schedule may be longer)
+        total = request.get("max_steps") or next((int(r[k]) for r in reversed(rows) for k in ("max_steps", "total_steps")
+                                                  if isinstance(r.get(k), (int, float)) and r[k]), None)
         epoch = max((float(r["epoch"]) for r in rows if isinstance(r.get("epoch"), (int, float))), default=0.0)
         return RunStatus(name, str(run_dir), state, code, max(steps, default=0), total, latest_metrics(rows),
                          info.get("started"), epoch, request.get("epochs"))

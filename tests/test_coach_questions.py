@@ -17,6 +17,7 @@ import pytest
 
 from core.annotations import load_annotations
 from core.court import COURT_LENGTH, COURT_WIDTH, SINGLES_INSET, zone_of
+from core.fields import FieldParser
 from core.indexer import add_match
 from core.query import QueryEngine
 from core.store import StrokeStore
@@ -275,6 +276,24 @@ def test_words_no_field_reads_are_named_not_dropped_silently(excerpt):
     ans = engine.ask("spicy smashes", paths=("structured",))
     assert ans.ignored == ["spicy"] and ans.results == engine.ask("smashes", paths=("structured",)).results
     assert engine.ask("smashes", paths=("structured",)).ignored == []
+
+
+@pytest.mark.parametrize("question, words", [
+    ("net shots in rally 3", "net shots in rally 3"),
+    ("smashes by the bottom player from the backcourt in set 2", "smashes by the bottom player hit from the backcourt in set 2"),
+    ("Kento MOMOTA's errors into the net", "errors into the net by Kento MOMOTA"),
+    ("smashes that won the point", "smashes that won the point"),
+    ("clears hit out", "clears hit out"),
+    ("drops that land in the right front court", "drops landing in the right side of the net"),
+    ("returns of serve at game point", "strokes as the return of serve at game point"),
+    ("what does Kento MOMOTA play after a smash", "strokes by Kento MOMOTA after smashes"),
+    ("rallies lost by the bottom player", "strokes in rallies lost by the bottom player"),
+    ("Kento MOMOTA's strokes except lobs", "strokes except lobs by Kento MOMOTA"),
+])
+def test_an_answer_says_what_it_looked_for_in_a_coach_s_words(question, words):
+    from core.fields import describe
+
+    assert describe(FieldParser(["Kento MOMOTA", "CHOU Tien Chen"]).parse(question).fields.as_dict()) == words
 
 
 def test_landing_and_hit_zones_differ_and_families_cover_their_cells(excerpt):

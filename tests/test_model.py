@@ -327,3 +327,15 @@ def test_the_shortest_caption_is_the_bases_own_unless_given(tiny_base):
     m.vlm.base.generation_config.min_new_tokens = None
     assert floor() == 10  # a base without its own floor gets the reference's
     assert floor(GenerationSettings(min_new_tokens=3)) == 3
+
+
+def test_a_stage2_model_loads_as_its_stage1_captioner_for_fine_tuning(tiny_base, tmp_path):
+    m = make(tiny_base, LoraSettings(qformer_parts=("cross_attn",), qformer_r=2, llm_part="attn"), seed=5)
+    m.stage = 2
+    save_adapters(m, tmp_path / "stage2")
+    captioner = load_model(tmp_path / "stage2", stage1=True)
+    assert captioner.stage == 1 and captioner.settings.lora.llm_part is None
+    assert not any("lora_" in n for n, _ in captioner.vlm.llm.named_parameters())  # the LLM LoRA is left out
+    tokens = m.encode(m.processor.clips(random_clips(2, seed=1)))
+    torch.testing.assert_close(captioner.encode(captioner.processor.clips(random_clips(2, seed=1))), tokens)
+    assert captioner.caption(tokens) == m.caption(tokens)  # a stage-2 model captions as its stage 1

@@ -142,7 +142,8 @@ def test_a_question_without_results_names_the_near_misses(engine, video_match): 
     rows, table, timeline, note, _ = analyze_tab.on_ask(engine, "when does the bottom player play a clear?",
                                                         video_match, "player")
     assert rows == [] and table["value"] == [] and not timeline.data
-    assert "”**: No stroke matches" in note and "Close: upper player hits a clear" in note
+    assert "”**: No clears by the bottom player. The event does not occur." in note  # in a coach's words
+    assert "Close: upper player hits a clear" in note
 
 
 @pytest.mark.parametrize("question", ["", "   "])
@@ -445,7 +446,7 @@ def test_a_finished_run_is_used_and_stage_2_starts_from_it(trainer, tiny_base):
     with pytest.raises(gr.Error, match="no saved adapters yet"):
         bind(train_tab.on_use, trainer)(first)
     _finish(trainer, first)
-    assert train_tab.on_use(trainer, first) == f"Loaded: {trainer.describe()}"
+    assert train_tab.on_use(trainer, first) == f"Using **{first}**."
     assert trainer.source == str(ws.runs / first / "final")
 
     second = train_tab.on_start(trainer, **_fields(stage=2, init=first, negatives=0.4, llm_part="attn",
@@ -458,6 +459,33 @@ def test_a_finished_run_is_used_and_stage_2_starts_from_it(trainer, tiny_base):
                                                                      [first, "1", "finished"]]
 
 
+def test_fine_tuning_the_loaded_model_on_a_match_runs_to_the_end_and_recaptions_it(engine, video_match, tiny_base):  # noqa: F811
+    """The real stage-1 recipe, from the loaded model's adapters, on clips cut from the match video."""
+    with pytest.raises(gr.Error, match="load a model"):
+        bind(train_tab.on_finetune, engine)(video_match, 2)
+    model = build_model(ModelSettings(base=str(tiny_base), num_frames=4, lora=LoraSettings.experiment(1)), stage=1)
+    save_adapters(model, engine.workspace.root / "loaded")
+    engine.load(str(engine.workspace.root / "loaded"), trusted=True)
+    stroke = engine.strokes(video_match)[0]
+    engine.set_caption(stroke["id"], "upper player hits a drop in the backcourt")
+    run, timer, note = train_tab.on_finetune(engine, video_match, 2)
+    assert timer.active and note.endswith("2 steps on 7 strokes (1 corrected, 6 annotated captions).")
+    data = engine.workspace.data / "demo-captions"
+    items = json.loads((data / "train.json").read_text())
+    assert len(items) == 7 and all((data / it["image"]).is_file() for it in items)
+    assert "upper player hits a drop in the backcourt" in [it["caption"] for it in items]
+    request = _request(engine, run)
+    assert request["init"] == str(engine.workspace.root / "loaded") and request["max_steps"] == 2
+    assert _wait(lambda: engine.runner.status(run).state != "running", timeout=300), engine.runner.log_tail(run)
+    summary = train_tab.on_tick(engine, run)[0]
+    assert summary.startswith(f"**{run}**: finished — step 2/2") and "not evaluated" in summary, summary
+    assert "nan" not in summary and train_tab.runs_table(engine.runner.list_runs())[0][5] == "not evaluated"
+    note = train_tab.on_use(engine, run, video_match)
+    assert note == f"Using **{run}**. Captioned the 7 strokes of this match with it (Strokes tab)."
+    assert engine.model.settings.num_frames == 4 and engine.model.stage == 1  # the loaded model's frame count
+    assert all(s["model_caption"] for s in engine.strokes(video_match))
+
+
 def test_the_train_tab_wires_each_handler_with_its_inputs(engine):  # noqa: F811
     """Each Train event calls its handler with as many inputs as the handler takes after the engine."""
     fns = list(build_app(engine).fns.values())
@@ -467,9 +495,10 @@ def test_the_train_tab_wires_each_handler_with_its_inputs(engine):  # noqa: F811
 
     for handler, outputs, events in ((train_tab.on_start, 3, 1), (train_tab.on_tick, 7, 1), (train_tab.on_stop, 1, 1),
                                      (train_tab.on_refresh, 3, 2), (train_tab.on_run_pick, 3, 1),
-                                     (train_tab.on_use, 1, 1)):
+                                     (train_tab.on_use, 1, 1), (train_tab.on_finetune, 3, 1)):
         assert len(calling(handler)) == events, handler.__name__  # on_refresh: the button and the page load
+        takes = [p for p in inspect.signature(handler).parameters if p != "progress"]  # Gradio fills progress
         for fn in calling(handler):
-            assert len(fn.inputs) == len(inspect.signature(handler).parameters) - 1 and len(fn.outputs) == outputs
+            assert len(fn.inputs) == len(takes) - 1 and len(fn.outputs) == outputs, handler.__name__
     stage = [f for f in fns if f.fn is train_tab.on_stage]
     assert len(stage) == 1 and len(stage[0].inputs) == 1 and len(stage[0].outputs) == 2

@@ -149,6 +149,9 @@ class Stage1Config(TrainConfig):
                                  None)
     llm_r: int = _help("LLM LoRA rank (with llm_part)", 4)
     llm_alpha: int = _help("LLM LoRA alpha (with llm_part)", 8)
+    init: str | None = _help("fine-tune this model's captioner (an adapter folder or a run): its base, frame "
+                             "count, Q-Former LoRA and weights; a stage-2 model's LLM LoRA is left out. The LoRA "
+                             "and base options are then the model's own", None)
 
     stage = 1
 
@@ -156,7 +159,9 @@ class Stage1Config(TrainConfig):
         super().__post_init__()
         if self.experiment is not None and self.experiment not in EXPERIMENT_RANKS:
             raise ConfigError(f"experiment must be one of {sorted(EXPERIMENT_RANKS)}, got {self.experiment}")
-        if self.experiment is None and not self.qformer_parts:
+        if self.init and (self.tiny or self.base):
+            raise ConfigError("--init brings its own base: leave out --base and --tiny")
+        if self.experiment is None and not self.qformer_parts and not self.init:
             raise ConfigError("stage 1 trains a Q-Former LoRA: give --experiment 1..4 or --qformer_parts")
         try:
             self.lora_settings()

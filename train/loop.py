@@ -590,7 +590,8 @@ def run_cli(cls: type[TrainConfig], argv: list[str] | None, prog: str, descripti
     if not summary["main_process"]:
         return 0
     best = summary["best"] or {}
-    print(f"stage {stage} done: {summary['steps']} steps, last loss {summary['loss']:.4f}, "
-          f"best {metric_name} {best.get(metric, float('nan')):.4f} at step {best.get('step', '-')}; adapters in "
+    scored = (f"best {metric_name} {best[metric]:.4f} at step {best.get('step', '-')}" if metric in best
+              else f"{metric_name} not evaluated (no validation samples)")
+    print(f"stage {stage} done: {summary['steps']} steps, last loss {summary['loss']:.4f}, {scored}; adapters in "
           f"{summary['run']}/best and {summary['run']}/final")
     return 0

@@ -4,6 +4,7 @@
     python -m train.stage1 --config train/configs/stage1.yaml --lr 1e-4 --epochs 2
     accelerate launch -m train.stage1 --config train/configs/stage1.yaml      # several GPUs
     python -m train.stage1 --tiny --data data/demo --out runs/smoke --max-steps 2   # smoke run
+    python -m train.stage1 --init assets/demo-model --data workspace/data/my-match --out runs/mine   # fine-tune
 
 The vision tower and the LLM stay frozen; the Q-Former LoRA (the README's experiment presets
 1..4, or explicit --qformer-parts/--qformer-r) and the frame-position embedding train. The
@@ -15,12 +16,12 @@ import logging
 import sys
 
 from core.config import ModelSettings
-from core.loader import build_model
+from core.loader import build_model, load_model
 from core.lora import set_trainable
 from core.tiny import build_tiny_base
 from train.config import ConfigError, Stage1Config
 from train.data import CaptionDataset, ClipReader, DataError, load_captions, load_references
-from train.evaluate import evaluate_captions, generation_settings
+from train.evaluate import adapter_dir, evaluate_captions, generation_settings
 from train.loop import Trainer, run_cli, start_run, write_config
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,18 @@ def setup(cfg: Stage1Config) -> Trainer:
     val_items = load_captions(cfg.data, "val")
     if not train_items:
         raise DataError(f"{cfg.data}/train.json has no samples")
+    if cfg.init:  # fine-tuning a model's captioner: its base, frame count and LoRA layout
+        model = load_model(adapter_dir(cfg.init), precision=cfg.precision, device=device, stage1=True)
+        if cfg.num_frames != model.settings.num_frames:
+            log.info("frames per clip: %d, the --init model's (not %d)", model.settings.num_frames, cfg.num_frames)
+            cfg.num_frames = model.settings.num_frames
+        model.stage = 1
     write_config(cfg, run_dir, acc)
-    settings = ModelSettings(base=resolve_base(cfg, run_dir, acc), num_frames=cfg.num_frames,
-                             precision=cfg.precision, device=device, lora=cfg.lora_settings())
-    model = build_model(settings, stage=1)
-    trainable = set_trainable(model.vlm, settings.lora, NEW_PARAMS)
+    if not cfg.init:
+        settings = ModelSettings(base=resolve_base(cfg, run_dir, acc), num_frames=cfg.num_frames,
+                                 precision=cfg.precision, device=device, lora=cfg.lora_settings())
+        model = build_model(settings, stage=1)
+    trainable = set_trainable(model.vlm, model.settings.lora, NEW_PARAMS)
     clips = ClipReader(cfg.data, model.processor.image, cfg.num_frames, cfg.cache_clips)
     val_items = val_items[: cfg.eval_limit] if cfg.eval_limit else val_items
     refs = load_references(cfg.data, "val", val_items)

@@ -1,15 +1,17 @@
-"""Train tab: launch a training run as its own process, watch its log, progress and loss live,
-stop it, list every run with its final metrics, and load a run's adapters into the app."""
+"""Train tab: fine-tune the loaded model on the current match's captions in one click, or launch
+either recipe on a data folder; each run is its own process: watch its log, progress and loss
+live, stop it, list every run with its final metrics, and use a run's adapters (which captions
+the current match again)."""
 from __future__ import annotations
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from core.config import EXPERIMENT_RANKS, LLM_LORA_PARTS, QFORMER_LORA_PARTS, LoraSettings
-from core.engine import Engine
+from core.engine import FINETUNE_STEPS, Engine
 from core.runner import RunStatus
 from train.config import STAGE_CONFIGS, option_defaults, run_config
-from ui.common import bind, progress_html
+from ui.common import bind, progress_callback, progress_html
 from ui.figures import loss_figure
 
 RUN_COLUMNS = ["run", "stage", "state", "step", "loss", "metrics", "started"]
@@ -50,6 +52,8 @@ def runs_table(statuses: list[RunStatus]) -> list[list]:
     for s in statuses:
         stage = s.name.split("-")[0].replace("stage", "") if s.name.startswith("stage") else ""
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in s.last.items() if k != "loss")
+        if not metrics and s.state == "finished":
+            metrics = "not evaluated"
         loss = s.last.get("loss")
         out.append([s.name, stage, s.state, s.step, round(loss, 4) if isinstance(loss, float) else loss,
                     metrics, s.started or ""])
@@ -123,11 +127,30 @@ def on_run_pick(engine: Engine, name: str | None) -> tuple:
     return run_view(engine, engine.runner.status(name))
 
 
-def on_use(engine: Engine, name: str | None) -> str:
-    """Load the picked run's adapters as the app's model: what is loaded."""
+def on_finetune(engine: Engine, match_id: int | None, steps: float | None,
+                progress: gr.Progress = gr.Progress()) -> tuple[str, gr.Timer, str]:
+    """Fine-tune the loaded model's captioner on the current match's corrected (else annotated)
+    captions: (the run, the polling timer switched on, a status line)."""
+    if match_id is None:
+        raise gr.Error("Pick a match in the Analyze tab first.")
+    run, counts = engine.start_finetune(int(match_id), int(steps or FINETUNE_STEPS), run_config=run_config,
+                                        progress=progress_callback(progress))
+    return run, gr.Timer(active=True), (f"Started **{run}**: {int(steps or FINETUNE_STEPS)} steps on "
+                                        f"{counts['clips']} strokes ({counts['corrected']} corrected, "
+                                        f"{counts['annotated']} annotated captions).")
+
+
+def on_use(engine: Engine, name: str | None, match_id: int | None = None,
+           progress: gr.Progress = gr.Progress()) -> str:
+    """Load the picked run's adapters as the app's model and caption the current match with it."""
     if not name:
         raise gr.Error("Choose a run.")
-    return f"Loaded: {engine.use_run(name)}"
+    engine.use_run(name)
+    note = f"Using **{name}**."
+    if match_id is not None:
+        n = engine.recaption_match(int(match_id), progress=progress_callback(progress))
+        note += f" Captioned the {n} strokes of this match with it (Strokes tab)." if n else ""
+    return note
 
 
 # ---------------------------------------------------------------- layout and events
@@ -137,6 +160,17 @@ def create_train_tab(engine: Engine, shared) -> None:
     default_data = str(engine.workspace.data / "demo") if engine.workspace else ""
     s1, s2, lora = option_defaults(1), option_defaults(2), LoraSettings()
     with gr.Tab("Train", id="train"):
+        with gr.Group(elem_id="finetune-box"):
+            gr.Markdown("### Fine-tune the loaded model on this match\nTeaches the loaded model's stroke captions "
+                        "from this match's strokes: the captions you corrected in the Strokes tab, and the "
+                        "annotated ones. The clips are cut from the match video. Then pick the run below and "
+                        "press *Use this model*.")
+            with gr.Row():
+                ft_steps = gr.Number(FINETUNE_STEPS, label="Training steps", minimum=1, maximum=10_000, precision=0,
+                                     elem_id="finetune-steps", scale=1)
+                ft_start = gr.Button("Fine-tune on this match", variant="primary", elem_id="finetune-start", scale=2)
+        gr.Markdown("### Train from a data folder\nEither stage of the recipes on a folder that "
+                    "`python -m train.build_dataset` wrote, with every option.")
         with gr.Row():
             stage = gr.Radio(list(STAGE_CONFIGS), value=1, label="Stage",
                              info="1: stroke captions, 2: questions over strokes", elem_id="train-stage")
@@ -184,6 +218,7 @@ def create_train_tab(engine: Engine, shared) -> None:
         current = gr.State(None)
         timer = gr.Timer(1.0, active=False)
 
+    ft_start.click(bind(on_finetune, engine), [shared.match, ft_steps], [current, timer, status])
     stage.change(on_stage, stage, [lr, llm_part])
     start.click(bind(on_start, engine),
                 [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, negatives, epochs, lr,
@@ -192,5 +227,6 @@ def create_train_tab(engine: Engine, shared) -> None:
     stop.click(bind(on_stop, engine), current, status)
     refresh.click(bind(on_refresh, engine), None, [runs, run_pick, init])
     run_pick.input(bind(on_run_pick, engine), run_pick, [status, log_box, plot])
-    use.click(bind(on_use, engine), run_pick, use_status).then(engine.describe, None, shared.model_status)
+    use.click(bind(on_use, engine), [run_pick, shared.match], use_status).then(engine.describe, None,
+                                                                               shared.model_status)
     shared.on_load.append((bind(on_refresh, engine), None, [runs, run_pick, init]))

@@ -181,14 +181,17 @@ def test_the_timeline_playhead_follows_the_video(page, shot):
 
 def test_a_rally_question_shades_its_rallies_and_a_count_question_counts(page, shot):
     _ask(page, "rallies of more than 20 shots")
-    assert "24 matching strokes" in page.inner_text("#answer-message")  # rally 5 of the demo set
+    assert "1 matching rally (24 strokes)" in page.inner_text("#answer-message")  # rally 5 of the demo set
     page.wait_for_selector("#timeline .shapelayer path")
     assert "R5" in page.inner_text("#timeline")
-    shot(page, "analyze-rally")
+    shot(page, "analyze-long-rallies")
     _ask(page, "who hit more clears")
-    assert "By player:" in page.inner_text("#answer-message")
-    assert "CHOU Tien Chen" in page.inner_text("#answer-message")
+    page.wait_for_selector("#answer-counts", state="visible")
+    counts = page.inner_text("#answer-counts")
+    assert "CHOU Tien Chen" in counts and "Kento MOMOTA" in counts
     shot(page, "analyze-count")
+    _ask(page, "smashes")
+    page.wait_for_selector("#answer-counts", state="hidden")  # a question that counts nothing
 
 
 def test_play_all_and_exports(page, shot):
@@ -265,8 +268,8 @@ def test_summary_tab_reports_the_match_and_a_chart_click_shows_its_rally(page, s
 
 def test_a_summary_rally_plays_in_the_analyze_player_and_rally_questions_list_rallies(page, shot):
     _tab(page, "Summary")
-    page.wait_for_selector("#summary-chart .js-plotly-plot .point")
-    page.locator("#summary-chart .js-plotly-plot .point").nth(1).click(force=True)
+    page.wait_for_selector("#summary-rallies [data-testid='cell-1-0']")
+    page.locator("#summary-rallies").get_by_test_id("cell-1-0").click()  # the second rally's row
     page.wait_for_function("document.querySelector('#summary-rally-text').innerText.includes('Rally 5')", timeout=30_000)
     page.click("#summary-watch")
     page.wait_for_selector("#match-video video", state="visible")  # the Analyze tab, its player
@@ -383,8 +386,8 @@ def test_tiny_training_run_finishes_with_metrics(page, shot):
     assert "finished" in page.inner_text("#runs-table")
     shot(page, "train-finished")
     page.click("#use-run")
-    page.wait_for_function("document.querySelector('#use-status').innerText.includes('Loaded')", timeout=60_000)
-    assert "best" in page.inner_text("#use-status")
+    page.wait_for_function("document.querySelector('#use-status').innerText.includes('Using')", timeout=120_000)
+    assert "smoke" in page.inner_text("#use-status")
 
 
 def test_stage2_run_repeats_impossible_questions_to_the_chosen_share(page, shot, demo):
@@ -406,3 +409,32 @@ def test_stage2_run_repeats_impossible_questions_to_the_chosen_share(page, shot,
     assert "negative_share: 0.4" in (run / "config.yaml").read_text()
     assert "impossible questions repeated to 40 %" in (run / "train.log").read_text()
     shot(page, "train-stage2-negatives")
+
+
+def test_fine_tuning_the_loaded_model_on_corrected_captions_runs_to_the_end_and_captions_the_match(page, shot):
+    _tab(page, "Strokes")
+    page.wait_for_selector("#stroke-table [data-testid='cell-2-3']")
+    corrected = ["upper player hits a drop at the left side of the net", "bottom player hits a lob in the middle"]
+    for row, text in zip((1, 2), corrected):  # two more corrections beside the one of the strokes test
+        page.locator("#stroke-table").get_by_test_id(f"cell-{row}-3").click()
+        page.wait_for_function("document.querySelector('#caption-edit textarea').value.length > 0")
+        page.fill("#caption-edit textarea", text)
+        page.click("#save-caption")
+        page.wait_for_function(f"document.querySelector('#stroke-table').innerText.includes({text!r})")
+    _tab(page, "Train")
+    page.fill("#finetune-steps input", "3")
+    page.click("#finetune-start")
+    page.wait_for_function("document.querySelector('#train-status').innerText.includes('Started')", timeout=60_000)
+    started = page.inner_text("#train-status")
+    assert "3 steps on 29 strokes" in started and "corrected" in started, started
+    status = _run_end_status(page, 240)
+    assert "finished" in status and "step 3/3" in status and "not evaluated" in status, status
+    assert "nan" not in status
+    shot(page, "train-finetuned")
+    page.click("#use-run")
+    page.wait_for_function("document.querySelector('#use-status').innerText.includes('Captioned')", timeout=120_000)
+    assert "Captioned the 29 strokes" in page.inner_text("#use-status")
+    _tab(page, "Strokes")
+    for text in corrected:  # the coach's corrections stay; the model's captions are new beside them
+        page.wait_for_function(f"document.querySelector('#stroke-table').innerText.includes({text!r})")
+    shot(page, "strokes-after-finetune")
