@@ -459,3 +459,30 @@ def test_the_demo_match_is_indexed_in_the_background_and_the_page_follows(tmp_pa
     broken.start_demo().join(60)
     assert not broken.demo.running and broken.demo.error
     assert analyze_tab.on_demo_tick(broken)[0].value.startswith("⚠ The demo match could not be indexed")
+
+
+def test_input_mistakes_reach_the_page_without_a_traceback_in_the_log(engine, caplog):
+    """Gradio prints a traceback for every error a callback raises unless told not to: an input
+    mistake is said in the page only; an unexpected error is logged once, with its traceback."""
+    import gradio as gr
+
+    from core.engine import EngineError
+    from ui.common import bind
+
+    def refused(engine, text):
+        raise EngineError(f"no such thing: {text}")
+
+    def said(engine):
+        raise gr.Error("Pick a match first.")
+
+    def broken(engine):
+        raise RuntimeError("a bug")
+
+    for handler, args, message in ((refused, ("x",), "no such thing: x"), (said, (), "Pick a match first.")):
+        with pytest.raises(gr.Error) as err:
+            bind(handler, engine)(*args)
+        assert err.value.message == message and err.value.print_exception is False
+    with caplog.at_level("ERROR"), pytest.raises(gr.Error) as err:
+        bind(broken, engine)()
+    assert err.value.message.startswith("Something went wrong (RuntimeError: a bug)")
+    assert err.value.print_exception is False and [r.exc_info is not None for r in caplog.records] == [True]

@@ -33,26 +33,29 @@ def _message(err: Exception) -> str:
 
 
 def guarded(fn):
-    """Run a callback; any error becomes a message in the page (gr.Error), never a frozen UI."""
+    """Run a callback; any error becomes a message in the page (gr.Error), never a frozen UI. Input
+    mistakes leave no traceback in the server log; an unexpected error is logged once, with its own."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
+            except gr.Error as err:
+                err.print_exception = False  # an input mistake: said in the page, no traceback in the log
                 raise
             except Exception as err:  # noqa: BLE001 - shown to the user, logged above
-                raise gr.Error(_message(err)) from None
+                raise gr.Error(_message(err), print_exception=False) from None
         return gen
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as err:
+            err.print_exception = False
             raise
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(_message(err)) from None
+            raise gr.Error(_message(err), print_exception=False) from None
     return call
 
 
