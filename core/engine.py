@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from core import playlist
 from core.config import GenerationSettings
 from core.loader import ModelLoadError, load_any
 from core.indexer import DETECTED_DIR, add_match, detect_set, encode_set
@@ -557,13 +558,39 @@ class Engine:
                 w.writerow([_cell(r.get(c)) for c in cols])
         return path
 
-    def export_highlights(self, rows: list[dict], name: str = "highlights", progress: Progress | None = None) -> Path:
-        """One H.264 mp4 of the matched clips in result order (plays in browsers and desktop players)."""
-        segments = [(Path(r["video"]), r["start_s"] - CLIP_PAD_S, r["end_s"] + CLIP_PAD_S)
-                    for r in rows if r.get("video") and Path(r["video"]).is_file()]
-        if not segments:
+    def _clips(self, rows: list[dict]) -> list[tuple[dict, Path, float, float]]:
+        """(row, video, start s, end s) of the rows with a video, padded as clips are."""
+        clips = [(r, Path(r["video"]), r["start_s"] - CLIP_PAD_S, r["end_s"] + CLIP_PAD_S)
+                 for r in rows if r.get("video") and Path(r["video"]).is_file()]
+        if not clips:
             raise EngineError("no results with a video to cut")
-        return write_highlights(segments, self._ws().exports / f"{safe_name(name)}.mp4", progress)
+        return clips
+
+    def export_highlights(self, rows: list[dict], name: str = "highlights", progress: Progress | None = None) -> Path:
+        """One H.264 mp4 of the clips in the rows' order, each after a title card saying what it is
+        (plays in browsers and desktop players)."""
+        clips = self._clips(rows)
+        out = self._ws().exports / f"{safe_name(name)}.mp4"
+        return write_highlights([(v, max(0.0, a), b) for _, v, a, b in clips], out, progress,
+                                titles=[playlist.title(r) for r, *_ in clips])
+
+    def export_edl(self, rows: list[dict], name: str = "playlist") -> Path:
+        """A CMX 3600 EDL of the clips (source file and timecodes per event) for a video editor."""
+        clips = [(r, max(0.0, a), b, probe(v).fps) for r, v, a, b in self._clips(rows)]
+        path = self._ws().exports / f"{safe_name(name)}.edl"
+        path.write_text(playlist.edl(name, clips), encoding="utf-8")
+        return path
+
+    # ------------------------------------------------------------ playlists
+
+    def playlists(self) -> list[str]:
+        return playlist.names(self._ws().playlists)
+
+    def save_playlist(self, name: str, items: list[dict]) -> Path:
+        return playlist.save(self._ws().playlists, name, items)
+
+    def open_playlist(self, name: str) -> list[dict]:
+        return playlist.load(self._ws().playlists, name)
 
     # ------------------------------------------------------------ stats
 

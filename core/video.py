@@ -249,16 +249,45 @@ def write_segments(video: Path, segments: list[tuple[float, float]], out: Path) 
         raise VideoError(f"{video.name}: no frames in that stretch")
 
 
-def write_highlights(segments: list[tuple[Path, float, float]], out: Path, progress: Progress | None = None) -> Path:
+TITLE_CARD_S = 1.5  # a highlight reel's card before each clip says what the clip is
+
+
+def title_card(lines: list[str], size: tuple[int, int]) -> np.ndarray:
+    """A dark BGR frame of `size` (w, h) with the lines centred, the first one larger."""
+    w, h = size
+    card = np.full((h, w, 3), 24, np.uint8)
+    scale = max(w / 1280, 0.3)
+    sizes = [(scale * (1.6 if i == 0 else 1.0), 3 if i == 0 else 2) for i in range(len(lines))]
+    heights = [int(40 * s) for s, _ in sizes]
+    y = (h - sum(heights)) // 2
+    for text, (s, thick), dy in zip(lines, sizes, heights):
+        text = text if len(text) <= 70 else text[:67] + "..."
+        while s > 0.2 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, thick)[0][0] > w * 0.92:
+            s *= 0.9
+        tw = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, thick)[0][0]
+        y += dy
+        cv2.putText(card, text, ((w - tw) // 2, y), cv2.FONT_HERSHEY_SIMPLEX, s, (240, 240, 240), max(1, thick),
+                    cv2.LINE_AA)
+    return card
+
+
+def write_highlights(segments: list[tuple[Path, float, float]], out: Path, progress: Progress | None = None,
+                     titles: list[list[str]] | None = None) -> Path:
     """The (video, start s, end s) stretches one after another in one browser-playable mp4, at the
-    first clip's size and frame rate."""
+    first clip's size and frame rate; with `titles`, each clip follows a title card of its lines."""
+    fps = video_fps(segments[0][0]) if segments else 25.0
+
     def frames() -> Iterator[np.ndarray]:
         for i, (video, a, b) in enumerate(segments):
             if progress:
                 progress(i, len(segments), "cutting clips")
+            if titles:
+                info = probe(video)
+                card = title_card(titles[i], (info.width, info.height))
+                yield from (card for _ in range(int(round(TITLE_CARD_S * fps))))
             yield from read_segment(video, a, b)
 
-    if not _encode(frames(), out, video_fps(segments[0][0]) if segments else 25.0):
+    if not _encode(frames(), out, fps):
         raise VideoError("the clips have no frames")
     return out
 

@@ -60,7 +60,7 @@ class Workspace:
         self.assets = ASSETS_DIR.resolve()
         # folders the app was started with (demo assets given on the command line) are readable too
         self.allowed = [self.root, self.assets, *(Path(p).expanduser().resolve() for p in extra_allowed)]
-        for sub in ("uploads", "media", "runs", "exports", "data"):
+        for sub in ("uploads", "media", "runs", "exports", "data", "playlists"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     @property
@@ -86,6 +86,10 @@ class Workspace:
     @property
     def data(self) -> Path:
         return self.root / "data"
+
+    @property
+    def playlists(self) -> Path:
+        return self.root / "playlists"
 
     def resolve(self, text: str | Path, must_exist: bool = True, what: str = "path") -> Path:
         """A user-typed path, resolved; relative paths are taken inside the workspace.

@@ -6,12 +6,15 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 import pytest
 import yaml
 from gradio.helpers import special_args
 
+from core.engine import Engine
 from core.config import LoraSettings, ModelSettings
 from core.loader import build_model, save_adapters
 from core.runner import REQUEST_FILE, Runner
@@ -171,7 +174,7 @@ def test_a_result_click_seeks_the_player_and_swaps_the_video_only_when_needed(en
     plain = json.loads(analyze_tab.on_select(engine, rows, name, _select(2), None, None, False)[2])
     assert plain["t"] == pytest.approx(rows[2]["start_s"] - 0.5) and plain["end"] is None  # blank: the default
     segs = json.loads(analyze_tab.on_play_all(engine, rows, name, 1.0, 99)[2])["segments"]
-    assert segs[-1] == pytest.approx([rows[2]["start_s"] - 1.0, rows[2]["end_s"] + 10.0])  # at most 10 s
+    assert segs[-1][:2] == pytest.approx([rows[2]["start_s"] - 1.0, rows[2]["end_s"] + 10.0])  # at most 10 s
     assert analyze_tab.jump(engine, [], 0, name) == (gr.skip(),) * 3
 
 
@@ -184,15 +187,35 @@ def test_a_result_without_a_video_says_so(engine):  # noqa: F811
         analyze_tab.on_play_all(engine, rows, None)
 
 
-def test_play_all_steps_through_the_results_in_time_order(engine, video_match):  # noqa: F811
-    rows = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
-    other_set = {**rows[0], "set_no": 2, "start_s": 0.0, "end_s": 0.6}  # not in the video the player shows
-    video, name, payload = analyze_tab.on_play_all(engine, [*reversed(rows), other_set], None)
+def _second_match(engine, index_video) -> int:  # noqa: F811
+    """Another match with a video of its own (a copy of the first one's, under another name)."""
+    folder = engine.workspace.uploads / "w"
+    folder.mkdir()
+    shutil.copy(index_video, folder / "second.mp4")
+    lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
+    lines += [f"second_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in HITS]
+    (folder / "second.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return analyze_tab.on_add(engine, None, None, "uploads/w/second.mp4", "uploads/w/second.csv", "m2")[0].value
+
+
+def test_play_all_plays_every_video_set_after_set_in_time_order(engine, video_match, index_video):  # noqa: F811
+    other = _second_match(engine, index_video)
+    first = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
+    second = analyze_tab.on_ask(engine, "Which strokes are smashes?", other, "player")[0]
+    missing = {**first[0], "set_no": 2, "start_s": 0.0, "end_s": 0.6}  # a set without a video: left out
+    rows = [*reversed(second), missing, *reversed(first)]
+    video, name, payload = analyze_tab.on_play_all(engine, rows, None)
     segments = json.loads(payload)["segments"]
-    assert video.endswith(name) and json.loads(payload)["src"] == name
-    assert [s[0] for s in segments] == pytest.approx([max(0.0, r["start_s"] - 0.5) for r in rows])
-    assert [s[1] for s in segments] == pytest.approx([r["end_s"] + 0.2 for r in rows])
+    videos = [engine.match_video(m)[0] for m in (video_match, other)]
+    assert video == str(videos[0]) and name == videos[0].name  # the player starts on the first clip's video
+    assert [s[2] for s in segments] == [videos[0].name] * 3 + [videos[1].name] * 3
+    assert segments[3][3] == "/gradio_api/file=" + quote(str(videos[1]))  # the page loads the next video itself
+    assert [s[0] for s in segments] == pytest.approx([max(0.0, r["start_s"] - 0.5) for r in first + second])
+    assert [s[1] for s in segments] == pytest.approx([r["end_s"] + 0.2 for r in first + second])
     assert analyze_tab.on_play_all(engine, rows, name)[0] == gr.skip()
+    # a playlist plays in its own order
+    listed = json.loads(analyze_tab.on_play_all(engine, rows, name, in_order=True)[2])["segments"]
+    assert [s[2] for s in listed] == [videos[1].name] * 3 + [videos[0].name] * 3
     with pytest.raises(gr.Error, match="Ask a question first"):
         analyze_tab.on_play_all(engine, [], name)
 
@@ -208,6 +231,46 @@ def test_exports_write_the_results(engine, video_match):  # noqa: F811
     for export in (analyze_tab.on_export_csv, analyze_tab.on_export_mp4):
         with pytest.raises(gr.Error, match="No results to export."):
             export(engine, [])
+
+
+def test_a_playlist_is_built_from_answers_reordered_saved_opened_and_exported(engine, video_match, index_video):  # noqa: F811
+    """The coach's playlist: results of two questions, one clip moved up and one removed, saved
+    under a name and opened again in a fresh page, played in its order, exported three ways."""
+    smashes = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
+    lifts = analyze_tab.on_ask(engine, "lobs", video_match, "player")[0]
+    items, table, picked, note = analyze_tab.on_playlist_add(engine, [], smashes)
+    items, table, picked, note = analyze_tab.on_playlist_add(engine, items, [*lifts, smashes[0]])
+    assert note == f"Added {len(lifts)} clip{'' if len(lifts) == 1 else 's'}; the playlist holds {3 + len(lifts)}."
+    assert [r[0] for r in table] == list(range(1, 4 + len(lifts))) and table[0][5] == smashes[0]["caption"]
+    last = len(items) - 1
+    picked, note, video, name, seek = analyze_tab.on_playlist_pick(engine, items, None, _select(last))
+    assert picked == last and json.loads(seek)["t"] == pytest.approx(max(0.0, items[last]["start_s"] - 0.5))
+    items, table, picked, note = analyze_tab.on_playlist_up(engine, items, picked)
+    assert picked == last - 1 and items[last - 1]["stroke"] == "lob" and note == f"Clip {last + 1} is now clip {last}."
+    items, table, picked, note = analyze_tab.on_playlist_remove(engine, items, 0)
+    expected = [*smashes[1:], *lifts]
+    expected.insert(len(expected) - 2, expected.pop())  # the last clip, one place up
+    assert picked is None and [r["start_s"] for r in items] == [r["start_s"] for r in expected]
+    with pytest.raises(gr.Error, match="Pick a clip"):
+        analyze_tab.on_playlist_down(engine, items, None)
+    saved, note = analyze_tab.on_playlist_save(engine, items, "late smashes")
+    assert saved.value == "late_smashes" and ("late_smashes", "late_smashes") in saved.choices
+    with pytest.raises(gr.Error, match="give the playlist a name"):
+        bind(analyze_tab.on_playlist_save, engine)(items, "  ")
+    fresh = Engine(engine.workspace.root, demo_match=engine.workspace.root / "no-demo")  # the next day's session
+    opened, table2, _, note, name_box = analyze_tab.on_playlist_open(fresh, "late_smashes")
+    assert opened == items and table2 == table and name_box == "late_smashes"
+    segments = json.loads(analyze_tab.on_playlist_play(fresh, opened, None)[2])["segments"]
+    assert [s[0] for s in segments] == pytest.approx([max(0.0, r["start_s"] - 0.5) for r in items])  # its own order
+    csv = Path(analyze_tab.on_playlist_csv(fresh, opened, "late_smashes")["value"])
+    assert csv.name == "playlist-late_smashes.csv" and len(csv.read_text().splitlines()) == 1 + len(items)
+    edl = Path(analyze_tab.on_playlist_edl(fresh, opened, "late_smashes")["value"]).read_text()
+    assert edl.count(" AX ") == len(items) and f"FROM CLIP NAME: {Path(items[0]['video']).name}" in edl
+    mp4 = Path(analyze_tab.on_playlist_mp4(fresh, opened[:2], "late_smashes")["value"])
+    assert mp4.suffix == ".mp4" and mp4.stat().st_size > 0
+    for export in (analyze_tab.on_playlist_csv, analyze_tab.on_playlist_edl, analyze_tab.on_playlist_play):
+        with pytest.raises(gr.Error, match="The playlist is empty"):
+            export(fresh, [], "x")
 
 
 # ---------------------------------------------------------------- Strokes

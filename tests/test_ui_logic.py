@@ -451,6 +451,8 @@ def test_the_demo_match_is_indexed_in_the_background_and_the_page_follows(tmp_pa
     assert {r["set_no"] for r in eng.strokes(match["id"])} == {1, 2, 3}
     note, picker, timer = analyze_tab.on_demo_tick(eng)
     assert not note.visible and picker.value == match["id"] and timer.active is False
+    kept = analyze_tab.on_demo_tick(eng, 7)  # a match the coach picked stays
+    assert kept[1] == gr.skip() and kept[2].active is False
     # a demo that cannot be indexed: the reason on the page, the app goes on
     bad = tmp_path / "bad-demo" / "m"
     bad.mkdir(parents=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from core import playlist
 from core.engine import SEEK_LEAD_S, Answer, Engine
 from ui.common import (EXPECTED, LEAD_OUT_S, MAX_LEAD_S, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS,
                        SPEED_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, progress_html,
@@ -73,9 +74,10 @@ def on_match(engine: Engine, match_id: int | None) -> tuple:
             _counts(Answer("")))
 
 
-def on_demo_tick(engine: Engine) -> tuple:
+def on_demo_tick(engine: Engine, picked: int | None = None) -> tuple:
     """While the demo match is indexed in the background: (progress line, picker, timer); once it
-    is done, the picker shows it (which loads its video) and the timer stops."""
+    is done, the picker shows it (which loads its video) unless the coach has picked a match, and
+    the timer stops."""
     demo = engine.demo
     if demo.running:
         share = demo.done / demo.total if demo.total else None
@@ -83,7 +85,8 @@ def on_demo_tick(engine: Engine) -> tuple:
         return gr.HTML(note, visible=True), gr.skip(), gr.skip()
     choices = engine.match_choices()
     note = f"⚠ The demo match could not be indexed: {demo.error}" if demo.error else ""
-    return gr.HTML(note, visible=bool(note)), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None), gr.Timer(active=False)
+    picker = gr.skip() if picked is not None else gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+    return gr.HTML(note, visible=bool(note)), picker, gr.Timer(active=False)
 
 
 def _fps_text(engine: Engine, match_id: int | None, set_no: int | None = None) -> str:
@@ -183,7 +186,7 @@ def jump(engine: Engine, rows: list[dict] | None, index: int | None, current_nam
     path, _ = engine.match_video(r.get("match_id"), r.get("set_no"))
     if path is None:
         raise gr.Error("This stroke's match has no video.")
-    return _player(path, current_name, seek_payload(r["start_s"], path.name, lead_in, r.get("end_s"), lead_out, loop))
+    return _player(path, current_name, seek_payload(r["start_s"], path, lead_in, r.get("end_s"), lead_out, loop))
 
 
 def on_select(engine: Engine, rows: list[dict] | None, current_name: str | None, evt: gr.SelectData,
@@ -200,17 +203,24 @@ def on_pick(engine: Engine, rows: list[dict] | None, current_name: str | None, v
 
 
 def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | None,
-                lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S) -> tuple:
-    """(video, video name, play-all payload): the results in the first result's set, in time order."""
+                lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S, in_order: bool = False) -> tuple:
+    """(video, video name, play-all payload): every result with a video, set after set in time order
+    (with `in_order`, as listed: a playlist), the player starting on the first one's video."""
     if not rows:
         raise gr.Error("Ask a question first: Play all steps through its results.")
-    first = rows[0]
-    path, set_no = engine.match_video(first.get("match_id"), first.get("set_no"))
-    if path is None:
+    videos, segs = {}, []
+    for r in rows:
+        where = (r.get("match_id") or 0, r.get("set_no") or 0)
+        if where not in videos:
+            path, set_no = engine.match_video(r.get("match_id"), r.get("set_no"))
+            videos[where] = path if set_no == r.get("set_no") else None  # never another set's video
+        if videos[where] is not None and r.get("start_s") is not None:
+            segs.append((where, r["start_s"], r["end_s"], videos[where]))
+    if not segs:
         raise gr.Error("These results have no video.")
-    segs = [(r["start_s"], r["end_s"]) for r in rows if r.get("set_no") == set_no]
-    segs.sort()
-    return _player(path, current_name, play_all_payload(segs, path.name, lead_in, lead_out))
+    if not in_order:
+        segs.sort(key=lambda s: (s[0], s[1]))
+    return _player(segs[0][3], current_name, play_all_payload([s[1:] for s in segs], lead_in, lead_out))
 
 
 def on_export_csv(engine: Engine, rows: list[dict] | None) -> dict:
@@ -225,6 +235,118 @@ def on_export_mp4(engine: Engine, rows: list[dict] | None, progress: gr.Progress
     if not rows:
         raise gr.Error("No results to export.")
     return gr.update(value=str(engine.export_highlights(rows, progress=progress_callback(progress))), visible=True)
+
+
+# ---------------------------------------------------------------- the playlist: clips of answers, in an order of one's own
+
+PLAYLIST_COLUMNS = ["#", "set", "rally", "stroke", "player", "what", "time s"]
+PLAYLIST_WIDTHS = ["6%", "6%", "8%", "8%", "20%", "40%", "12%"]
+
+
+def playlist_table(items: list[dict]) -> list[list]:
+    return [[i + 1, r.get("set_no"), r.get("rally"), "" if r.get("kind") == "rally" else r.get("ball_round"),
+             r.get("player_name") or r.get("side") or "",
+             r.get("caption") or r.get("stroke") or "", round(float(r.get("start_s") or 0.0), 2)]
+            for i, r in enumerate(items)]
+
+
+def _listed(items: list[dict], note: str, picked: int | None = None) -> tuple:
+    """(items, table, picked index, note) after a playlist edit."""
+    return items, playlist_table(items), picked, note
+
+
+def on_playlist_add(engine: Engine, items: list[dict] | None, rows: list[dict] | None) -> tuple:
+    """The current results appended to the playlist (those already in it left where they are)."""
+    if not rows:
+        raise gr.Error("Ask a question first: its results are what you add.")
+    out = playlist.add(items or [], rows)
+    added = len(out) - len(items or [])
+    return _listed(out, f"Added {added} clip{'' if added == 1 else 's'}; the playlist holds {len(out)}.")
+
+
+def on_playlist_clear(engine: Engine) -> tuple:
+    return _listed([], "The playlist is empty.")
+
+
+def on_playlist_pick(engine: Engine, items: list[dict] | None, current_name: str | None, evt: gr.SelectData,
+                     lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S,
+                     loop: bool = False) -> tuple:
+    """A click on a playlist row: (picked index, note, video, video name, seek payload), the clip played."""
+    i = row_index(evt)
+    return (i, f"Clip {i + 1} picked: ↑ ↓ move it, ✕ removes it.",
+            *jump(engine, items, i, current_name, lead_in, lead_out, loop))
+
+
+def _move(items: list[dict] | None, picked: int | None, delta: int) -> tuple:
+    if picked is None:
+        raise gr.Error("Pick a clip of the playlist first (click its row).")
+    out, to = playlist.move(items or [], int(picked), delta)
+    return _listed(out, f"Clip {int(picked) + 1} is now clip {to + 1}.", to)
+
+
+def on_playlist_up(engine: Engine, items: list[dict] | None, picked: int | None) -> tuple:
+    return _move(items, picked, -1)
+
+
+def on_playlist_down(engine: Engine, items: list[dict] | None, picked: int | None) -> tuple:
+    return _move(items, picked, 1)
+
+
+def on_playlist_remove(engine: Engine, items: list[dict] | None, picked: int | None) -> tuple:
+    if picked is None:
+        raise gr.Error("Pick a clip of the playlist first (click its row).")
+    out = playlist.remove(items or [], int(picked))
+    return _listed(out, f"Removed clip {int(picked) + 1}; the playlist holds {len(out)}.")
+
+
+def on_playlist_save(engine: Engine, items: list[dict] | None, name: str) -> tuple[gr.Dropdown, str]:
+    """The playlist saved under its name in the workspace (an existing one of that name replaced)."""
+    path = engine.save_playlist(name, items or [])
+    return gr.Dropdown(choices=engine.playlists(), value=path.stem), f"Saved “{path.stem}” ({len(items)} clips)."
+
+
+def on_playlists(engine: Engine) -> gr.Dropdown:
+    """The saved playlists' picker with the workspace's current ones (on page load)."""
+    return gr.Dropdown(choices=engine.playlists())
+
+
+def on_playlist_open(engine: Engine, name: str | None) -> tuple:
+    """A saved playlist in place of the current one: (items, table, picked, note, name box)."""
+    if not name:
+        raise gr.Error("Pick a saved playlist first.")
+    items = engine.open_playlist(name)
+    return (*_listed(items, f"Opened “{name}” ({len(items)} clips)."), name)
+
+
+def _export_name(name: str | None) -> str:
+    return f"playlist-{name.strip()}" if name and name.strip() else "playlist"
+
+
+def on_playlist_csv(engine: Engine, items: list[dict] | None, name: str) -> dict:
+    if not items:
+        raise gr.Error("The playlist is empty: add the results of a question first.")
+    return gr.update(value=str(engine.export_results_csv(items, _export_name(name))), visible=True)
+
+
+def on_playlist_mp4(engine: Engine, items: list[dict] | None, name: str, progress: gr.Progress = gr.Progress()) -> dict:
+    if not items:
+        raise gr.Error("The playlist is empty: add the results of a question first.")
+    path = engine.export_highlights(items, _export_name(name), progress=progress_callback(progress))
+    return gr.update(value=str(path), visible=True)
+
+
+def on_playlist_edl(engine: Engine, items: list[dict] | None, name: str) -> dict:
+    if not items:
+        raise gr.Error("The playlist is empty: add the results of a question first.")
+    return gr.update(value=str(engine.export_edl(items, _export_name(name))), visible=True)
+
+
+def on_playlist_play(engine: Engine, items: list[dict] | None, current_name: str | None,
+                     lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S) -> tuple:
+    """(video, video name, play-all payload): the playlist's clips in its order, across sets."""
+    if not items:
+        raise gr.Error("The playlist is empty: add the results of a question first.")
+    return on_play_all(engine, items, current_name, lead_in, lead_out, in_order=True)
 
 
 # ---------------------------------------------------------------- layout and events
@@ -291,6 +413,29 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                     export_csv = gr.Button("Export CSV")
                     export_mp4 = gr.Button("Export highlight mp4")
                 download = gr.File(label="Export", interactive=False, elem_id="export-file", height=90, visible=False)
+                with gr.Accordion("Playlist: clips of your own, in your order", open=False, elem_id="playlist-box"):
+                    with gr.Row():
+                        pl_add = gr.Button("+ Add the results", elem_id="playlist-add")
+                        pl_play = gr.Button("▶ Play the playlist", elem_id="playlist-play")
+                        pl_clear = gr.Button("Clear", elem_id="playlist-clear")
+                    pl_table = gr.Dataframe(headers=PLAYLIST_COLUMNS, interactive=False, wrap=True, max_height=240,
+                                            column_widths=PLAYLIST_WIDTHS, elem_id="playlist",
+                                            label="Clips in playing order (click one to play and pick it)")
+                    with gr.Row():
+                        pl_up = gr.Button("↑ Up", elem_id="playlist-up", min_width=60)
+                        pl_down = gr.Button("↓ Down", elem_id="playlist-down", min_width=60)
+                        pl_remove = gr.Button("✕ Remove", elem_id="playlist-remove", min_width=60)
+                    pl_note = gr.Markdown(elem_id="playlist-note")
+                    with gr.Row():
+                        pl_name = gr.Textbox(label="Name", elem_id="playlist-name", scale=2, max_lines=1)
+                        pl_save = gr.Button("Save", elem_id="playlist-save", scale=1)
+                        pl_saved = gr.Dropdown(engine.playlists() if engine.workspace else [], value=None,
+                                               label="Saved playlists", elem_id="playlist-saved", scale=2)
+                        pl_open = gr.Button("Open", elem_id="playlist-open", scale=1)
+                    with gr.Row():
+                        pl_csv = gr.Button("Export playlist CSV", elem_id="playlist-csv")
+                        pl_mp4 = gr.Button("Export playlist mp4 (title cards)", elem_id="playlist-mp4")
+                        pl_edl = gr.Button("Export playlist EDL", elem_id="playlist-edl")
                 gr.Examples(EXAMPLES, inputs=question, label="Example questions")
         fps = gr.Textbox(elem_classes="sl-hidden", elem_id="video-fps", show_label=False,
                          value=_fps_text(engine, shared.first_match))
@@ -302,7 +447,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
     match.change(bind(on_match, engine), match,
                  [shared.match, video, video_name, fps, shared.results, results, timeline, message, counts])
     refresh.click(bind(on_refresh, engine), None, match)
-    demo_timer.tick(bind(on_demo_tick, engine), None, [demo_status, match, demo_timer])
+    demo_timer.tick(bind(on_demo_tick, engine), match, [demo_status, match, demo_timer])
     add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server, up_folder],
               [match, add_status])
     # one listener for both triggers: a question asked while one runs waits for it, then replaces it
@@ -320,4 +465,22 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         .then(None, seek, None, js=PLAY_ALL_JS)
     export_csv.click(bind(on_export_csv, engine), shared.results, download)
     export_mp4.click(bind(on_export_mp4, engine), shared.results, download)
+
+    items, picked = gr.State([]), gr.State(None)
+    listed = [items, pl_table, picked, pl_note]
+    pl_add.click(bind(on_playlist_add, engine), [items, shared.results], listed)
+    pl_clear.click(bind(on_playlist_clear, engine), None, listed)
+    pl_table.select(bind(on_playlist_pick, engine), [items, video_name, *clip], [picked, pl_note, video, video_name, seek]) \
+        .then(None, seek, None, js=SEEK_JS)
+    pl_up.click(bind(on_playlist_up, engine), [items, picked], listed)
+    pl_down.click(bind(on_playlist_down, engine), [items, picked], listed)
+    pl_remove.click(bind(on_playlist_remove, engine), [items, picked], listed)
+    pl_save.click(bind(on_playlist_save, engine), [items, pl_name], [pl_saved, pl_note])
+    pl_open.click(bind(on_playlist_open, engine), pl_saved, [*listed, pl_name])
+    shared.on_load.append((bind(on_playlists, engine), None, pl_saved))
+    pl_play.click(bind(on_playlist_play, engine), [items, video_name, lead_in, lead_out], [video, video_name, seek]) \
+        .then(None, seek, None, js=PLAY_ALL_JS)
+    pl_csv.click(bind(on_playlist_csv, engine), [items, pl_name], download)
+    pl_mp4.click(bind(on_playlist_mp4, engine), [items, pl_name], download)
+    pl_edl.click(bind(on_playlist_edl, engine), [items, pl_name], download)
     shared.app_load_js += [TIMELINE_CLICK_JS, PLAYER_KEYS_JS, PLAYHEAD_JS]

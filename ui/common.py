@@ -8,6 +8,8 @@ import json
 import logging
 import typing
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -108,31 +110,51 @@ def _lead(value, default: float) -> float:
         return default
 
 
-def seek_payload(start_s: float, video_name: str | None, lead_in=SEEK_LEAD_S, end_s: float | None = None,
+def file_url(path: str | None) -> str:
+    """Where the page fetches a workspace or assets file (Gradio's file route, allowed_paths only);
+    "" for a bare file name."""
+    return f"/gradio_api/file={quote(str(path))}" if path and Path(path).is_absolute() else ""
+
+
+def seek_payload(start_s: float, video: str | Path | None, lead_in=SEEK_LEAD_S, end_s: float | None = None,
                  lead_out=LEAD_OUT_S, loop: bool = False) -> str:
     """JSON for SEEK_JS: where to seek (`lead_in` s before the stroke's window), which file must be
-    loaded, and with `loop`, where the clip ends (`lead_out` s after `end_s`) to start it again."""
+    playing (a path: loaded from its URL when the player holds another; a name: waited for), and with `loop`, where the clip
+    ends (`lead_out` s after `end_s`) to start it again."""
     _seq["n"] += 1
     t = max(0.0, float(start_s) - _lead(lead_in, SEEK_LEAD_S))
     end = float(end_s) + _lead(lead_out, LEAD_OUT_S) if (loop and end_s is not None) else None
-    return json.dumps({"t": t, "end": end, "src": video_name or "", "n": _seq["n"]})
+    return json.dumps({"t": t, "end": end, "src": Path(video).name if video else "", "url": file_url(video),
+                       "n": _seq["n"]})
 
 
-def play_all_payload(segments: list[tuple[float, float]], video_name: str | None, lead_in=SEEK_LEAD_S,
-                     lead_out=LEAD_OUT_S) -> str:
+def play_all_payload(segments: list[tuple[float, float, Path]], lead_in=SEEK_LEAD_S, lead_out=LEAD_OUT_S) -> str:
+    """JSON for PLAY_ALL_JS: the (start s, end s, video) clips in playing order, widened by the lead-in
+    and lead-out; a clip in another video than the one before loads that file first."""
     _seq["n"] += 1
     a_s, b_s = _lead(lead_in, SEEK_LEAD_S), _lead(lead_out, LEAD_OUT_S)
-    return json.dumps({"segments": [[max(0.0, a - a_s), b + b_s] for a, b in segments],
-                       "src": video_name or "", "n": _seq["n"]})
+    return json.dumps({"segments": [[max(0.0, a - a_s), b + b_s, Path(v).name, file_url(v)] for a, b, v in segments],
+                       "n": _seq["n"]})
 
 
-# Finds the match player's <video>, waits until the expected file is loaded, seeks and plays.
+# The match player's <video> once `src` (a file name) is loaded in it, else null; a player holding
+# another file is given `url` (once) and polled again.
 _FIND_VIDEO = """
-const slVideo = (src) => {
+const slVideo = (src, url) => {
   const v = document.querySelector('#%s video');
-  if (!v || v.readyState < 1) return null;
-  if (src && !decodeURIComponent(v.currentSrc || v.src || '').includes(src)) return null;
-  return v;
+  if (!v) return null;
+  const holds = !src || decodeURIComponent(v.currentSrc || v.src || '').includes(src);
+  if (!holds) {
+    if (url && v.dataset.slUrl !== url) { v.dataset.slUrl = url; v.src = url; v.load(); }
+    return null;
+  }
+  return v.readyState >= 1 ? v : null;
+};
+// Play at the speed picked in the page: a new file in the player starts at 1x.
+const slPlay = (v) => {
+  const picked = document.querySelector('#speed input:checked');
+  if (picked) v.playbackRate = parseFloat(picked.value) || 1;
+  const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
 };
 """ % VIDEO_ID
 
@@ -143,7 +165,7 @@ SEEK_JS = """
   %s
   let tries = 0;
   const go = () => {
-    const v = slVideo(p.src);
+    const v = slVideo(p.src, p.url);
     if (!v) { if (tries++ < 600) setTimeout(go, 100); return; }
     if (window.slStopPlayAll) window.slStopPlayAll();
     if (window.slStopLoop) window.slStopLoop();
@@ -153,7 +175,7 @@ SEEK_JS = """
       window.slStopLoop = () => { v.removeEventListener('timeupdate', onTime); window.slStopLoop = null; };
     }
     v.currentTime = p.t;
-    const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
+    slPlay(v);
   };
   go();
 }
@@ -164,25 +186,28 @@ PLAY_ALL_JS = """
   if (!payload) return;
   const p = JSON.parse(payload);
   %s
-  let tries = 0;
-  const start = () => {
-    const v = slVideo(p.src);
-    if (!v) { if (tries++ < 600) setTimeout(start, 100); return; }
-    if (window.slStopPlayAll) window.slStopPlayAll();
-    if (window.slStopLoop) window.slStopLoop();
-    let i = 0;
-    const step = () => {
-      if (i >= p.segments.length) { v.pause(); stop(); return; }
-      v.currentTime = p.segments[i][0];
-      const pr = v.play(); if (pr && pr.catch) pr.catch(() => {});
-    };
-    const onTime = () => { if (i < p.segments.length && v.currentTime >= p.segments[i][1]) { i++; step(); } };
-    const stop = () => { v.removeEventListener('timeupdate', onTime); window.slStopPlayAll = null; };
-    v.addEventListener('timeupdate', onTime);
-    window.slStopPlayAll = stop;
-    step();
+  if (window.slStopPlayAll) window.slStopPlayAll();
+  if (window.slStopLoop) window.slStopLoop();
+  let i = 0, v = null, tries = 0, stopped = false;
+  const onTime = () => {
+    if (stopped || !v || i >= p.segments.length) return;
+    const s = p.segments[i];
+    if (decodeURIComponent(v.currentSrc || v.src || '').includes(s[2]) && v.currentTime >= s[1]) { i++; step(); }
   };
-  start();
+  const stop = () => { stopped = true; if (v) v.removeEventListener('timeupdate', onTime); window.slStopPlayAll = null; };
+  const step = () => {  // the clip i: its file loaded (another set's video is swapped in), then seek and play
+    if (stopped) return;
+    if (i >= p.segments.length) { if (v) v.pause(); stop(); return; }
+    const s = p.segments[i];
+    const w = slVideo(s[2], s[3]);
+    if (!w) { if (v) v.pause(); if (tries++ < 600) setTimeout(step, 100); return; }
+    tries = 0;
+    if (w !== v) { if (v) v.removeEventListener('timeupdate', onTime); v = w; v.addEventListener('timeupdate', onTime); }
+    v.currentTime = s[0];
+    slPlay(v);
+  };
+  window.slStopPlayAll = stop;
+  step();
 }
 """ % _FIND_VIDEO
 

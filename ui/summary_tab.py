@@ -77,7 +77,7 @@ def on_watch(engine: Engine, report: dict | None, value: str | None, current_nam
     path, _ = engine.match_video(report["match"]["id"], set_no)
     if r is None or path is None or r["start_s"] is None:
         raise gr.Error(f"Set {set_no} of this match has no video to play.")
-    payload = seek_payload(r["start_s"], path.name, SEEK_LEAD_S, r["end_s"], LEAD_OUT_S, loop=r["end_s"] is not None)
+    payload = seek_payload(r["start_s"], path, SEEK_LEAD_S, r["end_s"], LEAD_OUT_S, loop=r["end_s"] is not None)
     return gr.Tabs(selected="analyze"), str(path) if path.name != current_name else gr.skip(), path.name, payload
 
 

@@ -60,6 +60,12 @@ def _video(page, prop: str) -> float:
     return page.evaluate(f"document.querySelector('#match-video video').{prop}")
 
 
+def _wait_src(page, name: str) -> None:
+    """The player holds the video file `name` (the element is replaced while Gradio swaps files)."""
+    page.wait_for_function("(n) => { const v = document.querySelector('#match-video video');"
+                           " return v && decodeURIComponent(v.currentSrc).includes(n); }", arg=name, timeout=60_000)
+
+
 def _wait_time(page, low: float, high: float) -> None:
     """The player's currentTime within [low - 0.05, high] (it plays on from the seek point)."""
     page.wait_for_function(f"(() => {{ const t = document.querySelector('#match-video video').currentTime;"
@@ -357,6 +363,70 @@ def test_a_match_from_a_video_alone_is_detected_answers_and_takes_an_added_hit(p
     page.wait_for_function(f"(() => {{ const t = document.querySelector('#edit-video video').currentTime;"
                            f" return t >= {low - 0.05} && t <= {hit + 2}; }})()", timeout=60_000)
     shot(page, "video-only-added-hit")
+
+
+@pytest.mark.skipif(not DETECTOR.is_file(), reason="no shipped detector in assets/detector")
+def test_a_playlist_of_two_matches_is_reordered_saved_played_across_videos_and_exported(page, shot, clears):
+    """After the video-only match was added: the demo's two clears and a rally of the other match's
+    video in a playlist, the rally moved first, saved, opened in a fresh page, played through both
+    videos (the page swaps the file itself), exported as an EDL and a highlight mp4 that plays."""
+    page.locator("#playlist-box").get_by_text("Playlist").first.click()
+    _ask(page, QUESTION)
+    page.click("#playlist-add")
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('holds 2')")
+    page.click("#match-pick input")
+    page.get_by_role("option", name=re.compile("rally-video")).click()
+    _wait_src(page, "rally-video")
+    _ask(page, "rally 1")
+    assert "1 matching rally" in page.inner_text("#answer-message")
+    page.click("#playlist-add")
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('holds 3')")
+    page.locator("#playlist").get_by_test_id("cell-2-0").click()  # the rally, third
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('Clip 3 picked')")
+    page.click("#playlist-up")
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('now clip 2')")
+    page.click("#playlist-up")
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('now clip 1')")
+    page.fill("#playlist-name input, #playlist-name textarea", "two matches")
+    page.click("#playlist-save")
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('Saved')")
+
+    page.reload()  # the next session: open it by name
+    page.wait_for_selector("#question input")
+    page.wait_for_function("document.querySelector('#match-pick input').value.length > 0")
+    page.locator("#playlist-box").get_by_text("Playlist").first.click()
+    page.click("#playlist-saved input")
+    page.get_by_role("option", name="two_matches").click()
+    page.click("#playlist-open")
+    page.wait_for_function("document.querySelector('#playlist-note').innerText.includes('Opened')")
+    assert "Rally 1" in page.inner_text("#playlist [data-testid='cell-0-5']")
+    page.fill("#lead-out input", "0")
+    page.locator("#speed").get_by_label("2", exact=True).check()  # speed 2x, kept across the file swaps
+    page.click("#playlist-play")
+    _wait_src(page, "rally-video")
+    shot(page, "playlist-playing-rally")
+    # after the rally, the demo video is loaded and played from the first clear's seek point
+    page.wait_for_function(f"(() => {{ const v = document.querySelector('#match-video video');"
+                           f" return v && !decodeURIComponent(v.currentSrc).includes('rally-video') && !v.paused"
+                           f" && v.currentTime >= {clears[0][1] - 0.05} && v.currentTime <= {clears[0][1] + 2}; }})()",
+                           timeout=90_000)
+    assert _video(page, "playbackRate") == 2
+    shot(page, "playlist-playing-clear")
+    page.click("#playlist-edl")
+    page.wait_for_selector("#export-file a[href*='playlist-two_matches.edl']", timeout=60_000)
+    page.click("#playlist-mp4")
+    page.wait_for_selector("#export-file a[href*='playlist-two_matches.mp4']", timeout=180_000)
+    href = page.get_attribute("#export-file a[href*='.mp4']", "href")
+    state = page.evaluate("""(src) => new Promise((done) => {
+        const v = document.createElement('video');
+        v.muted = true;
+        v.onloadeddata = () => done({ready: v.readyState, error: null, seconds: v.duration});
+        v.onerror = () => done({ready: v.readyState, error: v.error && v.error.code});
+        v.src = src;
+        document.body.appendChild(v);
+    })""", href)
+    assert state["error"] is None and state["ready"] >= 2 and state["seconds"] > 3 * 1.5, state  # 3 cards at least
+    shot(page, "playlist-exported")
 
 
 def _run_end_status(page, seconds: float = 120) -> str:
