@@ -523,6 +523,20 @@ class Engine:
                 return self.playable_video(s["video"]), int(s["set_no"])
         return None, None
 
+    def rally_spans(self, match_id: int | None, sets: set[int] | None = None) -> list[dict]:
+        """The rallies of a match's sets (all, or `sets`), in play order: set_no, rally, start_s,
+        end_s, shots and the score before it ("11-9", None where not known)."""
+        if match_id is None:
+            return []
+        with self._index_lock:
+            rows = self.index.db.execute(
+                "SELECT st.set_no, r.rally, r.start_s, r.end_s, r.n_strokes, r.score_a_before, r.score_b_before "
+                "FROM rallies r JOIN sets st ON st.id=r.set_id WHERE st.match_id=? AND r.start_s IS NOT NULL "
+                "ORDER BY st.set_no, r.rally", (int(match_id),)).fetchall()
+        return [{"set_no": s, "rally": r, "start_s": a, "end_s": b if b is not None else a, "shots": n,
+                 "score": f"{x}-{y}" if x is not None and y is not None else None}
+                for s, r, a, b, n, x, y in rows if sets is None or s in sets]
+
     def video_fps(self, match_id: int | None, set_no: int | None = None) -> float | None:
         """Frame rate of the set's video that `match_video` plays (None: not known)."""
         if match_id is None:

@@ -104,7 +104,7 @@ def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_ma
     one = analyze_tab.on_ask(engine, "When does the upper player play a clear?", video_match, "player")
     assert [r["stroke"] for r in one[0]] == ["clear"] and one[3].endswith("”**: 1 matching stroke.")
     # set, rally, stroke, time (s), player, type, caption, source, confidence (none: hand annotations)
-    assert table[0] == [1, 1, 1, 0.4, "upper", "smash", "upper player hits a smash in the backcourt", "structured",
+    assert table[0] == [1, 1, 1, 0.4, "upper", "smash", "upper player hits a smash in the backcourt", "exact",
                         ""]
     assert [row[3] for row in table] == [0.4, 3.2, 4.0]
     marks = [t for t in timeline.data if t.mode == "markers"]
@@ -113,6 +113,30 @@ def test_asking_returns_the_rows_their_table_timeline_and_count(engine, video_ma
     assert not analyze_tab.on_lanes(engine, None, "player").data
     by_stroke = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "stroke")[2]
     assert {t.name for t in by_stroke.data} == {"smash"}
+
+
+def test_the_timeline_bands_every_rally_with_its_score_and_zooms_to_one(engine, video_match):  # noqa: F811
+    rows, _, timeline, *_ = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")
+    spans = engine.rally_spans(video_match)
+    assert [(r["rally"], r["shots"]) for r in spans] == [(1, 4), (2, 3)]
+    first, last = HITS[0][2] / FPS, HITS[3][2] / FPS
+    assert spans[0]["start_s"] < first < last < spans[0]["end_s"] < spans[1]["start_s"]
+    bands = [(s.x0, s.x1) for s in timeline.layout.shapes if s.type == "rect"]
+    assert bands == [(r["start_s"], r["end_s"]) for r in spans]  # every rally, results or not
+    labels = timeline.layout.annotations
+    assert [a.name for a in labels] == ["rally:1:1", "rally:1:2"] and all(a.captureevents for a in labels)
+    assert [a.text for a in labels] == ["R1", "R2"]  # a reference CSV carries no score
+    assert "rally 2" in labels[1].hovertext and "3 shots" in labels[1].hovertext and "click to zoom" in labels[1].hovertext
+    # a click on a rally's label zooms to it (no seek); a click on a mark still plays its stroke
+    assert analyze_tab.on_timeline_click(engine, rows, None, "rally:1:2:1712") == (gr.skip(), gr.skip(), "", "1:2")
+    played = analyze_tab.on_timeline_click(engine, rows, None, "0:1712")
+    assert json.loads(played[2])["t"] == 0.0 and played[3] == gr.skip()
+    zoomed = analyze_tab.on_lanes(engine, rows, "player", "1:2")
+    assert list(zoomed.layout.xaxis.range) == pytest.approx([spans[1]["start_s"] - 1.0, spans[1]["end_s"] + 1.0])
+    assert list(analyze_tab.on_lanes(engine, rows, "player", "").layout.xaxis.range)[0] == 0
+    picker = analyze_tab.on_rallies(engine, rows)
+    assert picker.choices[0] == ("whole video", "") and [v for _, v in picker.choices[1:]] == ["1:1", "1:2"]
+    assert analyze_tab.on_rallies(engine, []).choices == [("whole video", "")]
 
 
 def test_a_question_about_rallies_answers_rallies_that_play_whole(engine, video_match):  # noqa: F811

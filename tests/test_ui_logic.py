@@ -266,6 +266,20 @@ def test_timeline_shades_each_rally_that_holds_several_results():
     assert not [s for s in timeline_figure(_rows(), "player").layout.shapes if s.type == "rect"]
 
 
+def test_rally_bands_are_labelled_with_the_score_only_where_the_label_fits():
+    rallies = [{"set_no": 1, "rally": n, "start_s": a, "end_s": b, "shots": 3, "score": s}
+               for n, a, b, s in ((1, 0.5, 3.0, "0-0"), (2, 4.0, 4.2, "1-0"), (3, 4.5, 40.0, None))]
+    fig = timeline_figure(_rows(), "player", rallies=rallies)
+    labels = [a.text for a in fig.layout.annotations]
+    assert labels == ["R1 0-0", "R3"]  # rally 2 spans 0.5 % of the axis: no room for its label
+    assert "Set 1 · rally 1</b> · 0-0" in fig.layout.annotations[0].hovertext
+    zoomed = timeline_figure(_rows(), "player", rallies=rallies, zoom=(1, 2))
+    assert list(zoomed.layout.xaxis.range) == pytest.approx([3.0, 5.2])
+    assert "R2 1-0" in [a.text for a in zoomed.layout.annotations]  # zoomed in, it reads
+    several = timeline_figure(_rows(), "player", rallies=[*rallies, {**rallies[0], "set_no": 2}])
+    assert "S2 R1 0-0" in [a.text for a in several.layout.annotations]
+
+
 def test_timeline_marks_uncertain_detections_hollow_and_names_their_confidence():
     rows = _rows()
     rows[0]["confidence"], rows[1]["confidence"] = 0.42, 0.9

@@ -24,8 +24,11 @@ EXAMPLES = [
     "Find every serve",
     "When does the bottom player lob from the net?",
 ]
-RESULT_COLUMNS = ["set", "rally", "#", "time s", "player", "type", "caption", "source", "conf."]
-RESULT_WIDTHS = ["6%", "7%", "6%", "9%", "16%", "11%", "29%", "9%", "7%"]
+RESULT_COLUMNS = ["set", "rally", "#", "time s", "player", "type", "caption", "found", "conf."]
+RESULT_WIDTHS = ["7%", "9%", "6%", "9%", "15%", "10%", "24%", "11%", "9%"]
+# how a result was found, in a coach's words: the question's fields matched exactly, or a caption
+# close in meaning, or the loaded model's pick
+FOUND = {"structured": "exact", "semantic": "similar", "model": "model"}
 RALLY_COLUMNS = ["set", "rally", "score", "shots", "won by", "how it ended", "time s"]
 RALLY_WIDTHS = ["6%", "7%", "9%", "8%", "22%", "38%", "10%"]
 SPEEDS = ["0.25", "0.5", "1", "1.5", "2"]
@@ -35,7 +38,11 @@ KEYS_HINT = "Keys: space play/pause · ← → , . frame · shift+← → 1 s ·
 def result_table(rows: list[dict]) -> list[list]:
     return [[r.get("set_no"), r.get("rally"), r.get("ball_round"), round(float(r.get("time_s") or 0.0), 2),
              r.get("player_name") or r.get("side") or "", r.get("stroke") or "", r.get("caption") or "",
-             r.get("source") or "", confidence_cell(r.get("confidence"))] for r in rows]
+             _found(r.get("source")), confidence_cell(r.get("confidence"))] for r in rows]
+
+
+def _found(source: str | None) -> str:
+    return " + ".join(FOUND.get(p, p) for p in str(source).split("+")) if source else ""
 
 
 def rally_table(rows: list[dict]) -> list[list]:
@@ -162,12 +169,33 @@ def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
         why = str(err).strip("'\"")
         return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)", gr.skip()
     rows = ans.rallies or ans.rows
-    return rows, _table(rows, bool(ans.rallies)), timeline_figure(rows, lane_by), answer_note(ans), _counts(ans)
+    return rows, _table(rows, bool(ans.rallies)), _timeline(engine, rows, lane_by), answer_note(ans), _counts(ans)
 
 
-def on_lanes(engine: Engine, rows: list[dict] | None, lane_by: str) -> go.Figure:
-    """The timeline of the current results with other lanes."""
-    return timeline_figure(rows or [], lane_by)
+def _rallies_of(engine: Engine, rows: list[dict]) -> list[dict] | None:
+    """The rallies of the results' sets (None: results without a match)."""
+    match_id = rows[0].get("match_id") if rows else None
+    return engine.rally_spans(match_id, {r.get("set_no") for r in rows}) if match_id is not None else None
+
+
+def _timeline(engine: Engine, rows: list[dict], lane_by: str, zoom: str | None = None) -> go.Figure:
+    """The results on the timeline over the rallies of their sets (zoomed to the rally "SET:RALLY")."""
+    picked = tuple(int(v) for v in zoom.split(":")) if zoom else None
+    return timeline_figure(rows, lane_by, rallies=_rallies_of(engine, rows), zoom=picked)
+
+
+def on_rallies(engine: Engine, rows: list[dict] | None) -> gr.Dropdown:
+    """The zoom picker with the rallies of the results' sets ("whole video" picked)."""
+    rallies = _rallies_of(engine, rows or []) or []
+    several = len({r["set_no"] for r in rallies}) > 1
+    choices = [((f"Set {r['set_no']} · rally {r['rally']}" if several else f"Rally {r['rally']}")
+                + (f" ({r['score']})" if r.get("score") else ""), f"{r['set_no']}:{r['rally']}") for r in rallies]
+    return gr.Dropdown(choices=[("whole video", "")] + choices, value="")
+
+
+def on_lanes(engine: Engine, rows: list[dict] | None, lane_by: str, zoom: str | None = None) -> go.Figure:
+    """The timeline of the current results with other lanes, or zoomed to a rally."""
+    return _timeline(engine, rows or [], lane_by, zoom)
 
 
 def _player(path: Path, current_name: str | None, payload: str) -> tuple:
@@ -200,6 +228,17 @@ def on_pick(engine: Engine, rows: list[dict] | None, current_name: str | None, v
     """A click on a timeline mark (the page writes "row:time" into the hidden box): jump to it."""
     row = int(str(value).split(":")[0]) if value else None
     return jump(engine, rows, row, current_name, lead_in, lead_out, loop)
+
+
+def on_timeline_click(engine: Engine, rows: list[dict] | None, current_name: str | None, value: str | None,
+                      lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S,
+                      loop: bool = False) -> tuple:
+    """A click on the timeline: (video, video name, seek payload, zoom): a stroke's mark plays it, a
+    rally's handle zooms the timeline to that rally (no seek)."""
+    if value and str(value).startswith("rally:"):
+        _, set_no, rally = str(value).split(":")[:3]
+        return gr.skip(), gr.skip(), "", f"{int(set_no)}:{int(rally)}"
+    return (*on_pick(engine, rows, current_name, value, lead_in, lead_out, loop), gr.skip())
 
 
 def on_play_all(engine: Engine, rows: list[dict] | None, current_name: str | None,
@@ -388,6 +427,8 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                 with gr.Row():
                     speed = gr.Radio(SPEEDS, value="1", label="Speed", elem_id="speed", scale=2)
                     lanes = gr.Radio(["player", "stroke", "side"], value="player", label="Timeline lanes", scale=2)
+                    zoom = gr.Dropdown([("whole video", "")], value="", label="Zoom to rally", elem_id="timeline-zoom",
+                                       scale=2, min_width=120)
                 with gr.Row():
                     lead_in = gr.Number(SEEK_LEAD_S, label="Lead-in (s)", minimum=0, maximum=MAX_LEAD_S, step=0.5,
                                         elem_id="lead-in", min_width=90)
@@ -396,7 +437,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                     loop = gr.Checkbox(False, label="Loop the clip", elem_id="loop-clip", min_width=90)
                 gr.Markdown(KEYS_HINT, elem_id="player-keys")
                 timeline = gr.Plot(timeline_figure([], empty="Ask a question: its strokes appear here"),
-                                   label="Event timeline (click a mark to play it)", elem_id="timeline")
+                                   label="Event timeline (click a mark to play it, a rally's label to zoom to it)", elem_id="timeline")
             with gr.Column(scale=4):
                 with gr.Row():
                     question = gr.Textbox(label="Ask the match (Enter asks)", placeholder=EXAMPLES[0], lines=1,
@@ -406,7 +447,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                 counts = gr.Dataframe(headers=["player", "strokes"], label="Counted", interactive=False,
                                       elem_id="answer-counts", visible=False, max_height=160)
                 results = gr.Dataframe(headers=RESULT_COLUMNS, label="Matching strokes (click a row to play it)",
-                                       interactive=False, wrap=True, elem_id="results", max_height=330,
+                                       interactive=False, wrap=True, elem_id="results", max_height=330, elem_classes="sl-table",
                                        column_widths=RESULT_WIDTHS)
                 with gr.Row():
                     play_all = gr.Button("▶ Play all", elem_id="play-all")
@@ -419,7 +460,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                         pl_play = gr.Button("▶ Play the playlist", elem_id="playlist-play")
                         pl_clear = gr.Button("Clear", elem_id="playlist-clear")
                     pl_table = gr.Dataframe(headers=PLAYLIST_COLUMNS, interactive=False, wrap=True, max_height=240,
-                                            column_widths=PLAYLIST_WIDTHS, elem_id="playlist",
+                                            column_widths=PLAYLIST_WIDTHS, elem_id="playlist", elem_classes="sl-table",
                                             label="Clips in playing order (click one to play and pick it)")
                     with gr.Row():
                         pl_up = gr.Button("↑ Up", elem_id="playlist-up", min_width=60)
@@ -452,13 +493,15 @@ def create_analyze_tab(engine: Engine, shared) -> None:
               [match, add_status])
     # one listener for both triggers: a question asked while one runs waits for it, then replaces it
     gr.on([ask.click, question.submit], bind(on_ask, engine), [question, shared.match, lanes],
-          [shared.results, results, timeline, message, counts], trigger_mode="always_last", concurrency_limit=4)
+          [shared.results, results, timeline, message, counts], trigger_mode="always_last", concurrency_limit=4) \
+        .then(bind(on_rallies, engine), shared.results, zoom)
     speed.change(None, speed, None, js=SPEED_JS)
-    lanes.change(bind(on_lanes, engine), [shared.results, lanes], timeline)
+    lanes.change(bind(on_lanes, engine), [shared.results, lanes, zoom], timeline)
+    zoom.change(bind(on_lanes, engine), [shared.results, lanes, zoom], timeline)
     clip = [lead_in, lead_out, loop]
     results.select(bind(on_select, engine), [shared.results, video_name, *clip], [video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    pick.change(bind(on_pick, engine), [shared.results, video_name, pick, *clip], [video, video_name, seek]) \
+    pick.change(bind(on_timeline_click, engine), [shared.results, video_name, pick, *clip], [video, video_name, seek, zoom]) \
         .then(None, seek, None, js=SEEK_JS)
     play_all.click(bind(on_play_all, engine), [shared.results, video_name, lead_in, lead_out],
                    [video, video_name, seek]) \

@@ -211,33 +211,42 @@ PLAY_ALL_JS = """
 }
 """ % _FIND_VIDEO
 
-def plot_click_js(plot_id: str, box_id: str, value: str) -> str:
+def plot_click_js(plot_id: str, box_id: str, value: str, annotation_value: str | None = None) -> str:
     """Page-load JS: watch for the Plotly graph inside #plot_id and write `value` (a JS expression
     of the clicked point `pt`) with a timestamp into the hidden #box_id box, whose input event asks
-    the server to act on the click (the timestamp makes a second click on the same point count)."""
+    the server to act on the click (the timestamp makes a second click on the same point count);
+    with `annotation_value` (an expression of the clicked annotation `an`), clicks on annotations
+    that capture events too."""
     return """
 () => {
+  const send = (text) => {
+    const box = document.querySelector('#%(box)s textarea, #%(box)s input');
+    if (!box || !text) return;
+    box.value = text + ':' + Date.now();
+    box.dispatchEvent(new Event('input', { bubbles: true }));
+  };
   const bind = () => {
     document.querySelectorAll('#%(plot)s .js-plotly-plot').forEach((div) => {
       if (div.slBound || typeof div.on !== 'function') return;
       div.slBound = true;
       div.on('plotly_click', (ev) => {
         const pt = ev && ev.points && ev.points[0];
-        if (!pt || !pt.customdata) return;
-        const box = document.querySelector('#%(box)s textarea, #%(box)s input');
-        if (!box) return;
-        box.value = %(value)s + ':' + Date.now();
-        box.dispatchEvent(new Event('input', { bubbles: true }));
+        if (pt && pt.customdata) send(%(value)s);
+      });
+      div.on('plotly_clickannotation', (ev) => {
+        const an = ev && ev.annotation;
+        if (an && %(has_annotation)s) send(%(annotation)s);
       });
     });
   };
   setInterval(bind, 400);
 }
-""" % {"plot": plot_id, "box": box_id, "value": value}
+""" % {"plot": plot_id, "box": box_id, "value": value, "has_annotation": "true" if annotation_value else "false",
+       "annotation": annotation_value or "''"}
 
 
-# A clicked timeline mark's row index: the server seeks as for a table click.
-TIMELINE_CLICK_JS = plot_click_js("timeline", "timeline-pick", "String(pt.customdata[2])")
+# A clicked timeline mark's row index: the server seeks as for a table click; a rally's label: it zooms.
+TIMELINE_CLICK_JS = plot_click_js("timeline", "timeline-pick", "String(pt.customdata[2])", "an.name")
 
 # Page-load JS: the keys of video-analysis tools on the player in view (the Analyze tab's, the
 # Strokes tab's edit player), wherever the focus is but a text field: space play/pause, K pause, L play (again: faster, up to 2x), J back one second,
@@ -316,6 +325,11 @@ CSS = """
 .sl-playhead { position: absolute; width: 2px; background: #dc2626; pointer-events: none; z-index: 10; }
 #player-keys { font-size: 0.85em; color: #555; }
 #clip-preview video { max-height: 260px; background: #000; }
+/* result tables: words and numbers wrap only between words, in a smaller face (a 1366-px laptop) */
+.sl-table .wrap, .sl-table th span, .sl-table td span { word-break: normal !important; overflow-wrap: normal !important; }
+.sl-table table { font-size: 12.5px; }
+.sl-table th, .sl-table td, .sl-table .cell-wrap { padding-left: 2px !important; padding-right: 2px !important; }
+.sl-table .cell-menu-button { display: none; }  /* its room is the header's: sorting stays on a click */
 .sl-progress { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; }
 .sl-progress > div { height: 100%; background: #2563eb; }
 """

@@ -42,12 +42,16 @@ def lane_of(row: dict, lanes: str) -> str:
 
 
 def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float | None = None,
-                    title: str | None = None, empty: str = "No matching strokes") -> go.Figure:
+                    title: str | None = None, empty: str = "No matching strokes", rallies: list[dict] | None = None,
+                    zoom: tuple[int, int] | None = None) -> go.Figure:
     """One mark per stroke at its time, one lane per player (or stroke type, or side); an uncertain
-    detection's mark is hollow and faded.
+    detection's mark is hollow and faded. With `rallies` (core.engine.rally_spans of the rows'
+    sets), a band over every rally, labelled with its number and score where it is wide enough to
+    read (hover: the rally; click: zoom to it); `zoom` = (set, rally) shows only that rally.
 
     Each mark's customdata is [start_s, end_s, row index in `rows`]: the page's click handler
-    passes the row index back to the server, which seeks the player as for a table click.
+    passes the row index back to the server, which seeks the player as for a table click; a click
+    on a rally's label passes its name ("rally:SET:RALLY"), and the server zooms.
     """
     fig = go.Figure()
     fig.update_layout(height=230, margin=dict(l=10, r=10, t=36 if title else 12, b=36),
@@ -55,7 +59,13 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
                       clickmode="event")
     if not rows:
         return _empty(fig, empty)
-    _rally_bands(fig, rows)
+    xmax = max(duration_s or 0.0, max(r.get("end_s", r["start_s"]) for r in rows) + 1.0)
+    shown = next((r for r in rallies or [] if zoom and (r["set_no"], r["rally"]) == tuple(zoom)), None)
+    x_range = [max(0.0, shown["start_s"] - 1.0), shown["end_s"] + 1.0] if shown else [0, xmax]
+    if rallies:
+        _match_rallies(fig, rows, rallies, x_range)
+    else:
+        _rally_bands(fig, rows)
     by_lane: dict[str, list[dict]] = {}
     for i, r in enumerate(rows):
         by_lane.setdefault(lane_of(r, lanes), []).append({**r, "_row": i})
@@ -73,15 +83,42 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
                         line=dict(width=[2 if u else 1 for u in unsure], color="#333")),
             customdata=[[r["start_s"], r.get("end_s", r["start_s"]), r["_row"]] for r in items],
             text=[_hover(r) for r in items], hovertemplate="%{text}<extra></extra>", name=lane))
-    xmax = max(duration_s or 0.0, max(r.get("end_s", r["start_s"]) for r in rows) + 1.0)
-    fig.update_xaxes(title_text="time in the video (s)", range=[0, xmax], showgrid=True, gridcolor="#e5e5e5")
+    fig.update_xaxes(title_text="time in the video (s)", range=x_range, showgrid=True, gridcolor="#e5e5e5")
     fig.update_yaxes(type="category", categoryorder="category descending", showgrid=False)
     return fig
 
 
+MIN_LABEL_SHARE = 0.04  # a rally band is labelled when it spans this share of the shown time at least
+
+
+def rally_label(r: dict, several_sets: bool = False) -> str:
+    return (f"S{r['set_no']} " if several_sets else "") + f"R{r['rally']}" + (f" {r['score']}" if r.get("score") else "")
+
+
+def _match_rallies(fig: go.Figure, rows: list[dict], rallies: list[dict], x_range: list[float]) -> None:
+    """A band per rally (darker where it holds results), labelled where the label fits; the label
+    names the rally on hover and zooms to it on click (its annotation `name` is "rally:SET:RALLY")."""
+    held = {(r.get("set_no"), r.get("rally")) for r in rows}
+    several = len({r["set_no"] for r in rallies}) > 1
+    width = max(x_range[1] - x_range[0], 1e-6)
+    for r in rallies:
+        hit = (r["set_no"], r["rally"]) in held
+        readable = (min(r["end_s"], x_range[1]) - max(r["start_s"], x_range[0])) / width >= MIN_LABEL_SHARE
+        label = dict(annotation_text=rally_label(r, several), annotation_position="top left",
+                     annotation=dict(font_size=10, captureevents=True, name=f"rally:{r['set_no']}:{r['rally']}",
+                                     hovertext=_rally_hover(r))) if readable else {}
+        fig.add_vrect(x0=r["start_s"], x1=r["end_s"], fillcolor="#9ab8d8" if hit else "#c9d3de",
+                      opacity=0.28 if hit else 0.14, line_width=0, layer="below", **label)
+
+
+def _rally_hover(r: dict) -> str:
+    return (f"<b>Set {r['set_no']} · rally {r['rally']}</b>" + (f" · {r['score']}" if r.get("score") else "")
+            + f"<br>{r.get('shots') or '?'} shots · {r['start_s']:.1f}–{r['end_s']:.1f} s<br>click to zoom to it")
+
+
 def _rally_bands(fig: go.Figure, rows: list[dict]) -> None:
-    """A shaded band over each rally that holds several of the results, and over each rally of an
-    answer that is rallies ("rallies of more than 20 shots"), labelled with its number."""
+    """Without the match's rallies: a shaded band over each rally that holds several of the results,
+    and over each rally of an answer that is rallies, labelled with its number."""
     spans: dict[tuple, list[float]] = {}
     for r in rows:
         key = (r.get("set_no"), r.get("rally"))

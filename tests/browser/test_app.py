@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("playwright")
 
 QUESTION = "when does the bottom player play a clear?"
+MARKS = "#timeline .scatterlayer .point"
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot, clears):
         assert t in table
     assert table.count("bottom player hits a clear") == 2
     # the timeline has one mark per result, in the player's lane
-    marks = page.locator("#timeline .scatterlayer .point")
+    marks = page.locator(MARKS)
     assert marks.count() == 2
     assert "CHOU Tien Chen" in page.inner_text("#timeline")
     shot(page, "analyze-results")
@@ -91,7 +92,7 @@ def test_ask_shows_results_and_timeline_and_seeks(page, shot, clears):
     _wait_time(page, clears[1][1], clears[1][1] + 2.1)
     # clicking the first timeline mark seeks to the first clear (3.96 s - 0.5 s)
     page.locator("#timeline").scroll_into_view_if_needed()
-    box = page.locator("#timeline .scatterlayer .point").nth(0).bounding_box()
+    box = page.locator(MARKS).nth(0).bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)  # as a user does: the mark's label shows, then the click lands on it
     page.wait_for_selector("#timeline .hoverlayer .hovertext", timeout=30_000)
@@ -168,6 +169,26 @@ def test_a_clip_plays_from_the_chosen_lead_in_and_loops(page, shot, clears):
     page.fill("#lead-in input", "0.5")
     page.locator("h1").click()
     page.keyboard.press("k")
+
+
+def test_the_timeline_bands_the_rallies_with_their_scores_and_a_label_click_zooms_to_one(page, shot):
+    _ask(page, QUESTION)
+    page.wait_for_function("document.querySelector('#timeline').innerText.includes('R5 ')")  # "R5 3-1": number, score
+    xrange = "(() => document.querySelector('#timeline .js-plotly-plot')._fullLayout.xaxis.range.slice())()"
+    whole = page.evaluate(xrange)
+    page.locator("#timeline").scroll_into_view_if_needed()
+    label = page.locator("#timeline .annotation", has_text="R5 ")
+    label.hover()
+    page.wait_for_selector("#timeline .hoverlayer .hovertext", timeout=30_000)
+    assert "rally 5" in page.text_content("#timeline .hoverlayer")
+    label.click()
+    page.wait_for_function("document.querySelector('#timeline-zoom input').value.startsWith('Rally 5')")
+    # rally 5 (from 10.4 s) and a second either side: rally 1 and its clear at 4.24 s out of view
+    page.wait_for_function(f"(() => {{ const r = {xrange}; return r[0] > 8 && r[1] > {whole[1]}; }})()")
+    shot(page, "analyze-zoomed-rally")
+    page.click("#timeline-zoom input")
+    page.get_by_role("option", name="whole video").click()
+    page.wait_for_function(f"(() => {{ const r = {xrange}; return r[0] === 0 && r[1] === {whole[1]}; }})()")
 
 
 def test_the_timeline_playhead_follows_the_video(page, shot):
