@@ -165,12 +165,19 @@ def test_counting_questions_show_their_counts_as_a_table_and_say_what_was_read(e
     assert "Read “momtoa” as Kento MOMOTA." in note and "Ignored: “spicy”." in note
 
 
-def test_a_question_without_results_names_the_near_misses(engine, video_match):  # noqa: F811
+def test_a_question_without_results_offers_the_near_misses_apart_and_they_play(engine, video_match):  # noqa: F811
     rows, table, timeline, note, _ = analyze_tab.on_ask(engine, "when does the bottom player play a clear?",
                                                         video_match, "player")
-    assert rows == [] and table["value"] == [] and not timeline.data
     assert "”**: No clears by the bottom player. The event does not occur." in note  # in a coach's words
-    assert "Close: upper player hits a clear" in note
+    assert rows and f"Below: the {len(rows)} closest strokes, which do not match" in note
+    assert table["label"].startswith("Close to the question, not matching it")
+    assert timeline.layout.title.text == "Close strokes (not matches)"
+    assert "upper player hits a clear in the backcourt" in [r["caption"] for r in rows]
+    assert all(r["stroke"] != "clear" or r["side"] != "bottom" for r in rows)  # none is an answer
+    seek = json.loads(analyze_tab.on_select(engine, rows, None, _select(0))[2])  # a click watches it
+    assert seek["t"] == pytest.approx(max(0.0, rows[0]["start_s"] - 0.5))
+    plain = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")
+    assert plain[1]["label"].startswith("Matching strokes") and plain[2].layout.title.text is None
 
 
 @pytest.mark.parametrize("question", ["", "   "])
@@ -255,6 +262,26 @@ def test_exports_write_the_results(engine, video_match):  # noqa: F811
     for export in (analyze_tab.on_export_csv, analyze_tab.on_export_mp4):
         with pytest.raises(gr.Error, match="No results to export."):
             export(engine, [])
+
+
+def test_a_refused_action_says_why_next_to_its_control_and_keeps_the_page(engine, video_match):  # noqa: F811
+    """No Error badges over the picker, the player or the playlist: the reason in the line by the
+    control, every other output as it was, and no seek payload that would replay the last clip."""
+    from ui.common import said
+
+    add = bind(said(analyze_tab.on_add, 2, note=1), engine)
+    picker, status = add(None, None, "", "uploads/missing.csv", "m")
+    assert picker == gr.skip() and status.startswith("⚠ ") and "no such annotation path" in status
+    play = bind(said(analyze_tab.on_play_all, 3, blank=(2,)), engine)
+    assert play([], None) == (gr.skip(), gr.skip(), "", "⚠ Ask a question first: Play all steps through its results.")
+    rows = analyze_tab.on_ask(engine, "Which strokes are smashes?", video_match, "player")[0]
+    video, name, payload, note = play(rows, None)
+    assert json.loads(payload)["segments"] and note == ""  # done: an earlier warning is cleared
+    up = bind(said(analyze_tab.on_playlist_up, 4, note=3), engine)
+    assert up([], None) == (gr.skip(), gr.skip(), gr.skip(), "⚠ Pick a clip of the playlist first (click its row).")
+    save = bind(said(analyze_tab.on_playlist_save, 2, note=1), engine)
+    assert save([], "x")[1].startswith("⚠ the playlist is empty")
+    assert engine.playlists() == []
 
 
 def test_a_playlist_is_built_from_answers_reordered_saved_opened_and_exported(engine, video_match, index_video):  # noqa: F811

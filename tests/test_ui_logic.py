@@ -502,3 +502,14 @@ def test_input_mistakes_reach_the_page_without_a_traceback_in_the_log(engine, ca
         bind(broken, engine)()
     assert err.value.message.startswith("Something went wrong (RuntimeError: a bug)")
     assert err.value.print_exception is False and [r.exc_info is not None for r in caplog.records] == [True]
+
+
+def test_messages_name_files_without_their_folders_but_keep_the_allowed_folders():
+    from core.video import VideoError
+    from ui.common import _message
+
+    assert _message(VideoError("/tmp/ws/uploads/m/holiday.mp4: not a readable video file")) == \
+        "holiday.mp4: not a readable video file"
+    refusal = "../x.csv: outside the workspace; the app reads files only under /srv/ws or /srv/app/assets"
+    assert _message(PathNotAllowed(refusal)) == refusal
+    assert _message(ValueError("/a/b/set1.csv, row 3: frame 12/25")) == "set1.csv, row 3: frame 12/25"

@@ -11,7 +11,7 @@ from core import playlist
 from core.engine import SEEK_LEAD_S, Answer, Engine
 from ui.common import (EXPECTED, LEAD_OUT_S, MAX_LEAD_S, PLAY_ALL_JS, PLAYER_KEYS_JS, PLAYHEAD_JS, SEEK_JS,
                        SPEED_JS, TIMELINE_CLICK_JS, VIDEO_ID, bind, confidence_cell, play_all_payload, progress_callback, progress_html,
-                       row_index, seek_payload)
+                       row_index, said, seek_payload)
 from ui.figures import timeline_figure
 
 EXAMPLES = [
@@ -154,9 +154,14 @@ def answer_note(ans: Answer) -> str:
         note += " Read " + ", ".join(f"“{typed}” as {meant}" for typed, meant in ans.corrected) + "."
     if ans.ignored:
         note += " Ignored: " + ", ".join(f"“{w}”" for w in ans.ignored) + "."
-    if not ans.rows and ans.near_misses:
-        note += " Close: " + "; ".join(r.get("caption") or "" for r in ans.near_misses[:3])
+    if _near(ans):
+        note += f" Below: the {len(ans.near_misses)} closest strokes, which do not match (click one to watch it)."
     return note
+
+
+def _near(ans: Answer) -> bool:
+    """An answer without results that offers the strokes closest to the question instead."""
+    return not ans.rows and not ans.rallies and bool(ans.near_misses)
 
 
 def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
@@ -168,6 +173,12 @@ def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
     except EXPECTED as err:
         why = str(err).strip("'\"")
         return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)", gr.skip()
+    if _near(ans):  # the near misses, marked apart: another table label, a titled timeline
+        rows = ans.near_misses
+        table = gr.update(value=result_table(rows), headers=RESULT_COLUMNS, column_widths=RESULT_WIDTHS,
+                          label="Close to the question, not matching it (click a row to watch it)")
+        return rows, table, _timeline(engine, rows, lane_by, title="Close strokes (not matches)"), \
+            answer_note(ans), _counts(ans)
     rows = ans.rallies or ans.rows
     return rows, _table(rows, bool(ans.rallies)), _timeline(engine, rows, lane_by), answer_note(ans), _counts(ans)
 
@@ -178,10 +189,11 @@ def _rallies_of(engine: Engine, rows: list[dict]) -> list[dict] | None:
     return engine.rally_spans(match_id, {r.get("set_no") for r in rows}) if match_id is not None else None
 
 
-def _timeline(engine: Engine, rows: list[dict], lane_by: str, zoom: str | None = None) -> go.Figure:
+def _timeline(engine: Engine, rows: list[dict], lane_by: str, zoom: str | None = None,
+              title: str | None = None) -> go.Figure:
     """The results on the timeline over the rallies of their sets (zoomed to the rally "SET:RALLY")."""
     picked = tuple(int(v) for v in zoom.split(":")) if zoom else None
-    return timeline_figure(rows, lane_by, rallies=_rallies_of(engine, rows), zoom=picked)
+    return timeline_figure(rows, lane_by, rallies=_rallies_of(engine, rows), zoom=picked, title=title)
 
 
 def on_rallies(engine: Engine, rows: list[dict] | None) -> gr.Dropdown:
@@ -453,6 +465,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                     play_all = gr.Button("▶ Play all", elem_id="play-all")
                     export_csv = gr.Button("Export CSV")
                     export_mp4 = gr.Button("Export highlight mp4")
+                action_note = gr.Markdown(elem_id="action-note")
                 download = gr.File(label="Export", interactive=False, elem_id="export-file", height=90, visible=False)
                 with gr.Accordion("Playlist: clips of your own, in your order", open=False, elem_id="playlist-box"):
                     with gr.Row():
@@ -489,8 +502,8 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                  [shared.match, video, video_name, fps, shared.results, results, timeline, message, counts])
     refresh.click(bind(on_refresh, engine), None, match)
     demo_timer.tick(bind(on_demo_tick, engine), match, [demo_status, match, demo_timer])
-    add.click(bind(on_add, engine), [up_video, up_csv, path_video, path_csv, name, bottom, upper, server, up_folder],
-              [match, add_status])
+    add.click(bind(said(on_add, 2, note=1), engine),
+              [up_video, up_csv, path_video, path_csv, name, bottom, upper, server, up_folder], [match, add_status])
     # one listener for both triggers: a question asked while one runs waits for it, then replaces it
     gr.on([ask.click, question.submit], bind(on_ask, engine), [question, shared.match, lanes],
           [shared.results, results, timeline, message, counts], trigger_mode="always_last", concurrency_limit=4) \
@@ -503,27 +516,27 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         .then(None, seek, None, js=SEEK_JS)
     pick.change(bind(on_timeline_click, engine), [shared.results, video_name, pick, *clip], [video, video_name, seek, zoom]) \
         .then(None, seek, None, js=SEEK_JS)
-    play_all.click(bind(on_play_all, engine), [shared.results, video_name, lead_in, lead_out],
-                   [video, video_name, seek]) \
+    play_all.click(bind(said(on_play_all, 3, blank=(2,)), engine), [shared.results, video_name, lead_in, lead_out],
+                   [video, video_name, seek, action_note]) \
         .then(None, seek, None, js=PLAY_ALL_JS)
-    export_csv.click(bind(on_export_csv, engine), shared.results, download)
-    export_mp4.click(bind(on_export_mp4, engine), shared.results, download)
+    export_csv.click(bind(said(on_export_csv, 1), engine), shared.results, [download, action_note])
+    export_mp4.click(bind(said(on_export_mp4, 1), engine), shared.results, [download, action_note])
 
     items, picked = gr.State([]), gr.State(None)
     listed = [items, pl_table, picked, pl_note]
-    pl_add.click(bind(on_playlist_add, engine), [items, shared.results], listed)
+    pl_add.click(bind(said(on_playlist_add, 4, note=3), engine), [items, shared.results], listed)
     pl_clear.click(bind(on_playlist_clear, engine), None, listed)
-    pl_table.select(bind(on_playlist_pick, engine), [items, video_name, *clip], [picked, pl_note, video, video_name, seek]) \
+    pl_table.select(bind(said(on_playlist_pick, 5, note=1, blank=(4,)), engine), [items, video_name, *clip],
+                    [picked, pl_note, video, video_name, seek]) \
         .then(None, seek, None, js=SEEK_JS)
-    pl_up.click(bind(on_playlist_up, engine), [items, picked], listed)
-    pl_down.click(bind(on_playlist_down, engine), [items, picked], listed)
-    pl_remove.click(bind(on_playlist_remove, engine), [items, picked], listed)
-    pl_save.click(bind(on_playlist_save, engine), [items, pl_name], [pl_saved, pl_note])
-    pl_open.click(bind(on_playlist_open, engine), pl_saved, [*listed, pl_name])
+    for button, handler in ((pl_up, on_playlist_up), (pl_down, on_playlist_down), (pl_remove, on_playlist_remove)):
+        button.click(bind(said(handler, 4, note=3), engine), [items, picked], listed)
+    pl_save.click(bind(said(on_playlist_save, 2, note=1), engine), [items, pl_name], [pl_saved, pl_note])
+    pl_open.click(bind(said(on_playlist_open, 5, note=3), engine), pl_saved, [*listed, pl_name])
     shared.on_load.append((bind(on_playlists, engine), None, pl_saved))
-    pl_play.click(bind(on_playlist_play, engine), [items, video_name, lead_in, lead_out], [video, video_name, seek]) \
+    pl_play.click(bind(said(on_playlist_play, 3, blank=(2,)), engine), [items, video_name, lead_in, lead_out],
+                  [video, video_name, seek, pl_note]) \
         .then(None, seek, None, js=PLAY_ALL_JS)
-    pl_csv.click(bind(on_playlist_csv, engine), [items, pl_name], download)
-    pl_mp4.click(bind(on_playlist_mp4, engine), [items, pl_name], download)
-    pl_edl.click(bind(on_playlist_edl, engine), [items, pl_name], download)
+    for button, handler in ((pl_csv, on_playlist_csv), (pl_mp4, on_playlist_mp4), (pl_edl, on_playlist_edl)):
+        button.click(bind(said(handler, 1), engine), [items, pl_name], [download, pl_note])
     shared.app_load_js += [TIMELINE_CLICK_JS, PLAYER_KEYS_JS, PLAYHEAD_JS]

@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +28,14 @@ EXPECTED = (EngineError, PathNotAllowed, ModelLoadError, VideoError, AnnotationE
 VIDEO_ID = "match-video"
 
 
+_FOLDERS = re.compile(r"(?<![\w.])/(?:[^\s/:,;'\"]+/)+(?=[^\s/:,;'\"]+\.\w{1,5}\b)")  # "/a/b/" of "/a/b/set1.mp4"
+
+
 def _message(err: Exception) -> str:
+    """An error in a coach's words: the project's own errors as they read, a file named without its
+    folders; anything else as a failure of the app, logged with its traceback."""
     if isinstance(err, EXPECTED):
-        return str(err).strip("'\"") or type(err).__name__
+        return _FOLDERS.sub("", str(err).strip("'\"")) or type(err).__name__
     log.exception("unexpected error in the app")
     return f"Something went wrong ({type(err).__name__}: {err}). The app is still running; see the terminal log."
 
@@ -59,6 +65,29 @@ def guarded(fn):
         except Exception as err:  # noqa: BLE001
             raise gr.Error(_message(err), print_exception=False) from None
     return call
+
+
+def said(handler: Callable, outputs: int, note: int | None = None, blank: tuple[int, ...] = ()) -> Callable:
+    """`handler` (with `outputs` outputs) whose refusals (the project's errors, gr.Error) become a
+    "⚠ why" line next to the control instead of Error badges over the page's results: the line is
+    output `note`, or with `note` None an output after the handler's own (emptied on success).
+    Every other output is kept as it was, but those in `blank` are emptied (a seek payload must not
+    make the page play the previous clip again)."""
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        try:
+            out = handler(*args, **kwargs)
+        except (gr.Error, *EXPECTED) as err:
+            why = err.message if isinstance(err, gr.Error) else _message(err)
+            kept = ["" if i in blank else gr.skip() for i in range(outputs)]
+            if note is None:
+                return (*kept, f"⚠ {why}")
+            kept[note] = f"⚠ {why}"
+            return tuple(kept)
+        if note is None:
+            return (*(out if isinstance(out, tuple) else (out,)), "")
+        return out
+    return run
 
 
 def bind(handler: Callable, engine: Engine) -> Callable:

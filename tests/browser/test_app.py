@@ -308,6 +308,22 @@ def test_a_summary_rally_plays_in_the_analyze_player_and_rally_questions_list_ra
     shot(page, "analyze-rally")
 
 
+def test_a_file_that_is_not_a_video_is_refused_beside_the_add_button_and_the_picker_stays(page, shot, tmp_path):
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("these are not video frames\n" * 100)
+    before = page.input_value("#match-pick input")
+    page.locator("#add-match-form").get_by_text("Add a match").first.click()
+    page.set_input_files("#add-match-form input[type=file] >> nth=0", str(fake))
+    page.wait_for_function("document.querySelector('#add-match-form').innerText.includes('holiday.mp4')")
+    page.click("#add-match")
+    page.wait_for_function("document.querySelector('#add-status').innerText.includes('⚠')", timeout=60_000)
+    assert "⚠ holiday.mp4: not a readable video file" in page.inner_text("#add-status")  # the file, not its folders
+    assert page.input_value("#match-pick input") == before
+    assert page.locator("#match-pick .error, #match-video .error").count() == 0  # no Error badge on them
+    assert "holiday" not in page.evaluate("Array.from(document.querySelectorAll('#match-pick input')).map(e => e.value).join()")
+    shot(page, "add-refused")
+
+
 def test_a_shuttleset_folder_zip_adds_its_sets_with_the_players_named(page, shot, tmp_path):
     import zipfile
 
