@@ -16,8 +16,10 @@ import re
 import shutil
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -26,6 +28,7 @@ from core.config import GenerationSettings
 from core.loader import ModelLoadError, load_any
 from core.indexer import DETECTED_DIR, add_match, detect_set, encode_set
 from core.model import StrokeModel
+from core.query import caption_fields
 from core.runner import ConfigBuilder, RunError, Runner
 from core.store import IndexStoreError, StrokeStore
 from core.tokens import encoder_key, model_key
@@ -629,7 +632,7 @@ class Engine:
         if not (data_dir / "train.json").is_file() and not (data_dir / "qa_train.json").is_file():
             raise EngineError(f"{data_dir} holds no train.json / qa_train.json; build it with "
                               "`python -m train.build_dataset`")
-        if stage == 2 and not init_run:
+        if stage == 2 and not init_run and not (options or {}).get("init"):
             raise EngineError("stage 2 starts from a stage-1 run: choose one")
         if run_config is None:
             raise EngineError("starting a run needs the recipes' option check (train.config.run_config)")
@@ -637,15 +640,18 @@ class Engine:
         base = options.pop("base", None)
         if base and not options.get("tiny"):
             options["base"] = base if _is_hub_id(base, ws) else str(ws.resolve(base, what="base model folder"))
-        if stage == 2:
+        if stage == 2 and init_run:
             options["init"] = str(runner.run_dir(init_run))
         options.update(data=str(data_dir), out=str(ws.new_run_dir(stage, run_name)))
         return runner.start(stage, options, run_config).name
 
-    def caption_data(self, match_id: int, progress: Progress | None = None) -> tuple[Path, dict]:
+    def caption_data(self, match_id: int, progress: Progress | None = None,
+                     questions: Callable[[list], list[dict]] | None = None) -> tuple[Path, dict]:
         """A stage-1 data folder of the match (workspace/data/<match>-captions): every stroke with a
         corrected (else annotated) caption, its clip cut from the set's video (frames hit-7 .. hit+8,
-        as train.build_dataset cuts them). (folder, counts: corrected, annotated, clips)."""
+        as train.build_dataset cuts them); with `questions` (train.qa.questions_of, passed in by the
+        app), the stage-2 questions about those strokes' rallies too (qa_train.json). (folder,
+        counts: corrected, annotated, clips, questions)."""
         ws = self._ws()
         with self._index_lock:
             match = next((m for m in self.index.matches() if m["id"] == int(match_id)), None)
@@ -663,8 +669,8 @@ class Engine:
         out = ws.data / f"{safe_name(match['name'])}-captions"
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        items, total = [], sum(len(v) for v in by_set.values())
-        counts = {"corrected": 0, "annotated": 0, "clips": 0}
+        items, strokes_of_clips, total = [], [], sum(len(v) for v in by_set.values())
+        counts = {"corrected": 0, "annotated": 0, "clips": 0, "questions": 0}
         for set_id, group in by_set.items():
             at = {}
             for s in group:
@@ -675,8 +681,12 @@ class Engine:
                 for s in at.pop(frame):
                     sid = f"{safe_name(match['name'])}_{s['set_no']}_{s['frame']}"
                     write_video(tmp / "clips" / f"{sid}.mp4", frames, fps)
-                    items.append({"caption": s["corrected"] or s["ann_caption"], "image": f"clips/{sid}.mp4",
-                                  "image_id": sid})
+                    caption = s["corrected"] or s["ann_caption"]
+                    items.append({"caption": caption, "image": f"clips/{sid}.mp4", "image_id": sid})
+                    side, stroke, zone = caption_fields(caption)  # what the caption taught says
+                    strokes_of_clips.append(SimpleNamespace(
+                        match=match["name"], set=s["set_no"], rally=s["rally"], ball_round=s["ball_round"],
+                        frame=s["frame"], stroke_id=sid, caption=caption, side=side, stroke=stroke, zone=zone))
                     counts["corrected" if s["corrected"] else "annotated"] += 1
                     if progress:
                         progress(len(items), total, "clips")
@@ -685,27 +695,42 @@ class Engine:
         counts["clips"] = len(items)
         (tmp / "train.json").write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "val.json").write_text("[]", encoding="utf-8")  # a coach's few strokes: nothing held out
+        if questions is not None:
+            qa = questions(strokes_of_clips)
+            (tmp / "qa_train.json").write_text(json.dumps(qa, ensure_ascii=False), encoding="utf-8")
+            (tmp / "qa_val.json").write_text("[]", encoding="utf-8")
+            counts["questions"] = len(qa)
         shutil.rmtree(out, ignore_errors=True)
         tmp.replace(out)
         return out, counts
 
     def start_finetune(self, match_id: int, steps: int = FINETUNE_STEPS, run_name: str = "",
-                       run_config=None, progress: Progress | None = None) -> tuple[str, dict]:
-        """Fine-tune the loaded model's captioner on the match's corrected (else annotated) captions:
-        the clips are cut from the match's video, the run starts from the model's own adapters
-        (its base, frame count and Q-Former LoRA; stage 1). (run name, caption_data's counts)."""
+                       run_config=None, progress: Progress | None = None, stage: int = 1,
+                       questions: Callable[[list], list[dict]] | None = None) -> tuple[str, dict]:
+        """Fine-tune the loaded model on the match's corrected (else annotated) captions, its clips cut
+        from the match's video. Stage 1 teaches the captioner, from the model's own adapters (its
+        base, frame count and Q-Former LoRA); stage 2 its answers to questions about several
+        strokes (`questions` writes them, train.qa.questions_of), from the model's adapters: a
+        stage-2 model's LLM LoRA trains on, a captioner gets a new one. (run name, caption_data's counts)."""
         if self.model is None or self.source is None:
             raise EngineError("load a model in the Model tab first: fine-tuning starts from it")
+        adapters = (Path(self.source) / "manifest.json").is_file()
+        if stage == 2 and (not adapters or questions is None):
+            raise EngineError("question answering is fine-tuned from a model with its stroke captioner: "
+                              "fine-tune the captions first and use that model")
         steps = int(steps or FINETUNE_STEPS)
         if not 1 <= steps <= 10_000:
             raise EngineError(f"steps must be between 1 and 10,000, not {steps}")
-        data, counts = self.caption_data(match_id, progress)
-        start = ({"init": self.source} if (Path(self.source) / "manifest.json").is_file()
-                 else {"base": self.source, "experiment": 4})
+        data, counts = self.caption_data(match_id, progress, questions if stage == 2 else None)
+        if stage == 2 and not counts["questions"]:
+            raise EngineError("no question could be made from this match's captions")
+        start = {"init": self.source} if adapters else {"base": self.source, "experiment": 4}
+        samples = counts["questions"] if stage == 2 else counts["clips"]
         options = {**start, "max_steps": steps, "schedule_steps": steps, "warmup_steps": min(10, steps // 5),
-                   "lr": FINETUNE_LR, "batch_size": min(8, counts["clips"]), "grad_accum": 1, "epochs": 1000,
-                   "save_every": steps, "log_every": 1, "num_workers": 0, "threads": 1, "cache_clips": True}
-        return self.start_training(1, str(data), run_name, options, run_config=run_config), counts
+                   "lr": FINETUNE_LR, "batch_size": min(8 if stage == 1 else 4, samples), "grad_accum": 1,
+                   "epochs": 1000, "save_every": steps, "log_every": 1, "num_workers": 0, "threads": 1,
+                   "cache_clips": True}
+        return self.start_training(stage, str(data), run_name, options, run_config=run_config), counts
 
     def recaption_match(self, match_id: int, progress: Progress | None = None) -> int:
         """Caption every stroke of the match anew with the loaded model (tokens too: a fine-tuned

@@ -50,6 +50,15 @@ def video_match(engine, index_video) -> int:  # noqa: F811
     return picker.value
 
 
+def test_every_child_of_the_tab_bar_is_a_tab(engine):  # noqa: F811
+    """A component made outside a tab's block (a State too) would sit in the tab bar and shift the
+    tabs' labels in the page."""
+    app = build_app(engine)
+    (tabs,) = [b for b in app.blocks.values() if isinstance(b, gr.Tabs)]
+    assert [c.label for c in tabs.children] == ["Analyze", "Strokes", "Model", "Train", "Stats", "Summary"]
+    assert all(isinstance(c, gr.Tab) for c in tabs.children)
+
+
 def test_bound_handlers_keep_what_gradio_reads(engine):  # noqa: F811
     """Gradio names the endpoint after the callback and fills gr.SelectData and gr.Progress parameters itself."""
     select = bind(analyze_tab.on_select, engine)
@@ -600,6 +609,38 @@ def test_fine_tuning_the_loaded_model_on_a_match_runs_to_the_end_and_recaptions_
     assert all(s["model_caption"] for s in engine.strokes(video_match))
 
 
+def test_fine_tuning_a_question_answering_model_on_a_match_trains_its_own_llm_lora(engine, video_match, tiny_base):  # noqa: F811
+    """The real stage-2 recipe from a loaded stage-2 model (as the shipped demo is): questions about
+    the match's rallies made from its captions, the model's LLM LoRA trained on (its rank kept)."""
+    from safetensors.torch import load_file
+
+    lora = LoraSettings(qformer_parts=("cross_attn",), qformer_r=2, llm_part="attn", llm_r=2, llm_alpha=4)
+    model = build_model(ModelSettings(base=str(tiny_base), num_frames=4, lora=lora), stage=2)
+    save_adapters(model, engine.workspace.root / "qa-model")
+    engine.load(str(engine.workspace.root / "qa-model"), trusted=True)
+    run, timer, note = train_tab.on_finetune_questions(engine, video_match, 2)
+    data = engine.workspace.data / "demo-captions"
+    questions = json.loads((data / "qa_train.json").read_text())
+    assert note.endswith(f"2 steps on {len(questions)} questions about 7 strokes (0 corrected, 7 annotated captions).")
+    assert {tuple(q["image"]) for q in questions} >= {tuple(f"clips/demo_1_{f}.mp4" for f in (10, 20, 30, 40))}
+    assert all((data / p).is_file() for q in questions for p in q["image"])  # the rally's clips, in order
+    assert any(q["is_impossible"] for q in questions) and any(q["indices"] for q in questions)
+    assert _wait(lambda: engine.runner.status(run).state != "running", timeout=300), engine.runner.log_tail(run)
+    status = engine.runner.status(run)
+    assert status.state == "finished", engine.runner.log_tail(run)
+    out = engine.runner.adapters(run)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == 2 and (manifest["lora"]["llm_part"], manifest["lora"]["llm_r"]) == ("attn", 2)
+    before = load_file(str(engine.workspace.root / "qa-model" / "adapters.safetensors"))
+    after = load_file(str(out / "adapters.safetensors"))
+    llm = [k for k in before if "lora" in k and "qformer" not in k]
+    assert llm and any(not (before[k] == after[k]).all() for k in llm)  # the LLM LoRA trained
+    # a base without the stroke captioner cannot be fine-tuned on questions
+    engine.load(str(tiny_base), trusted=True)
+    with pytest.raises(gr.Error, match="fine-tune the captions first"):
+        bind(train_tab.on_finetune_questions, engine)(video_match, 2)
+
+
 def test_the_train_tab_wires_each_handler_with_its_inputs(engine):  # noqa: F811
     """Each Train event calls its handler with as many inputs as the handler takes after the engine."""
     fns = list(build_app(engine).fns.values())
@@ -609,7 +650,8 @@ def test_the_train_tab_wires_each_handler_with_its_inputs(engine):  # noqa: F811
 
     for handler, outputs, events in ((train_tab.on_start, 3, 1), (train_tab.on_tick, 7, 1), (train_tab.on_stop, 1, 1),
                                      (train_tab.on_refresh, 3, 2), (train_tab.on_run_pick, 3, 1),
-                                     (train_tab.on_use, 1, 1), (train_tab.on_finetune, 3, 1)):
+                                     (train_tab.on_use, 1, 1), (train_tab.on_finetune, 3, 1),
+                                     (train_tab.on_finetune_questions, 3, 1)):
         assert len(calling(handler)) == events, handler.__name__  # on_refresh: the button and the page load
         takes = [p for p in inspect.signature(handler).parameters if p != "progress"]  # Gradio fills progress
         for fn in calling(handler):

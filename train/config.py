@@ -184,7 +184,8 @@ class Stage2Config(TrainConfig):
     """Stage 2: multi-stroke QA from a stage-1 run, LoRA on the LLM, the clip embedding trains."""
 
     out: str = _help("run folder (config, metrics, checkpoints, best/, final/)", "runs/stage2")
-    init: str | None = _help("stage-1 run folder (its best/ is used, else final/) or adapter folder", None)
+    init: str | None = _help("stage-1 run folder (its best/ is used, else final/) or adapter folder; a stage-2 "
+                             "model's: its own LLM LoRA trains on, on this data", None)
     lr: float = _help("peak learning rate (AdamW)", 5e-4)
     schedule: str = _help(f"learning-rate decay after warm-up: {', '.join(SCHEDULES)}", "linear")
     batch_size: int = _help("samples per micro-batch and process", 4)

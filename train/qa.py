@@ -147,6 +147,12 @@ def chunk_questions(chunk: Chunk, rng: random.Random, cot: bool = False,
     return items
 
 
+def questions_of(strokes: Sequence, seed: int = 0, size: int = CHUNK) -> list[dict]:
+    """Every chunk's questions, as qa_*.json hold them, for strokes with .match, .set, .rally,
+    .ball_round, .frame, .stroke_id and the fields and caption (a match's fine-tune data)."""
+    return [it for ch in rally_chunks(strokes, size) for it in chunk_questions(ch, chunk_rng(seed, ch.chunk_id))]
+
+
 def draw_question(chunk: Chunk, rng: random.Random, negatives: float) -> dict:
     """One question about the chunk, drawn afresh: with probability `negatives` about an event
     that no stroke of the chunk matches (where the vocabularies leave one), else about its strokes."""

@@ -37,24 +37,30 @@ TAG_SAMPLE = 64  # clips whose projected tokens set the tag length
 DESCRIPTION = "Stage 2: train stroke question answering (LLM LoRA + clip embedding) from a stage-1 run."
 
 
-def load_stage1(cfg: Stage2Config, device: str):
-    """The stage-1 model with the stage-2 LLM LoRA attached; model.settings.lora describes both."""
+def load_init(cfg: Stage2Config, device: str):
+    """The model to train: a stage-1 captioner with a new LLM LoRA attached (cfg's), or a stage-2
+    model whose own LLM LoRA trains on (fine-tuning it on new questions; cfg's LLM LoRA fields are
+    set to its, so config.yaml says what trained). model.settings.lora describes both LoRAs."""
     if not cfg.init:
         raise ConfigError("give the stage-1 run with --init RUN_DIR (its best/ adapters are used)")
     if cfg.tiny:
         raise ConfigError("--tiny is for stage 1; stage 2 takes its base from the --init adapters")
     init = adapter_dir(cfg.init)
     manifest = read_manifest(init)
-    if manifest["lora"].get("llm_part"):
-        raise ConfigError(f"{init} already has an LLM LoRA ({manifest['lora']['llm_part']}); start stage 2 from "
-                          "a stage-1 run, or continue a stage-2 run with --resume")
     model = load_model(init, base=cfg.base, precision=cfg.precision, device=device)
-    llm = cfg.lora_llm()
-    attach_lora(model.vlm, llm)
-    model.settings.lora = replace(model.settings.lora, llm_part=llm.llm_part, llm_r=llm.llm_r,
-                                  llm_alpha=llm.llm_alpha, train_qformer=cfg.train_qformer, train_llm=True)
+    own = manifest["lora"]
+    if own.get("llm_part"):
+        cfg.llm_part, cfg.llm_r, cfg.llm_alpha = own["llm_part"], own["llm_r"], own["llm_alpha"]
+        model.settings.lora = replace(model.settings.lora, train_qformer=cfg.train_qformer, train_llm=True)
+        log.info("stage 2 on from %s (stage %s): its LLM LoRA trains on, %s", init, manifest.get("stage"),
+                 model.settings.lora)
+    else:
+        llm = cfg.lora_llm()
+        attach_lora(model.vlm, llm)
+        model.settings.lora = replace(model.settings.lora, llm_part=llm.llm_part, llm_r=llm.llm_r,
+                                      llm_alpha=llm.llm_alpha, train_qformer=cfg.train_qformer, train_llm=True)
+        log.info("stage 2 from %s (stage %s): LoRA %s", init, manifest.get("stage"), model.settings.lora)
     model.stage = 2
-    log.info("stage 2 from %s (stage %s): LoRA %s", init, manifest.get("stage"), model.settings.lora)
     return model
 
 
@@ -96,7 +102,7 @@ def setup(cfg: Stage2Config) -> Trainer:
         log.info("impossible questions repeated to %.0f %% of training: %d -> %d questions",
                  100 * cfg.negative_share, given, len(train_items))
     cfg.resolve_generation(is_chain_of_thought(train_items))
-    model = load_stage1(cfg, device)
+    model = load_init(cfg, device)
     for name, items in (("train", train_items), ("val", val_items)):
         longest = max((len(it["image"]) for it in items), default=0)
         if longest > model.settings.max_clips:

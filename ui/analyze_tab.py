@@ -496,6 +496,7 @@ def create_analyze_tab(engine: Engine, shared) -> None:
         seek = gr.Textbox(elem_classes="sl-hidden", elem_id="seek-payload", show_label=False)
         pick = gr.Textbox(elem_classes="sl-hidden", elem_id="timeline-pick", show_label=False)
         video_name = gr.State(Path(shared.first_video).name if shared.first_video else None)
+        items, picked = gr.State([]), gr.State(None)  # the playlist and its picked clip
         shared.video, shared.video_name, shared.seek = video, video_name, seek
 
     match.change(bind(on_match, engine), match,
@@ -522,7 +523,6 @@ def create_analyze_tab(engine: Engine, shared) -> None:
     export_csv.click(bind(said(on_export_csv, 1), engine), shared.results, [download, action_note])
     export_mp4.click(bind(said(on_export_mp4, 1), engine), shared.results, [download, action_note])
 
-    items, picked = gr.State([]), gr.State(None)
     listed = [items, pl_table, picked, pl_note]
     pl_add.click(bind(said(on_playlist_add, 4, note=3), engine), [items, shared.results], listed)
     pl_clear.click(bind(on_playlist_clear, engine), None, listed)

@@ -11,6 +11,7 @@ from core.config import EXPERIMENT_RANKS, LLM_LORA_PARTS, QFORMER_LORA_PARTS, Lo
 from core.engine import FINETUNE_STEPS, Engine
 from core.runner import RunStatus
 from train.config import STAGE_CONFIGS, option_defaults, run_config
+from train.qa import questions_of
 from ui.common import bind, progress_callback, progress_html
 from ui.figures import loss_figure
 
@@ -131,13 +132,26 @@ def on_finetune(engine: Engine, match_id: int | None, steps: float | None,
                 progress: gr.Progress = gr.Progress()) -> tuple[str, gr.Timer, str]:
     """Fine-tune the loaded model's captioner on the current match's corrected (else annotated)
     captions: (the run, the polling timer switched on, a status line)."""
+    return _finetune(engine, match_id, steps, 1, progress)
+
+
+def on_finetune_questions(engine: Engine, match_id: int | None, steps: float | None,
+                          progress: gr.Progress = gr.Progress()) -> tuple[str, gr.Timer, str]:
+    """Fine-tune the loaded model's answers (stage 2) on questions about the current match's rallies,
+    made from the same captions: (the run, the polling timer switched on, a status line)."""
+    return _finetune(engine, match_id, steps, 2, progress)
+
+
+def _finetune(engine: Engine, match_id: int | None, steps: float | None, stage: int, progress) -> tuple:
     if match_id is None:
         raise gr.Error("Pick a match in the Analyze tab first.")
-    run, counts = engine.start_finetune(int(match_id), int(steps or FINETUNE_STEPS), run_config=run_config,
-                                        progress=progress_callback(progress))
-    return run, gr.Timer(active=True), (f"Started **{run}**: {int(steps or FINETUNE_STEPS)} steps on "
-                                        f"{counts['clips']} strokes ({counts['corrected']} corrected, "
-                                        f"{counts['annotated']} annotated captions).")
+    steps = int(steps or FINETUNE_STEPS)
+    run, counts = engine.start_finetune(int(match_id), steps, run_config=run_config, stage=stage,
+                                        questions=questions_of, progress=progress_callback(progress))
+    on = (f"{counts['questions']} questions about {counts['clips']} strokes" if stage == 2
+          else f"{counts['clips']} strokes")
+    return run, gr.Timer(active=True), (f"Started **{run}**: {steps} steps on {on} ({counts['corrected']} "
+                                        f"corrected, {counts['annotated']} annotated captions).")
 
 
 def on_use(engine: Engine, name: str | None, match_id: int | None = None,
@@ -163,12 +177,17 @@ def create_train_tab(engine: Engine, shared) -> None:
         with gr.Group(elem_id="finetune-box"):
             gr.Markdown("### Fine-tune the loaded model on this match\nTeaches the loaded model's stroke captions "
                         "from this match's strokes: the captions you corrected in the Strokes tab, and the "
-                        "annotated ones. The clips are cut from the match video. Then pick the run below and "
-                        "press *Use this model*.")
+                        "annotated ones. The clips are cut from the match video. The second button teaches its "
+                        "answers to questions about several strokes of a rally (\"when does the bottom player "
+                        "smash?\"), made from the same captions. Then pick the run below and press *Use this "
+                        "model*.")
             with gr.Row():
                 ft_steps = gr.Number(FINETUNE_STEPS, label="Training steps", minimum=1, maximum=10_000, precision=0,
                                      elem_id="finetune-steps", scale=1)
-                ft_start = gr.Button("Fine-tune on this match", variant="primary", elem_id="finetune-start", scale=2)
+                ft_start = gr.Button("Fine-tune the captions on this match", variant="primary",
+                                     elem_id="finetune-start", scale=2)
+                ft_questions = gr.Button("Fine-tune question answering on this match (stage 2)",
+                                         elem_id="finetune-questions", scale=2)
         gr.Markdown("### Train from a data folder\nEither stage of the recipes on a folder that "
                     "`python -m train.build_dataset` wrote, with every option.")
         with gr.Row():
@@ -219,6 +238,7 @@ def create_train_tab(engine: Engine, shared) -> None:
         timer = gr.Timer(1.0, active=False)
 
     ft_start.click(bind(on_finetune, engine), [shared.match, ft_steps], [current, timer, status])
+    ft_questions.click(bind(on_finetune_questions, engine), [shared.match, ft_steps], [current, timer, status])
     stage.change(on_stage, stage, [lr, llm_part])
     start.click(bind(on_start, engine),
                 [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, negatives, epochs, lr,

@@ -521,6 +521,7 @@ def test_stage2_run_repeats_impossible_questions_to_the_chosen_share(page, shot,
 def test_fine_tuning_the_loaded_model_on_corrected_captions_runs_to_the_end_and_captions_the_match(page, shot):
     _tab(page, "Strokes")
     page.wait_for_selector("#stroke-table [data-testid='cell-2-3']")
+
     corrected = ["upper player hits a drop at the left side of the net", "bottom player hits a lob in the middle"]
     for row, text in zip((1, 2), corrected):  # two more corrections beside the one of the strokes test
         page.locator("#stroke-table").get_by_test_id(f"cell-{row}-3").click()
@@ -545,3 +546,13 @@ def test_fine_tuning_the_loaded_model_on_corrected_captions_runs_to_the_end_and_
     for text in corrected:  # the coach's corrections stay; the model's captions are new beside them
         page.wait_for_function(f"document.querySelector('#stroke-table').innerText.includes({text!r})")
     shot(page, "strokes-after-finetune")
+    # the second button: question answering (stage 2) from the model now in use, on the same captions
+    _tab(page, "Train")
+    page.fill("#finetune-steps input", "2")
+    page.click("#finetune-questions")
+    page.wait_for_function("document.querySelector('#train-status').innerText.includes('questions about')",
+                           timeout=60_000)
+    assert "2 steps on" in page.inner_text("#train-status")
+    status = _run_end_status(page, 240)
+    assert "finished" in status and "step 2/2" in status and "not evaluated" in status, status
+    shot(page, "train-finetuned-questions")
