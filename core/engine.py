@@ -3,8 +3,10 @@ caption corrections, stroke edits, exports, media for the browser and training r
 
 Every method takes plain values (paths as typed, ids, filters) and returns plain values (rows as
 dicts, paths of written files, text); the UI only converts. Paths a user types are checked by
-`Workspace.resolve`. Calls from several browser tabs are serialised per resource: one lock for
-the model, one for the index.
+`Workspace.resolve`. Calls from several browser tabs: the model runs one batch at a time (one
+lock); the index reads through a connection per thread and sees the last commit, so questions
+run side by side and never wait for indexing, which holds no lock of the index while the model
+runs; edits and exports of the index go one at a time.
 """
 from __future__ import annotations
 
@@ -87,8 +89,8 @@ class Engine:
         self.model: StrokeModel | None = None
         self.source: str | None = None
         self.precision, self.device = "fp32", "auto"
-        self._lock = threading.Lock()  # the model
-        self._index_lock = threading.RLock()  # the SQLite index and the query engine
+        self._lock = threading.Lock()  # the model: one batch at a time
+        self._index_lock = threading.RLock()  # edits and exports of the index; questions and indexing do not take it
         self.demo_match = Path(demo_match) if demo_match else DEMO_MATCH_DIR
         self.demo = DemoStatus()
         self.demo_model = Path(demo_model) if demo_model else DEMO_MODEL_DIR
@@ -181,9 +183,10 @@ class Engine:
 
     @property
     def index(self) -> StrokeStore:
-        if self._index is None:
-            self._index = StrokeStore(self._ws().index_path)
-        return self._index
+        with self._index_lock:
+            if self._index is None:
+                self._index = StrokeStore(self._ws().index_path, workspace=self._ws())
+            return self._index
 
     def matches(self) -> list[dict]:
         with self._index_lock:
@@ -326,13 +329,8 @@ class Engine:
 
     def _add(self, ann: Path, vid: Path | None, progress: Progress | None) -> int:
         model = self.model if vid is not None else None
-        with self._index_lock:
-            if model is not None:
-                with self._lock:
-                    match_id = add_match(self.index, ann, vid, model=model, progress=progress)
-            else:
-                match_id = add_match(self.index, ann, vid, progress=progress)
-            self._query = None
+        match_id = add_match(self.index, ann, vid, model=model, progress=progress, model_lock=self._lock)
+        self._query = None
         return int(match_id)
 
     def strokes(self, match_id: int | None, uncertain: bool = False, **filters) -> list[dict]:
@@ -357,8 +355,12 @@ class Engine:
     def set_caption(self, stroke_id: int, text: str) -> None:
         if len(text or "") > 500:
             raise EngineError("a caption is at most 500 characters")
+        sid = _stroke_id(stroke_id)
         with self._index_lock:
-            self.index.set_caption(int(stroke_id), text)
+            try:
+                self.index.set_caption(sid, text)
+            except KeyError:
+                raise EngineError(f"no stroke {sid}: reload the strokes") from None
             self._query = None
 
     # ------------------------------------------------------------ stroke edits (kept across re-indexing)
@@ -396,7 +398,7 @@ class Engine:
             return self._edited(self._set_of(stroke_id), lambda st: st.revert_stroke(int(stroke_id)))
 
     def _set_of(self, stroke_id: int) -> int:
-        rows = self.index.strokes(ids=[int(stroke_id)])
+        rows = self.index.strokes(ids=[_stroke_id(stroke_id)])
         if not rows:
             raise EngineError(f"no stroke {stroke_id}: reload the strokes")
         return int(rows[0]["set_id"])
@@ -421,9 +423,7 @@ class Engine:
             return
         if row.get("encoder_key") != encoder_key(m) or row.get("captioner_key") != model_key(m):
             return
-        with self._lock:
-            encode_set(self.index, set_id, m, captions=True)
-        self.index.set_status(set_id, "complete")
+        encode_set(self.index, set_id, m, captions=True, model_lock=self._lock)
 
     def stroke_edits(self, match_id: int | None = None) -> list[dict]:
         with self._index_lock:
@@ -458,7 +458,8 @@ class Engine:
     # ------------------------------------------------------------ questions
 
     def _query_engine(self):
-        if self._query is None:
+        query = self._query  # another thread may drop it meanwhile (an edit, a new model)
+        if query is None:
             from core.query import QueryEngine
 
             if self._embedder is None:
@@ -466,8 +467,8 @@ class Engine:
 
                 self._embedder = default_embedder()
             grounding = self.model if self.model is not None and self.model.stage == 2 else None
-            self._query = QueryEngine(self.index, self._embedder, model=grounding)
-        return self._query
+            query = self._query = QueryEngine(self.index, self._embedder, model=grounding, model_lock=self._lock)
+        return query
 
     def ask(self, question: str, match_id: int | None = None, limit: int = 100) -> Answer:
         question = " ".join(str(question or "").split())
@@ -475,11 +476,12 @@ class Engine:
             raise EngineError("type a question, e.g. “when does the bottom player smash?”")
         if len(question) > 300:
             raise EngineError("a question is at most 300 characters")
-        with self._index_lock, self._lock:
-            ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
-            rows = [self._with_times(r.row()) for r in ans.results]
-            near = [self._with_times(r.row()) for r in ans.near_misses]
-            rallies = [self._with_times(r.row()) for r in ans.rallies]
+        if int(limit) < 1:
+            raise EngineError(f"the number of results to show is 1 or more, not {limit}")
+        ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
+        rows = [self._with_times(r.row()) for r in ans.results]
+        near = [self._with_times(r.row()) for r in ans.near_misses]
+        rallies = [self._with_times(r.row()) for r in ans.rallies]
         return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes),
                       list(ans.counts), ans.count_by, rallies, list(ans.ignored), list(ans.corrected))
 
@@ -673,13 +675,11 @@ class Engine:
         if m is None:
             raise EngineError("load a model first")
         done = 0
-        with self._index_lock:
-            sets = [s for s in self.index.sets(int(match_id)) if s.get("video") and Path(s["video"]).is_file()]
-            for s in sets:
-                with self._lock:
-                    done += encode_set(self.index, s["id"], m, progress=progress, captions=True)["captioned"]
-                self.index.set_status(s["id"], "complete")
-            self._query = None
+        sets = [s for s in self.index.sets(int(match_id)) if s.get("video") and Path(s["video"]).is_file()]
+        for s in sets:
+            done += encode_set(self.index, s["id"], m, progress=progress, captions=True,
+                               model_lock=self._lock)["captioned"]
+        self._query = None
         return done
 
     def _runner(self) -> Runner:
@@ -696,6 +696,17 @@ class Engine:
 def _is_hub_id(text: str, ws: Workspace) -> bool:
     """'org/name' that is not a folder here or in the workspace: a Hugging Face id (cache only)."""
     return bool(_HUB_ID.match(text)) and not Path(text).exists() and not (ws.root / text).exists()
+
+
+def _stroke_id(value) -> int:
+    """A stroke id from the page (a number the table showed); EngineError for anything else."""
+    try:
+        sid = int(value)
+    except (TypeError, ValueError):
+        raise EngineError(f"{value!r} is not a stroke number: pick a stroke in the table") from None
+    if not 0 < sid < 2**63:  # SQLite's ids
+        raise EngineError(f"no stroke {sid}: reload the strokes")
+    return sid
 
 
 def _cell(v):

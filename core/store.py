@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.annotations import AnnotationError, StrokeTable, load_annotations
+from core.annotations import MAX_FRAME, AnnotationError, StrokeTable, load_annotations
 from core.tokens import TokenCache, file_hash
 from core.vocab import caption as stroke_caption
 from core.video import WINDOW_AFTER, WINDOW_BEFORE
@@ -158,15 +158,19 @@ class SetSource:
 
 
 def set_source(annotations: str | Path | None = None, frames: list[int] | None = None,
-               video: str | Path | None = None) -> SetSource:
-    """Annotations (ShuttleSet set file or reference CSV) or plain hit frames -> what one set stores."""
+               video: str | Path | None = None, workspace=None) -> SetSource:
+    """Annotations (ShuttleSet set file or reference CSV; `workspace`: see
+    core.annotations.load_shuttleset_set) or plain hit frames -> what one set stores."""
     if annotations is not None:
-        table = load_annotations(annotations)
+        table = load_annotations(annotations, workspace)
         return _from_table(table, Path(annotations))
     if frames is None:
         raise ValueError("give annotations or hit frames")
     if video is None:
         raise ValueError("plain hit frames need the video")
+    bad = [f for f in frames if not 0 <= f <= MAX_FRAME]
+    if bad:
+        raise ValueError(f"hit frame {bad[0]} is not a frame of a match video (0 to {MAX_FRAME:,})")
     rows = [StrokeRow(rally=1, ball_round=i + 1, frame=int(f)) for i, f in enumerate(sorted(set(frames)))]
     digest = hashlib.sha256(json.dumps(sorted(set(frames))).encode()).hexdigest()
     return SetSource(Path(video).stem, 1, rows, {}, None, None, digest)
@@ -699,7 +703,7 @@ class StrokeStore:
         """The set's source as it was indexed: its annotation file again, or its plain hit frames."""
         if set_row["source"]:
             try:
-                src = set_source(set_row["source"])
+                src = set_source(set_row["source"], workspace=self.workspace)
             except (AnnotationError, OSError) as err:
                 raise IndexStoreError(f"cannot edit set {set_row['set_no']} of {set_row['match']}: its source "
                                       f"{set_row['source']} cannot be read ({err}); index the match again") from None
