@@ -47,6 +47,7 @@ FINETUNE_STEPS = 40  # a coach's fine-tune of the captioner: minutes on a laptop
 FINETUNE_LR = 1e-4
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STROKE_FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula
 
 
 @dataclass
@@ -113,10 +114,13 @@ class Engine:
         if not model:
             raise ModelLoadError("give a model: an adapter folder, a base folder or a Hugging Face id")
         ws = self.workspace
-        if ws is not None and not trusted and not _is_hub_id(model, ws):
-            model = str(ws.resolve(model, what="model folder"))
+        check_base = None
+        if ws is not None and not trusted:
+            if not _is_hub_id(model, ws):
+                model = str(ws.resolve(model, what="model folder"))
+            check_base = lambda base: _is_hub_id(base, ws) or ws.resolve(base, what="base model folder")  # noqa: E731
         with self._lock:
-            loaded = load_any(model, precision=precision, device=device)
+            loaded = load_any(model, precision=precision, device=device, check_base=check_base)
             self.model, self.source = loaded, model
             self.precision, self.device = precision, device
             self._query = None  # the query engine holds the model
@@ -595,9 +599,13 @@ class Engine:
         if run_config is None:
             raise EngineError("starting a run needs the recipes' option check (train.config.run_config)")
         options = {"progress": False, **(options or {})}  # the run writes to a log file, not a terminal
+        if "out" in options:
+            raise EngineError("a run's folder is chosen by the app (under runs/): give the run a name instead")
         base = options.pop("base", None)
         if base and not options.get("tiny"):
             options["base"] = base if _is_hub_id(base, ws) else str(ws.resolve(base, what="base model folder"))
+        if options.get("init") and stage == 1 and options["init"] != self.source:  # the loaded model is admitted
+            options["init"] = str(ws.resolve(options["init"], what="model to start from"))
         if stage == 2:
             options["init"] = str(runner.run_dir(init_run))
         options.update(data=str(data_dir), out=str(ws.new_run_dir(stage, run_name)))
@@ -710,7 +718,13 @@ def _stroke_id(value) -> int:
 
 
 def _cell(v):
-    return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
+    """A CSV cell; text that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) is
+    prefixed with ' so that it shows as the text it is."""
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, str) and v[:1] in FORMULA_STARTS:
+        return "'" + v
+    return "" if v is None else v
 
 
 __all__ = ["Answer", "Engine", "EngineError", "ModelLoadError", "PathNotAllowed", "RunError", "VideoError",

@@ -43,7 +43,7 @@ from core.config import GenerationSettings
 from core.court import zones_of
 from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies, describe
 from core.outcome import ERROR, outcome
-from core.store import GEOMETRY, StrokeStore
+from core.store import GEOMETRY, IndexStoreError, StrokeStore
 from core.tokens import encoder_key
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
 from core.vocab import caption as make_caption
@@ -918,18 +918,37 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.db).is_file():
         print(f"error: {args.db}: no index here (build one with python -m core.index)", file=sys.stderr)
         return 1
+    try:
+        return _run(args)
+    except (ValueError, IndexStoreError, OSError) as err:  # AnnotationError and bad JSON are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - model loading errors carry their own advice
+        from core.loader import ModelLoadError
+
+        if isinstance(err, ModelLoadError):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _run(args) -> int:
     from core.embed import default_embedder
 
+    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
+    unknown = set(paths) - set(PATHS)
+    if unknown or not paths:
+        raise ValueError(f"--paths: {', '.join(sorted(unknown)) or 'none given'}; use a subset of {','.join(PATHS)}")
+    store = StrokeStore(args.db)
     model = None
     if args.model:
         from core.loader import load_model
 
         model = load_model(args.model, device=args.device)
-    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
-    engine = QueryEngine(StrokeStore(args.db), default_embedder(), model,
+    engine = QueryEngine(store, default_embedder(), model,
                          caption_sources=[s.strip() for s in args.captions.split(",") if s.strip()])
     if args.evaluate:
-        items = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
+        items = _qa_items(args.evaluate)
         for kind, row in evaluate_questions(engine, items, paths).items():
             print(json.dumps({"kind": kind, **row}))
         return 0
@@ -944,6 +963,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in ans.near_misses:
         print(json.dumps({**r.to_dict(), "near_miss": True}, ensure_ascii=False))
     return 0
+
+
+def _qa_items(path: str) -> list[dict]:
+    """A qa_*.json file's questions; ValueError naming the file when it is not one."""
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--evaluate {path}: not a JSON file ({err})") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("question"), str)
+                                              and isinstance(i.get("image"), list) for i in items):
+        raise ValueError(f"--evaluate {path}: expected a list of questions, as train.build_dataset writes")
+    return items
 
 
 if __name__ == "__main__":
