@@ -696,9 +696,10 @@ class Engine:
         return self.runner
 
     def use_run(self, name: str) -> str:
-        """Load a run's best (else final) adapters as the app's model."""
+        """Load a run's best (else final) adapters as the app's model. A run is the app's own (its
+        base was admitted when it started), so its manifest's base is loaded as written."""
         adapters = self._runner().adapters(name)
-        return self.load(str(adapters), self.precision, self.device)
+        return self.load(str(adapters), self.precision, self.device, trusted=True)
 
 
 def _is_hub_id(text: str, ws: Workspace) -> bool:
