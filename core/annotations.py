@@ -436,10 +436,10 @@ def _court_of(row: dict | None, path: Path) -> Court | None:
 def _estimate_fps(path, rows: list[dict], report: ImportReport) -> float | None:
     """The set's frame rate from frame_num against the time column, robust to a few bad rows: the
     median slope between rows, then least-squares fits of the rows near it (a row more than
-    FRAME_SLACK_S off never moves it), snapped to a standard rate; None outside PLAUSIBLE_FPS. A row off the fit whose frame also breaks the order of the frames around it
-    has a wrong frame (it would put the stroke elsewhere in the video): the file is refused with
-    the rows named. One whose frame fits its neighbours has a wrong time, which only the
-    estimate reads (logged)."""
+    FRAME_SLACK_S off never moves it), snapped to a standard rate; None outside PLAUSIBLE_FPS.
+    A row off the fit whose frame also breaks the order of the frames around it has a wrong frame
+    (it would put the stroke elsewhere in the video): the file is refused with the rows named.
+    One whose frame fits its neighbours has a wrong time, which only the estimate reads (logged)."""
     frames = np.array([float(r["frame_num"]) for r in rows])
     timed = [(i, t) for i, r in enumerate(rows) if (t := _seconds(path, i + 1, r.get("time", ""))) is not None]
     if len(timed) < 2:
@@ -456,6 +456,9 @@ def _estimate_fps(path, rows: list[dict], report: ImportReport) -> float | None:
     slope, intercept = rough, float(np.median(f - rough * t))
     for slack in (12 * FRAME_SLACK_S, FRAME_SLACK_S):  # wide first: the rough slope drifts over a long set
         near = np.abs(f - slope * t - intercept) <= slack * slope
+        if near.sum() < 2 or np.ptp(t[near]) < FPS_BASELINE_S:
+            report.warn("too few rows agree on a frame rate; stroke times come from the time column")
+            return None
         slope, intercept = (float(v) for v in np.polyfit(t[near], f[near], 1))
     off = np.abs(f - slope * t - intercept) > FRAME_SLACK_S * slope
     if off.any():

@@ -92,6 +92,7 @@ class Engine:
         self.precision, self.device = "fp32", "auto"
         self._lock = threading.Lock()  # the model: one batch at a time
         self._index_lock = threading.RLock()  # edits and exports of the index; questions and indexing do not take it
+        self._open_lock = threading.Lock()  # opening the index once
         self.demo_match = Path(demo_match) if demo_match else DEMO_MATCH_DIR
         self.demo = DemoStatus()
         self.demo_model = Path(demo_model) if demo_model else DEMO_MODEL_DIR
@@ -187,7 +188,7 @@ class Engine:
 
     @property
     def index(self) -> StrokeStore:
-        with self._index_lock:
+        with self._open_lock:
             if self._index is None:
                 self._index = StrokeStore(self._ws().index_path, workspace=self._ws())
             return self._index

@@ -28,8 +28,9 @@ Tables (schema version `SCHEMA_VERSION`, in `meta`):
 A stroke's `source_frame` is its frame in the source (NULL for an added one), `edited` says what
 an edit changed ('added', 'moved', 'side', 'moved,side'; NULL when nothing).
 
-Writing a set's strokes is one transaction; the model pass that fills captions and tokens is
-core.indexer's, and the tokens live beside the file (core.tokens).
+Writing a set's strokes is one transaction, with the captions its model pass left in the caption
+cache (core.indexer's; the tokens live beside the file, core.tokens), so a set is never
+half-indexed. Each thread has its own connection: reads see the last commit and never wait.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from core.annotations import MAX_FRAME, AnnotationError, StrokeTable, load_annot
 from core.tokens import TokenCache, file_hash
 from core.vocab import caption as stroke_caption
 from core.video import WINDOW_AFTER, WINDOW_BEFORE
-from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
+from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class SetSource:
 
 
 def set_source(annotations: str | Path | None = None, frames: list[int] | None = None,
-               video: str | Path | None = None, workspace=None) -> SetSource:
+               video: str | Path | None = None, workspace: Workspace | None = None) -> SetSource:
     """Annotations (ShuttleSet set file or reference CSV; `workspace`: see
     core.annotations.load_shuttleset_set) or plain hit frames -> what one set stores."""
     if annotations is not None:
@@ -213,7 +214,7 @@ def _from_table(table: StrokeTable, path: Path) -> SetSource:
 class StrokeStore:
     """The workspace's stroke store (one SQLite file); its token cache folder lies beside it."""
 
-    def __init__(self, db_path: str | Path, workspace=None):
+    def __init__(self, db_path: str | Path, workspace: Workspace | None = None):
         """`workspace` (core.workspace.Workspace): where a set's source may read its match.csv and
         homography.csv (None: beside the set file, wherever it is)."""
         self.path = Path(db_path)
