@@ -19,7 +19,7 @@ from core.loader import ModelLoadError, load_model, save_adapters
 from core.video import VideoError
 from core.workspace import MAX_UPLOAD_BYTES, PathNotAllowed
 from tests.hostile import bad_videos, index_state
-from tests.test_index import tiny_model, write_reference_csv
+from tests.test_index import tiny_model, write_detected_csv, write_reference_csv
 
 SET_CSV = Path(__file__).parent / "data" / "shuttleset" / "Kento_MOMOTA_CHOU_Tien_Chen_Denmark_Open_2018_Finals" / "set1.csv"
 REFERENCE_HEADER = "id,rally,ball_round,upper,type,backhand,relabel_hit_area,split\n"
@@ -150,6 +150,17 @@ def test_a_huge_csv_is_refused_before_it_is_read(engine):
     with path.open("wb") as f:
         f.truncate(MAX_UPLOAD_BYTES + 1)  # sparse: no disk is used
     refused(engine, lambda: engine.add_match(str(path)), EngineError, "huge.csv is larger than 2 GiB")
+
+
+def test_formulas_in_a_set_file_are_exported_as_text(engine):
+    path = write_detected_csv(engine.workspace.uploads / "formulas" / "set1.csv")
+    path.write_text(path.read_text(encoding="utf-8").replace(",Ann", ',"=HYPERLINK(""http://example.com"")"')
+                    .replace(",Bo", ",@SUM(A1)"), encoding="utf-8")
+    match_id = engine.add_match(str(path))
+    out = engine.export_results_csv(engine.strokes(match_id))
+    with out.open(encoding="utf-8", newline="") as f:
+        names = {r["player_name"] for r in csv.DictReader(f)}
+    assert names == {'\'=HYPERLINK("http://example.com")', "'@SUM(A1)"}
 
 
 def test_spreadsheet_formulas_are_exported_as_text(engine):
