@@ -42,7 +42,7 @@ def in_thread(call) -> tuple[threading.Thread, dict]:
 
 def finished(thread: threading.Thread, out: dict):
     thread.join(WAIT_S)
-    assert not thread.is_alive(), "the call waited for the indexing to finish"
+    assert not thread.is_alive(), "the call did not return: it waits for another one to finish"
     if "error" in out:
         raise out["error"]
     return out["value"]
