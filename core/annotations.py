@@ -40,9 +40,12 @@ documents that its cells are the reference's hit areas. Reference CSVs carry the
 (`relabel_hit_area`; ids 6 and 8 are "in the middle" like 5, so they become zone 5; the original id
 stays in `reference_hit_area`).
 
-fps of a ShuttleSet set: a least-squares fit of frame_num against the hh:mm:ss time column
-(the clock is truncated to whole seconds), snapped to the nearest standard rate within 1 %
-(real sets are 25, 29.97 or 30 fps). Stroke times are frame / fps.
+fps of a ShuttleSet set: the median slope of frame_num against the hh:mm:ss time column (the
+clock is truncated to whole seconds) between rows at least 10 s apart, refined by a least-squares
+fit of the rows near it and snapped to the nearest standard rate within 1 % (real sets are 25,
+29.97 or 30 fps); a rate outside 5..240 fps is no rate. A row more than 5 s off that fit whose
+frame also breaks the order of the frames around it, or a frame outside 0..MAX_FRAME, refuses the
+file with the rows named. Stroke times are frame / fps.
 """
 from __future__ import annotations
 
@@ -57,17 +60,23 @@ from pathlib import Path
 import numpy as np
 
 from core.court import NET_Y, Court, zones_of
+from core.workspace import Workspace
 from core.vocab import ZONE_PHRASES, STROKE_LABELS, UNKNOWN_LABEL, StrokeLabel, caption, stroke_label
 
 log = logging.getLogger(__name__)
 
 STANDARD_FPS = (23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)
 MAX_INT = 2 ** 53  # whole numbers beyond this are not exact in a float cell
+MAX_FRAME = 10_000_000  # a frame number beyond this is a mistake (46 hours at 60 fps)
+PLAUSIBLE_FPS = (5.0, 240.0)  # frame rates a match video can have
+FPS_BASELINE_S = 10  # the clock is whole seconds: a set shorter than this gives no rate
+FRAME_SLACK_S = 5  # how far (seconds) a row's frame may lie from the fit: the clock's rounding and more
 SHUTTLESET_REQUIRED = ("rally", "ball_round", "frame_num", "player", "type")
 REFERENCE_REQUIRED = ("id", "upper", "type")
 REFERENCE_COLUMNS = ("id", "rally", "ball_round", "upper", "type", "backhand", "relabel_hit_area", "split")
 MIDDLE_ZONE = 5
 DECIDING_SET = 3
+MAX_SETS = 5  # best of five at most
 INTERVAL_POINTS = 11  # ends change in the deciding set when a player first reaches 11
 
 
@@ -235,6 +244,14 @@ def _num(path, row_no: int, row: dict, col: str, kind=float, required: bool = Fa
     return x
 
 
+def _frame(path, row_no: int, frame: int, column: str) -> int:
+    """A hit frame: 0 .. MAX_FRAME (AnnotationError otherwise)."""
+    if not 0 <= frame <= MAX_FRAME:
+        raise AnnotationError(path, row_no, column, f"frame {frame} is not a frame of a match video "
+                              f"(0 to {MAX_FRAME:,})")
+    return frame
+
+
 def _xy(path, row_no, row, cx: str, cy: str) -> tuple[float, float] | None:
     x, y = _num(path, row_no, row, cx), _num(path, row_no, row, cy)
     return (x, y) if x is not None and y is not None else None
@@ -257,18 +274,22 @@ def _seconds(path, row_no: int, v: str) -> float | None:
 
 
 def load_shuttleset_set(path: str | Path, match_csv: str | Path | None = None,
-                        homography_csv: str | Path | None = None) -> StrokeTable:
-    """One ShuttleSet set file -> StrokeTable (see the module docstring for side, zone, fps)."""
+                        homography_csv: str | Path | None = None, workspace: Workspace | None = None) -> StrokeTable:
+    """One ShuttleSet set file -> StrokeTable (see the module docstring for side, zone, fps).
+    With `workspace`, a match.csv or homography.csv outside it is not read (a warning says so)."""
     path = Path(path)
     _, rows = read_rows(path, SHUTTLESET_REQUIRED)
     root = path.parent.parent
-    match_csv = Path(match_csv) if match_csv else root / "match.csv"
-    homography_csv = Path(homography_csv) if homography_csv else root / "homography.csv"
-    video = path.parent.name
     report = ImportReport(source=str(path), rows=len(rows))
+    match_csv = _sidecar(Path(match_csv) if match_csv else root / "match.csv", workspace, report)
+    homography_csv = _sidecar(Path(homography_csv) if homography_csv else root / "homography.csv", workspace, report)
+    video = path.parent.name
     m = re.search(r"set(\d+)", path.stem, re.IGNORECASE)
     if m:
         set_no = int(m.group(1))
+        if not 1 <= set_no <= MAX_SETS:
+            raise AnnotationError(path, None, None, f"set {set_no} in the file name is not a set of a match "
+                                  f"(1 to {MAX_SETS})")
     else:
         set_no = 1
         report.warn("no set number in the file name (expected setN.csv); using set 1")
@@ -293,6 +314,14 @@ def load_shuttleset_set(path: str | Path, match_csv: str | Path | None = None,
     _given_sides(path, strokes, rows)
     _assign_zones(strokes, court, report)
     return StrokeTable(strokes, report, court, fps, players, str(path))
+
+
+def _sidecar(path: Path, workspace: Workspace | None, report: ImportReport) -> Path | None:
+    """A match.csv / homography.csv the set may read: None when it lies outside the workspace."""
+    if workspace is None or workspace.allows(path):
+        return path
+    report.warn(f"{path.name} lies outside the workspace; not read")
+    return None
 
 
 def _given_sides(path, strokes: list[Stroke], rows: list[dict]) -> None:
@@ -325,7 +354,7 @@ def _shuttleset_stroke(path, i: int, r: dict, video: str, set_no: int, players: 
         match=video, set=set_no,
         rally=_num(path, i, r, "rally", int, True),
         ball_round=_num(path, i, r, "ball_round", int, True),
-        frame=_num(path, i, r, "frame_num", int, True),
+        frame=_frame(path, i, _num(path, i, r, "frame_num", int, True), "frame_num"),
         side="bottom",  # set by _assign_sides
         player=player, player_name=players.get(player) if player else None,
         type_zh=label.zh if label else (zh or None),
@@ -373,8 +402,10 @@ def _confidence(path, i: int, r: dict) -> float | None:
     return c
 
 
-def _lookup_video(csv_path: Path, video: str, report: ImportReport) -> dict | None:
+def _lookup_video(csv_path: Path | None, video: str, report: ImportReport) -> dict | None:
     """The row of match.csv / homography.csv for a match folder (names compared without spaces)."""
+    if csv_path is None:
+        return None
     if not csv_path.is_file():
         report.warn(f"{csv_path.name} not found next to the match folders")
         return None
@@ -403,17 +434,66 @@ def _court_of(row: dict | None, path: Path) -> Court | None:
 
 
 def _estimate_fps(path, rows: list[dict], report: ImportReport) -> float | None:
-    pts = [(float(r["frame_num"]), _seconds(path, i + 1, r.get("time", "")))
-           for i, r in enumerate(rows)]
-    pts = np.array([(f, t) for f, t in pts if t is not None], dtype=np.float64)
-    if len(pts) < 2 or np.ptp(pts[:, 1]) < 10:
+    """The set's frame rate from frame_num against the time column, robust to a few bad rows: the
+    median slope between rows, then least-squares fits of the rows near it (a row more than
+    FRAME_SLACK_S off never moves it), snapped to a standard rate; None outside PLAUSIBLE_FPS.
+    A row off the fit whose frame also breaks the order of the frames around it has a wrong frame
+    (it would put the stroke elsewhere in the video): the file is refused with the rows named.
+    One whose frame fits its neighbours has a wrong time, which only the estimate reads (logged)."""
+    frames = np.array([float(r["frame_num"]) for r in rows])
+    timed = [(i, t) for i, r in enumerate(rows) if (t := _seconds(path, i + 1, r.get("time", ""))) is not None]
+    if len(timed) < 2:
         return None
-    slope = float(np.polyfit(pts[:, 1], pts[:, 0], 1)[0])
-    nearest = min(STANDARD_FPS, key=lambda f: abs(f - slope))
+    idx, t = np.array([i for i, _ in timed]), np.array([t for _, t in timed])
+    f = frames[idx]
+    if np.ptp(t) < FPS_BASELINE_S:
+        return None
+    rough = _median_slope(t, f)
+    if not PLAUSIBLE_FPS[0] <= rough <= PLAUSIBLE_FPS[1]:
+        report.warn(f"frame_num against time gives {rough:.2f} frames per second, not a video's frame rate; "
+                    "stroke times come from the time column")
+        return None
+    slope, intercept = rough, float(np.median(f - rough * t))
+    for slack in (12 * FRAME_SLACK_S, FRAME_SLACK_S):  # wide first: the rough slope drifts over a long set
+        near = np.abs(f - slope * t - intercept) <= slack * slope
+        if near.sum() < 2 or np.ptp(t[near]) < FPS_BASELINE_S:
+            report.warn("too few rows agree on a frame rate; stroke times come from the time column")
+            return None
+        slope, intercept = (float(v) for v in np.polyfit(t[near], f[near], 1))
+    off = np.abs(f - slope * t - intercept) > FRAME_SLACK_S * slope
+    if off.any():
+        on_fit = np.zeros(len(rows), bool)
+        on_fit[idx[~off]] = True
+        wrong = [int(i) + 1 for i in idx[off] if not _between_neighbours(frames, on_fit, int(i))]
+        if wrong:
+            shown = ", ".join(map(str, wrong[:10])) + (f" and {len(wrong) - 10} more" if len(wrong) > 10 else "")
+            raise AnnotationError(path, wrong[0], "frame_num", f"the frame numbers of rows {shown} do not match "
+                                  f"their time nor the rows around them (the others are at {slope:.2f} frames per "
+                                  "second); correct or remove those rows")
+        log.info("%s: the time of rows %s does not match their frame number; the frame number is used", path,
+                 ", ".join(str(int(i) + 1) for i in idx[off]))
+    nearest = min(STANDARD_FPS, key=lambda v: abs(v - slope))
     if abs(nearest - slope) / nearest < 0.01:
         return nearest
     report.warn(f"frame rate {slope:.2f} is not a standard rate; using it as is")
-    return round(slope, 2) if slope > 0 else None
+    return round(slope, 2)
+
+
+def _median_slope(t: np.ndarray, f: np.ndarray) -> float:
+    """Median of the slopes between every two rows at least FPS_BASELINE_S apart (Theil-Sen; at
+    most 400 rows, evenly taken, so that it stays quick)."""
+    keep = np.linspace(0, len(t) - 1, min(len(t), 400)).astype(int)
+    t, f = t[keep], f[keep]
+    dt, df = t[None, :] - t[:, None], f[None, :] - f[:, None]
+    pairs = dt >= FPS_BASELINE_S
+    return float(np.median(df[pairs] / dt[pairs])) if pairs.any() else 0.0
+
+
+def _between_neighbours(frames: np.ndarray, on_fit: np.ndarray, i: int) -> bool:
+    """Row i's frame lies between those of the nearest rows on the fit before and after it."""
+    before = [frames[k] for k in range(i - 1, -1, -1) if on_fit[k]][:1]
+    after = [frames[k] for k in range(i + 1, len(frames)) if on_fit[k]][:1]
+    return (not before or before[0] <= frames[i]) and (not after or frames[i] <= after[0])
 
 
 # ---------------------------------------------------------------- sides
@@ -558,7 +638,7 @@ def load_reference_csv(path: str | Path) -> StrokeTable:
             raise AnnotationError(path, i, "relabel_hit_area", f"expected 1..9, got {area}")
         zone = (area if area in ZONE_PHRASES else MIDDLE_ZONE) if area is not None else None
         strokes.append(Stroke(
-            match=m.group(1), set=int(m.group(2)), frame=int(m.group(3)),
+            match=m.group(1), set=_set_number(path, i, m.group(2)), frame=_frame(path, i, int(m.group(3)), "id"),
             rally=_num(path, i, r, "rally", int) or 0,
             ball_round=_num(path, i, r, "ball_round", int) or 0,
             side="upper" if upper else "bottom",
@@ -573,6 +653,13 @@ def load_reference_csv(path: str | Path) -> StrokeTable:
     _number_rounds(strokes)
     report.rows_without_zone = sum(s.zone is None for s in strokes)
     return StrokeTable(strokes, report, source=str(path))
+
+
+def _set_number(path, row_no: int, text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= MAX_SETS:
+        raise AnnotationError(path, row_no, "id", f"set {text} is not a set of a match (1 to {MAX_SETS})")
+    return n
 
 
 def _number_rounds(strokes: list[Stroke]) -> None:
@@ -604,12 +691,13 @@ def write_reference_csv(strokes: list[Stroke], path: str | Path) -> Path:
 # ---------------------------------------------------------------- any format
 
 
-def load_annotations(path: str | Path) -> StrokeTable:
-    """A ShuttleSet set file or a reference CSV, told apart by their columns."""
+def load_annotations(path: str | Path, workspace: Workspace | None = None) -> StrokeTable:
+    """A ShuttleSet set file or a reference CSV, told apart by their columns (`workspace`: see
+    load_shuttleset_set)."""
     header, _ = read_rows(path)
     cols = set(header)
     if {"frame_num", "ball_round"} <= cols:
-        return load_shuttleset_set(path)
+        return load_shuttleset_set(path, workspace=workspace)
     if {"id", "upper"} <= cols:
         return load_reference_csv(path)
     raise AnnotationError(path, None, None, "neither a ShuttleSet set file (rally, ball_round, frame_num, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -54,17 +55,26 @@ class Embedder:
         self.name = path.name if path.name != "model" else path.parent.name
         self.dim = int(self.model.config.hidden_size)
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo_lock = threading.Lock()
+        self._threads_lock, self._short_runs, self._threads_before = threading.Lock(), 0, 1
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        # A short query is faster on one thread than contending for busy cores.
-        threads = torch.get_num_threads()
-        if len(texts) <= 4 and threads > 1:
-            torch.set_num_threads(1)
+        # A short query is faster on one thread than contending for busy cores. Questions run side
+        # by side: the first short run sets one thread, the last one restores the count.
+        if len(texts) > 4:
+            return self._forward(texts)
+        with self._threads_lock:
+            if self._short_runs == 0:
+                self._threads_before = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self._short_runs += 1
         try:
             return self._forward(texts)
         finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+            with self._threads_lock:
+                self._short_runs -= 1
+                if self._short_runs == 0:
+                    torch.set_num_threads(self._threads_before)
 
     @torch.inference_mode()
     def _forward(self, texts: list[str]) -> np.ndarray:
@@ -76,17 +86,21 @@ class Embedder:
         return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Unit vectors (N, D), float32, in the order of `texts`."""
-        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        """Unit vectors (N, D), float32, in the order of `texts`. Safe from several threads: the
+        memo is read and updated under a lock, the model runs outside it."""
+        with self._memo_lock:
+            known = {t: self._memo[t] for t in texts if t in self._memo}
+        todo = list(dict.fromkeys(t for t in texts if t not in known))
         for start in range(0, len(todo), batch_size):
             part = todo[start:start + batch_size]
-            for t, v in zip(part, self._run(part)):
-                self._memo[t] = v
-        out = np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
-        for t in texts:
-            self._memo.move_to_end(t)
-        while len(self._memo) > MEMO_SIZE:
-            self._memo.popitem(last=False)
+            known.update(zip(part, self._run(part)))
+        out = np.stack([known[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        with self._memo_lock:
+            for t in texts:
+                self._memo[t] = known[t]
+                self._memo.move_to_end(t)
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
         return out
 
     def encode_one(self, text: str) -> np.ndarray:

@@ -3,8 +3,10 @@ caption corrections, stroke edits, exports, media for the browser and training r
 
 Every method takes plain values (paths as typed, ids, filters) and returns plain values (rows as
 dicts, paths of written files, text); the UI only converts. Paths a user types are checked by
-`Workspace.resolve`. Calls from several browser tabs are serialised per resource: one lock for
-the model, one for the index.
+`Workspace.resolve`. Calls from several browser tabs: the model runs one batch at a time (one
+lock); the index reads through a connection per thread and sees the last commit, so questions
+run side by side and never wait for indexing, which holds no lock of the index while the model
+runs; edits and exports of the index go one at a time.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ FINETUNE_STEPS = 40  # a coach's fine-tune of the captioner: minutes on a laptop
 FINETUNE_LR = 1e-4
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STROKE_FILTERS = ("set_no", "rally", "side", "player_name", "stroke", "zone")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula
 
 
 @dataclass
@@ -91,8 +94,9 @@ class Engine:
         self.model: StrokeModel | None = None
         self.source: str | None = None
         self.precision, self.device = "fp32", "auto"
-        self._lock = threading.Lock()  # the model
-        self._index_lock = threading.RLock()  # the SQLite index and the query engine
+        self._lock = threading.Lock()  # the model: one batch at a time
+        self._index_lock = threading.RLock()  # edits and exports of the index; questions and indexing do not take it
+        self._open_lock = threading.Lock()  # opening the index once
         self.demo_match = Path(demo_match) if demo_match else DEMO_MATCH_DIR
         self.demo = DemoStatus()
         self.demo_model = Path(demo_model) if demo_model else DEMO_MODEL_DIR
@@ -115,10 +119,13 @@ class Engine:
         if not model:
             raise ModelLoadError("give a model: an adapter folder, a base folder or a Hugging Face id")
         ws = self.workspace
-        if ws is not None and not trusted and not _is_hub_id(model, ws):
-            model = str(ws.resolve(model, what="model folder"))
+        check_base = None
+        if ws is not None and not trusted:
+            if not _is_hub_id(model, ws):
+                model = str(ws.resolve(model, what="model folder"))
+            check_base = lambda base: _is_hub_id(base, ws) or ws.resolve(base, what="base model folder")  # noqa: E731
         with self._lock:
-            loaded = load_any(model, precision=precision, device=device)
+            loaded = load_any(model, precision=precision, device=device, check_base=check_base)
             self.model, self.source = loaded, model
             self.precision, self.device = precision, device
             self._query = None  # the query engine holds the model
@@ -185,9 +192,10 @@ class Engine:
 
     @property
     def index(self) -> StrokeStore:
-        if self._index is None:
-            self._index = StrokeStore(self._ws().index_path)
-        return self._index
+        with self._open_lock:
+            if self._index is None:
+                self._index = StrokeStore(self._ws().index_path, workspace=self._ws())
+            return self._index
 
     def matches(self) -> list[dict]:
         with self._index_lock:
@@ -330,13 +338,8 @@ class Engine:
 
     def _add(self, ann: Path, vid: Path | None, progress: Progress | None) -> int:
         model = self.model if vid is not None else None
-        with self._index_lock:
-            if model is not None:
-                with self._lock:
-                    match_id = add_match(self.index, ann, vid, model=model, progress=progress)
-            else:
-                match_id = add_match(self.index, ann, vid, progress=progress)
-            self._query = None
+        match_id = add_match(self.index, ann, vid, model=model, progress=progress, model_lock=self._lock)
+        self._query = None
         return int(match_id)
 
     def strokes(self, match_id: int | None, uncertain: bool = False, **filters) -> list[dict]:
@@ -361,8 +364,12 @@ class Engine:
     def set_caption(self, stroke_id: int, text: str) -> None:
         if len(text or "") > 500:
             raise EngineError("a caption is at most 500 characters")
+        sid = _stroke_id(stroke_id)
         with self._index_lock:
-            self.index.set_caption(int(stroke_id), text)
+            try:
+                self.index.set_caption(sid, text)
+            except KeyError:
+                raise EngineError(f"no stroke {sid}: reload the strokes") from None
             self._query = None
 
     # ------------------------------------------------------------ stroke edits (kept across re-indexing)
@@ -400,7 +407,7 @@ class Engine:
             return self._edited(self._set_of(stroke_id), lambda st: st.revert_stroke(int(stroke_id)))
 
     def _set_of(self, stroke_id: int) -> int:
-        rows = self.index.strokes(ids=[int(stroke_id)])
+        rows = self.index.strokes(ids=[_stroke_id(stroke_id)])
         if not rows:
             raise EngineError(f"no stroke {stroke_id}: reload the strokes")
         return int(rows[0]["set_id"])
@@ -425,9 +432,7 @@ class Engine:
             return
         if row.get("encoder_key") != encoder_key(m) or row.get("captioner_key") != model_key(m):
             return
-        with self._lock:
-            encode_set(self.index, set_id, m, captions=True)
-        self.index.set_status(set_id, "complete")
+        encode_set(self.index, set_id, m, captions=True, model_lock=self._lock)
 
     def stroke_edits(self, match_id: int | None = None) -> list[dict]:
         with self._index_lock:
@@ -462,7 +467,8 @@ class Engine:
     # ------------------------------------------------------------ questions
 
     def _query_engine(self):
-        if self._query is None:
+        query = self._query  # another thread may drop it meanwhile (an edit, a new model)
+        if query is None:
             from core.query import QueryEngine
 
             if self._embedder is None:
@@ -470,8 +476,8 @@ class Engine:
 
                 self._embedder = default_embedder()
             grounding = self.model if self.model is not None and self.model.stage == 2 else None
-            self._query = QueryEngine(self.index, self._embedder, model=grounding)
-        return self._query
+            query = self._query = QueryEngine(self.index, self._embedder, model=grounding, model_lock=self._lock)
+        return query
 
     def ask(self, question: str, match_id: int | None = None, limit: int = 100) -> Answer:
         question = " ".join(str(question or "").split())
@@ -479,11 +485,12 @@ class Engine:
             raise EngineError("type a question, e.g. “when does the bottom player smash?”")
         if len(question) > 300:
             raise EngineError("a question is at most 300 characters")
-        with self._index_lock, self._lock:
-            ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
-            rows = [self._with_times(r.row()) for r in ans.results]
-            near = [self._with_times(r.row()) for r in ans.near_misses]
-            rallies = [self._with_times(r.row()) for r in ans.rallies]
+        if int(limit) < 1:
+            raise EngineError(f"the number of results to show is 1 or more, not {limit}")
+        ans = self._query_engine().ask(question, match_id=match_id, limit=limit)
+        rows = [self._with_times(r.row()) for r in ans.results]
+        near = [self._with_times(r.row()) for r in ans.near_misses]
+        rallies = [self._with_times(r.row()) for r in ans.rallies]
         return Answer(question, rows, ans.message or "", near, ans.covered_by_fields, list(ans.notes),
                       list(ans.counts), ans.count_by, rallies, list(ans.ignored), list(ans.corrected))
 
@@ -637,9 +644,13 @@ class Engine:
         if run_config is None:
             raise EngineError("starting a run needs the recipes' option check (train.config.run_config)")
         options = {"progress": False, **(options or {})}  # the run writes to a log file, not a terminal
+        if "out" in options:
+            raise EngineError("a run's folder is chosen by the app (under runs/): give the run a name instead")
         base = options.pop("base", None)
         if base and not options.get("tiny"):
             options["base"] = base if _is_hub_id(base, ws) else str(ws.resolve(base, what="base model folder"))
+        if options.get("init") and options["init"] != self.source:  # the loaded model is admitted
+            options["init"] = str(ws.resolve(options["init"], what="model to start from"))
         if stage == 2 and init_run:
             options["init"] = str(runner.run_dir(init_run))
         options.update(data=str(data_dir), out=str(ws.new_run_dir(stage, run_name)))
@@ -739,13 +750,11 @@ class Engine:
         if m is None:
             raise EngineError("load a model first")
         done = 0
-        with self._index_lock:
-            sets = [s for s in self.index.sets(int(match_id)) if s.get("video") and Path(s["video"]).is_file()]
-            for s in sets:
-                with self._lock:
-                    done += encode_set(self.index, s["id"], m, progress=progress, captions=True)["captioned"]
-                self.index.set_status(s["id"], "complete")
-            self._query = None
+        sets = [s for s in self.index.sets(int(match_id)) if s.get("video") and Path(s["video"]).is_file()]
+        for s in sets:
+            done += encode_set(self.index, s["id"], m, progress=progress, captions=True,
+                               model_lock=self._lock)["captioned"]
+        self._query = None
         return done
 
     def _runner(self) -> Runner:
@@ -754,9 +763,10 @@ class Engine:
         return self.runner
 
     def use_run(self, name: str) -> str:
-        """Load a run's best (else final) adapters as the app's model."""
+        """Load a run's best (else final) adapters as the app's model. A run is the app's own (its
+        base was admitted when it started), so its manifest's base is loaded as written."""
         adapters = self._runner().adapters(name)
-        return self.load(str(adapters), self.precision, self.device)
+        return self.load(str(adapters), self.precision, self.device, trusted=True)
 
 
 def _is_hub_id(text: str, ws: Workspace) -> bool:
@@ -764,8 +774,25 @@ def _is_hub_id(text: str, ws: Workspace) -> bool:
     return bool(_HUB_ID.match(text)) and not Path(text).exists() and not (ws.root / text).exists()
 
 
+def _stroke_id(value) -> int:
+    """A stroke id from the page (a number the table showed); EngineError for anything else."""
+    try:
+        sid = int(value)
+    except (TypeError, ValueError):
+        raise EngineError(f"{value!r} is not a stroke number: pick a stroke in the table") from None
+    if not 0 < sid < 2**63:  # SQLite's ids
+        raise EngineError(f"no stroke {sid}: reload the strokes")
+    return sid
+
+
 def _cell(v):
-    return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v)
+    """A CSV cell; text that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) is
+    prefixed with ' so that it shows as the text it is."""
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, str) and v[:1] in FORMULA_STARTS:
+        return "'" + v
+    return "" if v is None else v
 
 
 __all__ = ["Answer", "Engine", "EngineError", "ModelLoadError", "PathNotAllowed", "RunError", "VideoError",

@@ -42,6 +42,23 @@ class _ProgressBar:
             self.bar.close()
 
 
+def read_frames(path: str | Path) -> list[int]:
+    """Hit frames from a text file (one per line or comma separated); ValueError naming the first
+    bad entry or an unreadable file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--frames {path}: cannot read the file ({err})") from None
+    frames = []
+    for word in text.replace(",", " ").split():
+        if not word.isdigit():  # digits only: no sign, no decimals, no words
+            raise ValueError(f"--frames {path}: {word[:40]!r} is not a frame number (whole numbers from 0)")
+        frames.append(int(word))
+    if not frames:
+        raise ValueError(f"--frames {path}: no frame numbers in the file")
+    return frames
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.index", description="Index a match: strokes, captions, tokens.")
     p.add_argument("video", help="the match (set) video, or NONE to index the annotations alone")
@@ -70,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     video = None if args.video.upper() == "NONE" else args.video
     frames = None
     if args.frames:
-        text = Path(args.frames).read_text()
-        frames = [int(x) for x in text.replace(",", " ").split()]
+        try:
+            frames = read_frames(args.frames)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     detecting = args.annotations is None and frames is None
     if detecting and video is None:
         print("error: give the video (its strokes are detected), or --annotations CSV", file=sys.stderr)

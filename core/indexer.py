@@ -1,13 +1,17 @@
 """The indexer: a match in, its strokes, captions and query tokens written to the store.
 
-Indexing a set: its strokes are written in one transaction (status 'annotated'). With a video
-and a model, the video is decoded once (core.video.iter_windows, memory bounded by the frames of
-overlapping windows); each batch of strokes goes through the vision tower and Q-Former once
-(StrokeModel.encode), its query tokens are written to the token cache and its captions generated
-from those tokens (StrokeModel.caption: the vision never runs twice), then the batch's captions
-are committed. An interrupted run leaves whole batches only; the next run skips every stroke
-whose tokens and caption are cached, so indexing resumes where it stopped and a re-index with the
-same model is free.
+Indexing a set is all or nothing. With a video and a model, the model pass runs first and fills
+only the caches, which are keyed by the video's content and the model: the video is decoded once
+(core.video.iter_windows, memory bounded by the frames of overlapping windows); each batch of
+strokes goes through the vision tower and Q-Former once (StrokeModel.encode), its query tokens are
+written to the token cache and its captions generated from those tokens (StrokeModel.caption: the
+vision never runs twice) and committed to the caption cache. Then one transaction writes the set's
+strokes with their captions. A run that is interrupted, or a video that fails half-way, leaves the
+set as it was before; the next run skips every stroke whose tokens and caption are cached, so it
+resumes where the last one stopped, and a re-index with the same model is free.
+
+The model runs under `model_lock` one batch at a time (the app's questions use the same model
+between batches); the store is never locked while the model runs.
 
 A video without annotations is detected first (`detect_set`: core.detect's strokes written as a
 ShuttleSet set file beside the index), then indexed as any annotation file.
@@ -19,12 +23,13 @@ import queue
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from core.config import CAPTION_BATCH, GenerationSettings
-from core.store import SetSource, StrokeStore, set_source
+from core.store import StrokeStore, set_source
 from core.tokens import encoder_key, model_key
 from core.video import Progress, iter_windows, probe
 from core.workspace import safe_name
@@ -34,19 +39,23 @@ log = logging.getLogger(__name__)
 
 def add_match(store: StrokeStore, annotations: str | Path | None = None, video: str | Path | None = None,
               model=None, progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
-              settings: GenerationSettings | None = None, caption_batch: int = CAPTION_BATCH) -> int:
+              settings: GenerationSettings | None = None, caption_batch: int = CAPTION_BATCH,
+              model_lock: AbstractContextManager | None = None) -> int:
     """Index one set (annotations and/or hit frames, optional video and model); returns the match id.
-    Idempotent; resumes an interrupted run; corrections are kept. Without a video, a video indexed
-    before for the set is kept."""
+    Idempotent and all or nothing; resumes an interrupted run; corrections are kept. Without a
+    video, a video indexed before for the set is kept."""
     if model is not None and video is None:
         raise ValueError("a model needs the video: without one only the annotations are indexed")
-    src = set_source(annotations, frames, video)
-    match_id, set_id = _write(store, src, video)
+    src = set_source(annotations, frames, video, workspace=store.workspace)
+    fps, vhash = src.fps, None
+    if video is not None:
+        fps, vhash = probe(video).fps, store.video_hash(video)
+    keys = None
     if model is not None:
-        encode_set(store, set_id, model, progress=progress, batch_size=batch_size, captions=True,
-                   settings=settings, caption_batch=caption_batch)
-    store.set_status(set_id, "complete")
-    return match_id
+        frames = _frames_in_video(store.planned_frames(src), video)
+        keys = model_pass(store, video, vhash, frames, model, progress, batch_size, True, settings,
+                          caption_batch, model_lock)["keys"]
+    return store.write_set(src, video, vhash, fps, keys)[0]
 
 
 DETECTED_DIR = "detected"  # beside the index: detected set files, one folder per video
@@ -72,39 +81,36 @@ def detect_set(video: str | Path, out_root: str | Path, players=None, first_serv
     return det.write_set_csv(detection, Path(out_root) / safe_name(match, "match") / f"set{set_no}.csv", players)
 
 
-def add_source(store: StrokeStore, src: SetSource, video: str | Path | None = None) -> tuple[int, int]:
-    """Write one set's strokes (annotation-only; with `video` for times and playback): (match id, set id)."""
-    ids = _write(store, src, video)
-    store.set_status(ids[1], "complete", only_if="annotated")
-    return ids
-
-
-def _write(store: StrokeStore, src: SetSource, video: str | Path | None) -> tuple[int, int]:
-    fps, vhash = src.fps, None
-    if video is not None:
-        fps, vhash = probe(video).fps, store.video_hash(video)
-    return store.write_set(src, video, vhash, fps)
-
-
 def encode_set(store: StrokeStore, set_id: int, model, progress: Progress | None = None, batch_size: int = 8,
                captions: bool = True, settings: GenerationSettings | None = None,
-               caption_batch: int = CAPTION_BATCH) -> dict:
-    """Query tokens (and captions) for every stroke of a set that lacks them; one decode pass.
-
-    Clips are decoded and preprocessed in a background thread (`prefetch_clips`) while the model
-    encodes batches of `batch_size`; captions are generated from the tokens in batches of
-    `caption_batch` (beam search pays per step, so larger batches are cheaper per stroke) and
-    each caption batch is one transaction. progress(done, total, what) counts finished strokes.
-    Returns {'encoded': strokes through the vision tower, 'captioned': captions generated}."""
+               caption_batch: int = CAPTION_BATCH, model_lock: AbstractContextManager | None = None) -> dict:
+    """Query tokens (and captions) for every stroke of an indexed set that lacks them (`model_pass`),
+    then onto the set in one transaction. {'encoded': strokes through the vision tower, 'captioned':
+    captions generated}."""
     video, vhash = store.set_video(set_id)
+    done = model_pass(store, video, vhash, _frames_in_video(store.hit_frames(set_id), video), model, progress,
+                      batch_size, captions, settings, caption_batch, model_lock)
+    store.finish_model_pass(set_id, *done["keys"])
+    return {"encoded": done["encoded"], "captioned": done["captioned"]}
+
+
+def model_pass(store: StrokeStore, video: str | Path, vhash: str, frames: list[int], model,
+               progress: Progress | None = None, batch_size: int = 8, captions: bool = True,
+               settings: GenerationSettings | None = None, caption_batch: int = CAPTION_BATCH,
+               model_lock: AbstractContextManager | None = None) -> dict:
+    """Tokens (and captions) of the video's hit frames into the caches; one decode pass, no stroke
+    row changes. Clips are decoded and preprocessed in a background thread (`prefetch_clips`)
+    while the model encodes batches of `batch_size`; captions are generated from the tokens in
+    batches of `caption_batch` (beam search pays per step, so larger batches are cheaper per
+    stroke), each caption batch one transaction. progress(done, total, what) counts finished
+    strokes. {'encoded', 'captioned', 'keys': (encoder key, captioner key or None)}."""
+    lock = model_lock or nullcontext()
     ekey, ckey = encoder_key(model), (model_key(model) if captions else None)
-    frames = _frames_in_video(store, set_id, video)
     cache = store.token_cache(vhash, ekey)
     have_cap = store.captioned_frames(vhash, ckey) if captions else set()
     decode = [f for f in frames if not cache.has(f)]
     from_cache = [f for f in frames if f not in decode and captions and f not in have_cap]
     state = {"done": len(frames) - len(decode) - len(from_cache), "encoded": 0, "captioned": 0}
-    store.start_model_pass(set_id, ekey, ckey)
     report = (lambda: progress(state["done"], len(frames), "strokes")) if progress else (lambda: None)
     report()
     pending: list[tuple[int, np.ndarray]] = []  # tokens waiting for their caption
@@ -113,8 +119,9 @@ def encode_set(store: StrokeStore, set_id: int, model, progress: Progress | None
         while pending and (final or len(pending) >= caption_batch):
             part = pending[:caption_batch]
             del pending[:caption_batch]
-            texts = model.caption(_tensor([t for _, t in part]), settings, batch_size=caption_batch)
-            store.write_captions(set_id, vhash, ckey, [(f, t) for (f, _), t in zip(part, texts)])
+            with lock:
+                texts = model.caption(_tensor([t for _, t in part]), settings, batch_size=caption_batch)
+            store.cache_captions(vhash, ckey, [(f, t) for (f, _), t in zip(part, texts)])
             state["captioned"] += len(part)
             state["done"] += len(part)
             report()
@@ -123,7 +130,8 @@ def encode_set(store: StrokeStore, set_id: int, model, progress: Progress | None
     for frame, pixels in prefetch_clips(video, decode, model.processor, depth=2 * batch_size):
         batch.append((frame, pixels))
         if len(batch) == batch_size or len(batch) + state["encoded"] == len(decode):
-            tokens = _encode(model, [p for _, p in batch])
+            with lock:
+                tokens = _encode(model, [p for _, p in batch])
             for (f, _), t in zip(batch, tokens):
                 cache.put(f, t)  # written before its caption: a resumed run captions from the cache
                 if captions and f not in have_cap:
@@ -135,14 +143,11 @@ def encode_set(store: StrokeStore, set_id: int, model, progress: Progress | None
             report() if not captions else caption_pending()
     pending.extend((f, cache.get(f)) for f in from_cache)
     caption_pending(final=True)
-    if captions:
-        store.fill_model_captions(set_id, ckey)
-    return {"encoded": state["encoded"], "captioned": state["captioned"]}
+    return {"encoded": state["encoded"], "captioned": state["captioned"], "keys": (ekey, ckey)}
 
 
-def _frames_in_video(store: StrokeStore, set_id: int, video: str) -> list[int]:
+def _frames_in_video(frames: list[int], video: str | Path) -> list[int]:
     info = probe(video)
-    frames = store.hit_frames(set_id)
     outside = [f for f in frames if not 0 <= f < info.num_frames]
     if outside:
         log.warning("%s: %d hit frames lie outside the video (0..%d); left without tokens",

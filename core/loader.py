@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -132,17 +133,23 @@ def read_manifest(adapter_dir: str | Path) -> dict:
 
 
 def load_model(adapter_dir: str | Path, base: str | None = None, precision: str = "fp32",
-               device: str = "auto", stage1: bool = False) -> StrokeModel:
+               device: str = "auto", stage1: bool = False, check_base: Callable[[str], object] | None = None
+               ) -> StrokeModel:
     """Rebuild a saved model: its base (or `base`, which must have the same architecture),
     its LoRA layout, then its weights. `stage1`: the model's stroke captioner only, its LLM LoRA
-    left out (a stage-2 model captions as its stage 1 does): what fine-tuning captions starts from."""
+    left out (a stage-2 model captions as its stage 1 does): what fine-tuning captions starts from.
+    `check_base` is given the base before anything is read (the folder resolved, or the hub id)
+    and raises to refuse it: the app's workspace confinement."""
     manifest = read_manifest(adapter_dir)
     lora = dict(manifest["lora"])
     stage = manifest.get("stage", 0)
     if stage1:
         lora.update(llm_part=None, train_qformer=True)
         stage = min(stage, 1)
-    settings = ModelSettings(base=base or _manifest_base(adapter_dir, manifest["base_model"]),
+    base = base or _manifest_base(adapter_dir, manifest["base_model"])
+    if check_base is not None:
+        check_base(str(Path(base).resolve()) if Path(base).exists() else base)
+    settings = ModelSettings(base=base,
                              num_frames=manifest["num_frames"],
                              max_clips=manifest["max_clips"], precision=precision, device=device,
                              lora=LoraSettings(**lora))
@@ -168,10 +175,12 @@ def load_model(adapter_dir: str | Path, base: str | None = None, precision: str 
     return model
 
 
-def load_any(model: str | Path, precision: str = "fp32", device: str = "auto") -> StrokeModel:
-    """An adapter folder (with manifest.json), or a bare base checkpoint (a folder or a Hugging Face id)."""
+def load_any(model: str | Path, precision: str = "fp32", device: str = "auto",
+             check_base: Callable[[str], object] | None = None) -> StrokeModel:
+    """An adapter folder (with manifest.json; `check_base`: see load_model), or a bare base
+    checkpoint (a folder or a Hugging Face id)."""
     if (Path(model) / "manifest.json").is_file():
-        return load_model(model, precision=precision, device=device)
+        return load_model(model, precision=precision, device=device, check_base=check_base)
     return build_model(ModelSettings(base=str(model), precision=precision, device=device))
 
 

@@ -28,9 +28,11 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +43,7 @@ from core.config import GenerationSettings
 from core.court import zones_of
 from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies, describe
 from core.outcome import ERROR, outcome
-from core.store import GEOMETRY, StrokeStore
+from core.store import GEOMETRY, IndexStoreError, StrokeStore
 from core.tokens import encoder_key
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
 from core.vocab import caption as make_caption
@@ -299,6 +301,10 @@ class StrokeArrays:
     INT_COLS = ("id", "match_id", "set_id", "set_no", "rally", "ball_round", "frame")
 
     def __init__(self, index: StrokeStore, sources: Sequence[str] = SOURCES):
+        with index.snapshot():  # one committed state, whatever is written meanwhile
+            self._read(index, sources)
+
+    def _read(self, index: StrokeStore, sources: Sequence[str]) -> None:
         self.generation = index.generation()
         rows = index.db.execute(
             "SELECT s.id, s.match_id, s.set_id, s.set_no, s.rally, s.ball_round, s.frame, s.time_s, s.start_s,"
@@ -528,33 +534,40 @@ class QueryEngine:
     """Questions -> strokes over a StrokeStore; `model` (a stage-2 StrokeModel) enables grounding."""
 
     def __init__(self, index: StrokeStore, embedder=None, model=None, caption_sources: Sequence[str] = SOURCES,
-                 settings: GenerationSettings | None = None):
+                 settings: GenerationSettings | None = None, model_lock: AbstractContextManager | None = None):
+        """`model_lock`: held while the model answers (the app's indexing uses the same model)."""
         bad = set(caption_sources) - set(SOURCES)
         if bad:
             raise ValueError(f"unknown caption source(s) {sorted(bad)}; use {SOURCES}")
         self.index, self.embedder, self.model = index, embedder, model
         self.sources, self.settings = tuple(caption_sources), settings
-        self._arrays: StrokeArrays | None = None
-        self._parser: FieldParser | None = None
+        self.model_lock = model_lock or threading.Lock()
+        self._state: tuple[StrokeArrays, FieldParser] | None = None
+        self._state_lock = threading.Lock()  # questions run side by side; the arrays are built once per change
         self._tokens: OrderedDict = OrderedDict()
         self._enc_key: str | None = None
 
     # ------------------------------------------------------------ state
 
+    def state(self) -> tuple[StrokeArrays, FieldParser]:
+        """The index's strokes as arrays and the question parser for their names, of one generation."""
+        with self._state_lock:
+            gen = self.index.generation()
+            if self._state is None or self._state[0].generation != gen:
+                arrays = StrokeArrays(self.index, self.sources)
+                parser = FieldParser(arrays.names, self.embedder)
+                if self.embedder is not None:
+                    texts = [semantic_text(t) for t in arrays.texts]
+                    arrays.vecs = self.index.text_vectors(texts, self.embedder)
+                self._state = (arrays, parser)
+            return self._state
+
     def arrays(self) -> StrokeArrays:
-        gen = self.index.generation()
-        if self._arrays is None or self._arrays.generation != gen:
-            self._arrays = StrokeArrays(self.index, self.sources)
-            self._parser = FieldParser(self._arrays.names, self.embedder)
-            if self.embedder is not None:
-                texts = [semantic_text(t) for t in self._arrays.texts]
-                self._arrays.vecs = self.index.text_vectors(texts, self.embedder)
-        return self._arrays
+        return self.state()[0]
 
     @property
     def parser(self) -> FieldParser:
-        self.arrays()
-        return self._parser
+        return self.state()[1]
 
     # ------------------------------------------------------------ asking
 
@@ -569,8 +582,10 @@ class QueryEngine:
         bad = set(paths) - set(PATHS)
         if bad:
             raise ValueError(f"unknown path(s) {sorted(bad)}; use {PATHS}")
-        a = self.arrays()
-        parse = self.parser.parse(question, reference)
+        if limit is not None and limit < 1:
+            raise ValueError(f"the number of results to show is 1 or more, not {limit}")
+        a, parser = self.state()
+        parse = parser.parse(question, reference)
         ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message,
                           corrected=parse.corrected)
         if parse.message:
@@ -765,11 +780,13 @@ class QueryEngine:
         from core.processor import pad_chunks
 
         a = self.arrays()
-        ready = [(c, t) for c in chunks if (t := self._clip_tokens(a, c)) is not None]
-        if not ready:
-            return [], len(chunks)
-        tokens, mask = pad_chunks([torch.from_numpy(t) for _, t in ready])
-        answers = self.model.answer(tokens, mask, [question] * len(ready), self.settings, batch_size=GROUND_BATCH)
+        with self.model_lock:  # the token LRU too: one question at a time grounds
+            ready = [(c, t) for c in chunks if (t := self._clip_tokens(a, c)) is not None]
+            if not ready:
+                return [], len(chunks)
+            tokens, mask = pad_chunks([torch.from_numpy(t) for _, t in ready])
+            answers = self.model.answer(tokens, mask, [question] * len(ready), self.settings,
+                                        batch_size=GROUND_BATCH)
         return [(c, ans.text, ans.indices) for (c, _), ans in zip(ready, answers)], len(chunks) - len(ready)
 
     def _ground(self, question, a, rows, scores, labels, near, in_scope, ground, covered, notes: list[str]):
@@ -901,18 +918,37 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.db).is_file():
         print(f"error: {args.db}: no index here (build one with python -m core.index)", file=sys.stderr)
         return 1
+    try:
+        return _run(args)
+    except (ValueError, IndexStoreError, OSError) as err:  # AnnotationError and bad JSON are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - model loading errors carry their own advice
+        from core.loader import ModelLoadError
+
+        if isinstance(err, ModelLoadError):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _run(args) -> int:
     from core.embed import default_embedder
 
+    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
+    unknown = set(paths) - set(PATHS)
+    if unknown or not paths:
+        raise ValueError(f"--paths: {', '.join(sorted(unknown)) or 'none given'}; use a subset of {','.join(PATHS)}")
+    store = StrokeStore(args.db)
     model = None
     if args.model:
         from core.loader import load_model
 
         model = load_model(args.model, device=args.device)
-    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
-    engine = QueryEngine(StrokeStore(args.db), default_embedder(), model,
+    engine = QueryEngine(store, default_embedder(), model,
                          caption_sources=[s.strip() for s in args.captions.split(",") if s.strip()])
     if args.evaluate:
-        items = json.loads(Path(args.evaluate).read_text(encoding="utf-8"))
+        items = _qa_items(args.evaluate)
         for kind, row in evaluate_questions(engine, items, paths).items():
             print(json.dumps({"kind": kind, **row}))
         return 0
@@ -927,6 +963,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in ans.near_misses:
         print(json.dumps({**r.to_dict(), "near_miss": True}, ensure_ascii=False))
     return 0
+
+
+def _qa_items(path: str) -> list[dict]:
+    """A qa_*.json file's questions; ValueError naming the file when it is not one."""
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--evaluate {path}: not a JSON file ({err})") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("question"), str)
+                                              and isinstance(i.get("image"), list) for i in items):
+        raise ValueError(f"--evaluate {path}: expected a list of questions, as train.build_dataset writes")
+    return items
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ Tables (schema version `SCHEMA_VERSION`, in `meta`):
 A stroke's `source_frame` is its frame in the source (NULL for an added one), `edited` says what
 an edit changed ('added', 'moved', 'side', 'moved,side'; NULL when nothing).
 
-Writing a set's strokes is one transaction; the model pass that fills captions and tokens is
-core.indexer's, and the tokens live beside the file (core.tokens).
+Writing a set's strokes is one transaction, with the captions its model pass left in the caption
+cache (core.indexer's; the tokens live beside the file, core.tokens), so a set is never
+half-indexed. Each thread has its own connection: reads see the last commit and never wait.
 """
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.annotations import AnnotationError, StrokeTable, load_annotations
+from core.annotations import MAX_FRAME, AnnotationError, StrokeTable, load_annotations
 from core.tokens import TokenCache, file_hash
 from core.vocab import caption as stroke_caption
 from core.video import WINDOW_AFTER, WINDOW_BEFORE
-from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE
+from core.workspace import DEFAULT_WORKSPACE, INDEX_FILE, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ SCHEMA_VERSION = 5
 SIDES = ("bottom", "upper")
 UNCERTAIN_BELOW = 0.5  # a detected stroke with a lower confidence is shown as uncertain, to review
 DEFAULT_DB = DEFAULT_WORKSPACE / INDEX_FILE
+BUSY_TIMEOUT_S = 30.0  # another process (the core.index command beside the app) writing the same file
 GEOMETRY = ("hit_x", "hit_y", "land_x", "land_y")  # court metres (core.court), None where not annotated
 TECHNIQUE = ("backhand", "aroundhead", "hit_height")  # schema 5, None where not annotated
 OUTCOME = ("win_reason", "lose_reason", "getpoint")  # schema 5: on a rally's last stroke
@@ -157,15 +159,19 @@ class SetSource:
 
 
 def set_source(annotations: str | Path | None = None, frames: list[int] | None = None,
-               video: str | Path | None = None) -> SetSource:
-    """Annotations (ShuttleSet set file or reference CSV) or plain hit frames -> what one set stores."""
+               video: str | Path | None = None, workspace: Workspace | None = None) -> SetSource:
+    """Annotations (ShuttleSet set file or reference CSV; `workspace`: see
+    core.annotations.load_shuttleset_set) or plain hit frames -> what one set stores."""
     if annotations is not None:
-        table = load_annotations(annotations)
+        table = load_annotations(annotations, workspace)
         return _from_table(table, Path(annotations))
     if frames is None:
         raise ValueError("give annotations or hit frames")
     if video is None:
         raise ValueError("plain hit frames need the video")
+    bad = [f for f in frames if not 0 <= f <= MAX_FRAME]
+    if bad:
+        raise ValueError(f"hit frame {bad[0]} is not a frame of a match video (0 to {MAX_FRAME:,})")
     rows = [StrokeRow(rally=1, ball_round=i + 1, frame=int(f)) for i, f in enumerate(sorted(set(frames)))]
     digest = hashlib.sha256(json.dumps(sorted(set(frames))).encode()).hexdigest()
     return SetSource(Path(video).stem, 1, rows, {}, None, None, digest)
@@ -208,22 +214,48 @@ def _from_table(table: StrokeTable, path: Path) -> SetSource:
 class StrokeStore:
     """The workspace's stroke store (one SQLite file); its token cache folder lies beside it."""
 
-    def __init__(self, db_path: str | Path):
+    def __init__(self, db_path: str | Path, workspace: Workspace | None = None):
+        """`workspace` (core.workspace.Workspace): where a set's source may read its match.csv and
+        homography.csv (None: beside the set file, wherever it is)."""
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.token_dir = self.path.with_name(self.path.name + ".tokens")
-        self._lock = threading.RLock()
+        self.workspace = workspace
+        self._lock = threading.RLock()  # writers of this process, one transaction at a time
+        self._local = threading.local()
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._connections_lock = threading.Lock()
         try:
-            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit and never wait for a writer
             self._migrate()
         except sqlite3.DatabaseError as err:
+            self.close()
             raise IndexStoreError(f"{self.path}: not a stroke index ({err})") from None
-        self.db.row_factory = sqlite3.Row
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection. Each thread reads through its own, so a read sees the last
+        committed state (WAL) while another thread's transaction is open, and never waits for it."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                 timeout=BUSY_TIMEOUT_S)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+            with self._connections_lock:
+                for thread, other in [c for c in self._connections if not c[0].is_alive()]:
+                    other.close()  # a finished thread's connection
+                    self._connections.remove((thread, other))
+                self._connections.append((threading.current_thread(), db))
+        return db
 
     def close(self) -> None:
-        self.db.close()
+        with self._connections_lock:
+            for _, db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     # ------------------------------------------------------------ schema and transactions
 
@@ -304,8 +336,8 @@ class StrokeStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any exception. The connection is
-        shared by the app's threads, so one transaction runs at a time."""
+        """All or nothing: BEGIN IMMEDIATE .. COMMIT, ROLLBACK on any exception, on this thread's
+        connection; one transaction of this process at a time (readers do not wait for it)."""
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -318,17 +350,31 @@ class StrokeStore:
     def _bump(self) -> None:
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads of one committed state (a writer committing in between is not seen)."""
+        db = self.db
+        db.execute("BEGIN DEFERRED")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
     def generation(self) -> int:
         """Changes whenever strokes, captions or corrections change (readers reload then)."""
         return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
 
     # ------------------------------------------------------------ writing
 
-    def write_set(self, src: SetSource, video: str | Path | None, vhash: str | None,
-                  fps: float | None) -> tuple[int, int]:
-        """One set's strokes and rallies in one transaction: (match id, set id). The same source and
-        video again changes nothing; without a video, the video indexed before for the set is kept."""
+    def write_set(self, src: SetSource, video: str | Path | None, vhash: str | None, fps: float | None,
+                  model_keys: tuple[str, str | None] | None = None) -> tuple[int, int]:
+        """One set's strokes and rallies in one transaction: (match id, set id). `model_keys`
+        (encoder key, captioner key) of a model pass whose tokens and captions are cached already:
+        the strokes get those captions in the same transaction, so a set is never half-indexed.
+        The same source and video again (and no model pass) changes nothing; without a video, the
+        video indexed before for the set is kept."""
         video = str(Path(video).resolve()) if video is not None else None
+        ekey, ckey = model_keys or (None, None)
         with self.transaction() as db:
             db.execute("INSERT INTO matches(name, player_a, player_b) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE "
                        "SET player_a=coalesce(excluded.player_a, player_a), "
@@ -339,21 +385,31 @@ class StrokeStore:
                              (match_id, src.set_no)).fetchone()
             if old and video is None and old[2] is not None:  # annotations again, no video: keep the old one
                 vhash, video, fps = old[2], old[3], old[4]
-            if old and old[1] == src.source_hash and old[2] == vhash:
+            if old and old[1] == src.source_hash and old[2] == vhash and model_keys is None:
                 return match_id, old[0]
             if old:
                 set_id = old[0]
-                db.execute("UPDATE sets SET source=?, source_hash=?, video=?, video_hash=?, fps=?, status='annotated', "
-                           "updated=? WHERE id=?", (src.source, src.source_hash, video, vhash, fps, _now(), set_id))
+                db.execute("UPDATE sets SET source=?, source_hash=?, video=?, video_hash=?, fps=?, status='complete', "
+                           "encoder_key=coalesce(?, encoder_key), captioner_key=coalesce(?, captioner_key), updated=? "
+                           "WHERE id=?", (src.source, src.source_hash, video, vhash, fps, ekey, ckey, _now(), set_id))
             else:
                 set_id = db.execute(
-                    "INSERT INTO sets(match_id, set_no, source, source_hash, video, video_hash, fps, status, n_strokes,"
-                    " updated) VALUES(?,?,?,?,?,?,?,'annotated',?,?)",
-                    (match_id, src.set_no, src.source, src.source_hash, video, vhash, fps, len(src.rows), _now()),
+                    "INSERT INTO sets(match_id, set_no, source, source_hash, video, video_hash, fps, encoder_key, "
+                    "captioner_key, status, n_strokes, updated) VALUES(?,?,?,?,?,?,?,?,?,'complete',?,?)",
+                    (match_id, src.set_no, src.source, src.source_hash, video, vhash, fps, ekey, ckey, len(src.rows),
+                     _now()),
                 ).lastrowid
             self._write_rows(set_id, match_id, src, fps)
             self._bump()
         return match_id, set_id
+
+    def planned_frames(self, src: SetSource) -> list[int]:
+        """The hit frames the set will have once `src` is written (its stroke edits applied)."""
+        return sorted({r.frame for r in self._rows(src)})
+
+    def _rows(self, src: SetSource) -> list[StrokeRow]:
+        rows = [replace(r, key=k, source_frame=r.frame) for r, k in zip(src.rows, _keys(src))]
+        return apply_edits(rows, self._edits(src.match, src.set_no), src.match, src.set_no, src.players)
 
     def _write_rows(self, set_id: int, match_id: int, src: SetSource, fps: float | None) -> None:
         """Replace a set's strokes and rallies with the source's rows, the set's stroke edits applied
@@ -361,8 +417,7 @@ class StrokeStore:
         moved stroke; a stroke whose key was there before keeps its id."""
         db = self.db
         ids = dict(db.execute("SELECT key, id FROM strokes WHERE set_id=?", (set_id,)).fetchall())
-        rows = [replace(r, key=k, source_frame=r.frame) for r, k in zip(src.rows, _keys(src))]
-        rows = apply_edits(rows, self._edits(src.match, src.set_no), src.match, src.set_no, src.players)
+        rows = self._rows(src)
         db.execute("DELETE FROM strokes WHERE set_id=?", (set_id,))
         db.execute("DELETE FROM rallies WHERE set_id=?", (set_id,))
         db.execute("UPDATE sets SET n_strokes=? WHERE id=?", (len(rows), set_id))
@@ -394,12 +449,6 @@ class StrokeStore:
 
     # ------------------------------------------------------------ the model pass's rows
 
-    def set_status(self, set_id: int, status: str, only_if: str | None = None) -> None:
-        with self.transaction():
-            self.db.execute("UPDATE sets SET status=?, updated=? WHERE id=?" + (" AND status=?" if only_if else ""),
-                            (status, _now(), set_id, *((only_if,) if only_if else ())))
-            self._bump()
-
     def set_video(self, set_id: int) -> tuple[str, str]:
         """(video path, video hash) of a set; ValueError when it has none."""
         row = self.db.execute("SELECT video, video_hash FROM sets WHERE id=?", (set_id,)).fetchone()
@@ -410,40 +459,34 @@ class StrokeStore:
     def hit_frames(self, set_id: int) -> list[int]:
         return sorted({r[0] for r in self.db.execute("SELECT frame FROM strokes WHERE set_id=?", (set_id,))})
 
-    def start_model_pass(self, set_id: int, enc_key: str, cap_key: str | None) -> None:
-        with self.transaction():
-            self.db.execute("UPDATE sets SET status='indexing', encoder_key=?, captioner_key=coalesce(?, captioner_key)"
-                            " WHERE id=?", (enc_key, cap_key, set_id))
-
     def captioned_frames(self, vhash: str, cap_key: str) -> set[int]:
         return {r[0] for r in self.db.execute(
             "SELECT frame FROM model_captions WHERE video_hash=? AND model_key=?", (vhash, cap_key))}
 
-    def write_captions(self, set_id: int, vhash: str, cap_key: str, captions: list[tuple[int, str]]) -> None:
-        """(frame, caption) pairs of a set's video under a model, in one transaction."""
+    def cache_captions(self, vhash: str, cap_key: str, captions: list[tuple[int, str]]) -> None:
+        """(frame, caption) pairs of a video under a model into the caption cache (no stroke
+        changes: `finish_model_pass` or `write_set` puts them on the strokes)."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO model_captions VALUES(?,?,?,?)",
                                 [(vhash, cap_key, f, t) for f, t in captions])
-            self.db.executemany("UPDATE strokes SET model_caption=? WHERE set_id=? AND frame=?",
-                                [(t, set_id, f) for f, t in captions])
-            self._bump()
 
-    def fill_model_captions(self, set_id: int, ckey: str) -> None:
-        """Copy the cached captions of model `ckey` onto the set's strokes."""
+    def finish_model_pass(self, set_id: int, enc_key: str, cap_key: str | None) -> None:
+        """A set's model pass done (its tokens and captions cached): the model keys and the cached
+        captions onto the set and its strokes, in one transaction."""
         with self.transaction():
-            self._fill_model_captions(set_id, ckey)
+            self.db.execute("UPDATE sets SET status='complete', encoder_key=?, captioner_key=coalesce(?, captioner_key),"
+                            " updated=? WHERE id=?", (enc_key, cap_key, _now(), set_id))
+            self._fill_model_captions(set_id)
             self._bump()
 
-    def _fill_model_captions(self, set_id: int, ckey: str | None = None) -> None:
-        if ckey is None:
-            row = self.db.execute("SELECT captioner_key FROM sets WHERE id=?", (set_id,)).fetchone()
-            ckey = row[0] if row else None
-        if ckey is None:
+    def _fill_model_captions(self, set_id: int) -> None:
+        """The set's strokes get the cached captions of the set's captioner (none: left as they are)."""
+        row = self.db.execute("SELECT captioner_key FROM sets WHERE id=?", (set_id,)).fetchone()
+        if row is None or row[0] is None:
             return
         self.db.execute("UPDATE strokes SET model_caption=(SELECT caption FROM model_captions m, sets s WHERE "
                         "s.id=strokes.set_id AND m.video_hash=s.video_hash AND m.model_key=? AND m.frame=strokes.frame)"
-                        " WHERE set_id=?", (ckey, set_id))
-
+                        " WHERE set_id=?", (row[0], set_id))
 
     def token_cache(self, video_hash: str, enc_key: str) -> TokenCache:
         return TokenCache.of(self.token_dir, video_hash, enc_key)
@@ -661,7 +704,7 @@ class StrokeStore:
         """The set's source as it was indexed: its annotation file again, or its plain hit frames."""
         if set_row["source"]:
             try:
-                src = set_source(set_row["source"])
+                src = set_source(set_row["source"], workspace=self.workspace)
             except (AnnotationError, OSError) as err:
                 raise IndexStoreError(f"cannot edit set {set_row['set_no']} of {set_row['match']}: its source "
                                       f"{set_row['source']} cannot be read ({err}); index the match again") from None

@@ -2,7 +2,9 @@
 may name.
 
 Every path typed into the app goes through `Workspace.resolve`: it is resolved (symlinks and
-`..` included) and must lie inside the workspace or the shipped `assets/` folder. Anything that
+`..` included) and must lie inside the workspace or the shipped `assets/` folder. Paths read from
+a file the user gave (a set file's match.csv and homography.csv, a manifest's base model) pass
+`Workspace.allows`, the same test. Anything that
 looks like a URL is refused outright: the app never fetches from the network.
 
 Layout:
@@ -108,12 +110,17 @@ class Workspace:
         if not path.is_absolute():
             path = self.root / path
         path = path.resolve()
-        if not any(is_within(path, folder) for folder in self.allowed):
+        if not self.allows(path):
             raise PathNotAllowed(f"{raw}: outside the workspace; the app reads files only under "
                                  + " or ".join(str(f) for f in self.allowed))
         if must_exist and not path.exists():
             raise PathNotAllowed(f"{raw}: no such {what}")
         return path
+
+    def allows(self, path: str | Path) -> bool:
+        """The path, resolved (symlinks and `..` included), lies inside the workspace or assets."""
+        resolved = Path(path).expanduser().resolve()
+        return any(is_within(resolved, folder) for folder in self.allowed)
 
     def new_run_dir(self, stage: int, label: str = "") -> Path:
         """A fresh run folder name: runs/stage1-20250101-120000[-label][-n]."""

@@ -33,6 +33,8 @@ ENTRY_POINTS = {
     "train.probe": "python -m train.probe",
     "tests.benchmarks.bench_index_query": "bench_index_query.py",  # its parser sets no prog
     "tests.benchmarks.bench_detect": "python -m tests.benchmarks.bench_detect",
+    "tests.benchmarks.bench_concurrency": "python -m tests.benchmarks.bench_concurrency",
+    "tests.benchmarks.bench_upload": "python -m tests.benchmarks.bench_upload",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 

@@ -180,8 +180,10 @@ def test_detected_strokes_are_named_as_detected_and_nothing_is_invented(tmp_path
     assert first["summary"] == "Rally 1 (3 strokes): Ann served; after 1 stroke, Ann's stroke ended the rally."
     # the model's captions name the types and zones of the strokes they caption, and nothing else
     set_id = store.sets()[0]["id"]
-    store.write_captions(set_id, "video", "model", [(100, "bottom player hits a short serve in the backcourt"),
-                                                    (200, "bottom player hits a smash in the backcourt")])
+    with store.transaction() as db:
+        db.executemany("UPDATE strokes SET model_caption=? WHERE set_id=? AND frame=?",
+                       [("bottom player hits a short serve in the backcourt", set_id, 100),
+                        ("bottom player hits a smash in the backcourt", set_id, 200)])
     report = match_report(load_match(store))
     assert report["source"]["by_caption_source"] == {"model": 2, "none": 4}
     assert "stroke types and zones from model captions (2)" in report["source"]["text"]

@@ -311,9 +311,13 @@ class Loop:
         if not (self.main_process and path.is_file()):
             return
 
-        def kept(record: dict) -> bool:  # another phase's, or not after the step this run continues at
-            return record.get("phase", "") != self.phase or record["step"] <= self.step
-        lines = [line for line in path.read_text().splitlines() if line.strip() and kept(json.loads(line))]
+        def kept(line: str) -> bool:  # another phase's, or not after the step this run continues at
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the line a killed run was writing
+                return False
+            return record.get("phase", "") != self.phase or record.get("step", 0) <= self.step
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip() and kept(line)]
         path.write_text("".join(line + "\n" for line in lines))
 
     def save_checkpoint(self) -> Path:

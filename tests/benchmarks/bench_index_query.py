@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import cv2  # noqa: E402
 import torch  # noqa: E402
 
-from core.indexer import add_match, add_source  # noqa: E402
+from core.indexer import add_match  # noqa: E402
 from core.store import SetSource, StrokeStore, set_source  # noqa: E402
 from core.query import QueryEngine  # noqa: E402
 
@@ -66,8 +66,8 @@ def build_index(path: Path, sources: list[SetSource], n: int) -> StrokeStore:
         for src in sources:
             rows = src.rows[: n - total]
             name = src.match if copy == 0 else f"{src.match}_copy{copy}"
-            add_source(index, SetSource(name, src.set_no, rows, src.players, src.fps, src.source,
-                                       f"{src.source_hash}:{copy}:{len(rows)}"))
+            index.write_set(SetSource(name, src.set_no, rows, src.players, src.fps, src.source,
+                                      f"{src.source_hash}:{copy}:{len(rows)}"), None, None, src.fps)
             total += len(rows)
             if total >= n:
                 break
