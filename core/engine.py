@@ -252,7 +252,8 @@ class Engine:
                   players: tuple[str, str] | str | None = None, first_server: str | None = None) -> int:
         """Index one set from paths inside the workspace: annotations (+ video), or a video alone, whose
         strokes are detected first (core.detect): `players` are (the player starting in the bottom
-        half, the one in the upper half), `first_server` 'bottom' or 'upper' when known."""
+        half, the one in the upper half), naming a set file's players too; `first_server` 'bottom' or
+        'upper' when known."""
         ws = self._ws()
         ann = ws.resolve(annotations, what="annotation file") if annotations and str(annotations).strip() else None
         vid = ws.resolve(video, what="video file") if video and str(video).strip() else None
@@ -264,8 +265,9 @@ class Engine:
         if vid is not None:
             probe(vid)  # a clear VideoError before any indexing
         if ann is None:
-            ann = self._detect(vid, players, first_server, progress)
-        return self._add(ann, vid, progress)
+            return self._add(self._detect(vid, players, first_server, progress), vid, progress)
+        names = tuple(" ".join(str(p or "").split()) for p in players) if isinstance(players, (tuple, list)) else None
+        return self._add(ann, vid, progress, names)
 
     def _detect(self, video: Path, players, first_server: str | None, progress: Progress | None) -> Path:
         """The video's detected strokes as a set file under the workspace's detected/ folder."""
@@ -336,9 +338,10 @@ class Engine:
         shutil.copyfile(src, dest)  # streamed in chunks: a large upload never sits in memory whole
         return dest
 
-    def _add(self, ann: Path, vid: Path | None, progress: Progress | None) -> int:
+    def _add(self, ann: Path, vid: Path | None, progress: Progress | None, players: tuple[str, str] | None = None) -> int:
         model = self.model if vid is not None else None
-        match_id = add_match(self.index, ann, vid, model=model, progress=progress, model_lock=self._lock)
+        match_id = add_match(self.index, ann, vid, model=model, progress=progress, model_lock=self._lock,
+                             players=players)
         self._query = None
         return int(match_id)
 

@@ -18,18 +18,20 @@ ShuttleSet set file beside the index), then indexed as any annotation file.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from core.config import CAPTION_BATCH, GenerationSettings
-from core.store import StrokeStore, set_source
+from core.store import SetSource, StrokeStore, set_source
 from core.tokens import encoder_key, model_key
 from core.video import Progress, iter_windows, probe
 from core.workspace import safe_name
@@ -40,13 +42,17 @@ log = logging.getLogger(__name__)
 def add_match(store: StrokeStore, annotations: str | Path | None = None, video: str | Path | None = None,
               model=None, progress: Progress | None = None, frames: list[int] | None = None, batch_size: int = 8,
               settings: GenerationSettings | None = None, caption_batch: int = CAPTION_BATCH,
-              model_lock: AbstractContextManager | None = None) -> int:
+              model_lock: AbstractContextManager | None = None, players: tuple[str, str] | None = None) -> int:
     """Index one set (annotations and/or hit frames, optional video and model); returns the match id.
     Idempotent and all or nothing; resumes an interrupted run; corrections are kept. Without a
-    video, a video indexed before for the set is kept."""
+    video, a video indexed before for the set is kept. `players` (the names of the players starting
+    at the bottom and at the upper end, typed by the coach) name the set's players A and B."""
     if model is not None and video is None:
         raise ValueError("a model needs the video: without one only the annotations are indexed")
     src = set_source(annotations, frames, video, workspace=store.workspace)
+    if players and any(players):
+        known = next((m for m in store.matches() if m["name"] == src.match), {})  # a name left empty: the index's
+        src = named(src, *players, known={"A": known.get("player_a"), "B": known.get("player_b")})
     fps, vhash = src.fps, None
     if video is not None:
         fps, vhash = probe(video).fps, store.video_hash(video)
@@ -56,6 +62,21 @@ def add_match(store: StrokeStore, annotations: str | Path | None = None, video: 
         keys = model_pass(store, video, vhash, frames, model, progress, batch_size, True, settings,
                           caption_batch, model_lock)["keys"]
     return store.write_set(src, video, vhash, fps, keys)[0]
+
+
+def named(src: SetSource, bottom: str, upper: str, known: dict | None = None) -> SetSource:
+    """The set with its players named: the letter of the player at the bottom end in the first
+    rally's first stroke whose side is known (without sides: A) gets `bottom`, the other `upper`;
+    a name left empty keeps the file's, else the `known` one (letter -> name)."""
+    first = next((r for r in sorted(src.rows, key=lambda r: (r.rally, r.ball_round))
+                  if r.side in ("bottom", "upper") and r.player in ("A", "B")), None)
+    other = {"A": "B", "B": "A"}
+    at_bottom = "A" if first is None else first.player if first.side == "bottom" else other[first.player]
+    names = {k: v for k, v in ((at_bottom, bottom), (other[at_bottom], upper)) if v and v.strip()}
+    players = {**{k: v for k, v in (known or {}).items() if v}, **{k: v for k, v in src.players.items() if v}, **names}
+    rows = [replace(r, player_name=players.get(r.player) or r.player_name) for r in src.rows]
+    digest = hashlib.sha256(f"{src.source_hash}|{sorted(names.items())}".encode()).hexdigest()
+    return replace(src, rows=rows, players=players, source_hash=digest)
 
 
 DETECTED_DIR = "detected"  # beside the index: detected set files, one folder per video

@@ -59,6 +59,28 @@ def test_every_child_of_the_tab_bar_is_a_tab(engine):  # noqa: F811
     assert all(isinstance(c, gr.Tab) for c in tabs.children)
 
 
+def test_a_set_file_without_a_match_file_takes_the_player_names_typed_in_the_form(engine):  # noqa: F811
+    from tests.test_ui_logic import SET_CSV
+
+    folder = engine.workspace.uploads / "solo" / "Some_Open_Final"  # no match.csv beside: players A and B
+    folder.mkdir(parents=True)
+    (folder / "set1.csv").write_bytes(SET_CSV.read_bytes())
+    picker, status = analyze_tab.on_add(engine, None, None, "", "uploads/solo/Some_Open_Final/set1.csv", "m",
+                                        bottom="Ann  Bottom", upper="Bea Upper")
+    rows = engine.strokes(picker.value)
+    first = min(rows, key=lambda r: (r["rally"], r["ball_round"]))
+    assert first["player_name"] == ("Ann Bottom" if first["side"] == "bottom" else "Bea Upper")
+    assert {r["player_name"] for r in rows} == {"Ann Bottom", "Bea Upper"}
+    assert all(r["player_name"] == ("Ann Bottom" if r["player"] == (first["player"] if first["side"] == "bottom"
+                                                                    else {"A": "B", "B": "A"}[first["player"]])
+                                    else "Bea Upper") for r in rows)  # a player keeps a name as ends change
+    ans = engine.ask("Bea Upper's clears", picker.value)
+    assert ans.rows and all(r["player_name"] == "Bea Upper" and r["stroke"] == "clear" for r in ans.rows)
+    again = analyze_tab.on_add(engine, None, None, "", "uploads/solo/Some_Open_Final/set1.csv", "m",
+                               bottom="Cleo", upper="")  # renamed: the other name stays
+    assert {r["player_name"] for r in engine.strokes(again[0].value)} == {"Cleo", "Bea Upper"}
+
+
 def test_bound_handlers_keep_what_gradio_reads(engine):  # noqa: F811
     """Gradio names the endpoint after the callback and fills gr.SelectData and gr.Progress parameters itself."""
     select = bind(analyze_tab.on_select, engine)

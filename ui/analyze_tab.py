@@ -427,8 +427,9 @@ def create_analyze_tab(engine: Engine, shared) -> None:
                                       placeholder="uploads/match/set1.csv")
                 name = gr.Textbox(label="Match name (for uploads)", value="match")
             with gr.Row():
-                bottom = gr.Textbox(label="Player starting at the bottom end (video only)", elem_id="player-bottom")
-                upper = gr.Textbox(label="Player starting at the upper end (video only)", elem_id="player-upper")
+                bottom = gr.Textbox(label="Player starting at the bottom end (names a set file's players too)",
+                                    elem_id="player-bottom")
+                upper = gr.Textbox(label="Player starting at the upper end", elem_id="player-upper")
                 server = gr.Radio(FIRST_SERVER, value="", label="First server's end", elem_id="first-server")
             add = gr.Button("Add and index", elem_id="add-match")
             add_status = gr.Markdown(elem_id="add-status")
