@@ -311,3 +311,34 @@ def test_demo_match_is_a_heldout_render_in_the_shuttleset_layout():
         table = load_shuttleset_set(csv_path)
         assert table.court is not None and len(table.strokes) > 20
     assert _size(DEMO_MATCH) <= 10 * 2**20
+
+
+def test_the_shipped_model_fine_tunes_on_the_demo_match_in_both_stages_and_captions_it_again(tmp_path):
+    """What a coach does first: three corrected captions, then both fine-tune buttons on the shipped
+    demo model (its 8 frames, its LLM LoRA) run to their end, and the first run captions the match."""
+    from core.engine import Engine
+    from core.runner import read_metrics
+    from tests.test_ui_logic import _wait
+    from train.config import run_config
+    from train.qa import questions_of
+
+    engine = Engine(tmp_path / "ws", demo_match=DEMO_MATCH)
+    engine.start_demo().join(300)
+    (match,) = engine.matches()
+    engine.load(str(DEMO_MODEL))
+    for stroke, text in zip(engine.strokes(match["id"])[:3], ("upper player hits a drop at the net",
+                                                             "bottom player hits a lob at the net",
+                                                             "upper player hits a smash in the backcourt")):
+        engine.set_caption(stroke["id"], text)
+    runs = {}
+    for stage in (1, 2):
+        runs[stage], counts = engine.start_finetune(match["id"], 2, run_config=run_config, stage=stage,
+                                                    questions=questions_of)
+        assert counts["corrected"] == 3 and counts["clips"] == match["strokes"]
+        assert _wait(lambda: engine.runner.status(runs[stage]).state != "running", timeout=600)
+        assert engine.runner.status(runs[stage]).state == "finished", engine.runner.log_tail(runs[stage])
+        assert [m["step"] for m in read_metrics(engine.runner.run_dir(runs[stage])) if "loss" in m][-1] == 2
+    assert counts["questions"] > 0
+    engine.use_run(runs[1])
+    assert engine.model.settings.num_frames == read_manifest(DEMO_MODEL)["num_frames"]
+    assert engine.recaption_match(match["id"]) == match["strokes"]
