@@ -254,6 +254,9 @@ def test_timeline_has_a_lane_per_player_and_row_indices():
     assert list(picked["A. Player"]) == [1.0, 1.6, 0] and list(picked["B. Player"]) == [5.0, 5.6, 1]
     assert "smash" in marks[0].text[0] or "smash" in marks[1].text[0]
     assert {t.name for t in timeline_figure(_rows(), "stroke").data} == {"smash", "clear"}
+    many = [{**_rows()[0], "stroke": f"type {i}", "start_s": float(i)} for i in range(12)]
+    assert timeline_figure(many, "stroke").layout.height >= 12 * 26  # twelve lanes, each label its own line
+    assert fig.layout.height == 230
     empty = timeline_figure([])
     assert not empty.data and "No matching strokes" in empty.layout.annotations[0].text
 

@@ -17,6 +17,7 @@ from core.court import BACK_DEPTH, COURT_LENGTH, COURT_WIDTH, NET_Y, SHORT_SERVI
 from core.store import is_uncertain
 
 LANES = ("player", "stroke", "side")
+LANE_PX = 26  # the timeline grows by this much per lane beyond the first few
 DOUBLES_LONG_SERVICE = 0.76  # doubles long service line, metres inside each baseline
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f", "#393b79", "#637939")
@@ -84,7 +85,8 @@ def timeline_figure(rows: list[dict], lanes: str = "player", duration_s: float |
             customdata=[[r["start_s"], r.get("end_s", r["start_s"]), r["_row"]] for r in items],
             text=[_hover(r) for r in items], hovertemplate="%{text}<extra></extra>", name=lane))
     fig.update_xaxes(title_text="time in the video (s)", range=x_range, showgrid=True, gridcolor="#e5e5e5")
-    fig.update_yaxes(type="category", categoryorder="category descending", showgrid=False)
+    fig.update_yaxes(type="category", categoryorder="category descending", showgrid=False, automargin=True)
+    fig.update_layout(height=max(230, 90 + LANE_PX * len(by_lane)))  # every lane's label readable
     return fig
 
 
