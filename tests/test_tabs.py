@@ -667,8 +667,9 @@ def test_the_train_tab_wires_each_handler_with_its_inputs(engine):  # noqa: F811
     """Each Train event calls its handler with as many inputs as the handler takes after the engine."""
     fns = list(build_app(engine).fns.values())
 
-    def calling(handler):
-        return [f for f in fns if getattr(getattr(f.fn, "__wrapped__", None), "func", None) is handler]
+    def calling(handler):  # the events whose callback is bind(handler) or bind(said(handler, ...))
+        inner = (getattr(getattr(f.fn, "__wrapped__", None), "func", None) for f in fns)
+        return [f for f, fn in zip(fns, inner) if fn is handler or getattr(fn, "__wrapped__", None) is handler]
 
     for handler, outputs, events in ((train_tab.on_start, 3, 1), (train_tab.on_tick, 7, 1), (train_tab.on_stop, 1, 1),
                                      (train_tab.on_refresh, 3, 2), (train_tab.on_run_pick, 3, 1),

@@ -6,7 +6,7 @@ import gradio as gr
 
 from core.config import PRECISIONS
 from core.engine import Engine
-from ui.common import bind
+from ui.common import bind, said
 
 
 def memory_text(engine: Engine) -> str:
@@ -49,7 +49,7 @@ def create_model_tab(engine: Engine, shared=None) -> gr.Markdown:
         run = gr.Button("Caption")
         caption = gr.Textbox(label="Caption", interactive=False, elem_id="stroke-caption")
 
-    load.click(bind(on_load, engine), [source, precision, device], [status, memory])
+    load.click(bind(said(on_load, 2, note=0), engine), [source, precision, device], [status, memory])
     run.click(bind(on_caption, engine), [video, frame], caption)
     if shared is not None:
         shared.model_status = status

@@ -11,7 +11,7 @@ import gradio as gr
 from core.engine import Engine
 from core.store import UNCERTAIN_BELOW, is_uncertain
 from core.vocab import ZONE_PHRASES
-from ui.common import SEEK_JS, VIDEO_ID, bind, confidence_cell, row_index, seek_payload
+from ui.common import SEEK_JS, VIDEO_ID, bind, confidence_cell, row_index, said, seek_payload
 
 COLUMNS = ["id", "set", "rally", "stroke", "time (s)", "side", "player", "type", "zone", "caption",
            "model caption", "annotation caption", "confidence", "frame", "edit"]
@@ -275,12 +275,12 @@ def create_strokes_tab(engine: Engine, shared) -> None:
     shared.on_load.append((bind(on_edit_video, engine), shared.match, [edit_video, video_set, edit_video_name]))
     table.select(bind(on_seek_edit, engine), [rows_state, edit_video_name], edit_seek) \
         .then(None, edit_seek, None, js=SEEK_EDIT_JS)
-    add_hit.click(bind(on_add_hit, engine), [edit_time, add_side, shared.match, video_set, *fvals], edited,
+    add_hit.click(bind(said(on_add_hit, 5, note=4), engine), [edit_time, add_side, shared.match, video_set, *fvals], edited,
                   js=READ_TIME_JS)
     for b in moves:
-        b.click(bind(on_move, engine), [b, stroke_id, shared.match, *fvals], edited)
-    flip.click(bind(on_flip, engine), [stroke_id, rows_state, shared.match, *fvals], edited)
-    delete.click(bind(on_delete, engine), [stroke_id, shared.match, *fvals], edited)
-    undo.click(bind(on_undo, engine), [stroke_id, shared.match, *fvals], edited)
+        b.click(bind(said(on_move, 5, note=4), engine), [b, stroke_id, shared.match, *fvals], edited)
+    flip.click(bind(said(on_flip, 5, note=4), engine), [stroke_id, rows_state, shared.match, *fvals], edited)
+    delete.click(bind(said(on_delete, 5, note=4), engine), [stroke_id, shared.match, *fvals], edited)
+    undo.click(bind(said(on_undo, 5, note=4), engine), [stroke_id, shared.match, *fvals], edited)
     export_strokes.click(bind(on_export_strokes, engine), shared.match, exported_strokes)
     shared.app_load_js.append(ADD_HIT_KEY_JS)

@@ -12,7 +12,7 @@ from core.engine import FINETUNE_STEPS, Engine
 from core.runner import RunStatus
 from train.config import STAGE_CONFIGS, option_defaults, run_config
 from train.qa import questions_of
-from ui.common import bind, progress_callback, progress_html
+from ui.common import bind, progress_callback, progress_html, said
 from ui.figures import loss_figure
 
 RUN_COLUMNS = ["run", "stage", "state", "step", "loss", "metrics", "started"]
@@ -237,16 +237,16 @@ def create_train_tab(engine: Engine, shared) -> None:
         current = gr.State(None)
         timer = gr.Timer(1.0, active=False)
 
-    ft_start.click(bind(on_finetune, engine), [shared.match, ft_steps], [current, timer, status])
-    ft_questions.click(bind(on_finetune_questions, engine), [shared.match, ft_steps], [current, timer, status])
+    for button, handler in ((ft_start, on_finetune), (ft_questions, on_finetune_questions)):
+        button.click(bind(said(handler, 3, note=2), engine), [shared.match, ft_steps], [current, timer, status])
     stage.change(on_stage, stage, [lr, llm_part])
-    start.click(bind(on_start, engine),
+    start.click(bind(said(on_start, 3, note=2), engine),
                 [stage, preset, run_name, qparts, qr, qalpha, llm_part, llm_r, data, init, negatives, epochs, lr,
                  max_steps, base, tiny], [current, timer, status])
     timer.tick(bind(on_tick, engine), current, [status, progress, log_box, plot, runs, run_pick, timer])
     stop.click(bind(on_stop, engine), current, status)
     refresh.click(bind(on_refresh, engine), None, [runs, run_pick, init])
     run_pick.input(bind(on_run_pick, engine), run_pick, [status, log_box, plot])
-    use.click(bind(on_use, engine), [run_pick, shared.match], use_status).then(engine.describe, None,
+    use.click(bind(said(on_use, 1, note=0), engine), [run_pick, shared.match], use_status).then(engine.describe, None,
                                                                                shared.model_status)
     shared.on_load.append((bind(on_refresh, engine), None, [runs, run_pick, init]))
