@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from folders or the 
 
 from core.config import PRECISIONS
 from core.engine import DEFAULT_MODEL_DIR, Engine
-from core.loader import ModelLoadError
+from core.errors import ModelLoadError
 from core.workspace import DEFAULT_WORKSPACE, DEMO_MATCH_DIR
 
 
@@ -41,13 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_engine(args: argparse.Namespace) -> Engine:
-    engine = Engine(args.workspace, demo_match=args.demo_match, demo_model=args.model)
+def load_model(engine: Engine, args: argparse.Namespace) -> None:
+    """The --model the app starts with (it goes on without one that cannot be loaded)."""
     try:
         engine.load(args.model, args.precision, args.device, trusted=True)
     except (ModelLoadError, ValueError) as err:
         logging.warning("starting without a model: %s", err)
-    return engine
 
 
 def _report(done: int, total: int, what: str) -> None:
@@ -58,12 +57,12 @@ def _report(done: int, total: int, what: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    engine = build_engine(args)
+    engine = Engine(args.workspace, demo_match=args.demo_match, demo_model=args.model)
     from ui import build_app, launch_kwargs  # gradio is slow to import; only the app needs it
 
-    app = build_app(engine, demo_pending=not args.no_demo)
-    if not args.no_demo:
-        engine.start_demo(progress=_report)  # the page serves meanwhile and shows the progress
+    app = build_app(engine, demo_pending=True)
+    # the model (torch, transformers) loads and the demo is indexed while the page already serves
+    engine.start_demo(progress=_report, load=lambda: load_model(engine, args), index=not args.no_demo)
     app.queue(default_concurrency_limit=4)
     where = f"http://{args.host}:{args.port}"
     print(f"Shuttle Lens is running at {where} (workspace: {engine.workspace.root})", file=sys.stderr, flush=True)

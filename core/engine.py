@@ -22,14 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-
-import torch
+from typing import TYPE_CHECKING
 
 from core import playlist
 from core.config import GenerationSettings
-from core.loader import ModelLoadError, load_any
+from core.errors import ModelLoadError
 from core.indexer import DETECTED_DIR, add_match, detect_set, encode_set
-from core.model import StrokeModel
 from core.query import caption_fields
 from core.runner import ConfigBuilder, RunError, Runner
 from core.store import IndexStoreError, StrokeStore
@@ -37,6 +35,9 @@ from core.tokens import encoder_key, model_key
 from core.video import (Progress, VideoError, fourcc, iter_windows, probe, transcode, write_highlights, write_video,
                         write_segments)
 from core.workspace import DEMO_MATCH_DIR, DEMO_MODEL_DIR, MAX_UPLOAD_BYTES, PathNotAllowed, Workspace, safe_name
+
+if TYPE_CHECKING:
+    from core.model import StrokeModel
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class Engine:
             if not _is_hub_id(model, ws):
                 model = str(ws.resolve(model, what="model folder"))
             check_base = lambda base: _is_hub_id(base, ws) or ws.resolve(base, what="base model folder")  # noqa: E731
+        from core.loader import load_any  # torch and transformers load with the first model, not with the app
+
         with self._lock:
             loaded = load_any(model, precision=precision, device=device, check_base=check_base)
             self.model, self.source = loaded, model
@@ -153,6 +156,8 @@ class Engine:
             out["weights_mib"] = self.model.memory_bytes() / 2**20
             out["device"] = str(self.model.device)
             if self.model.device.type == "cuda":
+                import torch
+
                 out["accelerator_mib"] = torch.cuda.memory_allocated(self.model.device) / 2**20
         return out
 
@@ -173,6 +178,8 @@ class Engine:
                     pending = []
             if pending:
                 tokens.append(m.encode(m.processor.clips(pending)))
+            import torch
+
             texts = m.caption(torch.cat(tokens), settings) if tokens else []
         return dict(zip(frames, texts))
 
@@ -225,9 +232,11 @@ class Engine:
             match_id = self._add(csv_path, video if video.is_file() else None, progress)
         return match_id
 
-    def start_demo(self, progress: Progress | None = None) -> threading.Thread:
-        """`ensure_demo` in a background thread, so that the app serves at once; `self.demo` tells
-        how far it is (the page shows it) and why it failed, if it did."""
+    def start_demo(self, progress: Progress | None = None, load: Callable[[], None] | None = None,
+                   index: bool = True) -> threading.Thread:
+        """`load` (the model the app starts with) then `ensure_demo` (unless not `index`) in a
+        background thread, so that the app serves at once; `self.demo` tells how far it is (the page
+        shows it) and why it failed, if it did."""
         self.demo = DemoStatus(running=True)
 
         def step(done: int, total: int, what: str = "") -> None:
@@ -237,7 +246,11 @@ class Engine:
 
         def run() -> None:
             try:
-                self.ensure_demo(progress=step)
+                if load is not None:
+                    self.demo.what = "loading the model"
+                    load()
+                if index:
+                    self.ensure_demo(progress=step)
             except Exception as err:  # noqa: BLE001 - reported on the page and in the log; the app goes on
                 log.error("could not index the demo match: %s", err)
                 self.demo.error = str(err)

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BitsAndBytesConfig, InstructBlipForConditionalGeneration
 
+from core.errors import ModelLoadError  # noqa: F401 - raised here, named by callers as core.loader's
 from core.config import LoraSettings, ModelSettings
 from core.device import compute_dtype, resolve_device
 from core.lora import adapter_state_dict, attach_lora, load_adapter_state_dict
@@ -37,10 +38,6 @@ MANIFEST_VERSION = 1
 STROKE_EMBEDDINGS = "stroke_embeddings.safetensors"  # optional, in a stroke-pretrained base folder
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"  # where InstructBlipProcessor saves it
 INT8_SKIP = ["qformer", "query_tokens", "language_projection", "lm_head"]  # kept in float for LoRA
-
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be loaded; the message says why and what to do."""
 
 
 def load_base(settings: ModelSettings) -> tuple[InstructBlipForConditionalGeneration, object, object, ImageSpec]:

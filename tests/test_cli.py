@@ -35,6 +35,7 @@ ENTRY_POINTS = {
     "tests.benchmarks.bench_detect": "python -m tests.benchmarks.bench_detect",
     "tests.benchmarks.bench_concurrency": "python -m tests.benchmarks.bench_concurrency",
     "tests.benchmarks.bench_upload": "python -m tests.benchmarks.bench_upload",
+    "tests.benchmarks.bench_startup": "python -m tests.benchmarks.bench_startup",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 

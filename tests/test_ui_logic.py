@@ -516,3 +516,32 @@ def test_messages_name_files_without_their_folders_but_keep_the_allowed_folders(
     refusal = "../x.csv: outside the workspace; the app reads files only under /srv/ws or /srv/app/assets"
     assert _message(PathNotAllowed(refusal)) == refusal
     assert _message(ValueError("/a/b/set1.csv, row 3: frame 12/25")) == "set1.csv, row 3: frame 12/25"
+
+
+def test_the_app_model_loads_in_the_background_before_the_demo_is_indexed(tmp_path):
+    """The page serves before torch and the model load: the loading is said on the Analyze and
+    Model tabs, then the demo is indexed with the model, and the Model tab shows it."""
+    import threading
+
+    from core.engine import DEMO_MODEL_DIR
+    from ui import analyze_tab, model_tab
+
+    eng = Engine(tmp_path / "ws", demo_match=SET_CSV.parents[1])
+    gate, order = threading.Event(), []
+
+    def load():
+        order.append("load")
+        gate.wait(60)
+        eng.load(str(DEMO_MODEL_DIR), trusted=True)
+
+    thread = eng.start_demo(load=load)
+    while not order:
+        time.sleep(0.01)
+    assert "Loading the model" in analyze_tab.on_demo_tick(eng)[0].value
+    assert model_tab.on_model_tick(eng)[0] == "Loading the model…"
+    gate.set()
+    thread.join(120)
+    assert not eng.demo.running and eng.demo.error is None and eng.matches()
+    status, memory, source, timer = model_tab.on_model_tick(eng)
+    assert status.startswith("**demo-model**") and "MiB" in memory and source == str(DEMO_MODEL_DIR)
+    assert timer.active is False

@@ -88,7 +88,8 @@ def on_demo_tick(engine: Engine, picked: int | None = None) -> tuple:
     demo = engine.demo
     if demo.running:
         share = demo.done / demo.total if demo.total else None
-        note = progress_html(share, f"Preparing the demo match ({demo.what or 'starting'})…")
+        note = progress_html(share, "Loading the model…" if demo.what == "loading the model"
+                             else f"Preparing the demo match ({demo.what or 'starting'})…")
         return gr.HTML(note, visible=True), gr.skip(), gr.skip()
     choices = engine.match_choices()
     note = f"⚠ The demo match could not be indexed: {demo.error}" if demo.error else ""

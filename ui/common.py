@@ -16,7 +16,7 @@ import gradio as gr
 
 from core.annotations import AnnotationError
 from core.engine import SEEK_LEAD_S, Engine, EngineError
-from core.loader import ModelLoadError
+from core.errors import ModelLoadError
 from core.runner import RunError
 from core.store import is_uncertain
 from core.video import VideoError

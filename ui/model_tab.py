@@ -25,6 +25,14 @@ def on_load(engine: Engine, src: str, prec: str, dev: str, progress: gr.Progress
     return engine.load(src, prec, dev), memory_text(engine)
 
 
+def on_model_tick(engine: Engine) -> tuple:
+    """While the app's model loads in the background: (status, memory, model box, timer); once it is
+    there (or failed), what is loaded, and the timer stops."""
+    if engine.model is None and engine.demo.running and engine.demo.what == "loading the model":
+        return "Loading the model…", gr.skip(), gr.skip(), gr.skip()
+    return engine.describe(), memory_text(engine), engine.source or "", gr.Timer(active=False)
+
+
 def on_caption(engine: Engine, path: str | None, hit: float | None) -> str:
     """The loaded model's caption of the stroke hit at frame `hit` of an uploaded video."""
     if not path:
@@ -49,7 +57,9 @@ def create_model_tab(engine: Engine, shared=None) -> gr.Markdown:
         run = gr.Button("Caption")
         caption = gr.Textbox(label="Caption", interactive=False, elem_id="stroke-caption")
 
+        loading = gr.Timer(1.0)  # the app's model loads while the page serves
     load.click(bind(said(on_load, 2, note=0), engine), [source, precision, device], [status, memory])
+    loading.tick(bind(on_model_tick, engine), None, [status, memory, source, loading])
     run.click(bind(on_caption, engine), [video, frame], caption)
     if shared is not None:
         shared.model_status = status
