@@ -60,6 +60,8 @@ def create_model_tab(engine: Engine, shared=None) -> gr.Markdown:
         loading = gr.Timer(1.0)  # the app's model loads while the page serves
     load.click(bind(said(on_load, 2, note=0), engine), [source, precision, device], [status, memory])
     loading.tick(bind(on_model_tick, engine), None, [status, memory, source, loading])
+    if shared is not None:  # a page opened after the model loaded says so at once
+        shared.on_load.append((bind(on_model_tick, engine), None, [status, memory, source, loading]))
     run.click(bind(on_caption, engine), [video, frame], caption)
     if shared is not None:
         shared.model_status = status

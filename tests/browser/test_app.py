@@ -277,7 +277,7 @@ def test_stats_and_model_tabs(page, shot):
     page.wait_for_selector("#stats-court .js-plotly-plot")
     shot(page, "stats")
     _tab(page, "Model")
-    assert "MiB" in page.inner_text("#model-status")
+    page.wait_for_function("document.querySelector('#model-status').innerText.includes('MiB')")
     shot(page, "model")
 
 
