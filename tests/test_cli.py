@@ -36,6 +36,7 @@ ENTRY_POINTS = {
     "tests.benchmarks.bench_concurrency": "python -m tests.benchmarks.bench_concurrency",
     "tests.benchmarks.bench_upload": "python -m tests.benchmarks.bench_upload",
     "tests.benchmarks.bench_startup": "python -m tests.benchmarks.bench_startup",
+    "tests.benchmarks.bench_decode": "python -m tests.benchmarks.bench_decode",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 
