@@ -37,6 +37,7 @@ ENTRY_POINTS = {
     "tests.benchmarks.bench_upload": "python -m tests.benchmarks.bench_upload",
     "tests.benchmarks.bench_startup": "python -m tests.benchmarks.bench_startup",
     "tests.benchmarks.bench_decode": "python -m tests.benchmarks.bench_decode",
+    "tests.benchmarks.bench_memory": "python -m tests.benchmarks.bench_memory",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 
