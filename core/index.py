@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from core.annotations import AnnotationError
+from core.errors import ModelLoadError
 from core.indexer import DETECTED_DIR, add_match, detect_set
 from core.store import DEFAULT_DB, IndexStoreError, StrokeStore
 from core.video import VideoError
@@ -135,16 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.export_captions:
             n = store.export_captions(args.export_captions)
             print(f"{n} captions written to {args.export_captions}")
-    except (AnnotationError, VideoError, IndexStoreError, ValueError, OSError) as err:
+    except (AnnotationError, VideoError, IndexStoreError, ValueError, OSError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # noqa: BLE001 - model loading errors carry their own advice
-        from core.loader import ModelLoadError
-
-        if isinstance(err, ModelLoadError):
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        raise
     m = next(m for m in store.matches() if m["id"] == match_id)
     print(json.dumps(m, ensure_ascii=False))
     return 0

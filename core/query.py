@@ -41,6 +41,7 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.court import zones_of
+from core.errors import ModelLoadError
 from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies, describe
 from core.outcome import ERROR, outcome
 from core.store import GEOMETRY, IndexStoreError, StrokeStore
@@ -920,16 +921,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return _run(args)
-    except (ValueError, IndexStoreError, OSError) as err:  # AnnotationError and bad JSON are ValueErrors
+    except (ValueError, IndexStoreError, OSError, ModelLoadError) as err:  # AnnotationError, bad JSON: ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # noqa: BLE001 - model loading errors carry their own advice
-        from core.loader import ModelLoadError
-
-        if isinstance(err, ModelLoadError):
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        raise
 
 
 def _run(args) -> int:

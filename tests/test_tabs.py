@@ -36,16 +36,22 @@ def _select(row: int) -> gr.SelectData:
     return gr.SelectData(None, {"index": [row, 3], "value": ""})
 
 
+def _add_video_match(engine, video, folder: str, name: str) -> tuple:  # noqa: F811
+    """The HITS as a reference CSV of match `name` beside a copy of `video` in uploads/`folder`,
+    added through the Analyze tab's paths inside the workspace: (picker, status)."""
+    where = engine.workspace.uploads / folder
+    where.mkdir()
+    shutil.copy(video, where / f"{name}.mp4")
+    lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
+    lines += [f"{name}_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in HITS]
+    (where / f"{name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return analyze_tab.on_add(engine, None, None, f"uploads/{folder}/{name}.mp4", f"uploads/{folder}/{name}.csv", "m")
+
+
 @pytest.fixture
 def video_match(engine, index_video) -> int:  # noqa: F811
     """A match with a video, added through the Analyze tab's paths inside the workspace."""
-    folder = engine.workspace.uploads / "v"
-    folder.mkdir()
-    shutil.copy(index_video, folder / "indexed.mp4")
-    lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
-    lines += [f"demo_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in HITS]
-    (folder / "demo.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    picker, status = analyze_tab.on_add(engine, None, None, "uploads/v/indexed.mp4", "uploads/v/demo.csv", "m")
+    picker, status = _add_video_match(engine, index_video, "v", "demo")
     assert status == "Added demo (7 strokes)." and picker.value in [v for _, v in picker.choices]
     return picker.value
 
@@ -251,13 +257,7 @@ def test_a_result_without_a_video_says_so(engine):  # noqa: F811
 
 def _second_match(engine, index_video) -> int:  # noqa: F811
     """Another match with a video of its own (a copy of the first one's, under another name)."""
-    folder = engine.workspace.uploads / "w"
-    folder.mkdir()
-    shutil.copy(index_video, folder / "second.mp4")
-    lines = ["id,rally,ball_round,upper,type,backhand,relabel_hit_area,split"]
-    lines += [f"second_1_{f},{r},{b},{u},{t},0,{z},test" for r, b, f, u, t, z in HITS]
-    (folder / "second.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return analyze_tab.on_add(engine, None, None, "uploads/w/second.mp4", "uploads/w/second.csv", "m2")[0].value
+    return _add_video_match(engine, index_video, "w", "second")[0].value
 
 
 def test_play_all_plays_every_video_set_after_set_in_time_order(engine, video_match, index_video):  # noqa: F811

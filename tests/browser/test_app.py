@@ -61,6 +61,18 @@ def _video(page, prop: str) -> float:
     return page.evaluate(f"document.querySelector('#match-video video').{prop}")
 
 
+def _load_in_a_video(page, src: str) -> dict:
+    """A new <video> element's state once `src` has loaded in it (or failed): ready, error, seconds."""
+    return page.evaluate("""(src) => new Promise((done) => {
+        const v = document.createElement('video');
+        v.muted = true;
+        v.onloadeddata = () => done({ready: v.readyState, error: null, seconds: v.duration});
+        v.onerror = () => done({ready: v.readyState, error: v.error && v.error.code});
+        v.src = src;
+        document.body.appendChild(v);
+    })""", src)
+
+
 def _wait_src(page, name: str) -> None:
     """The player holds the video file `name` (the element is replaced while Gradio swaps files)."""
     page.wait_for_function("(n) => { const v = document.querySelector('#match-video video');"
@@ -232,14 +244,7 @@ def test_play_all_and_exports(page, shot):
     page.wait_for_function("document.querySelector('#export-file').innerText.includes('.mp4')", timeout=120_000)
     href = page.get_attribute("#export-file a[href*='.mp4']", "href")
     # the highlight video plays in the browser as it is (H.264)
-    state = page.evaluate("""(src) => new Promise((done) => {
-        const v = document.createElement('video');
-        v.muted = true;
-        v.onloadeddata = () => done({ready: v.readyState, error: null, seconds: v.duration});
-        v.onerror = () => done({ready: v.readyState, error: v.error && v.error.code});
-        v.src = src;
-        document.body.appendChild(v);
-    })""", href)
+    state = _load_in_a_video(page, href)
     assert state["error"] is None and state["ready"] >= 2 and state["seconds"] > 1, state
     shot(page, "analyze-exports")
 
@@ -455,14 +460,7 @@ def test_a_playlist_of_two_matches_is_reordered_saved_played_across_videos_and_e
     page.click("#playlist-mp4")
     page.wait_for_selector("#export-file a[href*='playlist-two_matches.mp4']", timeout=180_000)
     href = page.get_attribute("#export-file a[href*='.mp4']", "href")
-    state = page.evaluate("""(src) => new Promise((done) => {
-        const v = document.createElement('video');
-        v.muted = true;
-        v.onloadeddata = () => done({ready: v.readyState, error: null, seconds: v.duration});
-        v.onerror = () => done({ready: v.readyState, error: v.error && v.error.code});
-        v.src = src;
-        document.body.appendChild(v);
-    })""", href)
+    state = _load_in_a_video(page, href)
     assert state["error"] is None and state["ready"] >= 2 and state["seconds"] > 3 * 1.5, state  # 3 cards at least
     shot(page, "playlist-exported")
 
