@@ -41,8 +41,9 @@ import numpy as np
 
 from core.config import GenerationSettings
 from core.court import zones_of
-from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies, describe
+from core.fields import ATTACKING, OUTCOME_TAGS, PHRASE_TEXTS, FieldParser, Fields, asks_for_rallies, describe
 from core.outcome import ERROR, outcome
+from core.similarity import CaptionSearch
 from core.store import GEOMETRY, IndexStoreError, StrokeStore
 from core.tokens import encoder_key
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
@@ -330,7 +331,7 @@ class StrokeArrays:
         self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
         sets = index.db.execute("SELECT id, video, video_hash, fps FROM sets")
         self.set_info = {r[0]: (r[1], r[2], r[3]) for r in sets}  # set id -> (video, video hash, fps)
-        self.vecs: np.ndarray | None = None
+        self.search: CaptionSearch | None = None  # set by the engine when it has an embedder
         self.row_of_id = {int(i): k for k, i in enumerate(self.id)}
 
     def _effective(self, cols, n: int, sources: Sequence[str]) -> None:
@@ -555,10 +556,12 @@ class QueryEngine:
             gen = self.index.generation()
             if self._state is None or self._state[0].generation != gen:
                 arrays = StrokeArrays(self.index, self.sources)
-                parser = FieldParser(arrays.names, self.embedder)
-                if self.embedder is not None:
+                parser = FieldParser(arrays.names)
+                if self.embedder is not None:  # the store keeps every vector, so a new process embeds nothing
                     texts = [semantic_text(t) for t in arrays.texts]
-                    arrays.vecs = self.index.text_vectors(texts, self.embedder)
+                    arrays.search = CaptionSearch(arrays.text, self.index.text_vectors(texts, self.embedder))
+                    parser = FieldParser(arrays.names, self.embedder,
+                                         self.index.text_vectors(PHRASE_TEXTS, self.embedder))
                 self._state = (arrays, parser)
             return self._state
 
@@ -585,7 +588,8 @@ class QueryEngine:
         if limit is not None and limit < 1:
             raise ValueError(f"the number of results to show is 1 or more, not {limit}")
         a, parser = self.state()
-        parse = parser.parse(question, reference)
+        semantic = "semantic" in paths and a.search is not None
+        parse = parser.parse(question, reference, vector=semantic)
         ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message,
                           corrected=parse.corrected)
         if parse.message:
@@ -594,12 +598,12 @@ class QueryEngine:
         t1 = time.perf_counter()
         use_fields = "structured" in paths and not parse.fields.empty()
         hit = (a.mask(parse.fields) & in_scope) if use_fields else None
-        sims = self._similarity(question, a) if "semantic" in paths and self.embedder is not None else None
+        sims = a.search.scores(parse.vector) if semantic else None  # per caption text
         t2 = time.perf_counter()
-        rows, scores, labels, near = self._merge(parse, hit, sims, in_scope, use_fields)
+        rows, scores, labels, near = self._merge(a, parse, hit, sims, in_scope, use_fields)
         whole_model = "model" in paths and self.model is not None and ground == "all"
         if not use_fields and not whole_model:
-            ans.message = self._unanswerable(question, parse, sims, in_scope)
+            ans.message = self._unanswerable(question, a, parse, sims, in_scope)
             if ans.message:
                 rows = rows[:0]
         verified: dict[int, bool] = {}
@@ -635,13 +639,13 @@ class QueryEngine:
             in_scope[[a.row_of_id[i] for i in scope if i in a.row_of_id]] = True
         return in_scope
 
-    def _unanswerable(self, question: str, parse, sims, in_scope) -> str | None:
+    def _unanswerable(self, question: str, a: StrokeArrays, parse, sims, in_scope) -> str | None:
         """Why a question without usable fields cannot be answered, or None when similarity can."""
         if not parse.leftover and parse.fields.empty():
             return self._not_understood(question)  # nothing but question words
         if sims is None:
             return "No stroke field was used and the semantic path is off: " + self._not_understood(question)
-        if float(np.max(np.where(in_scope, sims, -1.0), initial=-1.0)) < MEANINGLESS:
+        if a.search.best(sims, in_scope) < MEANINGLESS:
             return self._not_understood(question)
         return None
 
@@ -650,53 +654,29 @@ class QueryEngine:
         return (f"The question {question.strip()[:80]!r} names no player, side, stroke type, zone, set or rally, "
                 "and no stroke caption is like it. Try e.g. 'when does the bottom player smash in the backcourt?'.")
 
-    def _similarity(self, question: str, a: StrokeArrays) -> np.ndarray:
-        """Cosine similarity of the question with every stroke's caption (-1 where no caption)."""
-        if a.vecs is None or not len(a.texts):
-            return np.full(len(a), -1.0, np.float32)
-        q = self.embedder.encode_one(question)
-        per_text = a.vecs @ q
-        out = np.where(a.text >= 0, per_text[np.maximum(a.text, 0)], -1.0)
-        return out.astype(np.float32)
-
-    def _merge(self, parse, hit, sims, in_scope, use_fields):
-        """Rows in answer order, their scores and path labels, and near misses (rows, scores, labels)."""
+    @staticmethod
+    def _merge(a: StrokeArrays, parse, hit, sims, in_scope, use_fields):
+        """Rows in answer order, their scores and path labels, and near misses (rows, scores, labels).
+        `sims`: the question's similarity with each caption text (None: the semantic path is off)."""
         empty = (np.zeros(0, np.int64), np.zeros(0), [])
-        if use_fields and (parse.covered or sims is None):
+        near = empty
+        if use_fields:
             rows = np.flatnonzero(hit)  # match order = stroke id order
-            scores = np.ones(rows.size)
-            labels = ["structured"] * rows.size
-            near = empty
             if sims is not None:
-                outside = np.where(in_scope & ~hit, sims, -np.inf)
-                near = self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
-            return rows, scores, labels, near
-        if use_fields:  # fields bound the answer, similarity ranks it
-            rows = np.flatnonzero(hit)
-            order = np.argsort(-sims[rows], kind="stable")
-            rows = rows[order]
-            scores = 0.5 + 0.5 * np.clip(sims[rows], 0, 1)
-            outside = np.where(in_scope & ~hit, sims, -np.inf)
-            near = self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
-            return rows, scores, ["structured+semantic"] * rows.size, near
+                near_rows, near_scores = a.search.top(sims, NEAR_MISSES, SEMANTIC_MIN, in_scope & ~hit)
+                near = (near_rows, near_scores, ["semantic"] * near_rows.size)
+            if parse.covered or sims is None:
+                return rows, np.ones(rows.size), ["structured"] * rows.size, near
+            # fields bound the answer, similarity ranks it
+            row_sims = a.search.of_rows(sims, a.text, rows)
+            order = np.argsort(-row_sims, kind="stable")
+            scores = 0.5 + 0.5 * np.clip(row_sims[order], 0, 1)
+            return rows[order], scores, ["structured+semantic"] * rows.size, near
         if sims is None:
             return (*empty, empty)
-        s = np.where(in_scope, sims, -np.inf)
-        best = float(np.max(s, initial=-np.inf))
-        cut = max(SEMANTIC_MIN, best - SEMANTIC_MARGIN)
-        rows = np.flatnonzero(s >= cut)
-        rows = rows[np.argsort(-s[rows], kind="stable")]
-        return rows, s[rows].astype(np.float64), ["semantic"] * rows.size, empty
-
-    @staticmethod
-    def _top(values: np.ndarray, k: int, minimum: float, label: str):
-        if not values.size:
-            return np.zeros(0, np.int64), np.zeros(0), []
-        k = min(k, values.size)
-        top = np.argpartition(-values, k - 1)[:k]
-        top = top[np.argsort(-values[top], kind="stable")]
-        top = top[values[top] >= minimum]
-        return top, values[top].astype(np.float64), [label] * top.size
+        cut = max(SEMANTIC_MIN, a.search.best(sims, in_scope) - SEMANTIC_MARGIN)
+        rows, scores = a.search.at_least(sims, cut, in_scope)
+        return rows, scores, ["semantic"] * rows.size, empty
 
     @staticmethod
     def _results(a: StrokeArrays, rows, scores, labels, verified: dict) -> "ResultList":
