@@ -179,31 +179,31 @@ class RallyResult:
                 "caption": what + ".", "video": self.video}
 
 
-def rally_results(a: "StrokeArrays", rows: np.ndarray) -> list[RallyResult]:
-    """The rallies of the answer's rows, in the order of their first row."""
-    ids = a.rally_of[rows]
-    _, first = np.unique(ids, return_index=True)
-    out = []
-    for r in sorted(int(ids[k]) for k in first) if rows.size else []:
-        last = int(a.rally_rows[r])
-        bits = int(a.outcome[last])
-        tags = [t for t in OUTCOME_TAGS if bits & (1 << OUTCOME_TAGS.index(t)) and t != "last"]
-        kind = next((t for t in tags if t in ("winner", "error")), None)
-        detail = [t for t in tags if t not in ("winner", "error")]
-        stroke = STROKES[a.stroke[last]] if a.stroke[last] >= 0 else None
-        hitter = a.names[a.player[last]] if a.player[last] >= 0 else None
-        shot = f"{hitter}'s {stroke}" if hitter and stroke else stroke
-        ending = ", ".join(x for x in (shot, kind and kind + (f" ({', '.join(detail)})" if detail else "")) if x)
-        span = [None if v != v else round(float(v), 3) for v in a.rally_span[r]]
-        sa, sb = int(a.score_a[last]), int(a.score_b[last])
-        out.append(RallyResult(
-            match=a.match_names[int(a.match_id[last])], match_id=int(a.match_id[last]), set=int(a.set_no[last]),
-            rally=int(a.rally[last]), start_s=span[0], end_s=span[1], shots=int(a.rally_n[last]),
-            score=f"{sa}-{sb}" if sa >= 0 and sb >= 0 else None,
-            won_by=a.names[a.rally_winner[last]] if a.rally_winner[last] >= 0 else None, ending=ending or None,
-            last_stroke=stroke,
-            video=a.set_info[int(a.set_id[last])][0]))
-    return out
+def rally_results(a: "StrokeArrays", rows: np.ndarray) -> "ResultList":
+    """The rallies of the answer's rows, in rally order, built when read (like the stroke results)."""
+    rallies = np.flatnonzero(np.bincount(a.rally_of[rows], minlength=len(a.rally_rows)))
+    return ResultList(lambda lo, hi: [_rally_result(a, int(r)) for r in rallies[lo:hi]], int(rallies.size))
+
+
+def _rally_result(a: "StrokeArrays", r: int) -> RallyResult:
+    last = int(a.rally_rows[r])
+    bits = int(a.outcome[last])
+    tags = [t for t in OUTCOME_TAGS if bits & (1 << OUTCOME_TAGS.index(t)) and t != "last"]
+    kind = next((t for t in tags if t in ("winner", "error")), None)
+    detail = [t for t in tags if t not in ("winner", "error")]
+    stroke = STROKES[a.stroke[last]] if a.stroke[last] >= 0 else None
+    hitter = a.names[a.player[last]] if a.player[last] >= 0 else None
+    shot = f"{hitter}'s {stroke}" if hitter and stroke else stroke
+    ending = ", ".join(x for x in (shot, kind and kind + (f" ({', '.join(detail)})" if detail else "")) if x)
+    span = [None if v != v else round(float(v), 3) for v in a.rally_span[r]]
+    sa, sb = int(a.score_a[last]), int(a.score_b[last])
+    return RallyResult(
+        match=a.match_names[int(a.match_id[last])], match_id=int(a.match_id[last]), set=int(a.set_no[last]),
+        rally=int(a.rally[last]), start_s=span[0], end_s=span[1], shots=int(a.rally_n[last]),
+        score=f"{sa}-{sb}" if sa >= 0 and sb >= 0 else None,
+        won_by=a.names[a.rally_winner[last]] if a.rally_winner[last] >= 0 else None, ending=ending or None,
+        last_stroke=stroke,
+        video=a.set_info[int(a.set_id[last])][0])
 
 
 @dataclass
@@ -220,7 +220,7 @@ class QueryAnswer:
     notes: list[str] = field(default_factory=list)  # what the answer could not do (e.g. the model path skipped)
     counts: list[tuple[str, int]] = field(default_factory=list)  # "who hit more ...", "most common ...": by group
     count_by: str | None = None  # 'player' | 'stroke' | None (only the total is asked: "how many")
-    rallies: list[RallyResult] = field(default_factory=list)  # when the question asks for rallies (asks_for_rallies)
+    rallies: Sequence[RallyResult] = field(default_factory=list)  # when the question asks for rallies (asks_for_rallies)
     ignored: list[str] = field(default_factory=list)  # words no field reads (they only rank the results)
     corrected: list[tuple[str, str]] = field(default_factory=list)  # (typed, read as): "christy" -> a player
 
@@ -254,8 +254,8 @@ def count_groups(question: str, a: "StrokeArrays", rows: np.ndarray) -> tuple[st
         by = "stroke"
     else:
         return None, []
-    values, counts = np.unique(codes[codes >= 0], return_counts=True)
-    pairs = sorted(((labels[v], int(c)) for v, c in zip(values, counts)), key=lambda p: (-p[1], p[0]))
+    counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+    pairs = sorted(((labels[v], int(counts[v])) for v in np.flatnonzero(counts)), key=lambda p: (-p[1], p[0]))
     return by, pairs
 
 
@@ -615,7 +615,8 @@ class QueryEngine:
         ans.count_by, ans.counts = count_groups(question, a, rows)
         ans.ignored = list(parse.leftover) if use_fields else []
         if asks_for_rallies(question, parse.fields):
-            ans.rallies = rally_results(a, np.sort(rows))[:limit]
+            rallies = rally_results(a, rows)
+            ans.rallies = rallies if limit is None else rallies[:limit]
         if limit is not None:
             rows, scores, labels = rows[:limit], scores[:limit], labels[:limit]
         ans.results = self._results(a, rows, scores, labels, verified)
