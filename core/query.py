@@ -9,7 +9,8 @@ Three paths, merged; every result names the path(s) that found it and a score:
    corrected caption > the annotation > the model's caption); player, set, rally, stroke number
    and score come from the annotations.
 2. semantic: cosine similarity between the question and each stroke's caption (captions are
-   embedded once and stored in the index; a query embeds only its question).
+   embedded once and stored in the index, and compared once per distinct text, core.similarity; a
+   query embeds only its question, in the same forward pass as its words the fields do not read).
 3. model: the stage-2 model answers the question over rally chunks of `CHUNK` strokes from the
    cached query tokens (no video decoding, no vision tower), to verify and re-rank the candidates'
    rallies, or every rally of the scope on request (`ground="all"`).

@@ -2,17 +2,20 @@
 
     python -m tests.benchmarks.bench_index_query [--model DIR] [--data ../shared/data/shuttleset]
 
-1. Structured and semantic query latency (ask() plus the first 100 results; answers are built lazily)
-   over a 1,000-stroke and a 100,000-stroke index built from
-   real ShuttleSet annotations (annotation-only; sets replicated under new match names to reach
-   the size). Baselines: the targets (50 ms and 100 ms) and the same structured filter as a plain
-   SQL query on the strokes table.
+1. Question latency (ask() plus the first 100 results; answers are built lazily) for each kind:
+   structured, structured + near misses, semantic, and coach questions (outcomes, sequences,
+   rallies, counts), each beside its floor measured alternately in the same run (`Floor`: the
+   question's filter, a brute-force cosine over one vector per stroke, one indexed SQLite read of
+   the rows shown), over 1,000, 100,000 and 1,000,000-stroke indexes built from real ShuttleSet
+   annotations (annotation-only; sets replicated under new match names to reach the size). Also
+   the recall of the top 50 against exact search, and a fresh process's first question.
 2. The stage-2 model path from cached query tokens vs recomputing the vision per question (read the
    chunk's clips from the video, vision tower + Q-Former, then the same generation). A tiny random
    model of the product's shape (16 frames per clip) unless --model names an adapter folder.
 3. Indexing throughput (decode once, tokens, captions, SQLite) vs decoding the same file alone, on a
    rendered replay of real rallies (train.replay).
-Not a test: it prints figures, it asserts nothing.
+Not a test: it prints figures, it asserts nothing. Its last line is one JSON object with every ratio
+(`_over_floor`: target <= 2, `_over_decode`: >= 0.5, `_speedup`: >= 10).
 """
 from __future__ import annotations
 
