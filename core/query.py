@@ -656,8 +656,7 @@ class QueryEngine:
         return (f"The question {question.strip()[:80]!r} names no player, side, stroke type, zone, set or rally, "
                 "and no stroke caption is like it. Try e.g. 'when does the bottom player smash in the backcourt?'.")
 
-    @staticmethod
-    def _merge(a: StrokeArrays, parse, hit, sims, in_scope, use_fields):
+    def _merge(self, a: StrokeArrays, parse, hit, sims, in_scope, use_fields):
         """Rows in answer order, their scores and path labels, and near misses (rows, scores, labels).
         `sims`: the question's similarity with each caption text (None: the semantic path is off)."""
         empty = (np.zeros(0, np.int64), np.zeros(0), [])
