@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import columns
 from core.config import GenerationSettings
 from core.court import zones_of
 from core.fields import ATTACKING, OUTCOME_TAGS, PHRASE_TEXTS, FieldParser, Fields, asks_for_rallies, describe
@@ -304,7 +305,28 @@ class StrokeArrays:
 
     def __init__(self, index: StrokeStore, sources: Sequence[str] = SOURCES):
         with index.snapshot():  # one committed state, whatever is written meanwhile
-            self._read(index, sources)
+            key = json.dumps([index.index_id(), index.generation(), list(sources), columns.code_hash()])
+            cached = columns.load(index.columns_file, key)
+            if cached is None:
+                self._read(index, sources)
+        if cached is None:
+            columns.save(index.columns_file, key, *self._columns())
+        else:
+            self._restore(*cached)
+        self.search: CaptionSearch | None = None  # set by the engine when it has an embedder
+
+    def _columns(self) -> tuple[dict[str, np.ndarray], dict]:
+        """What core.columns keeps: the arrays, and the lists and maps as JSON values."""
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        return arrays, {"generation": self.generation, "names": self.names, "texts": self.texts,
+                        "match_names": list(self.match_names.items()),
+                        "set_info": [[k, *v] for k, v in self.set_info.items()]}
+
+    def _restore(self, arrays: dict[str, np.ndarray], objects: dict) -> None:
+        vars(self).update(arrays)
+        self.generation, self.names, self.texts = objects["generation"], objects["names"], objects["texts"]
+        self.match_names = {int(k): v for k, v in objects["match_names"]}
+        self.set_info = {int(r[0]): tuple(r[1:]) for r in objects["set_info"]}
 
     def _read(self, index: StrokeStore, sources: Sequence[str]) -> None:
         self.generation = index.generation()
@@ -332,8 +354,6 @@ class StrokeArrays:
         self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
         sets = index.db.execute("SELECT id, video, video_hash, fps FROM sets")
         self.set_info = {r[0]: (r[1], r[2], r[3]) for r in sets}  # set id -> (video, video hash, fps)
-        self.search: CaptionSearch | None = None  # set by the engine when it has an embedder
-        self.row_of_id = {int(i): k for k, i in enumerate(self.id)}
 
     def _effective(self, cols, n: int, sources: Sequence[str]) -> None:
         """Side, stroke, zone and caption text per stroke from the first source that has them."""
@@ -637,8 +657,10 @@ class QueryEngine:
         if match_id is not None:
             in_scope &= a.match_id == match_id
         if scope is not None:
+            ids = np.fromiter(scope, np.int64)
+            rows = np.minimum(np.searchsorted(a.id, ids), max(len(a) - 1, 0))  # rows are in id order
             in_scope = np.zeros(len(a), bool)
-            in_scope[[a.row_of_id[i] for i in scope if i in a.row_of_id]] = True
+            in_scope[rows[a.id[rows] == ids] if len(a) else rows[:0]] = True
         return in_scope
 
     def _unanswerable(self, question: str, a: StrokeArrays, parse, sims, in_scope) -> str | None:
