@@ -220,7 +220,7 @@ class StrokeStore:
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.token_dir = self.path.with_name(self.path.name + ".tokens")
-        self.columns_file = self.path.with_name(self.path.name + ".columns.npz")  # core.columns
+        self.columns_file = self.path.with_name(self.path.name + ".columns")  # core.columns
         self.workspace = workspace
         self._lock = threading.RLock()  # writers of this process, one transaction at a time
         self._local = threading.local()
