@@ -691,7 +691,7 @@ class QueryEngine:
             if parse.covered or sims is None:
                 return rows, np.ones(rows.size), ["structured"] * rows.size, near
             # fields bound the answer, similarity ranks it
-            row_sims = a.search.of_rows(sims, a.text, rows)
+            row_sims = a.search.of_rows(sims, rows)
             order = np.argsort(-row_sims, kind="stable")
             scores = 0.5 + 0.5 * np.clip(row_sims[order], 0, 1)
             return rows[order], scores, ["structured+semantic"] * rows.size, near

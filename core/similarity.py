@@ -15,7 +15,7 @@ class CaptionSearch:
     (T, D) unit vectors of the texts."""
 
     def __init__(self, text: np.ndarray, vecs: np.ndarray):
-        self.vecs = vecs
+        self.text, self.vecs = text, vecs
         captioned = np.flatnonzero(text >= 0)
         order = captioned[np.argsort(text[captioned], kind="stable")]  # rows of text 0, then 1, ... in row order
         counts = np.bincount(text[captioned], minlength=len(vecs))
@@ -25,9 +25,9 @@ class CaptionSearch:
         """(T,) cosine similarity of a question's unit vector with every text."""
         return self.vecs @ question
 
-    def of_rows(self, scores: np.ndarray, text: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def of_rows(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Similarity of given strokes (-1 where a stroke has no caption)."""
-        t = text[rows]
+        t = self.text[rows]
         return np.where(t >= 0, scores[np.maximum(t, 0)], -1.0)
 
     def best(self, scores: np.ndarray, allowed: np.ndarray) -> float:

@@ -56,7 +56,7 @@ def test_at_least_and_best_equal_exact_search(small):
     rows, scores = search.at_least(sims, cut, allowed)
     assert rows.tolist() == want.tolist()
     assert np.allclose(scores, exact[want])
-    assert search.of_rows(sims, text, np.flatnonzero(text < 0)).tolist() == [-1.0] * int((text < 0).sum())
+    assert search.of_rows(sims, np.flatnonzero(text < 0)).tolist() == [-1.0] * int((text < 0).sum())
 
 
 def test_a_fresh_engine_embeds_only_its_question(tmp_path):
