@@ -229,7 +229,6 @@ def bench_queries(sources, embedder, sizes, repeats, tmp: Path) -> dict:
         print(f"  recall of the top {RECALL_K} against exact search over one vector per stroke: "
               f"{ratios[f'{label}_semantic_recall_at_{RECALL_K}']:.4f} (target >= 0.99)")
         print(f"  baseline: a structured filter in SQL  median {median_ms(sql_baseline(index, repeats * 6)):7.2f} ms")
-        del floor
         index.close()
         cold = cold_start(path, SEMANTIC[0])
         ratios[f"{label}_cold_first_question_s"] = round(cold["first_question_s"], 3)
