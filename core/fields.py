@@ -179,6 +179,7 @@ class Parse:
     matched: list[tuple[str, str, object]] = field(default_factory=list)  # (words, field, value)
     message: str | None = None  # why the question cannot be answered at all
     corrected: list[tuple[str, str]] = field(default_factory=list)  # (typed word, what it was read as)
+    vector: np.ndarray | None = None  # the question's embedding, when parse() was asked for it
 
     @property
     def covered(self) -> bool:
@@ -218,6 +219,9 @@ def lexicon(reference: bool = False) -> dict[tuple[str, ...], tuple[str, object]
 
 LEXICON = lexicon()
 REFERENCE_LEXICON = lexicon(reference=True)
+# the phrases a leftover span is compared with by embedding, and their texts
+EMBEDDED_PHRASES = [(k, v) for k, v in LEXICON.items() if v[0] in ("stroke", "zone", "side")]
+PHRASE_TEXTS = [" ".join(k) for k, _ in EMBEDDED_PHRASES]
 MAX_PHRASE = max(len(k) for k in LEXICON)
 KNOWN_WORDS = {w for k in LEXICON for w in k} | GENERIC | set(COUNTERS)
 PHRASE_WORDS = {k[0] for k in LEXICON if len(k) == 1}  # one-word phrases are never folded ("netted")
@@ -391,7 +395,9 @@ def _lands(tokens: list[str], i: int) -> bool:
 class FieldParser:
     """Questions -> Fields, for the players of an index (names from the annotations)."""
 
-    def __init__(self, player_names: Iterable[str] = (), embedder=None):
+    def __init__(self, player_names: Iterable[str] = (), embedder=None, phrase_vectors: np.ndarray | None = None):
+        """`phrase_vectors`: the embedder's vectors of `PHRASE_TEXTS` (the engine reads them from the
+        store, which keeps them across processes); None: embedded on first use."""
         self.embedder = embedder
         ranked: dict[tuple[str, ...], dict[str, int]] = {}
         for name in player_names:
@@ -404,14 +410,14 @@ class FieldParser:
         # words a misspelling may be read as: player name words and the vocabulary's content words
         self._spellings = sorted(w for w in self.known - GENERIC - FUNCTION_WORDS if len(w) >= 4 and w.isalpha())
         self._name_words = sorted(k[0] for k in self.players if len(k) == 1 and len(k[0]) >= 4)
-        self._phrase_vecs: np.ndarray | None = None
-        self._phrases: list[tuple[tuple[str, ...], tuple[str, object]]] = []
+        self._phrase_vecs = phrase_vectors
 
     # ------------------------------------------------------------ deterministic part
 
-    def parse(self, question: str, reference: bool = False) -> Parse:
+    def parse(self, question: str, reference: bool = False, vector: bool = False) -> Parse:
         """`reference`: the reference system's phrasing, where every zone phrase names the hit cell
-        its captions use ("lands in the backcourt" asks for zone 9): the stage-2 questions."""
+        its captions use ("lands in the backcourt" asks for zone 9): the stage-2 questions.
+        `vector`: also embed the question (`Parse.vector`), with its leftover spans in one pass."""
         text = (question or "").strip()
         if not text:
             return Parse(Fields(), [], message="The question is empty: ask about a player, a stroke type, a zone, "
@@ -419,28 +425,28 @@ class FieldParser:
         if len(text) > MAX_QUESTION_CHARS or len(text.split()) > MAX_QUESTION_WORDS:
             return Parse(Fields(), [], message=f"The question is too long ({len(text)} characters); keep it under "
                                                f"{MAX_QUESTION_CHARS} characters and {MAX_QUESTION_WORDS} words.")
-        split = self._split(normalise(text), reference)
-        if split is not None:
-            return split
-        return self._parse_part(text, reference)
+        enc = _Encoding(self.embedder, question if vector and self.embedder is not None else None)
+        out = self._split(normalise(text), reference, enc) or self._parse_part(text, reference, enc)
+        out.vector = enc.question_vector()
+        return out
 
-    def _split(self, text: str, reference: bool) -> Parse | None:
+    def _split(self, text: str, reference: bool, enc: "_Encoding") -> Parse | None:
         """Sequences ("after a smash", "X's replies to Y's drops", "a smash followed by a net kill"),
         exclusions ("except lobs", "not clears") and rally lengths ("rallies of more than 20 shots"):
         each part parsed on its own, then joined; None when the question has none of them."""
         m = RALLY_LENGTH.search(text)
         if m:
-            rest = self._parse_rest(text[: m.start()] + " " + text[m.end():], reference)
+            rest = self._parse_rest(text[: m.start()] + " " + text[m.end():], reference, enc)
             return _joined(rest, replace(rest.fields, rally_length=(LENGTH_OPS[m.group(1)], int(m.group(2)))))
         m = LENGTH_PHRASE.search(text)
         if m:
-            rest = self._parse_rest(text[: m.start()] + " rallies " + text[m.end():], reference)
+            rest = self._parse_rest(text[: m.start()] + " rallies " + text[m.end():], reference, enc)
             length = RALLY_LENGTHS[f"{m.group(1)} rally"]
             return _joined(rest, replace(rest.fields, rally_length=length))
         m = WON_BY.search(text)
         if m:
-            rest = self._parse_or_empty(text[: m.start()], reference)
-            who = self._parse_or_empty(text[m.end():], reference)
+            rest = self._parse_or_empty(text[: m.start()], reference, enc)
+            who = self._parse_or_empty(text[m.end():], reference, enc)
             if not (who.fields.players or who.fields.sides):
                 return None
             key = "won_by" if m.group(1) == "won" else "lost_by"
@@ -451,28 +457,28 @@ class FieldParser:
             if m:
                 before, after = text[: m.start()], text[m.end():]
                 cur, prev = (after, before) if previous_first else (before, after)
-                cur_p, prev_p = self._parse_or_empty(cur, reference), self._parse_or_empty(prev, reference)
+                cur_p, prev_p = self._parse_or_empty(cur, reference, enc), self._parse_or_empty(prev, reference, enc)
                 if prev_p.fields.empty():
                     return None
                 return _joined(cur_p, replace(cur_p.fields, after=prev_p.fields), prev_p)
         m = EXCEPT.search(text)
         if m:
-            keep = self._parse_or_empty(text[: m.start()], reference)
-            drop = self._parse_or_empty(text[m.end():], reference)
+            keep = self._parse_or_empty(text[: m.start()], reference, enc)
+            drop = self._parse_or_empty(text[m.end():], reference, enc)
             if not drop.fields.strokes or any(getattr(drop.fields, f) for f in FIELD_NAMES if f != "strokes"):
                 return None  # only stroke classes can be left out; "except" stays a word not understood
             return _joined(keep, replace(keep.fields, not_strokes=drop.fields.strokes), drop)
         return None
 
-    def _parse_rest(self, text: str, reference: bool) -> Parse:
+    def _parse_rest(self, text: str, reference: bool, enc: "_Encoding") -> Parse:
         """What is left of a question once its rally length is read: split again ("short rallies won by X")."""
-        return self._split(text, reference) or self._parse_or_empty(text, reference)
+        return self._split(text, reference, enc) or self._parse_or_empty(text, reference, enc)
 
-    def _parse_or_empty(self, text: str, reference: bool) -> Parse:
+    def _parse_or_empty(self, text: str, reference: bool, enc: "_Encoding") -> Parse:
         """A part of a question; a part with no words is no restriction ("not clears": every stroke)."""
-        return self._parse_part(text, reference) if TOKEN.findall(text) else Parse(Fields(), [])
+        return self._parse_part(text, reference, enc) if TOKEN.findall(text) else Parse(Fields(), [])
 
-    def _parse_part(self, text: str, reference: bool) -> Parse:
+    def _parse_part(self, text: str, reference: bool, enc: "_Encoding") -> Parse:
         tokens, corrected = self._spelled([fold(t, self.known) for t in TOKEN.findall(normalise(text))])
         values: dict[str, set] = {f: set() for f in FIELD_NAMES}
         matched: list[tuple[str, str, object]] = []
@@ -481,7 +487,7 @@ class FieldParser:
         self._phrases_pass(tokens, used, values, matched, reference)
         leftover = [t for t, u in zip(tokens, used) if not u and t not in GENERIC]
         if leftover and self.embedder is not None:
-            leftover = self._embedded(tokens, used, values, matched)
+            leftover = self._embedded(tokens, used, values, matched, enc)
         if not tokens:
             return Parse(Fields(), [], message="The question has no words: ask about a player, a stroke type, "
                                                "a zone, a set or a rally.")
@@ -572,13 +578,12 @@ class FieldParser:
 
     # ------------------------------------------------------------ embedding part
 
-    def _vocabulary(self) -> tuple[list, np.ndarray]:
+    def _vocabulary(self) -> np.ndarray:
         if self._phrase_vecs is None:
-            self._phrases = [(k, v) for k, v in LEXICON.items() if v[0] in ("stroke", "zone", "side")]
-            self._phrase_vecs = self.embedder.encode([" ".join(k) for k, _ in self._phrases])
-        return self._phrases, self._phrase_vecs
+            self._phrase_vecs = self.embedder.encode(PHRASE_TEXTS)
+        return self._phrase_vecs
 
-    def _embedded(self, tokens, used, values, matched) -> list[str]:
+    def _embedded(self, tokens, used, values, matched, enc: "_Encoding") -> list[str]:
         """Content spans left over -> the nearest vocabulary phrase, if near enough."""
         runs, run = [], []
         for i, (t, u) in enumerate(zip(tokens, used)):
@@ -590,18 +595,37 @@ class FieldParser:
         if run:
             runs.append(run)
         spans = [r[s:e] for r in runs for s in range(len(r)) for e in range(s + 1, min(len(r), s + 3) + 1)]
-        phrases, vecs = self._vocabulary()
-        sims = self.embedder.encode([" ".join(tokens[i] for i in s) for s in spans]) @ vecs.T
+        sims = enc.encode([" ".join(tokens[i] for i in s) for s in spans]) @ self._vocabulary().T
         for k in sorted(range(len(spans)), key=lambda k: (-len(spans[k]), -sims[k].max())):
             s = spans[k]
             if any(used[i] for i in s):
                 continue
             best = int(sims[k].argmax())
             if sims[k, best] >= EMBED_THRESHOLD:
-                fld, val = phrases[best][1]
+                fld, val = EMBEDDED_PHRASES[best][1]
                 for v in (val if isinstance(val, tuple) else (val,)):
                     self._take(values, matched, used, s, fld, v, " ".join(tokens[i] for i in s))
         return [t for t, u in zip(tokens, used) if not u and t not in GENERIC]
+
+
+class _Encoding:
+    """One question's embedding work: its leftover spans and, when `question` is given, the question
+    itself, in one forward pass of the model (a forward's fixed cost dominates at this size)."""
+
+    def __init__(self, embedder, question: str | None):
+        self.embedder, self.question, self.vector = embedder, question, None
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self.question is None or self.vector is not None:
+            return self.embedder.encode(texts)
+        vecs = self.embedder.encode([self.question, *texts])
+        self.vector = vecs[0]
+        return vecs[1:]
+
+    def question_vector(self) -> np.ndarray | None:
+        if self.question is not None and self.vector is None:
+            self.vector = self.embedder.encode_one(self.question)
+        return self.vector
 
 
 def stroke_names() -> tuple[str, ...]:

@@ -9,7 +9,8 @@ Three paths, merged; every result names the path(s) that found it and a score:
    corrected caption > the annotation > the model's caption); player, set, rally, stroke number
    and score come from the annotations.
 2. semantic: cosine similarity between the question and each stroke's caption (captions are
-   embedded once and stored in the index; a query embeds only its question).
+   embedded once and stored in the index, and compared once per distinct text, core.similarity; a
+   query embeds only its question, in the same forward pass as its words the fields do not read).
 3. model: the stage-2 model answers the question over rally chunks of `CHUNK` strokes from the
    cached query tokens (no video decoding, no vision tower), to verify and re-rank the candidates'
    rallies, or every rally of the scope on request (`ground="all"`).
@@ -39,11 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core import columns
 from core.config import GenerationSettings
 from core.court import zones_of
 from core.errors import ModelLoadError
-from core.fields import ATTACKING, OUTCOME_TAGS, FieldParser, Fields, asks_for_rallies, describe
+from core.fields import ATTACKING, OUTCOME_TAGS, PHRASE_TEXTS, FieldParser, Fields, asks_for_rallies, describe
 from core.outcome import ERROR, outcome
+from core.similarity import CaptionSearch
 from core.store import GEOMETRY, IndexStoreError, StrokeStore
 from core.tokens import encoder_key
 from core.vocab import SIDES, STROKES, ZONE_PHRASES
@@ -179,31 +182,31 @@ class RallyResult:
                 "caption": what + ".", "video": self.video}
 
 
-def rally_results(a: "StrokeArrays", rows: np.ndarray) -> list[RallyResult]:
-    """The rallies of the answer's rows, in the order of their first row."""
-    ids = a.rally_of[rows]
-    _, first = np.unique(ids, return_index=True)
-    out = []
-    for r in sorted(int(ids[k]) for k in first) if rows.size else []:
-        last = int(a.rally_rows[r])
-        bits = int(a.outcome[last])
-        tags = [t for t in OUTCOME_TAGS if bits & (1 << OUTCOME_TAGS.index(t)) and t != "last"]
-        kind = next((t for t in tags if t in ("winner", "error")), None)
-        detail = [t for t in tags if t not in ("winner", "error")]
-        stroke = STROKES[a.stroke[last]] if a.stroke[last] >= 0 else None
-        hitter = a.names[a.player[last]] if a.player[last] >= 0 else None
-        shot = f"{hitter}'s {stroke}" if hitter and stroke else stroke
-        ending = ", ".join(x for x in (shot, kind and kind + (f" ({', '.join(detail)})" if detail else "")) if x)
-        span = [None if v != v else round(float(v), 3) for v in a.rally_span[r]]
-        sa, sb = int(a.score_a[last]), int(a.score_b[last])
-        out.append(RallyResult(
-            match=a.match_names[int(a.match_id[last])], match_id=int(a.match_id[last]), set=int(a.set_no[last]),
-            rally=int(a.rally[last]), start_s=span[0], end_s=span[1], shots=int(a.rally_n[last]),
-            score=f"{sa}-{sb}" if sa >= 0 and sb >= 0 else None,
-            won_by=a.names[a.rally_winner[last]] if a.rally_winner[last] >= 0 else None, ending=ending or None,
-            last_stroke=stroke,
-            video=a.set_info[int(a.set_id[last])][0]))
-    return out
+def rally_results(a: "StrokeArrays", rows: np.ndarray) -> "ResultList":
+    """The rallies of the answer's rows, in rally order, built when read (like the stroke results)."""
+    rallies = np.flatnonzero(np.bincount(a.rally_of[rows], minlength=len(a.rally_rows)))
+    return ResultList(lambda lo, hi: [_rally_result(a, int(r)) for r in rallies[lo:hi]], int(rallies.size))
+
+
+def _rally_result(a: "StrokeArrays", r: int) -> RallyResult:
+    last = int(a.rally_rows[r])
+    bits = int(a.outcome[last])
+    tags = [t for t in OUTCOME_TAGS if bits & (1 << OUTCOME_TAGS.index(t)) and t != "last"]
+    kind = next((t for t in tags if t in ("winner", "error")), None)
+    detail = [t for t in tags if t not in ("winner", "error")]
+    stroke = STROKES[a.stroke[last]] if a.stroke[last] >= 0 else None
+    hitter = a.names[a.player[last]] if a.player[last] >= 0 else None
+    shot = f"{hitter}'s {stroke}" if hitter and stroke else stroke
+    ending = ", ".join(x for x in (shot, kind and kind + (f" ({', '.join(detail)})" if detail else "")) if x)
+    span = [None if v != v else round(float(v), 3) for v in a.rally_span[r]]
+    sa, sb = int(a.score_a[last]), int(a.score_b[last])
+    return RallyResult(
+        match=a.match_names[int(a.match_id[last])], match_id=int(a.match_id[last]), set=int(a.set_no[last]),
+        rally=int(a.rally[last]), start_s=span[0], end_s=span[1], shots=int(a.rally_n[last]),
+        score=f"{sa}-{sb}" if sa >= 0 and sb >= 0 else None,
+        won_by=a.names[a.rally_winner[last]] if a.rally_winner[last] >= 0 else None, ending=ending or None,
+        last_stroke=stroke,
+        video=a.set_info[int(a.set_id[last])][0])
 
 
 @dataclass
@@ -220,7 +223,7 @@ class QueryAnswer:
     notes: list[str] = field(default_factory=list)  # what the answer could not do (e.g. the model path skipped)
     counts: list[tuple[str, int]] = field(default_factory=list)  # "who hit more ...", "most common ...": by group
     count_by: str | None = None  # 'player' | 'stroke' | None (only the total is asked: "how many")
-    rallies: list[RallyResult] = field(default_factory=list)  # when the question asks for rallies (asks_for_rallies)
+    rallies: Sequence[RallyResult] = field(default_factory=list)  # when the question asks for rallies (asks_for_rallies)
     ignored: list[str] = field(default_factory=list)  # words no field reads (they only rank the results)
     corrected: list[tuple[str, str]] = field(default_factory=list)  # (typed, read as): "christy" -> a player
 
@@ -254,8 +257,8 @@ def count_groups(question: str, a: "StrokeArrays", rows: np.ndarray) -> tuple[st
         by = "stroke"
     else:
         return None, []
-    values, counts = np.unique(codes[codes >= 0], return_counts=True)
-    pairs = sorted(((labels[v], int(c)) for v, c in zip(values, counts)), key=lambda p: (-p[1], p[0]))
+    counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+    pairs = sorted(((labels[v], int(counts[v])) for v in np.flatnonzero(counts)), key=lambda p: (-p[1], p[0]))
     return by, pairs
 
 
@@ -303,7 +306,28 @@ class StrokeArrays:
 
     def __init__(self, index: StrokeStore, sources: Sequence[str] = SOURCES):
         with index.snapshot():  # one committed state, whatever is written meanwhile
-            self._read(index, sources)
+            key = json.dumps([index.index_id(), index.generation(), list(sources), columns.code_hash()])
+            cached = columns.load(index.columns_file, key)
+            if cached is None:
+                self._read(index, sources)
+        if cached is None:
+            columns.save(index.columns_file, key, *self._columns())
+        else:
+            self._restore(*cached)
+        self.search: CaptionSearch | None = None  # set by the engine when it has an embedder
+
+    def _columns(self) -> tuple[dict[str, np.ndarray], dict]:
+        """What core.columns keeps: the arrays, and the lists and maps as JSON values."""
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        return arrays, {"generation": self.generation, "names": self.names, "texts": self.texts,
+                        "match_names": list(self.match_names.items()),
+                        "set_info": [[k, *v] for k, v in self.set_info.items()]}
+
+    def _restore(self, arrays: dict[str, np.ndarray], objects: dict) -> None:
+        vars(self).update(arrays)
+        self.generation, self.names, self.texts = objects["generation"], objects["names"], objects["texts"]
+        self.match_names = {int(k): v for k, v in objects["match_names"]}
+        self.set_info = {int(r[0]): tuple(r[1:]) for r in objects["set_info"]}
 
     def _read(self, index: StrokeStore, sources: Sequence[str]) -> None:
         self.generation = index.generation()
@@ -331,8 +355,6 @@ class StrokeArrays:
         self.match_names = {r[0]: r[1] for r in index.db.execute("SELECT id, name FROM matches")}
         sets = index.db.execute("SELECT id, video, video_hash, fps FROM sets")
         self.set_info = {r[0]: (r[1], r[2], r[3]) for r in sets}  # set id -> (video, video hash, fps)
-        self.vecs: np.ndarray | None = None
-        self.row_of_id = {int(i): k for k, i in enumerate(self.id)}
 
     def _effective(self, cols, n: int, sources: Sequence[str]) -> None:
         """Side, stroke, zone and caption text per stroke from the first source that has them."""
@@ -556,10 +578,12 @@ class QueryEngine:
             gen = self.index.generation()
             if self._state is None or self._state[0].generation != gen:
                 arrays = StrokeArrays(self.index, self.sources)
-                parser = FieldParser(arrays.names, self.embedder)
-                if self.embedder is not None:
+                parser = FieldParser(arrays.names)
+                if self.embedder is not None:  # the store keeps every vector, so a new process embeds nothing
                     texts = [semantic_text(t) for t in arrays.texts]
-                    arrays.vecs = self.index.text_vectors(texts, self.embedder)
+                    arrays.search = CaptionSearch(arrays.text, self.index.text_vectors(texts, self.embedder))
+                    parser = FieldParser(arrays.names, self.embedder,
+                                         self.index.text_vectors(PHRASE_TEXTS, self.embedder))
                 self._state = (arrays, parser)
             return self._state
 
@@ -586,7 +610,8 @@ class QueryEngine:
         if limit is not None and limit < 1:
             raise ValueError(f"the number of results to show is 1 or more, not {limit}")
         a, parser = self.state()
-        parse = parser.parse(question, reference)
+        semantic = "semantic" in paths and a.search is not None
+        parse = parser.parse(question, reference, vector=semantic)
         ans = QueryAnswer(question, [], parse.covered, parse.fields.as_dict(), parse.leftover, parse.message,
                           corrected=parse.corrected)
         if parse.message:
@@ -595,12 +620,12 @@ class QueryEngine:
         t1 = time.perf_counter()
         use_fields = "structured" in paths and not parse.fields.empty()
         hit = (a.mask(parse.fields) & in_scope) if use_fields else None
-        sims = self._similarity(question, a) if "semantic" in paths and self.embedder is not None else None
+        sims = a.search.scores(parse.vector) if semantic else None  # per caption text
         t2 = time.perf_counter()
-        rows, scores, labels, near = self._merge(parse, hit, sims, in_scope, use_fields)
+        rows, scores, labels, near = self._merge(a, parse, hit, sims, in_scope, use_fields)
         whole_model = "model" in paths and self.model is not None and ground == "all"
         if not use_fields and not whole_model:
-            ans.message = self._unanswerable(question, parse, sims, in_scope)
+            ans.message = self._unanswerable(question, a, parse, sims, in_scope)
             if ans.message:
                 rows = rows[:0]
         verified: dict[int, bool] = {}
@@ -612,7 +637,8 @@ class QueryEngine:
         ans.count_by, ans.counts = count_groups(question, a, rows)
         ans.ignored = list(parse.leftover) if use_fields else []
         if asks_for_rallies(question, parse.fields):
-            ans.rallies = rally_results(a, np.sort(rows))[:limit]
+            rallies = rally_results(a, rows)
+            ans.rallies = rallies if limit is None else rallies[:limit]
         if limit is not None:
             rows, scores, labels = rows[:limit], scores[:limit], labels[:limit]
         ans.results = self._results(a, rows, scores, labels, verified)
@@ -632,17 +658,19 @@ class QueryEngine:
         if match_id is not None:
             in_scope &= a.match_id == match_id
         if scope is not None:
+            ids = np.fromiter(scope, np.int64)
+            rows = np.minimum(np.searchsorted(a.id, ids), max(len(a) - 1, 0))  # rows are in id order
             in_scope = np.zeros(len(a), bool)
-            in_scope[[a.row_of_id[i] for i in scope if i in a.row_of_id]] = True
+            in_scope[rows[a.id[rows] == ids] if len(a) else rows[:0]] = True
         return in_scope
 
-    def _unanswerable(self, question: str, parse, sims, in_scope) -> str | None:
+    def _unanswerable(self, question: str, a: StrokeArrays, parse, sims, in_scope) -> str | None:
         """Why a question without usable fields cannot be answered, or None when similarity can."""
         if not parse.leftover and parse.fields.empty():
             return self._not_understood(question)  # nothing but question words
         if sims is None:
             return "No stroke field was used and the semantic path is off: " + self._not_understood(question)
-        if float(np.max(np.where(in_scope, sims, -1.0), initial=-1.0)) < MEANINGLESS:
+        if a.search.best(sims, in_scope) < MEANINGLESS:
             return self._not_understood(question)
         return None
 
@@ -651,53 +679,28 @@ class QueryEngine:
         return (f"The question {question.strip()[:80]!r} names no player, side, stroke type, zone, set or rally, "
                 "and no stroke caption is like it. Try e.g. 'when does the bottom player smash in the backcourt?'.")
 
-    def _similarity(self, question: str, a: StrokeArrays) -> np.ndarray:
-        """Cosine similarity of the question with every stroke's caption (-1 where no caption)."""
-        if a.vecs is None or not len(a.texts):
-            return np.full(len(a), -1.0, np.float32)
-        q = self.embedder.encode_one(question)
-        per_text = a.vecs @ q
-        out = np.where(a.text >= 0, per_text[np.maximum(a.text, 0)], -1.0)
-        return out.astype(np.float32)
-
-    def _merge(self, parse, hit, sims, in_scope, use_fields):
-        """Rows in answer order, their scores and path labels, and near misses (rows, scores, labels)."""
+    def _merge(self, a: StrokeArrays, parse, hit, sims, in_scope, use_fields):
+        """Rows in answer order, their scores and path labels, and near misses (rows, scores, labels).
+        `sims`: the question's similarity with each caption text (None: the semantic path is off)."""
         empty = (np.zeros(0, np.int64), np.zeros(0), [])
-        if use_fields and (parse.covered or sims is None):
+        near = empty
+        if use_fields:
             rows = np.flatnonzero(hit)  # match order = stroke id order
-            scores = np.ones(rows.size)
-            labels = ["structured"] * rows.size
-            near = empty
             if sims is not None:
-                outside = np.where(in_scope & ~hit, sims, -np.inf)
-                near = self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
-            return rows, scores, labels, near
-        if use_fields:  # fields bound the answer, similarity ranks it
-            rows = np.flatnonzero(hit)
-            order = np.argsort(-sims[rows], kind="stable")
-            rows = rows[order]
-            scores = 0.5 + 0.5 * np.clip(sims[rows], 0, 1)
-            outside = np.where(in_scope & ~hit, sims, -np.inf)
-            near = self._top(outside, NEAR_MISSES, SEMANTIC_MIN, "semantic")
-            return rows, scores, ["structured+semantic"] * rows.size, near
+                near_rows, near_scores = a.search.top(sims, NEAR_MISSES, SEMANTIC_MIN, in_scope & ~hit)
+                near = (near_rows, near_scores, ["semantic"] * near_rows.size)
+            if parse.covered or sims is None:
+                return rows, np.ones(rows.size), ["structured"] * rows.size, near
+            # fields bound the answer, similarity ranks it
+            row_sims = a.search.of_rows(sims, rows)
+            order = np.argsort(-row_sims, kind="stable")
+            scores = 0.5 + 0.5 * np.clip(row_sims[order], 0, 1)
+            return rows[order], scores, ["structured+semantic"] * rows.size, near
         if sims is None:
             return (*empty, empty)
-        s = np.where(in_scope, sims, -np.inf)
-        best = float(np.max(s, initial=-np.inf))
-        cut = max(SEMANTIC_MIN, best - SEMANTIC_MARGIN)
-        rows = np.flatnonzero(s >= cut)
-        rows = rows[np.argsort(-s[rows], kind="stable")]
-        return rows, s[rows].astype(np.float64), ["semantic"] * rows.size, empty
-
-    @staticmethod
-    def _top(values: np.ndarray, k: int, minimum: float, label: str):
-        if not values.size:
-            return np.zeros(0, np.int64), np.zeros(0), []
-        k = min(k, values.size)
-        top = np.argpartition(-values, k - 1)[:k]
-        top = top[np.argsort(-values[top], kind="stable")]
-        top = top[values[top] >= minimum]
-        return top, values[top].astype(np.float64), [label] * top.size
+        cut = max(SEMANTIC_MIN, a.search.best(sims, in_scope) - SEMANTIC_MARGIN)
+        rows, scores = a.search.at_least(sims, cut, in_scope)
+        return rows, scores, ["semantic"] * rows.size, empty
 
     @staticmethod
     def _results(a: StrokeArrays, rows, scores, labels, verified: dict) -> "ResultList":

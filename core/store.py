@@ -220,6 +220,7 @@ class StrokeStore:
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.token_dir = self.path.with_name(self.path.name + ".tokens")
+        self.columns_file = self.path.with_name(self.path.name + ".columns")  # core.columns
         self.workspace = workspace
         self._lock = threading.RLock()  # writers of this process, one transaction at a time
         self._local = threading.local()
@@ -282,6 +283,7 @@ class StrokeStore:
                 self._add_technique_and_outcome()
             self.db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES('generation', '0')")
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES('index_id', lower(hex(randomblob(16))))")
 
     def _source_tables(self, purpose: str) -> Iterator[tuple[int, StrokeTable]]:
         """(set id, its annotation table) of every set whose source file can still be read; the
@@ -359,6 +361,10 @@ class StrokeStore:
             yield db
         finally:
             db.execute("COMMIT")
+
+    def index_id(self) -> str:
+        """A random id given to the index when it is created (or first opened by this version)."""
+        return self.db.execute("SELECT value FROM meta WHERE key='index_id'").fetchone()[0]
 
     def generation(self) -> int:
         """Changes whenever strokes, captions or corrections change (readers reload then)."""
