@@ -232,7 +232,8 @@ def start_workers(actors: int | None, model: str, gpus: float | None, precision:
     actors = actors or (max(1, int(have // gpus)) if gpus else 1)
     if gpus * actors > have:
         raise BatchError(f"{actors} actors with {gpus:g} GPU each need {gpus * actors:g} GPUs; the cluster has {have:g}")
-    workers = [StrokeWorker.options(num_gpus=gpus).remote(str(Path(model).resolve()), precision, threads)
+    # an actor holds no CPU: held CPUs would leave none for the decoding tasks that feed it
+    workers = [StrokeWorker.options(num_cpus=0, num_gpus=gpus).remote(str(Path(model).resolve()), precision, threads)
                for _ in range(actors)]
     infos = ray.get([w.describe.remote() for w in workers])
     errors = [i["error"] for i in infos if "error" in i]

@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "train.detector": "python -m train.detector",
     "train.detector_renders": "python -m train.detector_renders",
     "core.report": "python -m core.report",
+    "core.batch": "python -m core.batch",
     "train.evaluate_detect": "python -m train.evaluate_detect",
     "train.build_dataset": "python -m train.build_dataset",
     "train.replay": "python -m train.replay",
@@ -35,6 +36,7 @@ ENTRY_POINTS = {
     "tests.benchmarks.bench_detect": "python -m tests.benchmarks.bench_detect",
     "tests.benchmarks.bench_concurrency": "python -m tests.benchmarks.bench_concurrency",
     "tests.benchmarks.bench_upload": "python -m tests.benchmarks.bench_upload",
+    "tests.benchmarks.bench_batch": "python -m tests.benchmarks.bench_batch",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 
