@@ -75,6 +75,9 @@ def find_sets(store: StrokeStore, annotations: Path, videos: Path) -> tuple[list
     for csv in files:
         try:
             src = set_source(csv, workspace=store.workspace)
+            twin = next((j for j in jobs if (j.src.match, j.src.set_no) == (src.match, src.set_no)), None)
+            if twin is not None:
+                raise BatchError(f"{twin.csv} is {twin.name} too; index one file per set")
             video = find_video(videos, src.match, src.set_no)
             if video is None:
                 raise BatchError(f"no video for {src.match} set {src.set_no} in {videos}")
@@ -90,12 +93,14 @@ def written_sets(store: StrokeStore) -> dict[tuple[str, int], dict]:
     return {(m["name"], s["set_no"]): s for m in store.matches() for s in store.sets(m["id"])}
 
 
-def is_done(job: SetJob, written: dict[tuple[str, int], dict], keys: tuple[str, str]) -> bool:
-    """The set is in the index as this run would write it: same set file, video and model."""
+def is_done(store: StrokeStore, job: SetJob, written: dict[tuple[str, int], dict], keys: tuple[str, str]) -> bool:
+    """The set is in the index as this run would write it (same set file, video and model) and
+    every hit frame has its caption (a stroke a coach added since would not)."""
     row = written.get((job.src.match, job.src.set_no))
     return bool(row) and row["status"] == "complete" and (
         row["source_hash"], row["video_hash"], row["video"], row["encoder_key"], row["captioner_key"]
-    ) == (job.src.source_hash, job.vhash, str(job.video.resolve()), *keys)
+    ) == (job.src.source_hash, job.vhash, str(job.video.resolve()), *keys) and (
+        set(job.frames) <= store.captioned_frames(job.vhash, keys[1]))
 
 
 class SeasonIndexer:
@@ -114,7 +119,7 @@ class SeasonIndexer:
         out = {"indexed": 0, "skipped": 0, "failed": 0}
         written = written_sets(self.store)
         for job in jobs:
-            if is_done(job, written, self.keys):
+            if is_done(self.store, job, written, self.keys):
                 out["skipped"] += 1
                 report(f"skipped {job.name}: already indexed with this model", False)
             else:
