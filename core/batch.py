@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -212,7 +213,8 @@ def start_ray(address: str | None, cpus: int | None) -> bool:
     if ray.is_initialized():
         return False
     # the workers import this repository's modules, from where the driver has them
-    options = {"runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}, "logging_level": logging.WARNING}
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    options = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}, "logging_level": logging.WARNING}
     try:
         if address:
             ray.init(address=address, **options)
