@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import queue
+import re
+import socket
 import sys
 import threading
 from collections import deque
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 IN_FLIGHT = 2  # encode batches sent ahead per actor, so that it never waits for this process
 DECODED_AHEAD = 4  # pixel batches a decoding task may hold before the model takes them
+CONNECT_TIMEOUT_S = 10.0
 
 
 class BatchError(RuntimeError):
@@ -210,6 +213,8 @@ def start_ray(address: str | None, cpus: int | None) -> bool:
     use; None: all). A process that has Ray running already keeps it. True when this call started it."""
     import ray
 
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         return False
     # the workers import this repository's modules, from where the driver has them
@@ -224,6 +229,17 @@ def start_ray(address: str | None, cpus: int | None) -> bool:
         raise BatchError(f"cannot {'join the Ray cluster at ' + address if address else 'start Ray'}: "
                          f"{_reason(err)}") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """BatchError at once when nothing answers at a HOST:PORT address (Ray itself retries for minutes)."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if m is None:
+        return  # 'auto' and other forms Ray resolves itself
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise BatchError(f"cannot join the Ray cluster at {address}: nothing answers there ({err})") from None
 
 
 def start_workers(actors: int | None, model: str, gpus: float | None, precision: str = "fp32",

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -119,12 +120,21 @@ def test_bad_sets_are_named_in_one_line_each_and_the_good_ones_are_indexed(seaso
     assert [s["set_no"] for s in StrokeStore(db).sets()] == [1]  # all or nothing: the cut video's set is not there
 
 
-@pytest.mark.parametrize("what", ["videos", "annotations", "model"])
-def test_a_missing_folder_or_an_unknown_model_is_refused_in_one_line(season, adapters, tmp_path, capsys, what):
-    args = {"videos": season, "annotations": season, "model": adapters, what: tmp_path / "nothing"}
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("what", ["videos", "annotations", "model", "ray"])
+def test_a_missing_folder_an_unknown_model_or_no_cluster_is_refused_in_one_line(season, adapters, tmp_path, capsys,
+                                                                                what):
+    nothing = f"127.0.0.1:{free_port()}" if what == "ray" else str(tmp_path / "nothing")
+    args = {"videos": season, "annotations": season, "model": adapters, "ray": None, what: nothing}
     code = batch_main(["--videos", str(args["videos"]), "--annotations", str(args["annotations"]),
-                       "--db", str(tmp_path / "index.sqlite"), "--model", str(args["model"])])
+                       "--db", str(tmp_path / "index.sqlite"), "--model", str(args["model"]),
+                       *(["--ray", args["ray"]] if args["ray"] else [])])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]  # Ray's workers may log too
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert str(tmp_path / "nothing") in lines[0]
+    assert nothing in lines[0]
