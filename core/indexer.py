@@ -58,10 +58,16 @@ def add_match(store: StrokeStore, annotations: str | Path | None = None, video: 
         fps, vhash = probe(video).fps, store.video_hash(video)
     keys = None
     if model is not None:
-        frames = _frames_in_video(store.planned_frames(src), video)
+        frames = planned_video_frames(store, src, video)
         keys = model_pass(store, video, vhash, frames, model, progress, batch_size, True, settings,
                           caption_batch, model_lock)["keys"]
     return store.write_set(src, video, vhash, fps, keys)[0]
+
+
+def planned_video_frames(store: StrokeStore, src: SetSource, video: str | Path) -> list[int]:
+    """The hit frames the set will have once `src` is written that lie in the video: the frames its
+    model pass encodes and captions (core.batch plans its sets with this too)."""
+    return _frames_in_video(store.planned_frames(src), video)
 
 
 def named(src: SetSource, bottom: str, upper: str, known: dict | None = None) -> SetSource:

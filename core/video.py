@@ -75,6 +75,19 @@ def probe(path: str | Path) -> VideoInfo:
         cap.release()
 
 
+VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi")
+
+
+def find_video(videos: Path, match: str, set_no: int) -> Path | None:
+    """The video of set `set_no` of `match` under a videos folder: `<match>/setN.mp4` (the layout
+    train.replay renders and ShuttleSet folders use) or `<match>_setN.mp4`, any of VIDEO_EXTS."""
+    for ext in VIDEO_EXTS:
+        for p in (videos / match / f"set{set_no}{ext}", videos / f"{match}_set{set_no}{ext}"):
+            if p.is_file():
+                return p
+    return None
+
+
 def window_indices(center: int, before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER,
                    num_frames: int | None = None) -> list[int]:
     """The frame indices of a window, clamped to [0, num_frames - 1]."""

@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "train.detector": "python -m train.detector",
     "train.detector_renders": "python -m train.detector_renders",
     "core.report": "python -m core.report",
+    "core.batch": "python -m core.batch",
     "train.evaluate_detect": "python -m train.evaluate_detect",
     "train.build_dataset": "python -m train.build_dataset",
     "train.replay": "python -m train.replay",
@@ -38,6 +39,7 @@ ENTRY_POINTS = {
     "tests.benchmarks.bench_startup": "python -m tests.benchmarks.bench_startup",
     "tests.benchmarks.bench_decode": "python -m tests.benchmarks.bench_decode",
     "tests.benchmarks.bench_memory": "python -m tests.benchmarks.bench_memory",
+    "tests.benchmarks.bench_batch": "python -m tests.benchmarks.bench_batch",
 }
 MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 

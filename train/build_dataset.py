@@ -37,12 +37,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.annotations import AnnotationError, ImportReport, Stroke, load_annotations
+from core.video import find_video
 from train.qa import CHUNK, COT_CHUNK, KINDS, chunk_questions, chunk_rng, rally_chunks
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi")
 
 
 class BuildError(RuntimeError):
@@ -83,14 +83,6 @@ def load_strokes(files: list[Path], progress: bool = True) -> tuple[list[Stroke]
             by_id[s.stroke_id].append(s)
     strokes = [group[0] for group in by_id.values() if len(group) == 1]
     return strokes, report, sum(len(g) for g in by_id.values() if len(g) > 1)
-
-
-def find_video(videos: Path, match: str, set_no: int) -> Path | None:
-    for ext in VIDEO_EXTS:
-        for p in (videos / match / f"set{set_no}{ext}", videos / f"{match}_set{set_no}{ext}"):
-            if p.is_file():
-                return p
-    return None
 
 
 # ---------------------------------------------------------------- splits
