@@ -67,12 +67,13 @@ def build_tiny_base(folder: str | Path, spec: TinySpec | None = None, corpus: It
     folder = Path(folder)
     tokenizer = build_llm_tokenizer(corpus or default_corpus())
     qformer_tok = build_qformer_tokenizer([QFORMER_INSTRUCTION])
-    torch.manual_seed(seed)
-    model = InstructBlipForConditionalGeneration(tiny_config(spec, len(tokenizer), len(qformer_tok)))
-    # transformers zero-initialises the query tokens (a pretrained base overwrites them); from
-    # scratch, identical queries would stay identical, so break the symmetry as BLIP-2 does.
-    with torch.no_grad():
-        model.query_tokens.normal_(0.0, model.config.initializer_range)
+    with torch.random.fork_rng():  # the caller's random state goes on as if no base had been built
+        torch.manual_seed(seed)
+        model = InstructBlipForConditionalGeneration(tiny_config(spec, len(tokenizer), len(qformer_tok)))
+        # transformers zero-initialises the query tokens (a pretrained base overwrites them); from
+        # scratch, identical queries would stay identical, so break the symmetry as BLIP-2 does.
+        with torch.no_grad():
+            model.query_tokens.normal_(0.0, model.config.initializer_range)
     model.generation_config.min_new_tokens = 1  # word-level tokens: the reference's floor of 10 is 10 words
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
