@@ -61,6 +61,12 @@ def _video(page, prop: str) -> float:
     return page.evaluate(f"document.querySelector('#match-video video').{prop}")
 
 
+def _wait_uploaded(page, box: str, name: str) -> None:
+    """The upload box shows the file (its name may wrap between stem and extension)."""
+    page.wait_for_function("([box, name]) => document.querySelector(box).innerText.replace(/\\s+/g, '').includes(name)",
+                           arg=[box, name], timeout=60_000)
+
+
 def _load_in_a_video(page, src: str) -> dict:
     """A new <video> element's state once `src` has loaded in it (or failed): ready, error, seconds."""
     return page.evaluate("""(src) => new Promise((done) => {
@@ -319,7 +325,7 @@ def test_a_file_that_is_not_a_video_is_refused_beside_the_add_button_and_the_pic
     before = page.input_value("#match-pick input")
     page.locator("#add-match-form").get_by_text("Add a match").first.click()
     page.set_input_files("#add-match-form input[type=file] >> nth=0", str(fake))
-    page.wait_for_function("document.querySelector('#add-match-form').innerText.includes('holiday.mp4')")
+    _wait_uploaded(page, "#add-match-form", "holiday.mp4")
     page.click("#add-match")
     page.wait_for_function("document.querySelector('#add-status').innerText.includes('⚠')", timeout=60_000)
     assert "⚠ holiday.mp4: not a readable video file" in page.inner_text("#add-status")  # the file, not its folders
@@ -343,7 +349,7 @@ def test_a_shuttleset_folder_zip_adds_its_sets_with_the_players_named(page, shot
         z.write(root / match / "set3.csv", f"{copy}/set3.csv")
     page.locator("#add-match-form").get_by_text("Add a match").first.click()
     page.set_input_files("#add-folder input[type=file]", str(archive))
-    page.wait_for_function("document.querySelector('#add-folder').innerText.includes('denmark.zip')")
+    _wait_uploaded(page, "#add-folder", "denmark.zip")
     page.click("#add-match")
     page.wait_for_function("document.querySelector('#add-status').innerText.includes('Added')", timeout=120_000)
     assert "Added Denmark Open 2018 Final replay (129 strokes)" in page.inner_text("#add-status")
