@@ -290,13 +290,17 @@ def write_highlights(segments: list[tuple[Path, float, float]], out: Path, progr
     first clip's size and frame rate; with `titles`, each clip follows a title card of its lines."""
     fps = video_fps(segments[0][0]) if segments else 25.0
 
+    sizes: dict[Path, tuple[int, int]] = {}
+
     def frames() -> Iterator[np.ndarray]:
         for i, (video, a, b) in enumerate(segments):
             if progress:
                 progress(i, len(segments), "cutting clips")
             if titles:
-                info = probe(video)
-                card = title_card(titles[i], (info.width, info.height))
+                if video not in sizes:  # a card is drawn at its clip's size, each video probed once
+                    info = probe(video)
+                    sizes[video] = (info.width, info.height)
+                card = title_card(titles[i], sizes[video])
                 yield from (card for _ in range(int(round(TITLE_CARD_S * fps))))
             yield from read_segment(video, a, b)
 

@@ -374,31 +374,29 @@ def _export_name(name: str | None) -> str:
     return f"playlist-{name.strip()}" if name and name.strip() else "playlist"
 
 
-def on_playlist_csv(engine: Engine, items: list[dict] | None, name: str) -> dict:
+def _clips(items: list[dict] | None) -> list[dict]:
     if not items:
         raise gr.Error("The playlist is empty: add the results of a question first.")
-    return gr.update(value=str(engine.export_results_csv(items, _export_name(name))), visible=True)
+    return items
+
+
+def on_playlist_csv(engine: Engine, items: list[dict] | None, name: str) -> dict:
+    return gr.update(value=str(engine.export_results_csv(_clips(items), _export_name(name))), visible=True)
 
 
 def on_playlist_mp4(engine: Engine, items: list[dict] | None, name: str, progress: gr.Progress = gr.Progress()) -> dict:
-    if not items:
-        raise gr.Error("The playlist is empty: add the results of a question first.")
-    path = engine.export_highlights(items, _export_name(name), progress=progress_callback(progress))
+    path = engine.export_highlights(_clips(items), _export_name(name), progress=progress_callback(progress))
     return gr.update(value=str(path), visible=True)
 
 
 def on_playlist_edl(engine: Engine, items: list[dict] | None, name: str) -> dict:
-    if not items:
-        raise gr.Error("The playlist is empty: add the results of a question first.")
-    return gr.update(value=str(engine.export_edl(items, _export_name(name))), visible=True)
+    return gr.update(value=str(engine.export_edl(_clips(items), _export_name(name))), visible=True)
 
 
 def on_playlist_play(engine: Engine, items: list[dict] | None, current_name: str | None,
                      lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S) -> tuple:
     """(video, video name, play-all payload): the playlist's clips in its order, across sets."""
-    if not items:
-        raise gr.Error("The playlist is empty: add the results of a question first.")
-    return on_play_all(engine, items, current_name, lead_in, lead_out, in_order=True)
+    return on_play_all(engine, _clips(items), current_name, lead_in, lead_out, in_order=True)
 
 
 # ---------------------------------------------------------------- layout and events
