@@ -50,13 +50,12 @@ def rally_table(rows: list[dict]) -> list[list]:
              r.get("ending") or "", round(float(r.get("start_s") or 0.0), 2)] for r in rows]
 
 
-def _table(rows: list[dict], rallies: bool) -> dict:
-    """The results table's update: strokes, or rallies when the answer is rallies."""
+def _table(rows: list[dict], rallies: bool, label: str = "Matching strokes (click a row to play it)") -> dict:
+    """The results table's update: strokes (under `label`), or rallies when the answer is rallies."""
     if rallies:
         return gr.update(value=rally_table(rows), headers=RALLY_COLUMNS, column_widths=RALLY_WIDTHS,
                          label="Matching rallies (click a row to play it)")
-    return gr.update(value=result_table(rows), headers=RESULT_COLUMNS, column_widths=RESULT_WIDTHS,
-                     label="Matching strokes (click a row to play it)")
+    return gr.update(value=result_table(rows), headers=RESULT_COLUMNS, column_widths=RESULT_WIDTHS, label=label)
 
 
 def _counts(ans) -> dict:
@@ -176,8 +175,7 @@ def on_ask(engine: Engine, q: str, match_id: int | None, lane_by: str) -> tuple:
         return gr.skip(), gr.skip(), gr.skip(), f"⚠ {why} (the results below are unchanged)", gr.skip()
     if _near(ans):  # the near misses, marked apart: another table label, a titled timeline
         rows = ans.near_misses
-        table = gr.update(value=result_table(rows), headers=RESULT_COLUMNS, column_widths=RESULT_WIDTHS,
-                          label="Close to the question, not matching it (click a row to watch it)")
+        table = _table(rows, False, label="Close to the question, not matching it (click a row to watch it)")
         return rows, table, _timeline(engine, rows, lane_by, title="Close strokes (not matches)"), \
             answer_note(ans), _counts(ans)
     rows = ans.rallies or ans.rows
@@ -247,7 +245,7 @@ def on_timeline_click(engine: Engine, rows: list[dict] | None, current_name: str
                       lead_in: float | None = SEEK_LEAD_S, lead_out: float | None = LEAD_OUT_S,
                       loop: bool = False) -> tuple:
     """A click on the timeline: (video, video name, seek payload, zoom): a stroke's mark plays it, a
-    rally's handle zooms the timeline to that rally (no seek)."""
+    rally's label zooms the timeline to that rally (no seek)."""
     if value and str(value).startswith("rally:"):
         _, set_no, rally = str(value).split(":")[:3]
         return gr.skip(), gr.skip(), "", f"{int(set_no)}:{int(rally)}"
