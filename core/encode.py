@@ -33,7 +33,8 @@ class Writer:
     `len()` and `read(start, stop) -> (channels, stop - start)` (read in order as frames are written).
     """
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio=None, rate: int = 48_000):
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio=None, rate: int = 48_000,
+                 crf: int = CRF):
         size = (size[0] - size[0] % 2, size[1] - size[1] % 2)
         self.path, self.size, self.fps = Path(path), size, fps
         self.container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
@@ -43,7 +44,7 @@ class Writer:
         vs.pix_fmt = "yuv420p"
         vs.time_base = 1 / rate_q
         # no B-frames: decode order = display order; one thread: the same bytes on every run
-        vs.options = {"preset": PRESET, "crf": str(CRF), "bf": "0", "threads": "1",
+        vs.options = {"preset": PRESET, "crf": str(crf), "bf": "0", "threads": "1",
                       "g": str(max(1, int(round(2 * fps))))}
         vs.codec_context.thread_count = 1
         self.video = vs

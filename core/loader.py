@@ -36,6 +36,7 @@ ADAPTERS = "adapters.safetensors"
 MANIFEST_FORMAT = "shuttle-lens-adapters"
 MANIFEST_VERSION = 1
 STROKE_EMBEDDINGS = "stroke_embeddings.safetensors"  # optional, in a stroke-pretrained base folder
+TUBELET = "tubelet"  # its Conv3d weight (D, C, frames, patch, patch), when the base has a tubelet embedding
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"  # where InstructBlipProcessor saves it
 INT8_SKIP = ["qformer", "query_tokens", "language_projection", "lm_head"]  # kept in float for LoRA
 
@@ -70,17 +71,24 @@ def build_model(settings: ModelSettings, stage: int = 0) -> StrokeModel:
     """Base + the stroke model's new parameters + freshly initialised LoRA from `settings.lora`."""
     base, tokenizer, qformer_tok, spec = load_base(settings)
     instruction = qformer_tok(QFORMER_INSTRUCTION, return_tensors="pt").input_ids[0]
-    vlm = StrokeVLM(base, instruction, settings.num_frames, settings.max_clips)
-    _init_stroke_embeddings(vlm, settings.base)
+    embeddings = _read_stroke_embeddings(settings.base)
+    tubelet = embeddings.get(TUBELET)
+    vlm = StrokeVLM(base, instruction, settings.num_frames, settings.max_clips,
+                    tubelet_frames=int(tubelet.shape[2]) if tubelet is not None else 0)
+    _init_stroke_embeddings(vlm, embeddings, Path(str(settings.base)) / STROKE_EMBEDDINGS)
     device = resolve_device(settings.device)
     vlm.frame_embed.data = vlm.frame_embed.data.to(compute_dtype(settings.precision))
     vlm.clip_embed.data = vlm.clip_embed.data.to(compute_dtype(settings.precision))
+    if vlm.tubelet is not None:
+        vlm.tubelet.to(compute_dtype(settings.precision))
     attach_lora(vlm, settings.lora)
     if settings.precision != "int8":  # int8 weights were placed by from_pretrained
         vlm.to(device)
     else:
         vlm.frame_embed.data, vlm.clip_embed.data = vlm.frame_embed.data.to(device), vlm.clip_embed.data.to(device)
         vlm.qformer_input_ids = vlm.qformer_input_ids.to(device)
+        if vlm.tubelet is not None:
+            vlm.tubelet.to(device)
     vlm.eval()
     processor = StrokeProcessor(tokenizer, spec, settings.num_frames, settings.max_clips)
     return StrokeModel(vlm, processor, settings, device, stage)
@@ -197,20 +205,25 @@ def base_signature(config) -> dict:
             "llm_layers": t.num_layers, "llm_ffn": t.d_ff, "llm_vocab": t.vocab_size}
 
 
-def _init_stroke_embeddings(vlm: StrokeVLM, source: str) -> None:
-    """A base pretrained for strokes may carry its frame/clip embeddings beside the checkpoint;
-    a plain InstructBLIP base has none and they start at zero."""
-    path = Path(source) / STROKE_EMBEDDINGS
+def _read_stroke_embeddings(source: str) -> dict[str, torch.Tensor]:
+    """A base pretrained for strokes may carry its frame/clip embeddings (and a tubelet embedding)
+    beside the checkpoint; a plain InstructBLIP base has none."""
+    path = Path(str(source)) / STROKE_EMBEDDINGS
     if not path.is_file():
-        return
+        return {}
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except SafetensorError as err:
         raise ModelLoadError(f"{path}: not a readable embeddings file ({err}); the file is damaged") from None
+
+
+def _init_stroke_embeddings(vlm: StrokeVLM, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy the base's stroke embeddings into the model (those it lacks start at zero)."""
+    targets = {"frame_embed": vlm.frame_embed, "clip_embed": vlm.clip_embed,
+               **({TUBELET: vlm.tubelet.weight} if vlm.tubelet is not None else {})}
     with torch.no_grad():
-        for name in ("frame_embed", "clip_embed"):
+        for name, target in targets.items():
             if name in state:
-                target = getattr(vlm, name)
                 if state[name].shape != target.shape:
                     raise ModelLoadError(f"{path}: {name} has shape {tuple(state[name].shape)}, "
                                          f"the model needs {tuple(target.shape)}")
@@ -218,10 +231,11 @@ def _init_stroke_embeddings(vlm: StrokeVLM, source: str) -> None:
 
 
 def save_stroke_embeddings(vlm: StrokeVLM, base_dir: str | Path) -> Path:
-    """Store a pretrained base's frame/clip embeddings beside its checkpoint."""
+    """Store a pretrained base's frame/clip embeddings (and its tubelet embedding) beside its checkpoint."""
     path = Path(base_dir) / STROKE_EMBEDDINGS
-    save_file({"frame_embed": vlm.frame_embed.detach().float().cpu().contiguous(),
-               "clip_embed": vlm.clip_embed.detach().float().cpu().contiguous()}, str(path))
+    state = {"frame_embed": vlm.frame_embed, "clip_embed": vlm.clip_embed,
+             **({TUBELET: vlm.tubelet.weight} if vlm.tubelet is not None else {})}
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()}, str(path))
     return path
 
 

@@ -1,7 +1,9 @@
 """The stroke video-language model: InstructBLIP's vision tower, Q-Former and FlanT5, made
 to read stroke clips.
 
-One stroke clip (T frames) -> the vision tower per frame -> a learned frame-position embedding
+One stroke clip (T frames) -> the vision tower per frame (a base pretrained on strokes may add a
+tubelet embedding: a Conv3d over neighbouring frames whose output joins each frame's patch
+embedding, so the tower's first layer sees motion) -> a learned frame-position embedding
 added to each frame's tokens -> the Q-Former's queries attend over the tokens of all T frames
 (reading the fixed instruction) -> `num_query_tokens` tokens per stroke. Stage 2 feeds K clips
 of a rally chunk: each is encoded alone, projected to the LLM width, tagged with a learned
@@ -36,7 +38,7 @@ ANSWER_BATCH = 16
 
 class StrokeVLM(nn.Module):
     def __init__(self, base: InstructBlipForConditionalGeneration, qformer_input_ids: torch.Tensor,
-                 num_frames: int = 16, max_clips: int = 16):
+                 num_frames: int = 16, max_clips: int = 16, tubelet_frames: int = 0):
         super().__init__()
         self.base = base
         cfg = base.config
@@ -45,6 +47,27 @@ class StrokeVLM(nn.Module):
         self.clip_embed = nn.Parameter(torch.zeros(max_clips, cfg.text_config.d_model))
         self.register_buffer("qformer_input_ids", qformer_input_ids.view(1, -1).long(), persistent=False)
         self.num_frames, self.max_clips = num_frames, max_clips
+        self.tubelet: nn.Conv3d | None = None
+        self._clip_frames = 1
+        if tubelet_frames:
+            if tubelet_frames % 2 == 0:
+                raise ValueError(f"tubelet_frames must be odd (centred on its frame), got {tubelet_frames}")
+            v, patch = cfg.vision_config, cfg.vision_config.patch_size
+            embed = base.vision_model.embeddings.patch_embedding
+            self.tubelet = nn.Conv3d(embed.in_channels, v.hidden_size, (tubelet_frames, patch, patch),
+                                     stride=(1, patch, patch), padding=(tubelet_frames // 2, 0, 0), bias=False)
+            nn.init.zeros_(self.tubelet.weight)
+            # The tower embeds frames one by one; the hook adds the tubelet's view of each frame's
+            # neighbours to its patch embedding, leaving the Hugging Face tower itself unchanged.
+            embed.register_forward_hook(self._add_tubelet)
+
+    def _add_tubelet(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings (N*T, D, h, w) of frames (N*T, C, H, W) + the Conv3d over each clip's frames."""
+        frames = args[0]
+        t = self._clip_frames
+        clips = frames.view(frames.shape[0] // t, t, *frames.shape[1:]).transpose(1, 2)  # (N, C, T, H, W)
+        motion = self.tubelet(clips.to(self.tubelet.weight.dtype))  # (N, D, T, h, w)
+        return out + motion.transpose(1, 2).flatten(0, 1).to(out.dtype)
 
     @property
     def num_query_tokens(self) -> int:
@@ -62,6 +85,7 @@ class StrokeVLM(nn.Module):
         vision = self.base.vision_model
         dtype = vision.embeddings.patch_embedding.weight.dtype
         # 1. vision tower per frame: (N*T, P, Dv), then tag each frame's tokens with its position
+        self._clip_frames = t  # how the tubelet hook regroups the frames into clips
         frames = vision(pixel_values=pixel_values.flatten(0, 1).to(dtype)).last_hidden_state
         frames = frames.view(n, t, *frames.shape[1:]) + self.frame_embed[:t, None].to(frames.dtype)
         image_embeds = frames.flatten(1, 2)  # (N, T*P, Dv): the queries see all frames at once

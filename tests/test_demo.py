@@ -15,8 +15,9 @@ from core.config import ModelSettings
 from core.loader import STROKE_EMBEDDINGS, build_model, load_model, read_manifest
 from core.tiny import TinySpec
 from train.clip_cache import cut_set
-from train.demo import (RUNS_FILE, SHARES, assemble, choose_sets, match_sets, merge_match_files, parser, set_seeds,
-                        stage_configs, write_model_card)
+from train.demo import (HELDOUT_FAMILY, LOOK_SEEDS, RUNS_FILE, SHARES, SPLIT_SEEDS, TRAIN_FAMILIES, TRAIN_SIZES,
+                        assemble, choose_sets, headline, match_sets, merge_match_files, parser, plan_looks,
+                        render_looks, stage_configs, test_conditions, write_model_card)
 from train.pretrain_base import METRICS, PretrainConfig, augment, load_renders, pretrain, tokenizer_corpus
 from train.replay import render_set
 
@@ -75,6 +76,19 @@ def test_phase_b_keeps_the_stroke_heads_as_an_auxiliary_loss(rendered, tmp_path)
     # the same phase A and the same first batch: the difference is the weighted heads' loss
     # (three cross-entropies of barely trained heads, well above 1 at weight 5)
     assert first_b[5.0] - first_b[0.0] > 1.0, first_b
+
+
+def test_a_tubelet_base_trains_its_tubelet_and_loads_with_it(rendered, tmp_path):
+    from core.loader import STROKE_EMBEDDINGS, TUBELET
+
+    clips = cut_set(rendered, rendered.with_suffix(".mp4"), 4, SPEC.image_size)
+    cfg = PretrainConfig(spec=SPEC, num_frames=4, batch_size=8, warmup=2, steps_a=6, steps_b=2, steps_c=0,
+                         eval_every=100, eval_limit=8, tubelet=3)
+    pretrain(clips, None, tmp_path / "base", cfg)
+    weight = load_file(str(tmp_path / "base" / STROKE_EMBEDDINGS))[TUBELET]
+    assert weight.shape == (SPEC.vision_hidden, 3, 3, SPEC.patch_size, SPEC.patch_size) and weight.abs().sum() > 0
+    model = build_model(ModelSettings(base=str(tmp_path / "base"), num_frames=4, device="cpu"))
+    torch.testing.assert_close(model.vlm.tubelet.weight, weight)
 
 
 def test_pretraining_continues_from_an_existing_base(rendered, pretrained, tmp_path):
@@ -167,18 +181,54 @@ def test_tokenizer_corpus_covers_captions_and_questions(pretrained):
         assert unk not in model.tokenizer(text).input_ids, text
 
 
-def test_heldout_and_training_sets_come_from_different_matches(tmp_path):
-    for m in ("a", "b", "c", "d"):
+def test_the_three_splits_come_from_different_matches(tmp_path):
+    for m in ("a", "b", "c", "d", "e"):
         for s in (1, 2):
             (tmp_path / m).mkdir(exist_ok=True)
             (tmp_path / m / f"set{s}.csv").write_text("")
     (tmp_path / "no_sets").mkdir()
     matches = match_sets(tmp_path)
-    assert sorted(matches) == ["a", "b", "c", "d"]
-    train, heldout = choose_sets(matches, train_sets=4, heldout_sets=3, seed=0)
-    assert len(train) == 4 and len(heldout) == 3
-    assert not {s.parent.name for s in train} & {s.parent.name for s in heldout}
-    assert set_seeds(train, 1)[0] == 1000 and not set(set_seeds(train, 1)) & set(set_seeds(heldout, 2))
+    assert sorted(matches) == list("abcde")
+    sets = choose_sets(matches, {"train": 4, "val": 2, "test": 3}, seed=0)
+    assert [len(sets[k]) for k in ("train", "val", "test")] == [4, 2, 3]
+    owners = {k: {s.parent.name for s in v} for k, v in sets.items()}
+    assert not owners["train"] & owners["val"] and not owners["train"] & owners["test"]
+    assert not owners["val"] & owners["test"]
+
+
+def test_every_rally_gets_its_own_look_from_its_splits_seed_range():
+    sets = [ROOT.parent / "shared" / "data" / "shuttleset" / SET_CSV.parent.name / SET_CSV.name]  # every rally
+    train = plan_looks(sets, "train", SPLIT_SEEDS["train"], 1, TRAIN_FAMILIES, TRAIN_SIZES)
+    test = plan_looks(sets, "test", SPLIT_SEEDS["test"], 2, TRAIN_FAMILIES, {(640, 360): 1.0}, max_rallies=6)
+    assert len({k.rallies for k in train}) == len(train) and all(len(k.rallies) == 1 for k in train)
+    assert len(test) == 3 and [k.rallies for k in test] == [(1, 2), (3, 4), (5, 6)]
+    seeds = lambda looks: {k.seed for k in looks}  # noqa: E731
+    assert min(seeds(train)) == SPLIT_SEEDS["train"] * LOOK_SEEDS and not seeds(train) & seeds(test)
+    assert len({k.video for k in train}) == len(train)  # one video per look
+    assert {k.family for k in train} <= set(TRAIN_FAMILIES) and len({k.family for k in train}) > 1
+    assert {k.size for k in train} <= set(TRAIN_SIZES) and len({k.fps for k in train}) > 1
+    conditions = test_conditions(test)
+    assert {k.size for k in conditions["test_1280x720"]} == {(1280, 720)}
+    assert {k.family for k in conditions[f"test_{HELDOUT_FAMILY}_640x360"]} == {HELDOUT_FAMILY}
+    assert [k.seed for k in conditions["test_640x360"]] == [k.seed for k in test]
+
+
+def test_rendered_looks_keep_their_own_size_rate_and_labels(tmp_path):
+    from core.annotations import load_shuttleset_set
+    from core.video import probe
+
+    looks = plan_looks([SET_CSV], "train", 1, 1, ("high", "offside"), {(96, 54): 0.5, (128, 72): 0.5},
+                       max_rallies=3)
+    csvs, clips = render_looks(looks, tmp_path, processes=1)
+    assert len(csvs) == len(looks) == 2  # the test set's two rallies
+    assert len(clips) == sum(s.caption is not None for c in csvs for s in load_shuttleset_set(c).strokes)
+    source = {(s.rally, s.ball_round): s for s in load_shuttleset_set(SET_CSV).strokes}
+    for look, rendered in zip(looks, csvs):
+        info = probe(rendered.with_suffix(".mp4"))
+        assert (info.width, info.height) == look.size and info.fps == pytest.approx(look.fps)
+        for s in load_shuttleset_set(rendered).strokes:  # the camera moved; the court-plane labels did not
+            original = source[(s.rally, s.ball_round)]
+            assert (s.side, s.zone, s.stroke) == (original.side, original.zone, original.stroke)
 
 
 def test_demo_runs_the_stage_recipes_on_their_own_configs(tmp_path):
@@ -186,7 +236,7 @@ def test_demo_runs_the_stage_recipes_on_their_own_configs(tmp_path):
     cfg1, cfg2 = stage_configs(args, tmp_path / "base", tmp_path / "data", tmp_path, budget_s=600)
     assert cfg1.lora_settings().qformer_r == 8 and cfg1.base == str(tmp_path / "base") and cfg1.num_frames == 8
     assert cfg1.max_steps == cfg1.schedule_steps == int(600 * SHARES["stage1"] * args.stage1_clips_per_s / 16) and cfg1.batch_size == 16
-    assert cfg2.init == cfg1.out and cfg2.negative_share == 0.4 and cfg2.lora_llm().llm_alpha == 2 * args.stage2_llm_r
+    assert cfg2.init == str(Path(cfg1.out) / "best") and cfg2.negative_share == 0.4 and cfg2.lora_llm().llm_alpha == 2 * args.stage2_llm_r
     assert cfg1.data == cfg2.data == str(tmp_path / "data") and not cfg1.progress
 
 
@@ -215,8 +265,8 @@ def test_assemble_writes_a_loadable_adapter_folder(pretrained, tmp_path):
             target.write_bytes(f.read_bytes())
     model = build_model(ModelSettings(base=str(work / "base"), num_frames=4, device="cpu",
                                       lora=LoraSettings(qformer_parts=("cross_attn",), llm_part="all")), stage=2)
-    save_adapters(model, work / "stage2" / "final")
-    out = assemble(work, tmp_path / "demo-model")
+    save_adapters(model, work / "stage2" / "best")
+    out = assemble(work / "stage2" / "best", work / "base", tmp_path / "demo-model")
     manifest = read_manifest(out)
     assert manifest["base_model"] == "base"  # beside the adapters, wherever the folder is moved
     loaded = load_model(out, device="cpu")
@@ -242,19 +292,24 @@ def test_demo_model_loads_from_the_repository_root(monkeypatch):
     assert _size(DEMO_MODEL) <= 25 * 2**20
 
 
-def test_demo_model_card_lists_disjoint_matches_and_heldout_metrics():
+def test_demo_model_card_lists_disjoint_splits_and_test_metrics():
     card = json.loads((DEMO_MODEL / "card.json").read_text())
-    train, held = set(card["training_matches"]), set(card["heldout_matches"])
-    assert train and held and not train & held
-    assert card["train_seed"] != card["heldout_seed"]
-    s1, s2 = card["heldout"]["stage1"], card["heldout"]["stage2"]
-    for field in ("side", "stroke", "zone"):
-        assert 0 <= s1["field_accuracy"][field] <= 1 and field in s1["majority_baseline"]
-    assert {"f1", "impossible_accuracy", "majority_baseline"} <= set(s2)
-    assert card["timings_s"]["total"] <= 30 * 60
+    splits = card["splits"]
+    matches = {k: set(splits[k]["matches"]) for k in ("train", "val", "test")}
+    assert all(matches.values()) and not matches["train"] & matches["val"]
+    assert not (matches["train"] | matches["val"]) & matches["test"]
+    ranges = sorted(splits[k]["render_seeds"] for k in ("train", "val", "test"))
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))  # disjoint seed ranges
+    assert card["heldout_family"] not in splits["train"]["families"] | splits["val"]["families"]
+    for name in ("train", "val", "test_640x360", "test_1280x720", f"test_{card['heldout_family']}_640x360"):
+        s1, s2 = card["results"][name]["stage1"], card["results"][name]["stage2"]
+        for field in ("side", "stroke", "zone"):
+            assert 0 <= s1["field_accuracy"][field] <= 1 and field in s1["majority_baseline"]
+        assert {"f1", "impossible_accuracy", "majority_baseline"} <= set(s2)
+    assert card["timings_s"]["total"] <= 60 * 60
     assert (DEMO_MODEL / "README.md").is_file()
-    demo = card["demo_match"]["set"].split("/")[0]
-    assert demo in held
+    assert card["demo_match"]["set"].split("/")[0] in matches["test"]
+    assert card["demo_match"]["seed"] // LOOK_SEEDS == SPLIT_SEEDS["test"]
 
 
 CARD_SOURCES = ("card.json", "manifest.json", "curves_base.jsonl", "curves_stage1.jsonl", "curves_stage2.jsonl",
@@ -275,30 +330,33 @@ def test_demo_model_card_is_written_from_its_card_json(tmp_path):
 def test_card_quotes_its_figures_from_card_json_and_the_runs_file(tmp_path):
     folder = _card_sources(tmp_path)
     card = json.loads((folder / "card.json").read_text())
-    card["heldout"]["stage1"]["field_accuracy"]["zone"] = 0.123
-    card["heldout"]["stage2"]["f1"] = 0.456
+    card["results"]["test_640x360"]["stage1"]["field_accuracy"]["zone"] = 0.123
+    card["results"]["test_1280x720"]["stage2"]["f1"] = 0.456
     card["pretrain"]["steps_a"] = 4321
     card["timings_s"]["total"] = 600.0
     (folder / "card.json").write_text(json.dumps(card))
     runs = json.loads((folder / RUNS_FILE).read_text())
-    runs["runs"][-1]["side"] = 0.5
+    runs["runs"][-1]["test"]["640x360"]["side"] = 0.5
     (folder / RUNS_FILE).write_text(json.dumps(runs))
     text = write_model_card(folder).read_text()
-    for quoted in ("| zone | 12.3 % |", "| F1 | 45.6 % |", "phase A ran 4321 steps", "**10.0 min** in total",
-                   "| 50.0 % | 80.5 % | 77.0 % | 70.8 % | 82.6 % | 4 of 5 |"):
+    test_row = next(line for line in text.splitlines() if line.startswith("| **test 640x360**"))
+    assert "| 12.3 % |" in test_row
+    for quoted in ("4321 / ", "**10.0 min** in total", "zone 12.3 % (57.7 points short)",
+                   "f1 45.6 % (24.4 points short)"):
         assert quoted in text, quoted
-    assert "stroke; missed: side, zone, f1" in text  # the status line is worked out from the figures
+    assert any("(this model)" in line and "| 640x360 | 50.0 % |" in line for line in text.splitlines())
 
 
 def test_card_runs_table_quotes_the_shipped_run():
     card = json.loads((DEMO_MODEL / "card.json").read_text())
     shipped = [r for r in json.loads((DEMO_MODEL / RUNS_FILE).read_text())["runs"] if r.get("shipped")]
     assert len(shipped) == 1
-    run, s1, s2 = shipped[0], card["heldout"]["stage1"]["field_accuracy"], card["heldout"]["stage2"]
+    run = shipped[0]
     assert run["steps"] == [card["pretrain"][f"steps_{p}"] for p in "abc"]
     assert run["wall_min"] == pytest.approx(card["timings_s"]["total"] / 60, abs=0.05)
-    assert [run[k] for k in ("side", "stroke", "zone", "f1", "impossible_accuracy")] == pytest.approx(
-        [s1["side"], s1["stroke"], s1["zone"], s2["f1"], s2["impossible_accuracy"]], abs=5e-4)
+    for size in ("640x360", "1280x720"):
+        got = headline(card["results"][f"test_{size}"])
+        assert [run["test"][size][k] for k in got] == pytest.approx(list(got.values()), abs=5e-4)
 
 
 def test_demo_match_is_a_heldout_render_in_the_shuttleset_layout():

@@ -237,6 +237,36 @@ def test_a_stroke_pretrained_base_brings_its_embeddings(tiny_base, tmp_path):
         build_model(ModelSettings(base=str(folder), num_frames=NUM_FRAMES + 1))
 
 
+def test_a_tubelet_embedding_starts_as_the_plain_tower_and_reads_each_clips_own_frames(tiny_base, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from core.loader import STROKE_EMBEDDINGS, TUBELET, save_stroke_embeddings
+
+    folder = Path(shutil.copytree(tiny_base, tmp_path / "tubelet"))
+    spec = build_model(ModelSettings(base=str(tiny_base), num_frames=NUM_FRAMES)).vlm.base.config.vision_config
+    save_file({TUBELET: torch.zeros(spec.hidden_size, 3, 3, spec.patch_size, spec.patch_size)},
+              str(folder / STROKE_EMBEDDINGS))
+    plain, tube = (build_model(ModelSettings(base=str(f), num_frames=NUM_FRAMES)) for f in (tiny_base, folder))
+    assert plain.vlm.tubelet is None and tube.vlm.tubelet.kernel_size == (3, spec.patch_size, spec.patch_size)
+    clips = torch.randn(3, NUM_FRAMES, 3, spec.image_size, spec.image_size)
+    torch.testing.assert_close(tube.encode(clips), plain.encode(clips))  # zero: plain InstructBLIP
+    with torch.no_grad():
+        tube.vlm.tubelet.weight.normal_(0, 0.5)
+    tokens = tube.encode(clips)
+    assert not torch.allclose(tokens, plain.encode(clips), atol=1e-4)
+    torch.testing.assert_close(tube.encode(clips[1:2]), tokens[1:2])  # a clip alone reads as in a batch
+    changed = clips.clone()
+    changed[0, -1] += 1.0  # one frame of clip 0
+    moved = tube.encode(changed)
+    torch.testing.assert_close(moved[1:], tokens[1:])
+    assert not torch.allclose(moved[0], tokens[0])
+    save_stroke_embeddings(tube.vlm, folder)  # what base pretraining writes
+    assert load_file(str(folder / STROKE_EMBEDDINGS))[TUBELET].abs().sum() > 0
+    torch.testing.assert_close(build_model(ModelSettings(base=str(folder), num_frames=NUM_FRAMES)).encode(clips), tokens)
+
+
 def test_frames_are_resized_whole_or_centre_cropped():
     import numpy as np
 

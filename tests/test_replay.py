@@ -268,6 +268,42 @@ def test_no_stroke_label_in_the_pixels(tmp_path):
         assert changed < 0.03
 
 
+def test_wide_looks_keep_the_court_in_frame_and_its_family_palette():
+    import colorsys
+
+    from core.annotations import load_shuttleset_set as load
+    from train.render.style import FAMILIES, make_style
+    from train.replay import _camera_matrix, _transform_court
+
+    court = load(SHUTTLESET / VIDEO / "set1.csv").court
+    w, h = 640, 360
+    for family, fam in FAMILIES.items():
+        tilts = []
+        for seed in range(12):
+            style = make_style(np.random.default_rng([seed, 0]), family)
+            corners = np.array([getattr(_transform_court(court, _camera_matrix((w, h), style, court)), c)
+                                for c in ("upleft", "upright", "downleft", "downright")])
+            assert (corners[:, 0] >= 0.02 * w).all() and (corners[:, 0] <= 0.98 * w).all(), (family, seed)
+            assert (corners[:, 1] >= 0.15 * h).all() and (corners[:, 1] <= 0.98 * h).all(), (family, seed)
+            b, g, r = style.court
+            hue = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)[0]
+            assert min(min(abs(hue - c), 1 - abs(hue - c)) for c in fam.hues) <= 0.04, (family, hue)
+            tilts.append(style.tilt)
+        assert fam.tilt[0] <= min(tilts) and max(tilts) <= fam.tilt[1] and np.ptp(tilts) > 0
+
+
+def test_a_wide_look_renders_under_its_own_video_name_with_the_same_labels(source, tmp_path):
+    narrow = render_set(source, tmp_path / "a", rallies="2", seed=6, size=SMALL, audio=False, cutaways=False)
+    wide = render_set(source, tmp_path / "b", rallies="2", seed=6, size=SMALL, audio=False, cutaways=False,
+                      family="high", fps=50, video="look-7")
+    assert wide.parent.name == "look-7" and wide.with_suffix(".mp4").is_file()
+    a, b = load_shuttleset_set(narrow), load_shuttleset_set(wide)
+    assert b.court is not None and [s.match for s in b.strokes] == ["look-7"] * len(b.strokes)
+    assert [(s.side, s.zone, s.stroke) for s in a.strokes] == [(s.side, s.zone, s.stroke) for s in b.strokes]
+    assert all(abs(fb - 2 * fa) <= 1 for fa, fb in zip((s.frame for s in a.strokes), (s.frame for s in b.strokes)))
+    assert not np.array_equal(_frames(narrow.with_suffix(".mp4"))[5], _frames(wide.with_suffix(".mp4"))[5])
+
+
 def test_bad_inputs_give_clear_errors(source, tmp_path):
     with pytest.raises(ReplayError, match="not found"):
         render_set(tmp_path / "nope" / "set1.csv", tmp_path / "o")
@@ -281,6 +317,8 @@ def test_bad_inputs_give_clear_errors(source, tmp_path):
         render_set(source, tmp_path / "o", size=SMALL, fps=0)
     with pytest.raises(ReplayError, match="max gap"):
         render_set(source, tmp_path / "o", size=SMALL, max_gap=-1)
+    with pytest.raises(ReplayError, match="unknown look family 'neon'"):
+        render_set(source, tmp_path / "o", size=SMALL, family="neon")
     garbage = tmp_path / "g" / VIDEO / "set1.csv"
     garbage.parent.mkdir(parents=True)
     garbage.write_text("a,b\n1,2\n", encoding="utf-8")

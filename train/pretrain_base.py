@@ -57,11 +57,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from core.config import GenerationSettings, ModelSettings
 from core.device import resolve_device
-from core.loader import build_model, save_stroke_embeddings
+from core.loader import STROKE_EMBEDDINGS, TUBELET, build_model, save_stroke_embeddings
 from core.processor import ImageSpec, pad_chunks
 from core.prompts import CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, qa_prompt
 from core.tiny import TinySpec, build_tiny_base, default_corpus
@@ -94,6 +95,7 @@ class PretrainConfig:
     init: str | None = None  # continue from this base folder instead of a random one
     num_frames: int = 8
     motion: bool = True  # grey + frame-difference channels (core.processor.ImageSpec.motion)
+    tubelet: int = 0  # frames of a tubelet embedding in the vision tower (core.model.StrokeVLM; 0: none)
     batch_size: int = 32
     lr_a: float = 2e-3
     lr_b: float = 1e-3
@@ -123,7 +125,9 @@ RESUME_FREE = ("resume", "device", "save_every", "keep_checkpoints")
 OPTION_HELP = {"save_every": "write a phase checkpoint every N steps (and at the phase's end)",
                "keep_checkpoints": "keep the newest N checkpoints of each phase (0: all); all are removed once "
                                    "the base is written",
-               "device": "auto (the GPU when there is one), cpu, cuda or cuda:N"}
+               "device": "auto (the GPU when there is one), cpu, cuda or cuda:N",
+               "tubelet": "frames of a tubelet embedding (a Conv3d over neighbouring frames beside the patch "
+                          "embedding; 0: none)"}
 
 
 def tokenizer_corpus() -> list[str]:
@@ -133,11 +137,15 @@ def tokenizer_corpus() -> list[str]:
     return [*default_corpus(), CAPTION_PROMPT, QA_PROMPT, QFORMER_INSTRUCTION, *captions, *templates]
 
 
-def make_base(folder: str | Path, spec: TinySpec, seed: int = 0, motion: bool = True) -> Path:
-    """A random tiny base whose processor resizes the whole frame (no centre crop)."""
+def make_base(folder: str | Path, spec: TinySpec, seed: int = 0, motion: bool = True, tubelet: int = 0) -> Path:
+    """A random tiny base whose processor resizes the whole frame (no centre crop); with `tubelet`,
+    a zero tubelet embedding of that many frames beside it (the loader builds the Conv3d from it)."""
     folder = build_tiny_base(folder, spec, tokenizer_corpus(), seed)
     image = ImageSpec.motion_channels(spec.image_size) if motion else ImageSpec(size=spec.image_size, crop=False)
     (folder / "preprocessor_config.json").write_text(json.dumps(image.to_dict(), indent=2))
+    if tubelet:
+        weight = torch.zeros(spec.vision_hidden, 3, tubelet, spec.patch_size, spec.patch_size)
+        save_file({TUBELET: weight}, str(folder / STROKE_EMBEDDINGS))
     return folder
 
 
@@ -383,7 +391,8 @@ class Pretraining:
         """Vision tower + Q-Former + queries + frame embedding, through three heads."""
         vlm, cfg = self.vlm, self.cfg
         params = [*vlm.base.vision_model.parameters(), *vlm.base.qformer.parameters(), vlm.base.query_tokens,
-                  vlm.frame_embed, *self.heads.parameters()]
+                  vlm.frame_embed, *(vlm.tubelet.parameters() if vlm.tubelet is not None else ()),
+                  *self.heads.parameters()]
 
         def loss(index):
             vlm.train()
@@ -479,7 +488,7 @@ def pretrain(train: ClipSet, heldout: ClipSet | None, out: str | Path, cfg: Pret
         shutil.copytree(cfg.init, out, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(METRICS, "pretrain.json", "checkpoints"))
     else:
-        make_base(out, cfg.spec, cfg.seed, cfg.motion)
+        make_base(out, cfg.spec, cfg.seed, cfg.motion, cfg.tubelet)
     run = Pretraining(train, heldout, out, cfg)
     steps = {"steps_a": run.phase_a(), "steps_b": run.phase_b(), "steps_c": run.phase_c()}
     return run.save(steps)
@@ -511,7 +520,7 @@ def parser() -> argparse.ArgumentParser:
                                   "random base; --steps-a 0 / --steps-b 0 / --steps-c 0 skip a phase")
     for name in ("num_frames", "batch_size", "lr_a", "lr_b", "lr_c", "warmup", "steps_a", "steps_b", "steps_c",
                  "minutes_a", "minutes_b", "minutes_c", "caption_share", "negatives", "heads_b", "shift", "eval_every",
-                 "eval_limit", "seed", "save_every", "keep_checkpoints", "device"):
+                 "eval_limit", "seed", "save_every", "keep_checkpoints", "device", "tubelet"):
         p.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name),
                        help=OPTION_HELP.get(name))
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=d.motion,

@@ -67,7 +67,7 @@ from train.render.cutaways import Crowd, Cut, zoom_matrix
 from train.render.players import BACKSWING_S, FOLLOW_S, RECOVER_S, Swing, draw_player, form_of, gait, track
 from train.render.scene import MARGIN, Finish, Scene
 from train.render.shuttle import Flight, draw_shadow, draw_shuttle, profile
-from train.render.style import make_style
+from train.render.style import FAMILIES, NARROW, make_style
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,16 @@ class Timeline:
 def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] | str | None = None,
                seed: int = 0, size: tuple[int, int] = (640, 360), fps: float = 25, max_gap: float = 4.0,
                progress: Callable[[int, int], None] | None = None,
-               options: RenderOptions | None = None, cutaways: bool = True, audio: bool = True) -> Path:
+               options: RenderOptions | None = None, cutaways: bool = True, audio: bool = True,
+               family: str = NARROW, video: str | None = None) -> Path:
     """Render a ShuttleSet set file (optionally some rallies); returns the rendered set CSV's path.
 
     rallies: None (all), rally numbers, or a string like '1-10' / '1,3,5-7'. progress(done, total)
     is called every 25 frames. options: test switches (no shuttle / no swings). cutaways: broadcast
-    cut-aways between rallies; audio: a sound track. ReplayError for bad options, an unreadable set
-    file or a match without court corners.
+    cut-aways between rallies; audio: a sound track. family: "broadcast" (the narrow look) or a
+    wide look family of `train.render.style.FAMILIES`. video: the rendered video's
+    name (default the source's), so that parts of one set can be rendered with their own looks.
+    ReplayError for bad options, an unreadable set file or a match without court corners.
     """
     size, fps, max_gap = _check_options(size, fps, max_gap, seed)
     options = options or RenderOptions()
@@ -154,12 +157,15 @@ def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] 
         log.warning("%s: frame rate not found from the time column; assuming 25 fps", set_csv)
 
     rng_style, rng_scene, rng_finish, rng_cuts, rng_audio = (np.random.default_rng([seed, k]) for k in range(5))
-    style = make_style(rng_style)
-    video = set_csv.parent.name
+    if family != NARROW and family not in FAMILIES:
+        raise ReplayError(f"unknown look family {family!r}: expected {NARROW} or one of {', '.join(FAMILIES)}")
+    style = make_style(rng_style, family)
+    source_video = set_csv.parent.name
+    video = video or source_video
     out_dir = Path(out_dir)
     affine = _existing_camera(out_dir, video, table.court, size)
     if affine is None:
-        affine = _camera_affine(size, style.zoom, style.shift)
+        affine = _camera_matrix(size, style, table.court)
     court = _transform_court(table.court, affine)
     cam = Camera(court, size)
     timeline = _timeline(pairs, table.court, src_fps, fps, max_gap, rng_cuts if cutaways else None)
@@ -171,12 +177,12 @@ def render_set(set_csv: str | Path, out_dir: str | Path, rallies: Iterable[int] 
     sound = None
     if audio:
         sound = soundtrack(frames.events(), timeline.n_frames, fps, rng_audio)
-    _write_video(mp4, frames, timeline.n_frames, fps, size, progress, sound)
+    _write_video(mp4, frames, timeline.n_frames, fps, size, progress, sound, style.crf)
 
     out_csv = folder / f"{set_csv.stem}.csv"
     _write_set_csv(out_csv, header, timeline, affine, fps)
     _write_segments(folder / f"{set_csv.stem}.segments.json", timeline, fps, size, sound is not None)
-    _write_match_files(set_csv, out_dir, video, court, affine)
+    _write_match_files(set_csv, out_dir, source_video, video, court, affine)
     log.info("%s: %d strokes, %d frames at %g fps, %d cut-aways -> %s", set_csv.name, len(timeline.shots),
              timeline.n_frames, fps, len(timeline.cuts), mp4)
     return out_csv
@@ -238,14 +244,36 @@ def _fmt_rallies(wanted) -> str:
 # ---------------------------------------------------------------- geometry
 
 
-def _camera_affine(size, zoom: float, shift) -> np.ndarray:
-    """3x3 map from source broadcast pixels to render pixels: resize, zoom about the centre, offset."""
+def _camera_matrix(size, style, court: Court) -> np.ndarray:
+    """3x3 map from source broadcast pixels to render pixels: resize, zoom about the centre, offset,
+    then the style's camera rotation (tilt, pan, roll: the image map of a camera turned in place,
+    with a focal length of 1.5 frame widths) and, for a tilted view, the court's foreshortening.
+    A rotated view is fitted back into the frame (court inside, room above it for the far player)."""
     w, h = size
     sx, sy = w / SOURCE_SIZE[0], h / SOURCE_SIZE[1]
     cx, cy = w / 2, h / 2
-    return np.array([[sx * zoom, 0, cx - zoom * cx + shift[0] * w],
-                     [0, sy * zoom, cy - zoom * cy + shift[1] * h],
-                     [0, 0, 1.0]])
+    zoom, shift = style.zoom, style.shift
+    m = np.array([[sx * zoom, 0, cx - zoom * cx + shift[0] * w],
+                  [0, sy * zoom, cy - zoom * cy + shift[1] * h],
+                  [0, 0, 1.0]])
+    if not (style.tilt or style.pan or style.roll):
+        return m
+    f = 1.5 * w
+    k = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
+    t, p, r = np.radians([style.tilt, style.pan, style.roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    squash = np.array([[1, 0, 0], [0, 1 + style.tilt / 40, -cy * style.tilt / 40], [0, 0, 1]])
+    m = squash @ k @ rz @ rx @ ry @ np.linalg.inv(k) @ m
+    corners = np.array([_map_xy(m, *getattr(court, c)) for c in CORNERS])
+    lo, hi = corners.min(0), corners.max(0)
+    box_lo, box_hi = np.array([0.03 * w, 0.16 * h]), np.array([0.97 * w, 0.97 * h])
+    scale = min(1.0, *((box_hi - box_lo) / np.maximum(hi - lo, 1e-6)))
+    mid = (lo + hi) / 2
+    centre = np.clip(mid, box_lo + (hi - lo) * scale / 2, box_hi - (hi - lo) * scale / 2)
+    fit = np.array([[scale, 0, centre[0] - scale * mid[0]], [0, scale, centre[1] - scale * mid[1]], [0, 0, 1.0]])
+    return fit @ m
 
 
 def _existing_camera(out_dir: Path, video: str, src: Court, size) -> np.ndarray | None:
@@ -283,8 +311,9 @@ def _court_of_row(row: dict) -> Court:
     return Court(*((float(row[f"{c}_x"]), float(row[f"{c}_y"])) for c in CORNERS))
 
 
-def _map_xy(affine: np.ndarray, x: float, y: float) -> tuple[float, float]:
-    return (affine[0, 0] * x + affine[0, 2], affine[1, 1] * y + affine[1, 2])
+def _map_xy(matrix: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    u, v, z = matrix @ np.array([x, y, 1.0])
+    return (float(u / z), float(v / z))
 
 
 def _transform_court(court: Court, affine: np.ndarray) -> Court:
@@ -595,10 +624,11 @@ def _fallback_landing(s: Shot) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress, sound=None) -> None:
+def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress, sound=None,
+                 crf: int | None = None) -> None:
     """H.264 (+ AAC when there is sound) through PyAV; the file must hold exactly n frames."""
     try:
-        with Writer(path, size, fps, sound, RATE) as writer:
+        with Writer(path, size, fps, sound, RATE, **({"crf": crf} if crf is not None else {})) as writer:
             for i in range(n):
                 writer.write(frames(i))
                 if progress is not None and (i % 25 == 24 or i == n - 1):
@@ -645,13 +675,15 @@ def _write_segments(path: Path, timeline: Timeline, fps: float, size, audio: boo
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
-def _write_match_files(set_csv: Path, out_dir: Path, video: str, court: Court, affine: np.ndarray) -> None:
-    """This video's rows of match.csv and homography.csv, replacing any earlier ones in out_dir."""
+def _write_match_files(set_csv: Path, out_dir: Path, source_video: str, video: str, court: Court,
+                       affine: np.ndarray) -> None:
+    """This video's rows of match.csv and homography.csv (from the source video's), replacing any
+    earlier ones in out_dir."""
     src_root = set_csv.parent.parent
-    match_row, match_header = _source_row(src_root / "match.csv", video)
+    match_row, match_header = _source_row(src_root / "match.csv", source_video)
     if match_row is not None:
         _upsert(out_dir / "match.csv", match_header, {**match_row, "video": video})
-    homo_row, homo_header = _source_row(src_root / "homography.csv", video)
+    homo_row, homo_header = _source_row(src_root / "homography.csv", source_video)
     row = {"id": "", **(homo_row or {}), "video": video}
     for c in CORNERS:
         x, y = getattr(court, c)
@@ -729,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="broadcast cut-aways between rallies: replay, close-up, crowd, walk back (default on)")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
                    help="a sound track: hits, landings, steps, crowd, applause, umpire (default on)")
+    p.add_argument("--family", choices=[NARROW, *sorted(FAMILIES)], default=NARROW,
+                   help="look family: the narrow broadcast look, or a wide family that also varies the camera "
+                        "angle, court colours, lighting, lens and codec (default %(default)s)")
     return p
 
 
@@ -747,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = render_set(args.set, args.out, rallies=args.rallies, seed=args.seed, size=args.size,
                          fps=args.fps, max_gap=args.max_gap, progress=progress, cutaways=args.cutaways,
-                         audio=args.audio)
+                         audio=args.audio, family=args.family)
     except ReplayError as err:
         bar.close()
         parser.exit(2, f"error: {err}\n")

@@ -153,12 +153,19 @@ class Scene:
 
 
 class Finish:
-    """Per-frame camera finish: crop with shake, lighting curve, sensor noise."""
+    """Per-frame camera finish: crop with shake, lighting curve and falloff, defocus, motion blur
+    (frames are finished in order: each keeps a share of the one before), sensor noise."""
 
     def __init__(self, style: Style, size: tuple[int, int], n_frames: int, rng: np.random.Generator):
         w, h = size
         self.size = size
         self.lut = style.lut()
+        self.blur, self.defocus = style.blur, style.defocus * w / 640
+        self.light = None
+        if any(style.light):
+            xs, ys = np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h))
+            self.light = (1 + style.light[0] * xs + style.light[1] * ys).astype(np.float32)[..., None]
+        self.previous: tuple[int, np.ndarray] | None = None
         bank = 6
         self.noise = [np.round(rng.normal(0, style.noise, (h, w, 3))).astype(np.int16) for _ in range(bank)]
         self.noise_pick = rng.integers(0, bank, n_frames)
@@ -169,6 +176,14 @@ class Finish:
         dx, dy = self.offsets[i]
         frame = canvas[MARGIN + dy: MARGIN + dy + h, MARGIN + dx: MARGIN + dx + w]
         frame = cv2.LUT(frame, self.lut)
+        if self.light is not None:
+            frame = np.clip(frame * self.light, 0, 255).astype(np.uint8)
+        if self.defocus > 0.2:
+            frame = cv2.GaussianBlur(frame, (0, 0), self.defocus)
+        if self.blur > 0:
+            if self.previous is not None and self.previous[0] == i - 1:
+                frame = cv2.addWeighted(frame, 1 - self.blur, self.previous[1], self.blur, 0)
+            self.previous = (i, frame)
         return cv2.add(frame, self.noise[self.noise_pick[i]], dtype=cv2.CV_8U)
 
 
