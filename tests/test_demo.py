@@ -17,7 +17,7 @@ from core.tiny import TinySpec
 from train.clip_cache import cut_set
 from train.demo import (HELDOUT_FAMILY, LOOK_SEEDS, RUNS_FILE, SHARES, SPLIT_SEEDS, TRAIN_FAMILIES, TRAIN_SIZES,
                         assemble, choose_sets, headline, match_sets, merge_match_files, parser, plan_looks,
-                        render_looks, stage_configs, test_conditions, write_model_card)
+                        render_looks, rendered_already, stage_configs, test_conditions, write_model_card)
 from train.pretrain_base import METRICS, PretrainConfig, augment, load_renders, pretrain, tokenizer_corpus
 from train.replay import render_set
 
@@ -222,6 +222,12 @@ def test_rendered_looks_keep_their_own_size_rate_and_labels(tmp_path):
     csvs, clips = render_looks(looks, tmp_path, processes=1)
     assert len(csvs) == len(looks) == 2  # the test set's two rallies
     assert len(clips) == sum(s.caption is not None for c in csvs for s in load_shuttleset_set(c).strokes)
+    assert rendered_already(looks, tmp_path) and not rendered_already(looks[:1], tmp_path)
+    mp4 = csvs[0].with_suffix(".mp4")
+    written = mp4.stat().st_mtime_ns
+    again, clips_again = render_looks(looks, tmp_path, processes=1)  # the same looks: only cut again
+    assert again == csvs and mp4.stat().st_mtime_ns == written
+    np.testing.assert_array_equal(clips_again.frames, clips.frames)
     source = {(s.rally, s.ball_round): s for s in load_shuttleset_set(SET_CSV).strokes}
     for look, rendered in zip(looks, csvs):
         info = probe(rendered.with_suffix(".mp4"))
@@ -344,7 +350,7 @@ def test_card_quotes_its_figures_from_card_json_and_the_runs_file(tmp_path):
     for quoted in ("4321 / ", "**10.0 min** in total", "zone 12.3 % (57.7 points short)",
                    "f1 45.6 % (24.4 points short)"):
         assert quoted in text, quoted
-    assert any("(this model)" in line and "| 640x360 | 50.0 % |" in line for line in text.splitlines())
+    assert any("(this model)" in line and "| test 640x360 | 50.0 % |" in line for line in text.splitlines())
 
 
 def test_card_runs_table_quotes_the_shipped_run():

@@ -47,7 +47,7 @@ import shutil
 import string
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -88,6 +88,9 @@ RUNS_FILE = "runs.json"  # measured runs of this command, beside card.json; the 
 RUNS_ABOUT = ("Runs of `python -m train.demo` under this protocol, each appended by the run itself; the test "
               "figures at each size and phase A/B/C steps are from each run's card.json. `shipped` marks the run "
               "whose model is in this folder.")
+BASELINE_LABEL = "previous demo model"  # how the card names --baseline-model's rows
+LOCATION_OPTIONS = ("--work", "--out", "--match-out", "--render-cache", "--shuttleset", "--baseline-model")
+PLAN_FILE = "looks.json"  # beside a folder's renders: the looks they are, so a later run can reuse them
 PROTOCOL = 2  # runs.json keeps the runs measured under this protocol (splits, seeds, test conditions)
 SHIPPED_RUNS = ROOT / "assets" / "demo-model" / RUNS_FILE
 
@@ -161,38 +164,56 @@ def plan_looks(sets: list[Path], split: str, seed: int, per_look: int, families:
 
 
 def _render_looks(job: tuple) -> tuple[list[Path], ClipSet]:
-    """Render one match's looks into a private folder (match.csv is rewritten per render) and cut their clips."""
-    looks, out_dir = job
+    """Render some looks into a private folder (match.csv is rewritten per render), or find them
+    rendered in `out_dir` (render False), and cut their clips."""
+    looks, out_dir, render = job
     cv2.setNumThreads(1)
     parts, csvs = [], []
     for look in looks:
         # Training reads only the clips at the hit frames: no sound and no cut-aways keep the
         # render inside the build's budget (the demo match itself is a full broadcast render).
-        rendered = render_set(look.set_csv, out_dir, rallies=look.rallies, seed=look.seed, size=look.size,
-                              fps=look.fps, family=look.family, video=look.video, cutaways=False, audio=False)
+        rendered = (render_set(look.set_csv, out_dir, rallies=look.rallies, seed=look.seed, size=look.size,
+                               fps=look.fps, family=look.family, video=look.video, cutaways=False, audio=False)
+                    if render else out_dir / look.video / f"{look.set_csv.stem}.csv")
         csvs.append(rendered)
         parts.append(cut_set(rendered, rendered.with_suffix(".mp4"), NUM_FRAMES, CLIP_SIZE))
     return csvs, ClipSet.concat(parts)
 
 
+def _plan(looks: list[Look]) -> list[dict]:
+    return [{**asdict(k), "set_csv": str(k.set_csv), "rallies": list(k.rallies), "size": list(k.size)} for k in looks]
+
+
+def rendered_already(looks: list[Look], out_dir: Path) -> bool:
+    """Whether out_dir holds a finished render of exactly these looks (renders are deterministic)."""
+    path = out_dir / PLAN_FILE
+    return path.is_file() and json.loads(path.read_text()) == _plan(looks)
+
+
 def render_looks(looks: list[Look], out_dir: Path, processes: int = 2) -> tuple[list[Path], ClipSet]:
-    """Render looks (grouped by match, `processes` at a time) into one ShuttleSet-layout folder."""
-    by_match: dict[str, list[Look]] = {}
-    for look in looks:
-        by_match.setdefault(look.set_csv.parent.name, []).append(look)
+    """Render looks (`processes` at a time, in runs of consecutive looks) into one ShuttleSet-layout
+    folder, and cut their clips; every look is a video of its own, so the runs' folders merge
+    without a clash. A folder that already holds these looks (`rendered_already`) is only cut."""
+    per_job = max(1, math.ceil(len(looks) / (4 * processes)))
+    runs = [looks[i:i + per_job] for i in range(0, len(looks), per_job)]
+    if rendered_already(looks, out_dir):
+        log.info("%s holds these %d looks: cutting their clips", out_dir, len(looks))
+        with mp.get_context("spawn").Pool(processes) as pool:
+            results = pool.map(_render_looks, [(run, out_dir, False) for run in runs])
+        return [c for r in results for c in r[0]], ClipSet.concat([r[1] for r in results])
+    shutil.rmtree(out_dir, ignore_errors=True)
     parts_dir = out_dir / "_parts"
-    jobs = [(group, parts_dir / str(i)) for i, group in enumerate(by_match.values())]
+    jobs = [(run, parts_dir / str(i), True) for i, run in enumerate(runs)]
     with mp.get_context("spawn").Pool(processes) as pool:
         results = pool.map(_render_looks, jobs)
     csvs = []
-    for (_, part), (rendered, _) in zip(jobs, results):
+    for (_, part, _), (rendered, _) in zip(jobs, results):
         for video in {c.parent.name for c in rendered}:
-            target = out_dir / video
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.move(str(part / video), str(target))
+            shutil.move(str(part / video), str(out_dir / video))
         csvs += [out_dir / c.parent.name / c.name for c in rendered]
     merge_match_files([job[1] for job in jobs], out_dir)
     shutil.rmtree(parts_dir, ignore_errors=True)
+    (out_dir / PLAN_FILE).write_text(json.dumps(_plan(looks)))
     return csvs, ClipSet.concat([r[1] for r in results])
 
 
@@ -217,7 +238,9 @@ def build_stage_data(csvs: dict[str, list[Path]], videos: Path, out: Path) -> di
     from train.build_dataset import build
     from train.build_dataset import parser as build_parser
 
-    names = {split: sorted({c.parent.name for c in csvs.get(split, [])}) for split in SPLITS}
+    # only videos with a captioned stroke (the builder refuses a named match it has no caption of)
+    names = {split: sorted({c.parent.name for c in csvs.get(split, [])
+                            if any(s.caption is not None for s in load_shuttleset_set(c).strokes)}) for split in SPLITS}
     argv = ["--annotations", *map(str, [c for split in SPLITS for c in csvs.get(split, [])]), "--videos", str(videos),
             "--out", str(out), "--no-progress"]
     for split in ("val", "test"):
@@ -352,17 +375,21 @@ def run(args) -> dict:
     }
 
     t = time.perf_counter()
-    renders = work / "renders"  # training and validation looks: one videos folder for the dataset builder
-    train_csvs, train_clips = render_looks(looks["train"], renders, args.processes)
-    val_csvs, val_clips = render_looks(looks["val"], work / "renders_val", args.processes)
+    root = Path(args.render_cache) if args.render_cache else work
     tests = test_conditions(looks["test"])
-    test_csvs = {name: render_looks(group, work / f"renders_{name}", args.processes)[0] for name, group in tests.items()}
+    folders = {"train": root / "renders", "val": root / "renders_val", **{n: root / f"renders_{n}" for n in tests}}
+    plans = {"train": looks["train"], "val": looks["val"], **tests}
+    reused = sorted(name for name, folder in folders.items() if rendered_already(plans[name], folder))
+    renders = folders["train"]  # training and validation looks: one videos folder for the dataset builder
+    train_csvs, train_clips = render_looks(looks["train"], renders, args.processes)
+    val_csvs, val_clips = render_looks(looks["val"], folders["val"], args.processes)
+    test_csvs = {name: render_looks(group, folders[name], args.processes)[0] for name, group in tests.items()}
     clock.done("render_and_cut", t)
 
     t = time.perf_counter()
     for c in val_csvs:  # other matches: no clash
         shutil.copytree(c.parent, renders / c.parent.name, dirs_exist_ok=True)
-    merge_match_files([renders, work / "renders_val"], renders)
+    merge_match_files([renders, folders["val"]], renders)
     data = work / "data"
     stage_sets = {s for s in evenly(sets["train"], args.stage_sets)}
     stage_train = [c for c, k in zip(train_csvs, looks["train"]) if k.set_csv in stage_sets]
@@ -371,14 +398,15 @@ def run(args) -> dict:
     thin_split(data, "val", args.val_limit)
     test_data = {name: work / f"data_{name}" for name in tests}
     for name, csvs in test_csvs.items():
-        build_stage_data({"test": csvs}, work / f"renders_{name}", test_data[name])
+        build_stage_data({"test": csvs}, folders[name], test_data[name])
     clock.done("dataset", t)
 
     budget = max(args.min_train_s, clock.left() - EVAL_RESERVE_S - 30)
     t = time.perf_counter()
     cfg = PretrainConfig(minutes_a=budget * SHARES["phase_a"] / 60, minutes_b=budget * SHARES["phase_b"] / 60,
                          minutes_c=budget * SHARES["phase_c"] / 60, steps_a=args.max_steps, steps_b=args.max_steps,
-                         steps_c=args.max_steps, negatives=args.negatives, tubelet=args.tubelet, seed=args.seed,
+                         steps_c=args.max_steps, negatives=args.negatives, tubelet=args.tubelet, heads_b=args.heads_b,
+                         seed=args.seed,
                          eval_limit=args.eval_limit_base, device="cpu")  # the build's figures are CPU figures
     base = work / "base"
     base_summary = pretrain(train_clips, val_clips.subset(evenly(list(range(len(val_clips))), args.eval_limit_base)),
@@ -401,11 +429,10 @@ def run(args) -> dict:
     final = work / "stage2" / "best"
     conditions = {"train": (data, "train", args.eval_limit_train), "val": (data, "val", args.val_limit),
                   **{name: (folder, "test", args.eval_limit_stage1) for name, folder in test_data.items()}}
-    results = {}
-    for name, (folder, split, limit) in conditions.items():
-        results[name] = {"stage1": evaluate_stage1(final, folder, split, limit, data),  # captions as shipped
-                         "stage2": evaluate_stage2(final, folder, split, limit // 2, data)}
-        log.info("%s: %s", name, _headline(results[name]))
+    results = evaluate_conditions(final, conditions, data)
+    # another model on the same renders (the demo model this recipe replaces): validation and test only
+    baseline = (evaluate_conditions(Path(args.baseline_model), {k: v for k, v in conditions.items() if k != "train"},
+                                    data) if args.baseline_model else None)
     clock.done("evaluate", t)
 
     t = time.perf_counter()
@@ -418,7 +445,7 @@ def run(args) -> dict:
         "command": "python -m train.demo " + " ".join(args.argv),
         "shuttleset": os.path.relpath(Path(args.shuttleset).resolve(), ROOT),  # relative to the repository
         "budget_min": args.minutes, "seed": args.seed, "split_seeds": SPLIT_SEEDS, "look_seeds": LOOK_SEEDS,
-        "rallies_per_look": args.rallies_per_look, "heldout_family": HELDOUT_FAMILY,
+        "rallies_per_look": args.rallies_per_look, "heldout_family": HELDOUT_FAMILY, "renders_reused": reused,
         "clip": {"frames": NUM_FRAMES, "size": CLIP_SIZE, "crop": False},
         "splits": {split: _split_info(sets[split], looks[split]) for split in SPLITS},
         "test_conditions": {name: _split_info(sets["test"], group) for name, group in tests.items()},
@@ -432,6 +459,7 @@ def run(args) -> dict:
                     "stage2_best": _best_step(work / "stage2")},
         "timings_s": {**clock.timings, "total": round(time.perf_counter() - clock.t0, 1)},
         "results": results,
+        "baseline": {"model": args.baseline_model, "results": baseline} if baseline else None,
         "demo_match": demo_match,
         "targets": TARGETS,
     }
@@ -445,6 +473,17 @@ def run(args) -> dict:
             shutil.copy(src, out / name)
     write_model_card(out)
     return card
+
+
+def evaluate_conditions(model: Path, conditions: dict[str, tuple[Path, str, int]], train_data: Path) -> dict:
+    """Both stages of `model` on each condition: name -> (dataset folder, split, captions; half as
+    many questions). Captions come from the model as shipped (a stage-2 model, its LLM LoRA off)."""
+    results = {}
+    for name, (folder, split, limit) in conditions.items():
+        results[name] = {"stage1": evaluate_stage1(model, folder, split, limit, train_data),
+                         "stage2": evaluate_stage2(model, folder, split, limit // 2, train_data)}
+        log.info("%s %s: %s", model, name, _headline(results[name]))
+    return results
 
 
 def _best_step(run_dir: Path) -> int | None:
@@ -509,16 +548,6 @@ def _curve_rows(path: Path, keys: tuple[str, ...], at_most: int | None = None) -
     return out
 
 
-def _fit(curves: Path) -> str:
-    """Training-clip against validation accuracy at the last evaluation of base pretraining."""
-    rows = [json.loads(line) for line in curves.read_text().splitlines() if line.strip()] if curves.is_file() else []
-    last = next((r for r in reversed(rows) if "train_side" in r and "heldout_side" in r), None)
-    if last is None:
-        return "not measured"
-    return ", ".join(f"{f} {_pct(last[f'train_{f}'])} against {_pct(last[f'heldout_{f}'])}"
-                     for f in ("side", "stroke", "zone"))
-
-
 def headline(result: dict) -> dict[str, float]:
     """The five target figures of one condition's results."""
     return {**{f: result["stage1"]["field_accuracy"][f] for f in ("side", "stroke", "zone")},
@@ -563,6 +592,10 @@ def _results_table(card: dict) -> str:
         cells = [_pct(v) for v in got.values()]
         rows.append(f"| {'**' + _condition(name) + '**' if bold else _condition(name)} | {r['stage1']['n']} / "
                     f"{r['stage2']['n']} | " + " | ".join(cells) + " |")
+    if card.get("baseline"):
+        for name, r in card["baseline"]["results"].items():
+            rows.append(f"| {BASELINE_LABEL}: {_condition(name)} | {r['stage1']['n']} / {r['stage2']['n']} | "
+                        + " | ".join(_pct(v) for v in headline(r).values()) + " |")
     base = results[f"test_{TEST_SIZES[0][0]}x{TEST_SIZES[0][1]}"]
     mb1, mb2 = base["stage1"]["majority_baseline"], base["stage2"]["majority_baseline"]
     rows.append("| majority class / answer (test 640x360) | | " + " | ".join(
@@ -585,26 +618,57 @@ def _protocol_table(card: dict) -> str:
 
 
 def _runs_table(runs: list[dict], targets: dict) -> str:
-    head = ("budget", "wall", "phase A / B / C steps", "test size", "side", "stroke", "zone", "F1", "impossible",
+    head = ("run", "wall", "phase A / B / C steps", "seeds", "side", "stroke", "zone", "F1", "impossible",
             "targets met")
-    rows = ["  | " + " | ".join(head) + " |", "  |" + "---|" * len(head)]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     targets = _targets(targets)
     for r in runs:
-        for size, got in r["test"].items():
-            budget = f"`--minutes {r['minutes']}`" + (" (this model)" if r.get("shipped") else "")
+        label = f"`{r['options']}`" + (" (this model)" if r.get("shipped") else "")
+        for name, got in (("validation", r["val"]), *((f"test {size}", v) for size, v in r["test"].items())):
             met = sum(got[k] >= v for k, v in targets.items())
-            rows.append(f"  | {budget} | {r['wall_min']:.1f} min | {' / '.join(map(str, r['steps']))} | {size} | "
+            rows.append(f"| {label} | {r['wall_min']:.1f} min | {' / '.join(map(str, r['steps']))} | {name} | "
                         + " | ".join(_pct(got[k]) for k in targets) + f" | {met} of {len(targets)} |")
     return "\n".join(rows)
 
 
 def run_record(card: dict) -> dict:
-    """This run's line of runs.json: budget, wall time, steps and the test figures at each size."""
-    return {"protocol": PROTOCOL, "minutes": card["budget_min"],
-            "wall_min": round(card["timings_s"]["total"] / 60, 1),
+    """This run's line of runs.json: its options, wall time, steps, and the validation and test
+    figures (runs are compared on validation)."""
+    words, options = card["command"].removeprefix("python -m train.demo ").split(), []
+    while words:  # the recipe's options: not where its files went
+        word = words.pop(0)
+        if word in LOCATION_OPTIONS:
+            words.pop(0)
+        else:
+            options.append(word)
+    options = " ".join(options)
+    return {"protocol": PROTOCOL, "options": options, "wall_min": round(card["timings_s"]["total"] / 60, 1),
             "steps": [card["pretrain"][f"steps_{p}"] for p in "abc"],
+            "val": {k: round(v, 3) for k, v in headline(card["results"]["val"]).items()},
             "test": {f"{w}x{h}": {k: round(v, 3) for k, v in headline(card["results"][f"test_{w}x{h}"]).items()}
                      for w, h in TEST_SIZES}}
+
+
+def _gap(results: dict) -> str:
+    """Each stage-1 field on training / validation / test 640x360 seeds."""
+    names = ("train", "val", f"test_{EVAL_SIZE[0]}x{EVAL_SIZE[1]}")
+    return ", ".join(f"{f} " + " / ".join(_pct(headline(results[n])[f]) for n in names) for f in ("side", "stroke", "zone"))
+
+
+def _reuse(card: dict) -> str:
+    if not card.get("renders_reused"):
+        return "This run rendered every look itself."
+    which = ("every split" if len(card["renders_reused"]) == len(card["test_conditions"]) + 2
+             else ", ".join(_condition(n) for n in card["renders_reused"]))
+    return (f"This run reused the renders of an earlier run of the same looks (`--render-cache`; renders are "
+            f"deterministic) for {which}, so its `--minutes {card['budget_min']:g}` went "
+            "to cutting clips and training; a run without the cache spent 25.3 min rendering and cutting these "
+            "looks on this machine, so `--minutes 60` without a cache gives training the same time.")
+
+
+def _choice(runs: list[dict]) -> str:
+    """Each run's mean of the five figures on validation: the rule that picks the shipped run."""
+    return "; ".join(f"`{r['options']}` {_pct(sum(r['val'].values()) / len(r['val']))}" for r in runs)
 
 
 def card_fields(out: Path) -> dict:
@@ -613,6 +677,7 @@ def card_fields(out: Path) -> dict:
     card = json.loads((out / "card.json").read_text())
     lora = json.loads((out / "manifest.json").read_text())["lora"]
     targets, t = card["targets"], card["timings_s"]
+    runs = json.loads((out / RUNS_FILE).read_text())["runs"]
 
     def curves(name: str, keys: tuple[str, ...], at_most: int | None = None) -> str:
         return "\n".join(_curve_rows(out / name, keys, at_most))
@@ -623,16 +688,16 @@ def card_fields(out: Path) -> dict:
         minutes=t["total"] / 60, timings=", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total"),
         qformer_parts="+".join(lora["qformer_parts"]),
         architecture=", ".join(f"{k} {v}" for k, v in card["pretrain"]["config"]["spec"].items()),
-        protocol=_protocol_table(card), results=_results_table(card),
+        protocol=_protocol_table(card), results=_results_table(card), gap=_gap(card["results"]), reuse=_reuse(card),
         curves_base=curves("curves_base.jsonl", ("heldout_side", "heldout_stroke", "heldout_zone", "train_side",
                                                  "train_stroke", "train_zone")),
         curves_c=curves("curves_base.jsonl", ("heldout_f1", "heldout_impossible", "train_f1", "train_impossible")),
         curves_stage1=curves("curves_stage1.jsonl", ("samples_per_s",), 12),
         curves_stage2=curves("curves_stage2.jsonl", ("samples_per_s",), 12),
-        status=_status(card["results"], targets), fit=_fit(out / "curves_base.jsonl"),
+        status=_status(card["results"], targets),
         s2_epochs=card["recipes"]["stage2_steps"] * card["recipes"]["stage2_batch"]
         / card["counts"]["stage_data"]["questions"]["train"],
-        runs=_runs_table(json.loads((out / RUNS_FILE).read_text())["runs"], targets))
+        runs=_runs_table(runs, targets), choice=_choice(runs))
 
 
 def write_model_card(out: Path) -> Path:
@@ -659,6 +724,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-rallies", type=int, default=12, help="first rallies of each test set rendered")
     p.add_argument("--seed", type=int, default=0, help="match choice and training seed")
     p.add_argument("--processes", type=int, default=2, help="render processes")
+    p.add_argument("--baseline-model", default=None,
+                   help="also evaluate this model (e.g. the demo model being replaced) on validation and test")
+    p.add_argument("--render-cache", default=None,
+                   help="keep the renders in this folder instead of --work, and reuse those of a run with the same "
+                        "looks (renders are deterministic; a later run only cuts their clips)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenCV threads for training (on a busy 2-core machine 2 threads ran 10x slower than 1)")
     p.add_argument("--max-steps", type=int, default=100000, help="cap on each pretraining phase's steps")
@@ -676,6 +746,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-llm-r", type=int, default=16, help="LLM LoRA rank of stage 2 (alpha 2r)")
     p.add_argument("--tubelet", type=int, default=0,
                    help="frames of the vision tower's tubelet embedding (a Conv3d beside the patch embedding; 0: none)")
+    p.add_argument("--heads-b", type=float, default=0.0,
+                   help="weight of phase A's stroke-head loss kept beside the caption loss in phase B")
     p.add_argument("--negatives", type=float, default=0.45,
                    help="share of questions about an absent event in base phase C and (by repeating the "
                         "impossible ones) in stage 2; the held-out questions keep the reference's 4 of 14")
