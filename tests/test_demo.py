@@ -17,7 +17,7 @@ from core.tiny import TinySpec
 from train.clip_cache import cut_set
 from train.demo import (HELDOUT_FAMILY, LOOK_SEEDS, RUNS_FILE, SHARES, SPLIT_SEEDS, TRAIN_FAMILIES, TRAIN_SIZES,
                         assemble, choose_sets, headline, match_sets, merge_match_files, parser, plan_looks,
-                        render_looks, rendered_already, stage_configs, test_conditions, write_model_card)
+                        render_looks, rendered_already, stage_configs, renders_for_test, write_model_card)
 from train.pretrain_base import METRICS, PretrainConfig, augment, load_renders, pretrain, tokenizer_corpus
 from train.replay import render_set
 
@@ -207,7 +207,7 @@ def test_every_rally_gets_its_own_look_from_its_splits_seed_range():
     assert len({k.video for k in train}) == len(train)  # one video per look
     assert {k.family for k in train} <= set(TRAIN_FAMILIES) and len({k.family for k in train}) > 1
     assert {k.size for k in train} <= set(TRAIN_SIZES) and len({k.fps for k in train}) > 1
-    conditions = test_conditions(test)
+    conditions = renders_for_test(test)
     assert {k.size for k in conditions["test_1280x720"]} == {(1280, 720)}
     assert {k.family for k in conditions[f"test_{HELDOUT_FAMILY}_640x360"]} == {HELDOUT_FAMILY}
     assert [k.seed for k in conditions["test_640x360"]] == [k.seed for k in test]
@@ -347,7 +347,7 @@ def test_card_quotes_its_figures_from_card_json_and_the_runs_file(tmp_path):
     text = write_model_card(folder).read_text()
     test_row = next(line for line in text.splitlines() if line.startswith("| **test 640x360**"))
     assert "| 12.3 % |" in test_row
-    for quoted in ("4321 / ", "**10.0 min** in total", "zone 12.3 % (57.7 points short)",
+    for quoted in ("phase A 4321 steps", "**10.0 min** in total", "zone 12.3 % (57.7 points short)",
                    "f1 45.6 % (24.4 points short)"):
         assert quoted in text, quoted
     assert any("(this model)" in line and "| test 640x360 | 50.0 % |" in line for line in text.splitlines())

@@ -340,7 +340,7 @@ def stage_configs(args, base: Path, data: Path, work: Path, budget_s: float) -> 
                          schedule_steps=s2_steps, eval_every=max(1, s2_steps // 5), **common))
 
 
-def test_conditions(looks: list[Look]) -> dict[str, list[Look]]:
+def renders_for_test(looks: list[Look]) -> dict[str, list[Look]]:
     """The test renders: the test looks at each test size, and at 640x360 in the held-out family."""
     out = {f"test_{w}x{h}": [replace(k, size=(w, h)) for k in looks] for w, h in TEST_SIZES}
     out[f"test_{HELDOUT_FAMILY}_{EVAL_SIZE[0]}x{EVAL_SIZE[1]}"] = [replace(k, size=EVAL_SIZE, family=HELDOUT_FAMILY)
@@ -376,7 +376,7 @@ def run(args) -> dict:
 
     t = time.perf_counter()
     root = Path(args.render_cache) if args.render_cache else work
-    tests = test_conditions(looks["test"])
+    tests = renders_for_test(looks["test"])
     folders = {"train": root / "renders", "val": root / "renders_val", **{n: root / f"renders_{n}" for n in tests}}
     plans = {"train": looks["train"], "val": looks["val"], **tests}
     reused = sorted(name for name, folder in folders.items() if rendered_already(plans[name], folder))

@@ -1,9 +1,9 @@
 """How much of a stroke do the renders show? A learnability probe for the replay renderer.
 
-    python -m train.probe [--train-sets 40] [--heldout-sets 6] [--steps 3000] [--device cuda]
+    python -m train.probe [--train-sets 40] [--heldout-sets 4] [--steps 3000] [--device cuda]
 
-Renders training and held-out sets exactly as `train.demo` does (other matches and other seeds
-for held-out), then trains a small 3D CNN (temporal convolutions see motion directly) with
+Renders training and validation looks exactly as `train.demo` does (a look per rally; other
+matches and other seeds for the held-out validation looks, at 640x360), then trains a small 3D CNN (temporal convolutions see motion directly) with
 side / stroke / zone heads on the clips and prints held-out accuracy beside the majority class
 every 500 steps. It is not part of the product's model: it tells whether a model that fails on
 the renders lacks capacity or the renders lack the information.
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from train.clip_cache import ClipSet
-from train.demo import DEFAULT_SHUTTLESET, choose_sets, match_sets, render_sets, set_seeds
+from train.demo import (DEFAULT_SHUTTLESET, EVAL_SIZE, HELDOUT_FAMILY, SPLIT_SEEDS, TRAIN_FAMILIES, TRAIN_SIZES,
+                        choose_sets, match_sets, plan_looks, render_looks)
 from train.pretrain_base import FIELDS, labels
 
 
@@ -54,18 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--shuttleset", type=Path, default=DEFAULT_SHUTTLESET)
     p.add_argument("--train-sets", type=int, default=40)
-    p.add_argument("--heldout-sets", type=int, default=6)
+    p.add_argument("--heldout-sets", type=int, default=4)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--processes", type=int, default=2, help="render processes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    train_sets, heldout_sets = choose_sets(match_sets(args.shuttleset), args.train_sets, args.heldout_sets, args.seed)
+    # the demo's test matches stay out of the probe too (chosen first, never rendered)
+    sets = choose_sets(match_sets(args.shuttleset), {"train": args.train_sets, "val": args.heldout_sets, "test": 4},
+                       args.seed)
+    families = tuple(f for f in TRAIN_FAMILIES if f != HELDOUT_FAMILY)
+    looks = {"train": plan_looks(sets["train"], "train", SPLIT_SEEDS["train"], 1, families, TRAIN_SIZES),
+             "val": plan_looks(sets["val"], "val", SPLIT_SEEDS["val"], 1, families, {EVAL_SIZE: 1.0})}
     with tempfile.TemporaryDirectory() as tmp:
-        _, train = render_sets(train_sets, Path(tmp) / "train", set_seeds(train_sets, 1), processes=args.processes)
-        _, held = render_sets(heldout_sets, Path(tmp) / "heldout", set_seeds(heldout_sets, 2),
-                              processes=args.processes)
+        _, train = render_looks(looks["train"], Path(tmp) / "train", args.processes)
+        _, held = render_looks(looks["val"], Path(tmp) / "heldout", args.processes)
     y_train, y_held = labels(train), labels(held)
     majority = {k: round(float((y_held[k] == torch.bincount(y_train[k]).argmax()).float().mean()), 3) for k in FIELDS}
     print(f"{len(train)} training clips, {len(held)} held-out clips; majority class {majority}", flush=True)
