@@ -71,11 +71,12 @@ def build_model(settings: ModelSettings, stage: int = 0) -> StrokeModel:
     """Base + the stroke model's new parameters + freshly initialised LoRA from `settings.lora`."""
     base, tokenizer, qformer_tok, spec = load_base(settings)
     instruction = qformer_tok(QFORMER_INSTRUCTION, return_tensors="pt").input_ids[0]
-    embeddings = _read_stroke_embeddings(settings.base)
+    embeddings_file = Path(str(settings.base)) / STROKE_EMBEDDINGS
+    embeddings = _read_stroke_embeddings(embeddings_file)
     tubelet = embeddings.get(TUBELET)
     vlm = StrokeVLM(base, instruction, settings.num_frames, settings.max_clips,
                     tubelet_frames=int(tubelet.shape[2]) if tubelet is not None else 0)
-    _init_stroke_embeddings(vlm, embeddings, Path(str(settings.base)) / STROKE_EMBEDDINGS)
+    _init_stroke_embeddings(vlm, embeddings, embeddings_file)
     device = resolve_device(settings.device)
     vlm.frame_embed.data = vlm.frame_embed.data.to(compute_dtype(settings.precision))
     vlm.clip_embed.data = vlm.clip_embed.data.to(compute_dtype(settings.precision))
@@ -205,10 +206,9 @@ def base_signature(config) -> dict:
             "llm_layers": t.num_layers, "llm_ffn": t.d_ff, "llm_vocab": t.vocab_size}
 
 
-def _read_stroke_embeddings(source: str) -> dict[str, torch.Tensor]:
+def _read_stroke_embeddings(path: Path) -> dict[str, torch.Tensor]:
     """A base pretrained for strokes may carry its frame/clip embeddings (and a tubelet embedding)
     beside the checkpoint; a plain InstructBLIP base has none."""
-    path = Path(str(source)) / STROKE_EMBEDDINGS
     if not path.is_file():
         return {}
     try:
@@ -219,10 +219,8 @@ def _read_stroke_embeddings(source: str) -> dict[str, torch.Tensor]:
 
 def _init_stroke_embeddings(vlm: StrokeVLM, state: dict[str, torch.Tensor], path: Path) -> None:
     """Copy the base's stroke embeddings into the model (those it lacks start at zero)."""
-    targets = {"frame_embed": vlm.frame_embed, "clip_embed": vlm.clip_embed,
-               **({TUBELET: vlm.tubelet.weight} if vlm.tubelet is not None else {})}
     with torch.no_grad():
-        for name, target in targets.items():
+        for name, target in _stroke_embeddings(vlm).items():
             if name in state:
                 if state[name].shape != target.shape:
                     raise ModelLoadError(f"{path}: {name} has shape {tuple(state[name].shape)}, "
@@ -233,10 +231,14 @@ def _init_stroke_embeddings(vlm: StrokeVLM, state: dict[str, torch.Tensor], path
 def save_stroke_embeddings(vlm: StrokeVLM, base_dir: str | Path) -> Path:
     """Store a pretrained base's frame/clip embeddings (and its tubelet embedding) beside its checkpoint."""
     path = Path(base_dir) / STROKE_EMBEDDINGS
-    state = {"frame_embed": vlm.frame_embed, "clip_embed": vlm.clip_embed,
-             **({TUBELET: vlm.tubelet.weight} if vlm.tubelet is not None else {})}
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()}, str(path))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in _stroke_embeddings(vlm).items()}, str(path))
     return path
+
+
+def _stroke_embeddings(vlm: StrokeVLM) -> dict[str, torch.Tensor]:
+    """The tensors a stroke-pretrained base keeps in STROKE_EMBEDDINGS, by name."""
+    return {"frame_embed": vlm.frame_embed, "clip_embed": vlm.clip_embed,
+            **({TUBELET: vlm.tubelet.weight} if vlm.tubelet is not None else {})}
 
 
 def _weights_file(source: str) -> str:

@@ -47,6 +47,7 @@ import shutil
 import string
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -56,6 +57,7 @@ import numpy as np
 from core.annotations import load_shuttleset_set
 from core.device import set_threads
 from core.loader import load_model, read_manifest
+from core.model import StrokeModel
 from train.clip_cache import ClipSet, cut_set
 from train.config import Stage1Config, Stage2Config
 from train.pretrain_base import PretrainConfig, pretrain
@@ -163,6 +165,14 @@ def plan_looks(sets: list[Path], split: str, seed: int, per_look: int, families:
     return looks
 
 
+def plan_splits(sets: dict[str, list[Path]], per_look: int, max_rallies: dict[str, int]) -> dict[str, list[Look]]:
+    """The looks of each split of `sets`: training in TRAIN_SIZES, validation and test (their first
+    `max_rallies` rallies) at EVAL_SIZE, all in the training families."""
+    return {split: plan_looks(group, split, SPLIT_SEEDS[split], per_look, TRAIN_FAMILIES,
+                              TRAIN_SIZES if split == "train" else {EVAL_SIZE: 1.0}, max_rallies.get(split))
+            for split, group in sets.items()}
+
+
 def _render_looks(job: tuple) -> tuple[list[Path], ClipSet]:
     """Render some looks into a private folder (match.csv is rewritten per render), or find them
     rendered in `out_dir` (render False), and cut their clips."""
@@ -196,16 +206,18 @@ def render_looks(looks: list[Look], out_dir: Path, processes: int = 2) -> tuple[
     without a clash. A folder that already holds these looks (`rendered_already`) is only cut."""
     per_job = max(1, math.ceil(len(looks) / (4 * processes)))
     runs = [looks[i:i + per_job] for i in range(0, len(looks), per_job)]
-    if rendered_already(looks, out_dir):
+    cached = rendered_already(looks, out_dir)
+    if cached:
         log.info("%s holds these %d looks: cutting their clips", out_dir, len(looks))
-        with mp.get_context("spawn").Pool(processes) as pool:
-            results = pool.map(_render_looks, [(run, out_dir, False) for run in runs])
-        return [c for r in results for c in r[0]], ClipSet.concat([r[1] for r in results])
-    shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
     parts_dir = out_dir / "_parts"
-    jobs = [(run, parts_dir / str(i), True) for i, run in enumerate(runs)]
+    jobs = [(run, out_dir if cached else parts_dir / str(i), not cached) for i, run in enumerate(runs)]
     with mp.get_context("spawn").Pool(processes) as pool:
         results = pool.map(_render_looks, jobs)
+    clips = ClipSet.concat([r[1] for r in results])
+    if cached:
+        return [c for r in results for c in r[0]], clips
     csvs = []
     for (_, part, _), (rendered, _) in zip(jobs, results):
         for video in {c.parent.name for c in rendered}:
@@ -214,7 +226,7 @@ def render_looks(looks: list[Look], out_dir: Path, processes: int = 2) -> tuple[
     merge_match_files([job[1] for job in jobs], out_dir)
     shutil.rmtree(parts_dir, ignore_errors=True)
     (out_dir / PLAN_FILE).write_text(json.dumps(_plan(looks)))
-    return csvs, ClipSet.concat([r[1] for r in results])
+    return csvs, clips
 
 
 def merge_match_files(parts: list[Path], out_dir: Path) -> None:
@@ -239,13 +251,13 @@ def build_stage_data(csvs: dict[str, list[Path]], videos: Path, out: Path) -> di
     from train.build_dataset import parser as build_parser
 
     # only videos with a captioned stroke (the builder refuses a named match it has no caption of)
-    names = {split: sorted({c.parent.name for c in csvs.get(split, [])
-                            if any(s.caption is not None for s in load_shuttleset_set(c).strokes)}) for split in SPLITS}
     argv = ["--annotations", *map(str, [c for split in SPLITS for c in csvs.get(split, [])]), "--videos", str(videos),
             "--out", str(out), "--no-progress"]
     for split in ("val", "test"):
-        if names[split]:
-            argv += [f"--{split}-matches", *names[split]]
+        names = sorted({c.parent.name for c in csvs.get(split, [])
+                        if any(s.caption is not None for s in load_shuttleset_set(c).strokes)})
+        if names:
+            argv += [f"--{split}-matches", *names]
     return build(build_parser().parse_args(argv))
 
 
@@ -267,14 +279,13 @@ def evenly(items: list, n: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def evaluate_stage1(adapters: Path, data: Path, split: str, limit: int, train_data: Path) -> dict:
+def evaluate_stage1(model: StrokeModel, data: Path, split: str, limit: int, train_data: Path) -> dict:
     """Captions of an evenly spaced `limit` of a split's strokes, their fields against the
     annotations, beside the majority class of `train_data`'s training captions."""
     from train.data import load_captions, load_references
     from train.evaluate import evaluate_captions, generation_settings
 
     items = evenly(load_captions(data, split), limit)
-    model = load_model(adapters, device="cpu")
     report = evaluate_captions(model, items, load_references(data, split, items), generation_settings(1), 32,
                                load_captions(train_data, "train", check_files=False), data_dir=data)
     m = report["metrics"]
@@ -284,18 +295,15 @@ def evaluate_stage1(adapters: Path, data: Path, split: str, limit: int, train_da
             "examples": [(s["prediction"], s["references"][0]) for s in report["samples"][:10]]}
 
 
-def evaluate_stage2(adapters: Path, data: Path, split: str, limit: int, train_data: Path) -> dict:
+def evaluate_stage2(model: StrokeModel, data: Path, split: str, limit: int, train_data: Path) -> dict:
     """Answers to an evenly spaced `limit` of a split's questions, beside the most common
     training answer of `train_data` given to every question."""
-    from collections import Counter
-
     from core.prompts import parse_answer
     from train import metrics as M
     from train.data import load_questions
     from train.evaluate import evaluate_questions, generation_settings, gold_indices
 
     items = evenly(load_questions(data, split), limit)
-    model = load_model(adapters, device="cpu")
     report = evaluate_questions(model, items, generation_settings(2), 16, data)
     train_answers = Counter(it["answer"] for it in load_questions(train_data, "train", check_files=False))
     constant = train_answers.most_common(1)[0][0]
@@ -350,7 +358,7 @@ def renders_for_test(looks: list[Look]) -> dict[str, list[Look]]:
 
 def _split_info(sets: list[Path], looks: list[Look]) -> dict:
     seeds = [k.seed for k in looks]
-    count = lambda values: {str(v): sum(1 for x in values if x == v) for v in sorted(set(values), key=str)}  # noqa: E731
+    count = lambda values: dict(sorted(Counter(map(str, values)).items()))  # noqa: E731
     return {"matches": sorted({s.parent.name for s in sets}), "sets": [f"{s.parent.name}/{s.name}" for s in sets],
             "looks": len(looks), "render_seeds": [min(seeds), max(seeds)] if seeds else [],
             "families": count([k.family for k in looks]), "sizes": count([f"{w}x{h}" for w, h in (k.size for k in looks)]),
@@ -364,15 +372,7 @@ def run(args) -> dict:
     work.mkdir(parents=True)
     sets = choose_sets(match_sets(Path(args.shuttleset)),
                        {"train": args.train_sets, "val": args.val_sets, "test": args.test_sets}, args.seed)
-    train_families = tuple(f for f in TRAIN_FAMILIES if f != HELDOUT_FAMILY)
-    looks = {
-        "train": plan_looks(sets["train"], "train", SPLIT_SEEDS["train"], args.rallies_per_look, train_families,
-                            TRAIN_SIZES),
-        "val": plan_looks(sets["val"], "val", SPLIT_SEEDS["val"], args.rallies_per_look, train_families,
-                          {EVAL_SIZE: 1.0}, args.val_rallies),
-        "test": plan_looks(sets["test"], "test", SPLIT_SEEDS["test"], args.rallies_per_look, train_families,
-                           {EVAL_SIZE: 1.0}, args.test_rallies),
-    }
+    looks = plan_splits(sets, args.rallies_per_look, {"val": args.val_rallies, "test": args.test_rallies})
 
     t = time.perf_counter()
     root = Path(args.render_cache) if args.render_cache else work
@@ -380,10 +380,11 @@ def run(args) -> dict:
     folders = {"train": root / "renders", "val": root / "renders_val", **{n: root / f"renders_{n}" for n in tests}}
     plans = {"train": looks["train"], "val": looks["val"], **tests}
     reused = sorted(name for name, folder in folders.items() if rendered_already(plans[name], folder))
+    rendered = {name: render_looks(group, folders[name], args.processes) for name, group in plans.items()}
+    (train_csvs, train_clips), (val_csvs, val_clips) = rendered["train"], rendered["val"]
+    test_csvs = {name: rendered[name][0] for name in tests}
+    del rendered  # the test clips are read again from the dataset folders
     renders = folders["train"]  # training and validation looks: one videos folder for the dataset builder
-    train_csvs, train_clips = render_looks(looks["train"], renders, args.processes)
-    val_csvs, val_clips = render_looks(looks["val"], folders["val"], args.processes)
-    test_csvs = {name: render_looks(group, folders[name], args.processes)[0] for name, group in tests.items()}
     clock.done("render_and_cut", t)
 
     t = time.perf_counter()
@@ -391,7 +392,7 @@ def run(args) -> dict:
         shutil.copytree(c.parent, renders / c.parent.name, dirs_exist_ok=True)
     merge_match_files([renders, folders["val"]], renders)
     data = work / "data"
-    stage_sets = {s for s in evenly(sets["train"], args.stage_sets)}
+    stage_sets = set(evenly(sets["train"], args.stage_sets))
     stage_train = [c for c, k in zip(train_csvs, looks["train"]) if k.set_csv in stage_sets]
     manifest = build_stage_data({"train": stage_train, "val": [renders / c.parent.name / c.name for c in val_csvs]},
                                 renders, data)
@@ -478,10 +479,10 @@ def run(args) -> dict:
 def evaluate_conditions(model: Path, conditions: dict[str, tuple[Path, str, int]], train_data: Path) -> dict:
     """Both stages of `model` on each condition: name -> (dataset folder, split, captions; half as
     many questions). Captions come from the model as shipped (a stage-2 model, its LLM LoRA off)."""
-    results = {}
+    loaded, results = load_model(model, device="cpu"), {}
     for name, (folder, split, limit) in conditions.items():
-        results[name] = {"stage1": evaluate_stage1(model, folder, split, limit, train_data),
-                         "stage2": evaluate_stage2(model, folder, split, limit // 2, train_data)}
+        results[name] = {"stage1": evaluate_stage1(loaded, folder, split, limit, train_data),
+                         "stage2": evaluate_stage2(loaded, folder, split, limit // 2, train_data)}
         log.info("%s %s: %s", model, name, _headline(results[name]))
     return results
 
@@ -586,16 +587,16 @@ def _results_table(card: dict) -> str:
     results, targets = card["results"], _targets(card["targets"])
     head = ("condition", "strokes / questions", "side", "stroke type", "zone", "stage-2 F1", "impossible")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(label: str, r: dict) -> str:
+        return (f"| {label} | {r['stage1']['n']} / {r['stage2']['n']} | "
+                + " | ".join(_pct(v) for v in headline(r).values()) + " |")
+
     for name, r in results.items():
-        got = headline(r)
         bold = name.startswith("test_") and HELDOUT_FAMILY not in name
-        cells = [_pct(v) for v in got.values()]
-        rows.append(f"| {'**' + _condition(name) + '**' if bold else _condition(name)} | {r['stage1']['n']} / "
-                    f"{r['stage2']['n']} | " + " | ".join(cells) + " |")
-    if card.get("baseline"):
-        for name, r in card["baseline"]["results"].items():
-            rows.append(f"| {BASELINE_LABEL}: {_condition(name)} | {r['stage1']['n']} / {r['stage2']['n']} | "
-                        + " | ".join(_pct(v) for v in headline(r).values()) + " |")
+        rows.append(row(f"**{_condition(name)}**" if bold else _condition(name), r))
+    for name, r in (card["baseline"]["results"] if card.get("baseline") else {}).items():
+        rows.append(row(f"{BASELINE_LABEL}: {_condition(name)}", r))
     base = results[f"test_{TEST_SIZES[0][0]}x{TEST_SIZES[0][1]}"]
     mb1, mb2 = base["stage1"]["majority_baseline"], base["stage2"]["majority_baseline"]
     rows.append("| majority class / answer (test 640x360) | | " + " | ".join(

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from train.clip_cache import ClipSet
-from train.demo import (DEFAULT_SHUTTLESET, EVAL_SIZE, HELDOUT_FAMILY, SPLIT_SEEDS, TRAIN_FAMILIES, TRAIN_SIZES,
-                        choose_sets, match_sets, plan_looks, render_looks)
+from train.demo import DEFAULT_SHUTTLESET, choose_sets, match_sets, plan_splits, render_looks
 from train.pretrain_base import FIELDS, labels
 
 
@@ -65,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     # the demo's test matches stay out of the probe too (chosen first, never rendered)
     sets = choose_sets(match_sets(args.shuttleset), {"train": args.train_sets, "val": args.heldout_sets, "test": 4},
                        args.seed)
-    families = tuple(f for f in TRAIN_FAMILIES if f != HELDOUT_FAMILY)
-    looks = {"train": plan_looks(sets["train"], "train", SPLIT_SEEDS["train"], 1, families, TRAIN_SIZES),
-             "val": plan_looks(sets["val"], "val", SPLIT_SEEDS["val"], 1, families, {EVAL_SIZE: 1.0})}
+    looks = plan_splits({k: sets[k] for k in ("train", "val")}, 1, {})
     with tempfile.TemporaryDirectory() as tmp:
         _, train = render_looks(looks["train"], Path(tmp) / "train", args.processes)
         _, held = render_looks(looks["val"], Path(tmp) / "heldout", args.processes)

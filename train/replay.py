@@ -624,11 +624,10 @@ def _fallback_landing(s: Shot) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress, sound=None,
-                 crf: int | None = None) -> None:
+def _write_video(path: Path, frames: _Frames, n: int, fps: float, size, progress, sound, crf: int) -> None:
     """H.264 (+ AAC when there is sound) through PyAV; the file must hold exactly n frames."""
     try:
-        with Writer(path, size, fps, sound, RATE, **({"crf": crf} if crf is not None else {})) as writer:
+        with Writer(path, size, fps, sound, RATE, crf) as writer:
             for i in range(n):
                 writer.write(frames(i))
                 if progress is not None and (i % 25 == 24 or i == n - 1):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.encode import CRF
+
 
 def _bgr(h: float, s: float, v: float) -> tuple[int, int, int]:
     r, g, b = colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1)))
@@ -61,7 +63,7 @@ class Style:
     blur: float = 0.0  # motion blur: share of the previous frame kept in each frame
     defocus: float = 0.0  # Gaussian sigma, in pixels of a 640-wide frame
     light: tuple[float, float] = (0.0, 0.0)  # lighting falloff across / down the frame (gain at the edges)
-    crf: int | None = None  # H.264 quality (None: the encoder's default)
+    crf: int = CRF  # H.264 quality
 
     def lut(self) -> np.ndarray:
         """256-entry lookup table applying gain, bias and gamma."""
